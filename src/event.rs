@@ -1,0 +1,496 @@
+//! The event model: what Replicate POSTs, as typed Rust.
+//!
+//! A webhook body is the prediction or training object that `GET /v1/predictions/{id}`
+//! or `GET /v1/trainings/{id}` returns. Replicate adds fields over time and leaves
+//! many null, so every field but `id` and `status` is optional and parsed leniently:
+//! a field of an unexpected type becomes `None` instead of failing the event. The
+//! raw body is always kept beside the typed view, so nothing is lost either way.
+//!
+//! The kind (prediction or training) is not in the body; [`detect_kind`] decides it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Prediction or training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Prediction,
+    Training,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Prediction => "prediction",
+            Kind::Training => "training",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "prediction" => Ok(Kind::Prediction),
+            "training" => Ok(Kind::Training),
+            other => Err(format!(
+                "unknown kind `{other}` (expected `prediction` or `training`)"
+            )),
+        }
+    }
+}
+
+/// A job's status. Replicate may add statuses; an unknown one is kept verbatim
+/// (and is not terminal) rather than refused, so the event is never lost.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Status {
+    Starting,
+    Processing,
+    Succeeded,
+    Failed,
+    Canceled,
+    Aborted,
+    Other(String),
+}
+
+impl Status {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "starting" => Status::Starting,
+            "processing" => Status::Processing,
+            "succeeded" => Status::Succeeded,
+            "failed" => Status::Failed,
+            "canceled" => Status::Canceled,
+            "aborted" => Status::Aborted,
+            other => Status::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Status::Starting => "starting",
+            Status::Processing => "processing",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Canceled => "canceled",
+            Status::Aborted => "aborted",
+            Status::Other(s) => s,
+        }
+    }
+
+    /// Final statuses: the job will send no further webhooks after one of these.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Status::Succeeded | Status::Failed | Status::Canceled | Status::Aborted
+        )
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Status::parse(&s))
+    }
+}
+
+/// An RFC 3339 instant as Replicate writes them (`2026-11-20T14:03:11.482915Z`,
+/// with anywhere from 0 to 9 fraction digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub OffsetDateTime);
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        OffsetDateTime::parse(&s, &Rfc3339)
+            .map(Timestamp)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Links Replicate puts in `urls`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Urls {
+    #[serde(default, deserialize_with = "lenient")]
+    pub get: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub cancel: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub web: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub stream: Option<String>,
+}
+
+/// Timing metrics; absent until the job ends.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Metrics {
+    #[serde(default, deserialize_with = "lenient")]
+    pub predict_time: Option<f64>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub total_time: Option<f64>,
+    /// Model-specific metrics (token counts, …), kept as sent.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// The fields predictions and trainings share.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Common {
+    pub id: String,
+    pub status: Status,
+    #[serde(default, deserialize_with = "lenient")]
+    pub model: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub version: Option<String>,
+    /// Whatever the job was given; shape depends on the model.
+    #[serde(default)]
+    pub input: Value,
+    /// Whatever the job produced so far; shape depends on the model.
+    #[serde(default)]
+    pub output: Value,
+    #[serde(default, deserialize_with = "lenient")]
+    pub logs: Option<String>,
+    /// Usually a string; kept as JSON since nothing promises that.
+    #[serde(default)]
+    pub error: Value,
+    #[serde(default, deserialize_with = "lenient")]
+    pub source: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub created_at: Option<Timestamp>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub completed_at: Option<Timestamp>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub urls: Option<Urls>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub metrics: Option<Metrics>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub webhook: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub webhook_events_filter: Option<Vec<String>>,
+}
+
+/// A prediction object.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Prediction {
+    #[serde(flatten)]
+    pub common: Common,
+    /// Set when the prediction ran through a deployment (`owner/name`).
+    #[serde(default, deserialize_with = "lenient")]
+    pub deployment: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub data_removed: Option<bool>,
+}
+
+/// A training object.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Training {
+    #[serde(flatten)]
+    pub common: Common,
+    /// The model the trained version is pushed to (`owner/name`), if any.
+    #[serde(default, deserialize_with = "lenient")]
+    pub destination: Option<String>,
+}
+
+/// A job of either kind.
+#[derive(Debug, Clone)]
+pub enum Job {
+    Prediction(Prediction),
+    Training(Training),
+}
+
+impl Job {
+    /// Reads a body already known to be of `kind`.
+    pub fn parse(kind: Kind, body: &[u8]) -> Result<Self, serde_json::Error> {
+        Ok(match kind {
+            Kind::Prediction => Job::Prediction(serde_json::from_slice(body)?),
+            Kind::Training => Job::Training(serde_json::from_slice(body)?),
+        })
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Job::Prediction(_) => Kind::Prediction,
+            Job::Training(_) => Kind::Training,
+        }
+    }
+
+    pub fn common(&self) -> &Common {
+        match self {
+            Job::Prediction(p) => &p.common,
+            Job::Training(t) => &t.common,
+        }
+    }
+
+    /// Wall time from start to completion, when both are known.
+    pub fn run_time(&self) -> Option<time::Duration> {
+        let c = self.common();
+        Some(c.completed_at?.0 - c.started_at?.0)
+    }
+
+    /// The error as text: the string itself, or compact JSON for anything else.
+    pub fn error_message(&self) -> Option<String> {
+        match &self.common().error {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+/// The minimum the intake must know about a body before acknowledging it. Parsed
+/// from JSON that is already known to be an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub id: String,
+    pub status: Status,
+    pub model: Option<String>,
+    pub kind: Kind,
+}
+
+/// Why a body cannot be accepted as a webhook event (answered 400).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BodyError {
+    #[error("body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("body is JSON but not an object (a prediction or training object is expected)")]
+    NotObject,
+    #[error("field `{0}` is missing")]
+    Missing(&'static str),
+    #[error("field `{0}` must be a non-empty string")]
+    NotString(&'static str),
+}
+
+impl Envelope {
+    /// Validates the body and picks out what the store indexes. `kind_hint` is the
+    /// webhook URL's `kind` query parameter, if the user put one there.
+    pub fn read(body: &[u8], kind_hint: Option<Kind>) -> Result<Self, BodyError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| BodyError::NotJson(e.to_string()))?;
+        let obj = value.as_object().ok_or(BodyError::NotObject)?;
+        let string = |key: &'static str| match obj.get(key) {
+            None | Some(Value::Null) => Err(BodyError::Missing(key)),
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(_) => Err(BodyError::NotString(key)),
+        };
+        let id = string("id")?;
+        let status = Status::parse(&string("status")?);
+        let model = obj.get("model").and_then(Value::as_str).map(str::to_owned);
+        let kind = kind_hint.unwrap_or_else(|| detect_kind(obj));
+        Ok(Self {
+            id,
+            status,
+            model,
+            kind,
+        })
+    }
+}
+
+/// Decides the kind from the body when the webhook URL did not say: `urls.get`
+/// pointing at `/trainings/`, or an `output` shaped `{version, weights}`, mean a
+/// training; anything else is a prediction.
+pub fn detect_kind(obj: &Map<String, Value>) -> Kind {
+    let get_url = obj
+        .get("urls")
+        .and_then(|u| u.get("get"))
+        .and_then(Value::as_str);
+    if get_url.is_some_and(|u| u.contains("/trainings/")) {
+        return Kind::Training;
+    }
+    let output = obj.get("output").and_then(Value::as_object);
+    if output.is_some_and(|o| o.contains_key("version") && o.contains_key("weights")) {
+        return Kind::Training;
+    }
+    Kind::Prediction
+}
+
+/// `deserialize_with` for optional fields: a value of the wrong type becomes `None`
+/// instead of failing the whole object.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let value = Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn kind_detection_table() {
+        let cases = [
+            (json!({}), Kind::Prediction),
+            (
+                json!({"urls": {"get": "https://api.replicate.com/v1/trainings/x"}}),
+                Kind::Training,
+            ),
+            (
+                json!({"urls": {"get": "https://api.replicate.com/v1/predictions/x"}}),
+                Kind::Prediction,
+            ),
+            (
+                json!({"output": {"version": "a/b:c", "weights": "https://x/w.tar"}}),
+                Kind::Training,
+            ),
+            (json!({"output": {"version": "a/b:c"}}), Kind::Prediction),
+            (json!({"output": ["https://x/out.png"]}), Kind::Prediction),
+            (json!({"urls": null, "output": null}), Kind::Prediction),
+        ];
+        for (body, want) in cases {
+            assert_eq!(detect_kind(&obj(body.clone())), want, "body {body}");
+        }
+    }
+
+    #[test]
+    fn envelope_table() {
+        let ok = |id: &str, status: Status, kind: Kind| {
+            Ok(Envelope {
+                id: id.into(),
+                status,
+                model: None,
+                kind,
+            })
+        };
+        let cases: Vec<(&str, Option<Kind>, Result<Envelope, BodyError>)> = vec![
+            (
+                r#"{"id":"a","status":"failed"}"#,
+                None,
+                ok("a", Status::Failed, Kind::Prediction),
+            ),
+            (
+                r#"{"id":"a","status":"failed"}"#,
+                Some(Kind::Training),
+                ok("a", Status::Failed, Kind::Training),
+            ),
+            (
+                r#"{"id":"a","status":"queued"}"#,
+                None,
+                ok("a", Status::Other("queued".into()), Kind::Prediction),
+            ),
+            (r#"[1,2]"#, None, Err(BodyError::NotObject)),
+            (r#""text""#, None, Err(BodyError::NotObject)),
+            (
+                r#"{"status":"failed"}"#,
+                None,
+                Err(BodyError::Missing("id")),
+            ),
+            (
+                r#"{"id":null,"status":"failed"}"#,
+                None,
+                Err(BodyError::Missing("id")),
+            ),
+            (r#"{"id":"a"}"#, None, Err(BodyError::Missing("status"))),
+            (
+                r#"{"id":7,"status":"failed"}"#,
+                None,
+                Err(BodyError::NotString("id")),
+            ),
+            (
+                r#"{"id":"","status":"failed"}"#,
+                None,
+                Err(BodyError::NotString("id")),
+            ),
+            (
+                r#"{"id":"a","status":["failed"]}"#,
+                None,
+                Err(BodyError::NotString("status")),
+            ),
+        ];
+        for (body, hint, want) in cases {
+            assert_eq!(Envelope::read(body.as_bytes(), hint), want, "body {body}");
+        }
+        assert!(matches!(
+            Envelope::read(b"{not json", None),
+            Err(BodyError::NotJson(_))
+        ));
+        assert!(matches!(
+            Envelope::read(b"\xff\xfe", None),
+            Err(BodyError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let body = "[".repeat(100_000);
+        assert!(matches!(
+            Envelope::read(body.as_bytes(), None),
+            Err(BodyError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_types_in_optional_fields_are_tolerated() {
+        let body = br#"{"id":"a","status":"succeeded","model":5,"logs":{"x":1},
+            "metrics":"fast","started_at":"not a time","completed_at":null,
+            "urls":{"get":7,"web":"https://replicate.com/p/a"},"data_removed":"no"}"#;
+        let Job::Prediction(p) = Job::parse(Kind::Prediction, body).unwrap() else {
+            panic!("kind")
+        };
+        assert_eq!(p.common.model, None);
+        assert_eq!(p.common.logs, None);
+        assert!(p.common.metrics.is_none());
+        assert!(p.common.started_at.is_none());
+        let urls = p.common.urls.unwrap();
+        assert_eq!(urls.get, None);
+        assert_eq!(urls.web.as_deref(), Some("https://replicate.com/p/a"));
+        assert_eq!(p.data_removed, None);
+    }
+
+    #[test]
+    fn timestamps_with_any_fraction_length() {
+        for (text, nanos) in [
+            ("2026-11-20T14:03:11.482915Z", 482_915_000),
+            ("2026-11-20T14:03:11.482915123Z", 482_915_123),
+            ("2026-11-20T14:03:11.4829151Z", 482_915_100),
+            ("2026-11-20T14:03:11Z", 0),
+            ("2026-11-20T16:03:11.5+02:00", 500_000_000),
+        ] {
+            let ts: Timestamp = serde_json::from_value(json!(text)).unwrap();
+            assert_eq!(ts.0.nanosecond(), nanos, "{text}");
+        }
+    }
+
+    #[test]
+    fn status_is_terminal() {
+        for (s, terminal) in [
+            ("starting", false),
+            ("processing", false),
+            ("succeeded", true),
+            ("failed", true),
+            ("canceled", true),
+            ("aborted", true),
+            ("queued", false),
+        ] {
+            assert_eq!(Status::parse(s).is_terminal(), terminal, "{s}");
+            assert_eq!(Status::parse(s).as_str(), s);
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Intake: the HTTP front door. Receive → limit → verify → parse → store → answer.
+//!
+//! Nothing slow happens before the answer except the commit itself: the 2xx is
+//! sent only once the event is on disk, and every refusal is a JSON body that says
+//! why (see the HTTP table in the README). Routing and delivery happen later, from
+//! the store, never on this path.
+
+pub mod signature;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use warp::Filter;
+use warp::http::{HeaderMap, Method, StatusCode, header};
+use warp::reply::{Reply, Response};
+
+use crate::event::{Envelope, Kind};
+use crate::store::{Inserted, NewEvent, Store, StoreError};
+use signature::{SignedHeaders, Verifier, VerifyError};
+
+/// A client has this long to send its whole body; slower ones get 408, so a
+/// trickling sender cannot hold a connection and its buffer forever.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything a request handler needs, shared by all requests.
+pub struct Intake {
+    /// The path Replicate POSTs to.
+    pub path: String,
+    /// Largest accepted body in bytes.
+    pub max_body: u64,
+    /// `None` only with `[verify] insecure = true`.
+    pub verifier: Option<Verifier>,
+    pub store: Arc<dyn Store>,
+    /// Set when shutdown begins: new webhooks get 503 so the sender retries
+    /// against the next instance instead of being acknowledged by a dying one.
+    pub stopping: Arc<AtomicBool>,
+}
+
+/// The whole HTTP surface as one warp filter. Routing by method and path happens
+/// in [`handle`] rather than in warp combinators, so every answer (404 and 405
+/// too) is JSON; the filter itself only rejects if warp cannot hand over the body.
+pub fn filter(
+    intake: Arc<Intake>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::method()
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |method, path: warp::path::FullPath, query, headers, body| {
+                let intake = intake.clone();
+                async move { handle(&intake, method, path.as_str(), query, headers, body).await }
+            },
+        )
+}
+
+async fn handle<S, B>(
+    intake: &Intake,
+    method: Method,
+    path: &str,
+    query: String,
+    headers: HeaderMap,
+    body: S,
+) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    match (path, method) {
+        ("/healthz", Method::GET | Method::HEAD) => health(intake).await,
+        (p, Method::POST) if p == intake.path => webhook(intake, query, headers, body).await,
+        (p, _) if p == intake.path || p == "/healthz" => {
+            let allow = if p == "/healthz" { "GET, HEAD" } else { "POST" };
+            let mut res = answer(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("use {allow} on {p}"),
+            );
+            res.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+            res
+        }
+        (p, _) => answer(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("nothing at {p}; webhooks go to POST {}", intake.path),
+        ),
+    }
+}
+
+async fn health(intake: &Intake) -> Response {
+    if intake.stopping.load(Ordering::Relaxed) {
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the daemon is stopping",
+        );
+    }
+    match intake.store.health().await {
+        Ok(()) => warp::reply::json(&json!({"status": "ok"})).into_response(),
+        Err(e) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+/// Why a webhook was refused, each with its status code.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("the daemon is stopping; retry shortly")]
+    Stopping,
+    #[error("body is larger than the limit of {0} bytes (server.max_body)")]
+    TooLarge(u64),
+    #[error("the body did not arrive within {0:?}")]
+    Timeout(Duration),
+    #[error("could not read the body: {0}")]
+    Unreadable(String),
+    #[error("signature check failed: {0}")]
+    Signature(#[from] VerifyError),
+    #[error("{0}")]
+    Body(#[from] crate::event::BodyError),
+    #[error("event not stored, retry: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl Refusal {
+    fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            Refusal::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+            Refusal::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Refusal::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Refusal::Unreadable(_) | Refusal::Body(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Refusal::Signature(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Refusal::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        }
+    }
+}
+
+async fn webhook<S, B>(intake: &Intake, query: String, headers: HeaderMap, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    match accept(intake, query, &headers, body).await {
+        Ok((webhook_id, inserted)) => {
+            let (status, seq) = match inserted {
+                Inserted::New(seq) => ("accepted", seq),
+                Inserted::Duplicate(seq) => ("duplicate", seq),
+            };
+            tracing::debug!(message = "Webhook stored.", webhook_id, seq, status);
+            warp::reply::json(&json!({"status": status, "webhook_id": webhook_id, "event": seq}))
+                .into_response()
+        }
+        Err(refusal) => {
+            let (code, kind) = refusal.status();
+            if code.is_server_error() {
+                tracing::warn!(message = "Webhook not stored.", reason = %refusal, status = code.as_u16());
+            } else {
+                tracing::info!(message = "Webhook refused.", reason = %refusal, status = code.as_u16());
+            }
+            let mut res = answer(code, kind, refusal.to_string());
+            if code == StatusCode::SERVICE_UNAVAILABLE {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            }
+            if matches!(
+                refusal,
+                Refusal::Stopping | Refusal::TooLarge(_) | Refusal::Timeout(_)
+            ) {
+                // The body may be unread: do not reuse this connection.
+                res.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            res
+        }
+    }
+}
+
+async fn accept<S, B>(
+    intake: &Intake,
+    query: String,
+    headers: &HeaderMap,
+    body: S,
+) -> Result<(String, Inserted), Refusal>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    if intake.stopping.load(Ordering::Relaxed) {
+        return Err(Refusal::Stopping);
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > intake.max_body) {
+        return Err(Refusal::TooLarge(intake.max_body));
+    }
+    let body = tokio::time::timeout(BODY_TIMEOUT, read_limited(body, intake.max_body, declared))
+        .await
+        .map_err(|_| Refusal::Timeout(BODY_TIMEOUT))??;
+
+    let webhook_id = match &intake.verifier {
+        Some(verifier) => {
+            let signed = SignedHeaders {
+                id: one_header(headers, "webhook-id")?,
+                timestamp: one_header(headers, "webhook-timestamp")?,
+                signature: one_header(headers, "webhook-signature")?,
+            };
+            verifier.verify(signed, &body)?;
+            signed.id.to_owned()
+        }
+        // Unsigned mode still deduplicates: by the sender's id if it sent one,
+        // else by the body's hash (a retry carries the same bytes).
+        None => match one_header(headers, "webhook-id") {
+            Ok(id) => id.to_owned(),
+            Err(_) => {
+                let digest = Sha256::digest(&body);
+                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+                format!("sha256_{hex}")
+            }
+        },
+    };
+
+    let envelope = Envelope::read(&body, kind_hint(&query))?;
+    let received_at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let event = NewEvent {
+        webhook_id: webhook_id.clone(),
+        object_id: envelope.id,
+        kind: envelope.kind,
+        status: envelope.status.as_str().to_owned(),
+        model: envelope.model,
+        query,
+        body,
+        received_at_ms,
+    };
+    let inserted = intake.store.insert(event).await?;
+    Ok((webhook_id, inserted))
+}
+
+/// Reads the body, failing as soon as it grows past `limit`: a chunked body has
+/// no Content-Length, so the header check alone is not enough.
+async fn read_limited<S, B>(body: S, limit: u64, declared: Option<u64>) -> Result<Bytes, Refusal>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit) as usize);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Refusal::Unreadable(e.to_string()))?;
+        if (buf.len() + chunk.remaining()) as u64 > limit {
+            return Err(Refusal::TooLarge(limit));
+        }
+        buf.put(chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Exactly one value of a signature header: two values would make it ambiguous
+/// which one was checked, so that is refused like a missing one.
+fn one_header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, VerifyError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next().ok_or(VerifyError::MissingHeader(name))?;
+    if values.next().is_some() {
+        return Err(VerifyError::DuplicateHeader(name));
+    }
+    first
+        .to_str()
+        .map_err(|_| VerifyError::UnreadableHeader(name))
+}
+
+/// The `kind` query parameter the user may have put in the webhook URL. A value
+/// other than `prediction`/`training` is ignored (and logged), not refused: the
+/// event still matters, and the body usually tells the kind anyway.
+fn kind_hint(query: &str) -> Option<Kind> {
+    let value = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "kind")
+        .map(|(_, v)| v)?;
+    match value.parse() {
+        Ok(kind) => Some(kind),
+        Err(reason) => {
+            tracing::warn!(message = "Ignoring the webhook URL's kind parameter.", %reason);
+            None
+        }
+    }
+}
+
+/// A JSON answer `{"error": kind, "message": why}`.
+fn answer(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body = json!({"error": kind, "message": message.into()});
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_hint_table() {
+        for (query, want) in [
+            ("", None),
+            ("kind=training", Some(Kind::Training)),
+            ("team=vision&kind=prediction", Some(Kind::Prediction)),
+            ("kind=trainings", None),
+            ("kind=%74raining", Some(Kind::Training)),
+        ] {
+            assert_eq!(kind_hint(query), want, "{query}");
+        }
+    }
+
+    #[test]
+    fn one_header_table() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            one_header(&headers, "webhook-id"),
+            Err(VerifyError::MissingHeader("webhook-id"))
+        );
+        headers.append("webhook-id", "msg_1".parse().unwrap());
+        assert_eq!(one_header(&headers, "webhook-id"), Ok("msg_1"));
+        headers.append("webhook-id", "msg_2".parse().unwrap());
+        assert_eq!(
+            one_header(&headers, "webhook-id"),
+            Err(VerifyError::DuplicateHeader("webhook-id"))
+        );
+        headers.insert(
+            "webhook-timestamp",
+            header::HeaderValue::from_bytes(b"\xff1").unwrap(),
+        );
+        assert_eq!(
+            one_header(&headers, "webhook-timestamp"),
+            Err(VerifyError::UnreadableHeader("webhook-timestamp"))
+        );
+    }
+}

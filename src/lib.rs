@@ -1,0 +1,32 @@
+//! # replicate-relay
+//!
+//! A daemon that receives Replicate webhooks, stores each one durably before
+//! answering, and (in later stages) routes the final ones to Slack, email and
+//! other webhooks.
+//!
+//! ## Layout — the data flow, one module per stage
+//!
+//! - [`intake`]: the HTTP front door (warp). Size limit, Standard Webhooks
+//!   signature check over the raw bytes ([`intake::signature`]), JSON check, then
+//!   hands the event to the store and answers only after the commit.
+//! - [`event`]: the typed prediction/training model and kind detection.
+//! - [`store`]: the durable store behind a small trait; [`store::sqlite`] is the
+//!   SQLite implementation with WAL and group commit.
+//! - [`config`]: loading and validating the TOML config, all errors at once.
+//! - [`server`]: start (store open, port bound) and graceful shutdown.
+//! - [`cli`]: the `replicate-relay` subcommands; [`shutdown`]: stop signals.
+
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod intake;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+
+/// Installs the process-wide rustls crypto provider (ring). Every TLS client in
+/// the daemon (SMTP, Slack) uses rustls; exactly one provider must be installed
+/// before the first one is built, or rustls panics. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,463 @@
+//! The SQLite store: WAL mode, `synchronous=FULL`, one writer thread doing group
+//! commit.
+//!
+//! Why one writer: SQLite allows one writer at a time, and an fsync costs far more
+//! than an insert. So every request hands its event to a channel, one thread
+//! takes whatever is waiting (up to a batch limit) into a single transaction, and
+//! each request awaits the outcome of the commit that carried it. Under load many
+//! requests share one fsync; alone, a request pays exactly one.
+//!
+//! Reads (health checks, the `events` command) use their own connection, which
+//! WAL lets run beside the writer without blocking it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{BoxFuture, Inserted, NewEvent, Store, StoreError, StoredEvent};
+
+/// Forward-only schema migrations; `PRAGMA user_version` is the index of the last
+/// one applied. Never edit a shipped entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the events table. `webhook_id` is unique because it is the dedup key.
+    "CREATE TABLE events (
+        seq            INTEGER PRIMARY KEY,
+        webhook_id     TEXT    NOT NULL UNIQUE,
+        object_id      TEXT    NOT NULL,
+        kind           TEXT    NOT NULL,
+        status         TEXT    NOT NULL,
+        model          TEXT,
+        query          TEXT    NOT NULL,
+        body           BLOB    NOT NULL,
+        received_at_ms INTEGER NOT NULL
+    );",
+];
+
+/// Tuning knobs; the defaults suit a small VM.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// How long a write waits for another process's lock before failing (503).
+    /// Replicate waits a few seconds for an answer, so this stays short.
+    pub busy_timeout: Duration,
+    /// The most events one transaction carries.
+    pub max_batch: usize,
+    /// Pending inserts beyond this make new requests wait (backpressure).
+    pub queue: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            busy_timeout: Duration::from_secs(2),
+            max_batch: 512,
+            queue: 8192,
+        }
+    }
+}
+
+/// One insert waiting for its commit.
+struct Pending {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<Inserted, StoreError>>,
+}
+
+/// The SQLite-backed [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    /// `None` once closed; inserts then fail fast with `Closed`.
+    sender: Mutex<Option<mpsc::Sender<Pending>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Read connection, behind a mutex because `Connection` is not `Sync`.
+    reader: Arc<Mutex<Connection>>,
+    /// The last write error, cleared by the next successful commit.
+    write_error: Arc<Mutex<Option<String>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`, migrates it, and starts the
+    /// writer thread.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| open_err(format!("cannot create directory {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        configure(&conn, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
+        migrate(&mut conn, path)?;
+
+        // A write-protected file opens read-only without complaint; say so now and
+        // keep answering 503 until it is writable, rather than refusing to start.
+        let write_error = Arc::new(Mutex::new(None));
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            let msg = format!("{} is read-only; events cannot be stored", path.display());
+            tracing::error!(message = "Store opened read-only.", path = %path.display());
+            *write_error.lock().unwrap() = Some(msg);
+        }
+
+        let reader = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        configure(&reader, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(|e| open_err(e.to_string()))?;
+
+        let (tx, rx) = mpsc::channel(options.queue);
+        let errors = write_error.clone();
+        let max_batch = options.max_batch.max(1);
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(conn, rx, errors, max_batch))
+            .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
+
+        Ok(Self {
+            path: path.to_owned(),
+            sender: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+            write_error,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads the newest events from the store at `path` without starting a writer or
+/// migrating: for the command line, beside a running daemon.
+pub fn read_recent(path: &Path, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Open {
+            path: path.display().to_string(),
+            reason: "no such file (has `replicate-relay serve` run with this config yet?)".into(),
+        });
+    }
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| {
+            StoreError::Open {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| StoreError::Read(e.to_string()))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| StoreError::Read(e.to_string()))?;
+    check_version(version, path)?;
+    query_recent(&conn, limit)
+}
+
+fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    conn.busy_timeout(busy_timeout)?;
+    // WAL: readers never block the writer; FULL: the WAL is fsynced at every
+    // commit, which is what makes a 2xx mean "on disk".
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") && !conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the filesystem does not support WAL mode (journal_mode is {mode})"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Keep the WAL file from growing without bound after a burst.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    Ok(())
+}
+
+fn check_version(found: i64, path: &Path) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found,
+            known,
+        });
+    }
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let fail = |e: rusqlite::Error| StoreError::Open {
+        path: path.display().to_string(),
+        reason: format!("migration failed: {e}"),
+    };
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(fail)?;
+    check_version(current, path)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index as i64 + 1;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        tracing::info!(message = "Store schema migrated.", version);
+    }
+    Ok(())
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Pending>,
+    write_error: Arc<Mutex<Option<String>>>,
+    max_batch: usize,
+) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        match write_batch(&mut conn, &batch) {
+            Ok(outcomes) => {
+                write_error.lock().unwrap().take();
+                for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                    // The requester may have gone (client hung up); the event is
+                    // stored all the same and a retry will be a duplicate.
+                    let _ = pending.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!(message = "Store commit failed; answering 503.", error = %reason, batch = batch.len());
+                *write_error.lock().unwrap() = Some(reason.clone());
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(StoreError::Write(reason.clone())));
+                }
+            }
+        }
+    }
+    // Channel closed and drained: every accepted insert has been answered.
+    tracing::debug!("store writer stopped");
+}
+
+fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<Vec<Inserted>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events
+                 (webhook_id, object_id, kind, status, model, query, body, received_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (webhook_id) DO NOTHING",
+        )?;
+        let mut existing = tx.prepare_cached("SELECT seq FROM events WHERE webhook_id = ?1")?;
+        for Pending { event: e, .. } in batch {
+            let changed = insert.execute(params![
+                e.webhook_id,
+                e.object_id,
+                e.kind.as_str(),
+                e.status,
+                e.model,
+                e.query,
+                &e.body[..],
+                e.received_at_ms,
+            ])?;
+            outcomes.push(if changed == 1 {
+                Inserted::New(tx.last_insert_rowid())
+            } else {
+                Inserted::Duplicate(existing.query_row([&e.webhook_id], |r| r.get(0))?)
+            });
+        }
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+fn query_recent(conn: &Connection, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, webhook_id, object_id, kind, status, model, query, body, received_at_ms
+             FROM events ORDER BY seq DESC LIMIT ?1",
+        )
+        .map_err(read)?;
+    let rows = stmt
+        .query_map([limit as i64], |r| {
+            Ok(StoredEvent {
+                seq: r.get(0)?,
+                webhook_id: r.get(1)?,
+                object_id: r.get(2)?,
+                kind: r.get(3)?,
+                status: r.get(4)?,
+                model: r.get(5)?,
+                query: r.get(6)?,
+                body: r.get(7)?,
+                received_at_ms: r.get(8)?,
+            })
+        })
+        .map_err(read)?;
+    rows.collect::<Result<_, _>>().map_err(read)
+}
+
+impl Store for SqliteStore {
+    fn insert(&self, event: NewEvent) -> BoxFuture<'static, Result<Inserted, StoreError>> {
+        let sender = self.sender.lock().unwrap().clone();
+        Box::pin(async move {
+            let sender = sender.ok_or(StoreError::Closed)?;
+            let (reply, answer) = oneshot::channel();
+            sender
+                .send(Pending { event, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            // A dropped reply means the writer died before answering: not stored.
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        let reader = self.reader.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || query_recent(&reader.lock().unwrap(), limit))
+                .await
+                .map_err(|e| StoreError::Read(e.to_string()))?
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let reader = self.reader.clone();
+        let write_error = self.write_error.lock().unwrap().clone();
+        let open = self.sender.lock().unwrap().is_some();
+        Box::pin(async move {
+            if !open {
+                return Err(StoreError::Closed);
+            }
+            if let Some(reason) = write_error {
+                return Err(StoreError::Write(reason));
+            }
+            tokio::task::spawn_blocking(move || {
+                reader
+                    .lock()
+                    .unwrap()
+                    .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .optional()
+                    .map(|_| ())
+                    .map_err(|e| StoreError::Read(e.to_string()))
+            })
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))?
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        // Dropping the last sender lets the writer drain what is queued and exit.
+        self.sender.lock().unwrap().take();
+        let writer = self.writer.lock().unwrap().take();
+        Box::pin(async move {
+            if let Some(handle) = writer {
+                let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+            }
+        })
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Without an explicit close, still let queued commits finish.
+        self.sender.get_mut().unwrap().take();
+        if let Some(handle) = self.writer.get_mut().unwrap().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Kind;
+
+    fn event(webhook_id: &str) -> NewEvent {
+        NewEvent {
+            webhook_id: webhook_id.into(),
+            object_id: "p1".into(),
+            kind: Kind::Prediction,
+            status: "succeeded".into(),
+            model: Some("acme/m".into()),
+            query: "team=vision".into(),
+            body: bytes::Bytes::from_static(br#"{"id":"p1","status":"succeeded"}"#),
+            received_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn insert_dedup_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/relay.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let first = store.insert(event("msg_a")).await.unwrap();
+        let Inserted::New(seq) = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            store.insert(event("msg_a")).await.unwrap(),
+            Inserted::Duplicate(seq)
+        );
+        assert!(matches!(
+            store.insert(event("msg_b")).await.unwrap(),
+            Inserted::New(_)
+        ));
+        let recent = store.recent(10).await.unwrap();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent[0].webhook_id, "msg_b");
+        assert_eq!(recent[1].query, "team=vision");
+        store.health().await.unwrap();
+        store.close().await;
+        assert!(matches!(
+            store.insert(event("msg_c")).await,
+            Err(StoreError::Closed)
+        ));
+        assert_eq!(read_recent(&path, 1).unwrap()[0].webhook_id, "msg_b");
+    }
+
+    #[test]
+    fn pragmas_and_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_binary_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = SqliteStore::open(&path, SqliteOptions::default())
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+        assert!(err.to_string().contains("newer replicate-relay"));
+    }
+
+    #[test]
+    fn read_recent_on_a_missing_store_says_what_to_do() {
+        let err = read_recent(Path::new("/nonexistent/relay.db"), 5).unwrap_err();
+        assert!(err.to_string().contains("replicate-relay serve"), "{err}");
+    }
+}
