@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config};
@@ -77,9 +76,7 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
 }
 
 async fn serve(arg: ConfigArg) -> anyhow::Result<ExitCode> {
-    let config = load(&arg).context(
-        "the config has problems; fix them and start again (`replicate-relay check` lists them)",
-    )?;
+    let config = load(&arg)?;
     for warning in &config.warnings {
         tracing::warn!(message = "Config warning.", %warning);
     }

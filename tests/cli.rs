@@ -1,0 +1,176 @@
+//! The real binary: `check`, `serve` (start, answer, stop on SIGTERM), `events`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_replicate-relay");
+
+fn relay(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_reports_every_mistake_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"localhost\"\nmax_bdy = 5\n\n[verify]\nsecret = \"not-a-secret\"\n",
+    )
+    .unwrap();
+    let out = relay(&["check", "--config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    assert!(
+        stderr.contains(file.to_str().unwrap()),
+        "names the file: {stderr}"
+    );
+    for key in [
+        "server.listen:",
+        "server.max_bdy: unknown key",
+        "verify.secret: does not start with `whsec_`",
+    ] {
+        assert!(stderr.contains(key), "missing {key:?} in {stderr}");
+    }
+    assert!(
+        !stderr.contains("not-a-secret"),
+        "never echoes a secret: {stderr}"
+    );
+}
+
+#[test]
+fn check_passes_the_shipped_config_with_a_warning() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/relay.toml");
+    let out = relay(&["check", "--config", shipped]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("development secret"), "{stdout}");
+}
+
+#[test]
+fn serve_without_a_secret_refuses_and_says_how_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(&file, "[store]\npath = \"relay.db\"\n").unwrap();
+    let out = relay(&["serve", "--config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/v1/webhooks/default/secret"), "{stderr}");
+    assert!(!dir.path().join("relay.db").exists(), "nothing started");
+}
+
+#[test]
+fn a_missing_config_file_says_what_to_do() {
+    let out = relay(&["check", "--config", "/nonexistent/relay.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("--config"), "{stderr}");
+}
+
+#[test]
+fn a_busy_port_is_an_error_not_a_panic() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), SECRET, "");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    std::fs::write(&file, text.replace("127.0.0.1:0", &addr)).unwrap();
+    let out = relay(&["serve", "--config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_stores_events_stops_on_sigterm_and_events_lists_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), SECRET, "");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The "Listening." line carries the bound address.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve logs before exiting").unwrap();
+        if let Some(rest) = line.split("Listening. addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining stderr so the daemon never blocks on a full pipe.
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/hooks/replicate?team=vision");
+    for (i, status) in ["succeeded", "failed"].iter().enumerate() {
+        let body = payload(&format!("p_cli_{i}"), status);
+        let headers = signed(SECRET, &format!("msg_cli_{i}"), now(), &body);
+        let (code, answer) = post(&client, &url, &headers, body).await;
+        assert_eq!(code, 200, "{answer}");
+    }
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    let log = log.join().unwrap().join("\n");
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("Stopped cleanly"), "{log}");
+    assert!(
+        !log.contains(SECRET.trim_start_matches("whsec_")),
+        "secret in the log"
+    );
+
+    let out = relay(&["events", "--config", file.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(rows[0].starts_with("RECEIVED (UTC)"), "{table}");
+    assert!(
+        rows[1].contains("p_cli_1") && rows[1].contains("failed") && rows[1].contains("msg_cli_1"),
+        "{table}"
+    );
+    assert!(
+        rows[2].contains("acme/test-model") && rows[2].contains("prediction"),
+        "{table}"
+    );
+
+    let out = relay(&[
+        "events",
+        "--config",
+        file.to_str().unwrap(),
+        "--json",
+        "--limit",
+        "1",
+    ]);
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["id"], "p_cli_1");
+    assert_eq!(line["query"], "team=vision");
+}

@@ -1,0 +1,188 @@
+//! Shared test support: the shared Replicate fixtures, a settable clock, and a
+//! real daemon on 127.0.0.1:0 over a temporary directory.
+#![allow(dead_code)] // each test binary uses a different part of this
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use replicate_relay::config::{self, Config};
+use replicate_relay::intake::signature::{Clock, Secret};
+use replicate_relay::server::{self, Running};
+
+/// The shared fixtures: `../shared/fixtures/replicate` beside the repository,
+/// or wherever `REPLICATE_FIXTURES` points.
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("REPLICATE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/replicate")
+        })
+}
+
+/// One fixture body with the headers Replicate sent with it.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub name: String,
+    pub body: Vec<u8>,
+    pub id: String,
+    pub timestamp: i64,
+    pub signature: String,
+}
+
+/// The fixtures' test secret and every signed fixture, sorted by name.
+pub fn fixtures() -> (String, Vec<Fixture>) {
+    let dir = fixtures_dir();
+    let text = std::fs::read_to_string(dir.join("signatures.json")).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}/signatures.json ({e}); set REPLICATE_FIXTURES to the fixtures directory",
+            dir.display()
+        )
+    });
+    let sigs: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let secret = sigs["secret"].as_str().unwrap().to_owned();
+    let mut out = Vec::new();
+    for (name, headers) in sigs["deliveries"].as_object().unwrap() {
+        out.push(Fixture {
+            name: name.clone(),
+            body: std::fs::read(dir.join(name)).unwrap(),
+            id: headers["webhook-id"].as_str().unwrap().to_owned(),
+            timestamp: headers["webhook-timestamp"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+            signature: headers["webhook-signature"].as_str().unwrap().to_owned(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(
+        out.len() >= 6,
+        "expected the six fixtures, found {}",
+        out.len()
+    );
+    (secret, out)
+}
+
+/// Our own secret for tests that sign their own payloads.
+pub const SECRET: &str = "whsec_dGVzdC1zZWNyZXQtZm9yLXJlbGF5LXRlc3Rz";
+
+/// A clock the test moves by hand.
+#[derive(Debug, Default)]
+pub struct TestClock(AtomicI64);
+
+impl TestClock {
+    pub fn at(now: i64) -> Arc<Self> {
+        Arc::new(Self(AtomicI64::new(now)))
+    }
+    pub fn set(&self, now: i64) {
+        self.0.store(now, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now_unix(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A prediction body shaped like the fixtures.
+pub fn payload(id: &str, status: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "id": id,
+        "model": "acme/test-model",
+        "version": "0123456789abcdef",
+        "input": {"prompt": "a test"},
+        "logs": "step 1\nstep 2\n",
+        "output": null,
+        "error": null,
+        "status": status,
+        "created_at": "2026-11-20T14:03:11.482915Z",
+        "started_at": "2026-11-20T14:03:12.007341Z",
+        "completed_at": "2026-11-20T14:03:15.330268Z",
+        "urls": {"get": format!("https://api.replicate.com/v1/predictions/{id}")},
+        "metrics": {"predict_time": 3.3}
+    }))
+    .unwrap()
+}
+
+/// Signature headers for `body`, signed now with `secret`.
+pub fn signed(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+    let sig = Secret::parse(secret).unwrap().sign(id, timestamp, body);
+    vec![
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", sig),
+    ]
+}
+
+/// Writes `relay.toml` in `dir`: port 0, store `relay.db` in `dir`, `secret`,
+/// plus `extra` TOML appended (which may add sections but not repeat these).
+pub fn write_config(dir: &Path, secret: &str, extra: &str) -> PathBuf {
+    let file = dir.join("relay.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[verify]\nsecret = \"{secret}\"\n\n[store]\npath = \"relay.db\"\n\n{extra}"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// A daemon started through the library, as `serve` starts it.
+pub struct Daemon {
+    pub running: Running,
+    pub config: Config,
+    pub base: String,
+}
+
+impl Daemon {
+    pub async fn start(config_file: &Path, clock: Arc<dyn Clock>) -> Self {
+        let config = config::load_with_env(config_file, []).unwrap_or_else(|e| panic!("{e}"));
+        let running = server::start(&config, clock)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let base = format!("http://{}", running.local_addr());
+        Self {
+            running,
+            config,
+            base,
+        }
+    }
+
+    pub fn hook_url(&self) -> String {
+        format!("{}{}", self.base, self.config.server.path)
+    }
+
+    pub async fn stop(self) {
+        assert!(self.running.shutdown(Duration::from_secs(10)).await);
+    }
+}
+
+/// POSTs `body` with `headers` and returns (status, JSON body).
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let mut req = client.post(url).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let res = req.send().await.expect("request reaches the daemon");
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {text:?}"));
+    (status, json)
+}

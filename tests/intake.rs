@@ -1,0 +1,620 @@
+//! The intake end to end: the real server on 127.0.0.1:0, a real SQLite file.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use common::*;
+use replicate_relay::event::{Job, Kind};
+use replicate_relay::intake::signature::SystemClock;
+use replicate_relay::store::sqlite::read_recent;
+
+#[tokio::test]
+async fn every_fixture_is_accepted_and_stored_with_its_kind_and_status() {
+    let (secret, fixtures) = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::at(0);
+    let daemon = Daemon::start(&write_config(dir.path(), &secret, ""), clock.clone()).await;
+    let client = reqwest::Client::new();
+
+    for f in &fixtures {
+        clock.set(f.timestamp + 30);
+        let headers = vec![
+            ("webhook-id", f.id.clone()),
+            ("webhook-timestamp", f.timestamp.to_string()),
+            ("webhook-signature", f.signature.clone()),
+            ("content-type", "application/json".to_owned()),
+        ];
+        let (status, body) = post(&client, &daemon.hook_url(), &headers, f.body.clone()).await;
+        assert_eq!(status, 200, "{}: {body}", f.name);
+        assert_eq!(body["status"], "accepted", "{}", f.name);
+    }
+
+    let stored = daemon.running.store().recent(100).await.unwrap();
+    assert_eq!(stored.len(), fixtures.len());
+    for f in &fixtures {
+        let row = stored.iter().find(|e| e.webhook_id == f.id).unwrap();
+        let (kind, status) = f.name.trim_end_matches(".json").split_once('-').unwrap();
+        assert_eq!(
+            (row.kind.as_str(), row.status.as_str()),
+            (kind, status),
+            "{}",
+            f.name
+        );
+        assert_eq!(row.body, f.body, "{}: the raw bytes are kept", f.name);
+        // The typed model reads every fixture.
+        let job = Job::parse(row.kind.parse::<Kind>().unwrap(), &row.body).unwrap();
+        assert_eq!(job.common().id, row.object_id);
+        assert_eq!(job.common().status.as_str(), status);
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn bad_signatures_are_refused_with_401() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&write_config(dir.path(), SECRET, ""), Arc::new(SystemClock)).await;
+    let client = reqwest::Client::new();
+    let body = payload("p_sig", "succeeded");
+    let now = now();
+    let good = signed(SECRET, "msg_sig", now, &body);
+    let wrong_secret = signed("whsec_b3RoZXItc2VjcmV0", "msg_sig", now, &body);
+    let mut changed = body.clone();
+    changed[10] ^= 1;
+
+    let with = |name: &str, value: String| -> Vec<(&'static str, String)> {
+        good.iter()
+            .map(|(k, v)| (*k, if *k == name { value.clone() } else { v.clone() }))
+            .collect()
+    };
+    let without = |name: &str| -> Vec<(&'static str, String)> {
+        good.iter().filter(|(k, _)| *k != name).cloned().collect()
+    };
+    let stale = signed(SECRET, "msg_sig", now - 600, &body);
+    let future = signed(SECRET, "msg_sig", now + 600, &body);
+
+    type Case = (
+        &'static str,
+        Vec<(&'static str, String)>,
+        Vec<u8>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "changed body byte",
+            good.clone(),
+            changed,
+            "no signature matches",
+        ),
+        (
+            "wrong secret",
+            wrong_secret,
+            body.clone(),
+            "no signature matches",
+        ),
+        ("stale timestamp", stale, body.clone(), "old"),
+        ("future timestamp", future, body.clone(), "future"),
+        (
+            "no webhook-id",
+            without("webhook-id"),
+            body.clone(),
+            "missing header `webhook-id`",
+        ),
+        (
+            "no webhook-timestamp",
+            without("webhook-timestamp"),
+            body.clone(),
+            "webhook-timestamp",
+        ),
+        (
+            "no webhook-signature",
+            without("webhook-signature"),
+            body.clone(),
+            "webhook-signature",
+        ),
+        (
+            "malformed signature",
+            with("webhook-signature", "sha256=abc".into()),
+            body.clone(),
+            "no `v1,<base64>`",
+        ),
+        (
+            "timestamp not a number",
+            with("webhook-timestamp", "soon".into()),
+            body.clone(),
+            "Unix time",
+        ),
+        (
+            "other webhook-id",
+            with("webhook-id", "msg_other".into()),
+            body.clone(),
+            "no signature matches",
+        ),
+    ];
+    for (name, headers, body, why) in cases {
+        let (status, answer) = post(&client, &daemon.hook_url(), &headers, body).await;
+        assert_eq!(status, 401, "{name}: {answer}");
+        assert_eq!(answer["error"], "unauthorized", "{name}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.contains(why), "{name}: {message}");
+    }
+    assert!(
+        daemon.running.store().recent(10).await.unwrap().is_empty(),
+        "nothing forged got in"
+    );
+
+    // Key rotation: a good entry beside a wrong one passes.
+    let good_sig = good[2].1.clone();
+    let rotated = with(
+        "webhook-signature",
+        format!("v1,d3JvbmctZW50cnktaGVyZQ== {good_sig}"),
+    );
+    let (status, answer) = post(&client, &daemon.hook_url(), &rotated, body.clone()).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_duplicated_signature_header_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&write_config(dir.path(), SECRET, ""), Arc::new(SystemClock)).await;
+    let body = payload("p_dup_header", "failed");
+    let mut headers = signed(SECRET, "msg_dup_header", now(), &body);
+    headers.push(("webhook-signature", headers[2].1.clone()));
+    let (status, answer) = post(&reqwest::Client::new(), &daemon.hook_url(), &headers, body).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than once")
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_webhook_id_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&write_config(dir.path(), SECRET, ""), Arc::new(SystemClock)).await;
+    let client = reqwest::Client::new();
+    let body = payload("p_twice", "succeeded");
+    let headers = signed(SECRET, "msg_twice", now(), &body);
+    let (s1, a1) = post(&client, &daemon.hook_url(), &headers, body.clone()).await;
+    let (s2, a2) = post(&client, &daemon.hook_url(), &headers, body).await;
+    assert_eq!((s1, a1["status"].as_str()), (200, Some("accepted")));
+    assert_eq!((s2, a2["status"].as_str()), (200, Some("duplicate")));
+    assert_eq!(a1["event"], a2["event"]);
+    assert_eq!(daemon.running.store().recent(10).await.unwrap().len(), 1);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_events_get_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&write_config(dir.path(), SECRET, ""), Arc::new(SystemClock)).await;
+    let client = reqwest::Client::new();
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("not JSON", b"status=succeeded", "not valid JSON"),
+        (
+            "JSON array",
+            br#"[{"id":"a","status":"failed"}]"#,
+            "not an object",
+        ),
+        ("no id", br#"{"status":"failed"}"#, "`id` is missing"),
+        ("no status", br#"{"id":"a"}"#, "`status` is missing"),
+        (
+            "id of the wrong type",
+            br#"{"id":5,"status":"failed"}"#,
+            "`id` must be",
+        ),
+        (
+            "not UTF-8",
+            b"{\"id\":\"\xff\",\"status\":\"failed\"}",
+            "not valid JSON",
+        ),
+    ];
+    for (i, (name, body, why)) in cases.iter().enumerate() {
+        let headers = signed(SECRET, &format!("msg_bad_{i}"), now(), body);
+        let (status, answer) = post(&client, &daemon.hook_url(), &headers, body.to_vec()).await;
+        assert_eq!(status, 400, "{name}: {answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(why),
+            "{name}: {answer}"
+        );
+    }
+    assert!(daemon.running.store().recent(10).await.unwrap().is_empty());
+    daemon.stop().await;
+}
+
+/// Sends a raw HTTP/1.1 request and returns the status code.
+fn raw_status(addr: std::net::SocketAddr, request: &[u8], then: &[u8]) -> u16 {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    // The daemon may answer and close before all of it is sent: ignore write errors.
+    let _ = stream.write_all(then);
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"))
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), SECRET, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[server]\n", "[server]\nmax_body = \"64KiB\"\n"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    let client = reqwest::Client::new();
+
+    // Just under the limit is fine.
+    let mut body = payload("p_big", "succeeded");
+    body.pop();
+    let pad = 64 * 1024 - body.len() - 20;
+    body.extend_from_slice(format!(",\"pad\":\"{}\"}}", "x".repeat(pad)).as_bytes());
+    assert!(body.len() <= 64 * 1024);
+    let headers = signed(SECRET, "msg_big_ok", now(), &body);
+    let (status, answer) = post(&client, &daemon.hook_url(), &headers, body).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Declared too large: refused from the header alone.
+    let big = vec![b' '; 64 * 1024 + 1];
+    let headers = signed(SECRET, "msg_big", now(), &big);
+    let (status, answer) = post(&client, &daemon.hook_url(), &headers, big).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("max_body"));
+
+    // Chunked, no Content-Length: refused once what arrived passes the limit.
+    let addr = daemon.running.local_addr();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nwebhook-id: msg_chunked\r\nwebhook-timestamp: {}\r\nwebhook-signature: v1,AAAA\r\n\r\n",
+        daemon.config.server.path,
+        now()
+    );
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut rest = Vec::new();
+    for _ in 0..8 {
+        rest.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        rest.extend_from_slice(&chunk);
+        rest.extend_from_slice(b"\r\n");
+    }
+    rest.extend_from_slice(b"0\r\n\r\n");
+    let status = tokio::task::spawn_blocking(move || raw_status(addr, head.as_bytes(), &rest))
+        .await
+        .unwrap();
+    assert_eq!(status, 413);
+    assert_eq!(daemon.running.store().recent(10).await.unwrap().len(), 1);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn events_survive_a_restart_on_the_same_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), SECRET, "");
+    let client = reqwest::Client::new();
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    for i in 0..5 {
+        let body = payload(&format!("p_restart_{i}"), "failed");
+        let headers = signed(SECRET, &format!("msg_restart_{i}"), now(), &body);
+        assert_eq!(
+            post(&client, &daemon.hook_url(), &headers, body).await.0,
+            200
+        );
+    }
+    daemon.stop().await;
+
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    let stored = daemon.running.store().recent(10).await.unwrap();
+    assert_eq!(stored.len(), 5);
+    // And a retry of an event from before the restart is still a duplicate.
+    let body = payload("p_restart_0", "failed");
+    let headers = signed(SECRET, "msg_restart_0", now(), &body);
+    let (status, answer) = post(&client, &daemon.hook_url(), &headers, body).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("duplicate"))
+    );
+    daemon.stop().await;
+    assert_eq!(
+        read_recent(&dir.path().join("relay.db"), 10).unwrap().len(),
+        5
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_all_land_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&write_config(dir.path(), SECRET, ""), Arc::new(SystemClock)).await;
+    let client = reqwest::Client::new();
+    let url = daemon.hook_url();
+
+    // 200 distinct events, plus 20 copies of one more racing each other.
+    let mut tasks = Vec::new();
+    for i in 0..220 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let (object, webhook) = if i < 200 {
+                (format!("p_conc_{i}"), format!("msg_conc_{i}"))
+            } else {
+                ("p_conc_race".to_owned(), "msg_conc_race".to_owned())
+            };
+            let body = payload(&object, "succeeded");
+            let headers = signed(SECRET, &webhook, now(), &body);
+            post(&client, &url, &headers, body).await
+        }));
+    }
+    let mut accepted = 0;
+    let mut duplicates = 0;
+    for task in tasks {
+        let (status, answer) = task.await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        match answer["status"].as_str() {
+            Some("accepted") => accepted += 1,
+            Some("duplicate") => duplicates += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((accepted, duplicates), (201, 19));
+    let stored = daemon.running.store().recent(1000).await.unwrap();
+    assert_eq!(stored.len(), 201);
+    let ids: HashSet<_> = stored.iter().map(|e| e.webhook_id.as_str()).collect();
+    assert_eq!(ids.len(), 201);
+    daemon.stop().await;
+}
+
+/// Clears the immutable flag even when the test fails, so the temp dir can go.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: &std::path::Path) -> Self {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status()
+            .expect("chattr is installed (Debian package e2fsprogs; .ci/run installs it)");
+        assert!(status.success(), "chattr +i {} failed", path.display());
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_written_answers_503_never_2xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), SECRET, "");
+    let client = reqwest::Client::new();
+
+    // Create the store, then make its file immutable: not even root may write it.
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    daemon.stop().await;
+    let db = dir.path().join("relay.db");
+    let guard = Immutable::set(&db);
+
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    let res = client
+        .get(format!("{}/healthz", daemon.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status().as_u16(),
+        503,
+        "health reports the read-only store"
+    );
+
+    let body = payload("p_ro", "failed");
+    let headers = signed(SECRET, "msg_ro", now(), &body);
+    let (status, answer) = post(&client, &daemon.hook_url(), &headers, body.clone()).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "store_unavailable");
+    daemon.stop().await;
+
+    // Writable again: the retry is stored.
+    drop(guard);
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    let (status, answer) = post(&client, &daemon.hook_url(), &headers, body).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_and_unknown_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&write_config(dir.path(), SECRET, ""), Arc::new(SystemClock)).await;
+    let client = reqwest::Client::new();
+    let res = client
+        .get(format!("{}/healthz", daemon.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let res = client.get(daemon.hook_url()).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 405);
+    assert_eq!(res.headers()["allow"], "POST");
+    let res = client
+        .post(format!("{}/elsewhere", daemon.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    let answer: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("/hooks/replicate")
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn query_parameters_are_kept_and_kind_hint_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&write_config(dir.path(), SECRET, ""), Arc::new(SystemClock)).await;
+    let body = payload("p_query", "succeeded");
+    let headers = signed(SECRET, "msg_query", now(), &body);
+    let url = format!("{}?team=vision&kind=training", daemon.hook_url());
+    let (status, _) = post(&reqwest::Client::new(), &url, &headers, body).await;
+    assert_eq!(status, 200);
+    let stored = &daemon.running.store().recent(1).await.unwrap()[0];
+    assert_eq!(stored.query, "team=vision&kind=training");
+    assert_eq!(stored.kind, "training");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_in_flight_at_shutdown_still_commits_and_later_ones_get_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&write_config(dir.path(), SECRET, ""), Arc::new(SystemClock)).await;
+    let addr = daemon.running.local_addr();
+    let body = payload("p_inflight", "succeeded");
+    let headers = signed(SECRET, "msg_inflight", now(), &body);
+    let mut head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n",
+        daemon.config.server.path,
+        body.len()
+    );
+    for (k, v) in &headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let (first, rest) = body.split_at(body.len() / 2);
+
+    // Half the body is sent before shutdown begins, the rest after.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let url = daemon.hook_url();
+    let stopping = tokio::spawn(daemon.running.shutdown(std::time::Duration::from_secs(10)));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    // A new connection is no longer accepted (or answered 503, never 2xx).
+    let late = payload("p_late", "succeeded");
+    let late_headers = signed(SECRET, "msg_late", now(), &late);
+    let mut req = reqwest::Client::new().post(&url).body(late);
+    for (k, v) in &late_headers {
+        req = req.header(*k, v);
+    }
+    match req.send().await {
+        Ok(res) => assert_eq!(res.status().as_u16(), 503),
+        Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),
+    }
+
+    stream.write_all(rest).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(stopping.await.unwrap(), "drained within the deadline");
+
+    let stored = read_recent(&dir.path().join("relay.db"), 10).unwrap();
+    let ids: Vec<_> = stored.iter().map(|e| e.webhook_id.as_str()).collect();
+    assert_eq!(ids, ["msg_inflight"]);
+}
+
+#[tokio::test]
+async fn a_stopping_daemon_answers_503() {
+    use replicate_relay::intake::{Intake, filter};
+    use replicate_relay::store::SqliteStore;
+    use replicate_relay::store::sqlite::SqliteOptions;
+    use std::sync::atomic::AtomicBool;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("relay.db"), SqliteOptions::default()).unwrap();
+    let intake = Arc::new(Intake {
+        path: "/hooks/replicate".into(),
+        max_body: 1 << 20,
+        verifier: None,
+        store: Arc::new(store),
+        stopping: Arc::new(AtomicBool::new(true)),
+    });
+    let routes = filter(intake);
+    let res = warp::test::request()
+        .method("POST")
+        .path("/hooks/replicate")
+        .body(payload("p_stop", "succeeded"))
+        .reply(&routes)
+        .await;
+    assert_eq!(res.status().as_u16(), 503);
+    assert_eq!(res.headers()["retry-after"], "5");
+    let answer: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+    assert_eq!(answer["error"], "stopping");
+    let res = warp::test::request().path("/healthz").reply(&routes).await;
+    assert_eq!(res.status().as_u16(), 503);
+}
+
+#[tokio::test]
+async fn a_store_locked_by_another_process_answers_503_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&write_config(dir.path(), SECRET, ""), Arc::new(SystemClock)).await;
+    let client = reqwest::Client::new();
+
+    // Someone holds the write lock (a stuck sqlite3 shell, a backup tool…).
+    let other = rusqlite::Connection::open(dir.path().join("relay.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let body = payload("p_locked", "failed");
+    let headers = signed(SECRET, "msg_locked", now(), &body);
+    let (status, answer) = post(&client, &daemon.hook_url(), &headers, body.clone()).await;
+    assert_eq!(status, 503, "{answer}");
+    let res = client
+        .get(format!("{}/healthz", daemon.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 503, "health shows the failed write");
+
+    other.execute_batch("ROLLBACK").unwrap();
+    let (status, answer) = post(&client, &daemon.hook_url(), &headers, body).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("accepted")),
+        "{answer}"
+    );
+    let res = client
+        .get(format!("{}/healthz", daemon.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status().as_u16(),
+        200,
+        "healthy again after a good commit"
+    );
+    daemon.stop().await;
+}
