@@ -11,6 +11,7 @@
 //! WAL lets run beside the writer without blocking it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -73,8 +74,26 @@ pub struct SqliteStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Read connection, behind a mutex because `Connection` is not `Sync`.
     reader: Arc<Mutex<Connection>>,
+    /// What the writer reports back: last error, commit counts.
+    writer_state: Arc<WriterState>,
+}
+
+/// Shared between the writer thread and the store handle.
+#[derive(Debug, Default)]
+struct WriterState {
     /// The last write error, cleared by the next successful commit.
-    write_error: Arc<Mutex<Option<String>>>,
+    error: Mutex<Option<String>>,
+    /// Transactions committed, and events they carried: their ratio is the
+    /// group-commit batch size.
+    commits: AtomicU64,
+    events: AtomicU64,
+}
+
+/// Counters of the writer since the store was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStats {
+    pub commits: u64,
+    pub events: u64,
 }
 
 impl SqliteStore {
@@ -95,11 +114,11 @@ impl SqliteStore {
 
         // A write-protected file opens read-only without complaint; say so now and
         // keep answering 503 until it is writable, rather than refusing to start.
-        let write_error = Arc::new(Mutex::new(None));
+        let writer_state = Arc::new(WriterState::default());
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             let msg = format!("{} is read-only; events cannot be stored", path.display());
             tracing::error!(message = "Store opened read-only.", path = %path.display());
-            *write_error.lock().unwrap() = Some(msg);
+            *writer_state.error.lock().unwrap() = Some(msg);
         }
 
         let reader = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
@@ -109,11 +128,11 @@ impl SqliteStore {
             .map_err(|e| open_err(e.to_string()))?;
 
         let (tx, rx) = mpsc::channel(options.queue);
-        let errors = write_error.clone();
+        let state = writer_state.clone();
         let max_batch = options.max_batch.max(1);
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, errors, max_batch))
+            .spawn(move || writer_loop(conn, rx, state, max_batch))
             .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
 
         Ok(Self {
@@ -121,8 +140,16 @@ impl SqliteStore {
             sender: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             reader: Arc::new(Mutex::new(reader)),
-            write_error,
+            writer_state,
         })
+    }
+
+    /// Commits and events written since open.
+    pub fn writer_stats(&self) -> WriterStats {
+        WriterStats {
+            commits: self.writer_state.commits.load(Ordering::Relaxed),
+            events: self.writer_state.events.load(Ordering::Relaxed),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -209,7 +236,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Pending>,
-    write_error: Arc<Mutex<Option<String>>>,
+    state: Arc<WriterState>,
     max_batch: usize,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
@@ -223,7 +250,11 @@ fn writer_loop(
         }
         match write_batch(&mut conn, &batch) {
             Ok(outcomes) => {
-                write_error.lock().unwrap().take();
+                state.error.lock().unwrap().take();
+                state.commits.fetch_add(1, Ordering::Relaxed);
+                state
+                    .events
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for (pending, outcome) in batch.drain(..).zip(outcomes) {
                     // The requester may have gone (client hung up); the event is
                     // stored all the same and a retry will be a duplicate.
@@ -233,7 +264,7 @@ fn writer_loop(
             Err(e) => {
                 let reason = e.to_string();
                 tracing::error!(message = "Store commit failed; answering 503.", error = %reason, batch = batch.len());
-                *write_error.lock().unwrap() = Some(reason.clone());
+                *state.error.lock().unwrap() = Some(reason.clone());
                 for pending in batch.drain(..) {
                     let _ = pending.reply.send(Err(StoreError::Write(reason.clone())));
                 }
@@ -329,7 +360,7 @@ impl Store for SqliteStore {
 
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         let reader = self.reader.clone();
-        let write_error = self.write_error.lock().unwrap().clone();
+        let write_error = self.writer_state.error.lock().unwrap().clone();
         let open = self.sender.lock().unwrap().is_some();
         Box::pin(async move {
             if !open {
@@ -422,6 +453,35 @@ mod tests {
             Err(StoreError::Closed)
         ));
         assert_eq!(read_recent(&path, 1).unwrap()[0].webhook_id, "msg_b");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_inserts_share_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let store = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+        // Hold the write lock so the writer stalls on its first batch while the
+        // other inserts queue up behind it, as they do under load during an fsync.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.insert(event(&format!("msg_{i}"))).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        other.execute_batch("COMMIT").unwrap();
+        for task in tasks {
+            assert!(matches!(task.await.unwrap(), Ok(Inserted::New(_))));
+        }
+        let stats = store.writer_stats();
+        assert_eq!(stats.events, 100);
+        assert!(
+            stats.commits <= 3,
+            "100 waiting inserts took {} commits",
+            stats.commits
+        );
     }
 
     #[test]
