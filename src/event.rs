@@ -287,6 +287,11 @@ impl Envelope {
     pub fn read(body: &[u8], kind_hint: Option<Kind>) -> Result<Self, BodyError> {
         let value: Value =
             serde_json::from_slice(body).map_err(|e| BodyError::NotJson(e.to_string()))?;
+        Self::from_value(&value, kind_hint)
+    }
+
+    /// [`Envelope::read`] for a body already parsed.
+    pub fn from_value(value: &Value, kind_hint: Option<Kind>) -> Result<Self, BodyError> {
         let obj = value.as_object().ok_or(BodyError::NotObject)?;
         let string = |key: &'static str| match obj.get(key) {
             None | Some(Value::Null) => Err(BodyError::Missing(key)),
@@ -303,6 +308,76 @@ impl Envelope {
             model,
             kind,
         })
+    }
+}
+
+/// An event as routing and rendering see it: the payload as JSON (so rules can
+/// reach any field by path), the typed view, the kind, and the webhook URL's
+/// query parameters.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: Kind,
+    pub status: Status,
+    pub payload: Value,
+    pub job: Job,
+    pub query: Vec<(String, String)>,
+}
+
+impl Event {
+    /// Reads a stored (or sample) body with the query string it arrived with.
+    pub fn from_body(body: &[u8], query: &str) -> Result<Self, BodyError> {
+        let payload: Value =
+            serde_json::from_slice(body).map_err(|e| BodyError::NotJson(e.to_string()))?;
+        Self::from_value(payload, query)
+    }
+
+    pub fn from_value(payload: Value, query: &str) -> Result<Self, BodyError> {
+        let query = parse_query(query);
+        let envelope = Envelope::from_value(&payload, kind_hint(&query))?;
+        // Cannot fail once the envelope is valid: every other field is lenient.
+        let job = match envelope.kind {
+            Kind::Prediction => serde_json::from_value(payload.clone()).map(Job::Prediction),
+            Kind::Training => serde_json::from_value(payload.clone()).map(Job::Training),
+        }
+        .map_err(|e| BodyError::NotJson(e.to_string()))?;
+        Ok(Self {
+            kind: envelope.kind,
+            status: envelope.status,
+            payload,
+            job,
+            query,
+        })
+    }
+
+    /// The value of query parameter `name` (the last one, if repeated).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Decodes a raw query string into pairs, in order. Never fails: undecodable
+/// bytes are replaced, since the event must still be kept.
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// The `kind` query parameter the user may have put in the webhook URL. A value
+/// other than `prediction`/`training` is ignored (and logged), not refused: the
+/// event still matters, and the body usually tells the kind anyway.
+pub fn kind_hint(query: &[(String, String)]) -> Option<Kind> {
+    let value = query.iter().rev().find(|(k, _)| k == "kind")?;
+    match value.1.parse() {
+        Ok(kind) => Some(kind),
+        Err(reason) => {
+            tracing::warn!(message = "Ignoring the webhook URL's kind parameter.", %reason);
+            None
+        }
     }
 }
 
@@ -475,6 +550,19 @@ mod tests {
         ] {
             let ts: Timestamp = serde_json::from_value(json!(text)).unwrap();
             assert_eq!(ts.0.nanosecond(), nanos, "{text}");
+        }
+    }
+
+    #[test]
+    fn kind_hint_table() {
+        for (query, want) in [
+            ("", None),
+            ("kind=training", Some(Kind::Training)),
+            ("team=vision&kind=prediction", Some(Kind::Prediction)),
+            ("kind=trainings", None),
+            ("kind=%74raining", Some(Kind::Training)),
+        ] {
+            assert_eq!(kind_hint(&parse_query(query)), want, "{query}");
         }
     }
 

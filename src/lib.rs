@@ -20,6 +20,8 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod intake;
+pub mod render;
+pub mod route;
 pub mod server;
 pub mod shutdown;
 pub mod store;

@@ -19,7 +19,7 @@ use warp::Filter;
 use warp::http::{HeaderMap, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
-use crate::event::{Envelope, Kind};
+use crate::event::{Envelope, kind_hint, parse_query};
 use crate::store::{Inserted, NewEvent, Store, StoreError};
 use signature::{SignedHeaders, Verifier, VerifyError};
 
@@ -233,7 +233,7 @@ where
         },
     };
 
-    let envelope = Envelope::read(&body, kind_hint(&query))?;
+    let envelope = Envelope::read(&body, kind_hint(&parse_query(&query)))?;
     let received_at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -284,22 +284,6 @@ fn one_header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str,
         .map_err(|_| VerifyError::UnreadableHeader(name))
 }
 
-/// The `kind` query parameter the user may have put in the webhook URL. A value
-/// other than `prediction`/`training` is ignored (and logged), not refused: the
-/// event still matters, and the body usually tells the kind anyway.
-fn kind_hint(query: &str) -> Option<Kind> {
-    let value = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "kind")
-        .map(|(_, v)| v)?;
-    match value.parse() {
-        Ok(kind) => Some(kind),
-        Err(reason) => {
-            tracing::warn!(message = "Ignoring the webhook URL's kind parameter.", %reason);
-            None
-        }
-    }
-}
-
 /// A JSON answer `{"error": kind, "message": why}`.
 fn answer(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
     let body = json!({"error": kind, "message": message.into()});
@@ -309,19 +293,6 @@ fn answer(status: StatusCode, kind: &str, message: impl Into<String>) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kind_hint_table() {
-        for (query, want) in [
-            ("", None),
-            ("kind=training", Some(Kind::Training)),
-            ("team=vision&kind=prediction", Some(Kind::Prediction)),
-            ("kind=trainings", None),
-            ("kind=%74raining", Some(Kind::Training)),
-        ] {
-            assert_eq!(kind_hint(query), want, "{query}");
-        }
-    }
 
     #[test]
     fn one_header_table() {

@@ -1,0 +1,555 @@
+//! Configuration: one TOML file, every key overridable by `RELAY__SECTION__KEY`.
+//!
+//! Loading is two steps, as in Vector's config compiler: the `config` crate merges
+//! the file and the environment into one tree, then a validation pass reads each
+//! key on its own ([`read::Reader`]) and builds [`Config`] — templates compiled,
+//! routes parsed, cross-references checked — collecting *every* problem with its
+//! full key path and what to do about it, so `replicate-relay check` lists them
+//! all at once. Unknown keys are errors: a typo must never pass silently.
+//!
+//! Relative paths are resolved against the directory of the config file, so the
+//! same file works whatever directory the daemon is started from.
+
+pub mod notifiers;
+pub mod read;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::intake::signature::Secret;
+use crate::render::Templates;
+use crate::route::Route;
+pub use notifiers::{Notifier, NotifierKind};
+pub use read::{Problem, Sensitive};
+use read::{Reader, Table};
+
+/// The development secret in the shipped `config/relay.toml`. It is public, so the
+/// daemon warns loudly whenever it is in use.
+pub const DEVELOPMENT_SECRET: &str = "whsec_dhqTtWz2hWm9AxUzvga0gfJvpJiUO6mT";
+
+/// Top-level sections this version understands.
+const SECTIONS: &[&str] = &[
+    "server",
+    "verify",
+    "store",
+    "templates",
+    "notifiers",
+    "routes",
+];
+
+/// A validated configuration, ready to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub file: PathBuf,
+    pub server: ServerConfig,
+    pub verify: VerifyConfig,
+    pub store: StoreConfig,
+    /// Compiled templates: the built-in defaults, overridden by `[templates] dir`.
+    pub templates: Arc<Templates>,
+    /// Notifiers by name.
+    pub notifiers: BTreeMap<String, Notifier>,
+    /// Routes in file order.
+    pub routes: Vec<Route>,
+    /// Things that work but deserve attention; `serve` logs them, `check` prints them.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The URL path Replicate POSTs to.
+    pub path: String,
+    /// Largest body accepted, in bytes (training objects carry long logs).
+    pub max_body: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// Accepted signing secrets; empty only when `insecure`.
+    pub secrets: Vec<Secret>,
+    /// How far a `webhook-timestamp` may be from now.
+    pub tolerance: Duration,
+    /// Accept unsigned requests (development only).
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The SQLite database file.
+    pub path: PathBuf,
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            if p.key.is_empty() {
+                write!(f, "\n  - {}", p.message)?;
+            } else {
+                write!(f, "\n  - {}: {}", p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads and validates the config at `file`, applying `RELAY__…` environment
+/// overrides. On failure, every problem found is returned.
+pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
+    load_with_env(file, std::env::vars())
+}
+
+/// [`load`] with an explicit environment, so tests need not touch the process's.
+pub fn load_with_env(
+    file: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    let fail = |message: String| ConfigErrors {
+        file: file.to_owned(),
+        problems: vec![Problem {
+            key: String::new(),
+            message,
+        }],
+    };
+    if !file.is_file() {
+        return Err(fail(
+            "no config file here (copy config/relay.toml from the repository, or pass --config PATH)"
+                .into(),
+        ));
+    }
+    let env: HashMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("RELAY__"))
+        .collect();
+    let root: Value = config::Config::builder()
+        .add_source(config::File::from(file).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("RELAY")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env)),
+        )
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| fail(e.to_string()))?;
+
+    let base = file
+        .parent()
+        .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_owned()))
+        .unwrap_or_default();
+    let mut r = Reader::new(base);
+    let empty = serde_json::Map::new();
+    let top = Table {
+        path: "",
+        map: root.as_object().unwrap_or(&empty),
+    };
+    r.known_keys(top, SECTIONS);
+
+    let server = read_server(&mut r, root.get("server"));
+    let verify = read_verify(&mut r, root.get("verify"));
+    let store = read_store(&mut r, root.get("store"));
+    let templates = read_templates(&mut r, root.get("templates"));
+    let notifiers = notifiers::read(&mut r, root.get("notifiers"), &templates);
+    let routes = crate::route::read_routes(&mut r, root.get("routes"), &notifiers);
+
+    if r.problems.is_empty() {
+        Ok(Config {
+            file: file.to_owned(),
+            server,
+            verify,
+            store,
+            templates: Arc::new(templates),
+            notifiers,
+            routes,
+            warnings: r.warnings,
+        })
+    } else {
+        Err(ConfigErrors {
+            file: file.to_owned(),
+            problems: r.problems,
+        })
+    }
+}
+
+fn read_server(r: &mut Reader, value: Option<&Value>) -> ServerConfig {
+    let mut server = ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+        path: "/hooks/replicate".into(),
+        max_body: 10 * 1024 * 1024,
+    };
+    let Some(t) = r.table(value, "server") else {
+        return server;
+    };
+    r.known_keys(t, &["listen", "path", "max_body"]);
+    if let Some(text) = r.string(t, "listen") {
+        match text.parse() {
+            Ok(addr) => server.listen = addr,
+            Err(_) => r.error(
+                "server.listen",
+                format!("`{text}` is not an address with a port, such as \"127.0.0.1:8787\" or \"[::]:8787\""),
+            ),
+        }
+    }
+    if let Some(path) = r.string(t, "path") {
+        if !path.starts_with('/') || path.contains('?') || path.contains('#') {
+            r.error(
+                "server.path",
+                format!("`{path}` must be a URL path starting with `/`, without `?` or `#`"),
+            );
+        }
+        server.path = path;
+    }
+    if let Some(max_body) = r.size(t, "max_body") {
+        if max_body < 1024 {
+            r.error(
+                "server.max_body",
+                format!("{max_body} bytes is too small for any webhook; the default is \"10MiB\""),
+            );
+        }
+        server.max_body = max_body;
+    }
+    server
+}
+
+fn read_verify(r: &mut Reader, value: Option<&Value>) -> VerifyConfig {
+    let mut verify = VerifyConfig {
+        secrets: Vec::new(),
+        tolerance: Duration::from_secs(300),
+        insecure: false,
+    };
+    let empty = serde_json::Map::new();
+    let t = r.table(value, "verify").unwrap_or(Table {
+        path: "verify",
+        map: &empty,
+    });
+    r.known_keys(t, &["secret", "secret_file", "tolerance", "insecure"]);
+    if let Some(tolerance) = r.duration(t, "tolerance") {
+        if tolerance < Duration::from_secs(1) {
+            r.error(
+                "verify.tolerance",
+                "must be at least 1s; the usual value is \"5m\"",
+            );
+        }
+        verify.tolerance = tolerance;
+    }
+    verify.insecure = r.bool(t, "insecure").unwrap_or(false);
+
+    let inline = r.strings(t, "secret");
+    let files = r.strings(t, "secret_file");
+    if !files.is_empty() {
+        // A `*_file` is preferred: it is what systemd credentials provide.
+        if !inline.is_empty() {
+            r.warnings.push(
+                "verify.secret is ignored because verify.secret_file is set; remove one of them"
+                    .into(),
+            );
+        }
+        for name in &files {
+            let path = read::resolve(&r.base, name);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) => {
+                    r.error(
+                        "verify.secret_file",
+                        format!(
+                            "cannot read {}: {e}; put the webhook secret there (see README, \"Webhook secret\")",
+                            path.display()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let before = verify.secrets.len();
+            let lines = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+            for (n, line) in lines {
+                match Secret::parse(line) {
+                    Ok(s) => verify.secrets.push(s),
+                    Err(e) => r.error(
+                        "verify.secret_file",
+                        format!("{} line {}: {e}", path.display(), n + 1),
+                    ),
+                }
+            }
+            if verify.secrets.len() == before && !r.failed("verify.secret_file") {
+                r.error(
+                    "verify.secret_file",
+                    format!("{} holds no secret", path.display()),
+                );
+            }
+        }
+    } else {
+        for (i, text) in inline.iter().enumerate() {
+            match Secret::parse(text) {
+                Ok(s) => {
+                    if text.trim() == DEVELOPMENT_SECRET {
+                        r.warnings.push(
+                            "verify.secret is the public development secret from config/relay.toml: anyone can sign requests; replace it before exposing this daemon".into(),
+                        );
+                    }
+                    verify.secrets.push(s);
+                }
+                Err(e) => {
+                    let key = if inline.len() > 1 {
+                        format!("verify.secret[{i}]")
+                    } else {
+                        "verify.secret".into()
+                    };
+                    r.error(key, e.to_string());
+                }
+            }
+        }
+    }
+
+    if verify.insecure {
+        r.warnings.push(
+            "verify.insecure = true: signatures are NOT checked and anyone who can reach the port can inject events".into(),
+        );
+        verify.secrets.clear();
+    } else if verify.secrets.is_empty() && !r.failed("verify") {
+        r.error(
+            "verify",
+            "no webhook secret configured. Get it with `curl -s -H \"Authorization: Bearer $REPLICATE_API_TOKEN\" https://api.replicate.com/v1/webhooks/default/secret` and put the `key` value in the file named by verify.secret_file (or in RELAY__VERIFY__SECRET). Only for local experiments: verify.insecure = true",
+        );
+    }
+    verify
+}
+
+fn read_store(r: &mut Reader, value: Option<&Value>) -> StoreConfig {
+    let default = PathBuf::from("/var/lib/replicate-relay/relay.db");
+    let Some(t) = r.table(value, "store") else {
+        return StoreConfig { path: default };
+    };
+    r.known_keys(t, &["path"]);
+    StoreConfig {
+        path: r.path(t, "path").unwrap_or(default),
+    }
+}
+
+fn read_templates(r: &mut Reader, value: Option<&Value>) -> Templates {
+    let mut dir = read::resolve(&r.base, "templates");
+    let mut explicit = false;
+    if let Some(t) = r.table(value, "templates") {
+        r.known_keys(t, &["dir"]);
+        if let Some(d) = r.path(t, "dir") {
+            dir = d;
+            explicit = true;
+        }
+    }
+    if explicit && !dir.is_dir() {
+        r.error(
+            "templates.dir",
+            format!(
+                "{} is not a directory (it should hold email/, slack/ and webhook/ templates; omit the key to use the built-in ones)",
+                dir.display()
+            ),
+        );
+    }
+    let (templates, problems) = Templates::load(dir.is_dir().then_some(dir.as_path()), false);
+    for p in problems {
+        r.problems.push(p);
+    }
+    templates
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(&file, text).unwrap();
+        std::fs::write(dir.path().join("secret"), "whsec_c2VjcmV0\n").unwrap();
+        load_with_env(
+            &file,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    fn keys(r: Result<Config, ConfigErrors>) -> Vec<String> {
+        match r {
+            Ok(_) => vec![],
+            Err(e) => e.problems.into_iter().map(|p| p.key).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let cfg = load_text(
+            "[verify]\nsecret_file = \"secret\"\n[store]\npath = \"../data/relay.db\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8787");
+        assert_eq!(cfg.server.path, "/hooks/replicate");
+        assert_eq!(cfg.server.max_body, 10 * 1024 * 1024);
+        assert_eq!(cfg.verify.tolerance, Duration::from_secs(300));
+        assert_eq!(cfg.verify.secrets.len(), 1);
+        assert!(cfg.store.path.ends_with("data/relay.db"));
+        assert!(!cfg.store.path.to_string_lossy().contains(".."));
+        assert!(cfg.routes.is_empty() && cfg.notifiers.is_empty());
+    }
+
+    #[test]
+    fn problem_table() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[server]\nlisten = \"localhost\"\n[verify]\ninsecure = true",
+                &["server.listen"],
+            ),
+            (
+                "[server]\nlistn = \"127.0.0.1:1\"\n[verify]\ninsecure = true",
+                &["server.listn"],
+            ),
+            ("server = 5\n[verify]\ninsecure = true", &["server"]),
+            (
+                "[server]\nlisten = [1]\n[verify]\ninsecure = true",
+                &["server.listen"],
+            ),
+            (
+                "[server]\npath = \"hooks\"\n[verify]\ninsecure = true",
+                &["server.path"],
+            ),
+            (
+                "[server]\nmax_body = \"ten megs\"\n[verify]\ninsecure = true",
+                &["server.max_body"],
+            ),
+            (
+                "[server]\nmax_body = 10\n[verify]\ninsecure = true",
+                &["server.max_body"],
+            ),
+            ("[verify]\nsecret = \"abc\"", &["verify.secret"]),
+            (
+                "[verify]\nsecret = [\"whsec_c2VjcmV0\", \"nope\"]",
+                &["verify.secret[1]"],
+            ),
+            (
+                "[verify]\nsecret_file = \"missing\"",
+                &["verify.secret_file"],
+            ),
+            (
+                "[verify]\ntolerance = \"soon\"\nsecret_file = \"secret\"",
+                &["verify.tolerance"],
+            ),
+            ("[verify]\ninsecure = \"maybe\"", &["verify.insecure"]),
+            (
+                "[verify]\nsecret = 5\ntolerance = [1]",
+                &["verify.tolerance", "verify.secret"],
+            ),
+            ("", &["verify"]),
+            ("[verfy]\ninsecure = true", &["verfy", "verify"]),
+            (
+                "[verify]\nsecret_file = \"secret\"\nsecret = \"whsec_c2VjcmV0\"",
+                &[],
+            ),
+            (
+                "[verify]\ninsecure = true\n[templates]\ndir = \"nowhere\"",
+                &["templates.dir"],
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(keys(load_text(text, &[])), *want, "config:\n{text}");
+        }
+    }
+
+    #[test]
+    fn three_mistakes_are_all_reported() {
+        let err = load_text(
+            "[server]\nlisten = \"nowhere\"\n[verify]\nsecret = \"plain\"\n[store]\npth = \"x\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 3, "{text}");
+        assert!(text.contains("3 problems"), "{text}");
+        assert!(text.contains("server.listen"), "{text}");
+        assert!(
+            text.contains("verify.secret: does not start with `whsec_`"),
+            "{text}"
+        );
+        assert!(text.contains("store.pth: unknown key"), "{text}");
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let cfg = load_text(
+            "[verify]\nsecret = \"whsec_c2VjcmV0\"\n",
+            &[
+                ("RELAY__SERVER__LISTEN", "0.0.0.0:9000"),
+                ("RELAY__SERVER__MAX_BODY", "2048"),
+                ("RELAY__VERIFY__TOLERANCE", "1m"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.server.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(cfg.server.max_body, 2048);
+        assert_eq!(cfg.verify.tolerance, Duration::from_secs(60));
+
+        // A secret only in the environment is enough.
+        let cfg = load_text("", &[("RELAY__VERIFY__SECRET", "whsec_c2VjcmV0")]).unwrap();
+        assert_eq!(cfg.verify.secrets.len(), 1);
+        let cfg = load_text("", &[("RELAY__VERIFY__INSECURE", "true")]).unwrap();
+        assert!(cfg.verify.insecure);
+    }
+
+    #[test]
+    fn secret_file_with_several_secrets_and_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("secrets"),
+            "# old key, remove after rotation\nwhsec_c2VjcmV0\n\nwhsec_b3RoZXI=\n",
+        )
+        .unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(&file, "[verify]\nsecret_file = \"secrets\"\n").unwrap();
+        let cfg = load_with_env(&file, []).unwrap();
+        assert_eq!(cfg.verify.secrets.len(), 2);
+    }
+
+    #[test]
+    fn the_development_secret_warns_and_secret_values_never_show() {
+        let cfg = load_text(
+            &format!("[verify]\nsecret = \"{DEVELOPMENT_SECRET}\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("development secret"))
+        );
+        let err = load_text("[verify]\nsecret = \"supersecretvalue\"\n", &[]).unwrap_err();
+        assert!(!err.to_string().contains("supersecretvalue"), "{err}");
+        assert!(!format!("{cfg:?}").contains(&DEVELOPMENT_SECRET[6..]));
+    }
+
+    #[test]
+    fn toml_syntax_errors_name_the_line() {
+        let err = load_text("[server\nlisten = 1", &[]).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+}

@@ -1,0 +1,235 @@
+//! Handlebars helpers a template writer needs, and the escape function of each
+//! output format.
+//!
+//! Helpers take any JSON value and degrade gracefully (a missing or odd value
+//! renders as empty text) so a payload Replicate changes tomorrow still renders.
+//! Escaping happens once, at output, by the registry's escape function; helpers
+//! return plain text.
+
+use handlebars::{Handlebars, handlebars_helper};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Registers every helper on `hb`.
+pub fn register(hb: &mut Handlebars<'static>) {
+    hb.register_helper("humanize", Box::new(humanize));
+    hb.register_helper("truncate", Box::new(truncate));
+    hb.register_helper("tail", Box::new(tail));
+    hb.register_helper("json", Box::new(json));
+    hb.register_helper("json_pretty", Box::new(json_pretty));
+    hb.register_helper("default", Box::new(default));
+    hb.register_helper("date", Box::new(date));
+    hb.register_helper("join", Box::new(join));
+    hb.register_helper("basename", Box::new(basename));
+}
+
+// `{{humanize metrics.predict_time}}` → "19m 51s" (seconds to a human duration;
+// the context's `duration` field already holds the job's run time this way).
+handlebars_helper!(humanize: |secs: Json| as_f64(secs).map(human_duration).unwrap_or_default());
+// `{{truncate error 300}}` → at most 300 characters, "…" when cut.
+handlebars_helper!(truncate: |text: Json, max: u64| truncate_chars(&as_text(text), max as usize));
+// `{{tail logs 20}}` → the last 20 lines.
+handlebars_helper!(tail: |text: Json, lines: u64| tail_lines(&as_text(text), lines as usize));
+// `{{json input}}` → compact JSON; `{{{json web_url}}}` writes a quoted JSON string.
+handlebars_helper!(json: |value: Json| value.to_string());
+handlebars_helper!(json_pretty: |value: Json| serde_json::to_string_pretty(value).unwrap_or_default());
+// `{{default deployment "-"}}` → the value, or the fallback when null or empty.
+handlebars_helper!(default: |value: Json, fallback: Json| {
+    match value {
+        Value::Null => fallback.clone(),
+        Value::String(s) if s.is_empty() => fallback.clone(),
+        other => other.clone(),
+    }
+});
+// `{{date completed_at}}` → "2026-11-20 14:03 UTC"; `{{date completed_at "[hour]:[minute]"}}`
+// takes a `time` format description.
+handlebars_helper!(date: |ts: Json, {format: str = "[year]-[month]-[day] [hour]:[minute] UTC"}| {
+    format_date(&as_text(ts), format)
+});
+// `{{join tags ", "}}`.
+handlebars_helper!(join: |items: Json, sep: str| match items {
+    Value::Array(items) => items.iter().map(as_text).collect::<Vec<_>>().join(sep),
+    other => as_text(other),
+});
+// `{{basename url}}` → the last path segment ("out-0.webp").
+handlebars_helper!(basename: |url: Json| {
+    let text = as_text(url);
+    let path = text.split(['?', '#']).next().unwrap_or("");
+    path.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_owned()
+});
+
+fn as_f64(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Scalars as text; null as empty; lists and tables as compact JSON.
+pub fn as_text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// "3.3s", "59s", "19m 51s", "2h 5m", "3d 4h".
+pub fn human_duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return String::new();
+    }
+    if secs < 10.0 {
+        return format!("{:.1}s", (secs * 10.0).floor() / 10.0);
+    }
+    let s = secs.round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// At most `max` characters; the last is "…" when the text was cut.
+pub fn truncate_chars(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The last `n` lines (a trailing newline does not count as a line).
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let trimmed = text.trim_end_matches('\n');
+    let mut start = trimmed.len();
+    for _ in 0..n {
+        match trimmed[..start].rfind('\n') {
+            Some(i) => start = i,
+            None => return trimmed.to_owned(),
+        }
+    }
+    trimmed[start + 1..].to_owned()
+}
+
+fn format_date(ts: &str, format: &str) -> String {
+    let Ok(t) = OffsetDateTime::parse(ts, &Rfc3339) else {
+        return ts.to_owned();
+    };
+    let t = t.to_offset(time::UtcOffset::UTC);
+    match time::format_description::parse(format) {
+        Ok(f) => t.format(&f).unwrap_or_else(|_| ts.to_owned()),
+        Err(_) => ts.to_owned(),
+    }
+}
+
+/// Email subjects: a header must never contain a line break (header injection).
+pub fn escape_subject(text: &str) -> String {
+    text.replace(['\r', '\n', '\t'], " ")
+}
+
+/// Slack Block Kit: mrkdwn's three control characters, so a prompt cannot write
+/// `<!channel>` or a fake link; then JSON string escaping, since values land
+/// inside JSON strings.
+pub fn escape_slack(text: &str) -> String {
+    let mrkdwn = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    escape_json(&mrkdwn)
+}
+
+/// Values inside a JSON string literal.
+pub fn escape_json(text: &str) -> String {
+    let quoted = serde_json::to_string(text).expect("a string always serializes");
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(template: &str, data: Value) -> String {
+        let mut hb = Handlebars::new();
+        hb.register_escape_fn(handlebars::no_escape);
+        register(&mut hb);
+        hb.render_template(template, &data).unwrap()
+    }
+
+    #[test]
+    fn helper_table() {
+        let data = json!({
+            "t": 1191.13, "short": 3.32, "s": "abcdef", "logs": "a\nb\nc\n",
+            "ts": "2026-11-22T18:20:31.046810Z", "list": ["x", 1], "url": "https://x/y/out-0.webp?sig=1",
+            "empty": "", "n": null
+        });
+        let cases = [
+            ("{{humanize t}}", "19m 51s"),
+            ("{{humanize short}}", "3.3s"),
+            ("{{humanize n}}", ""),
+            ("{{humanize \"90\"}}", "1m 30s"),
+            ("{{truncate s 4}}", "abc…"),
+            ("{{truncate s 6}}", "abcdef"),
+            ("{{truncate n 6}}", ""),
+            ("{{tail logs 2}}", "b\nc"),
+            ("{{tail logs 9}}", "a\nb\nc"),
+            ("{{tail n 2}}", ""),
+            ("{{json list}}", "[\"x\",1]"),
+            ("{{default n \"-\"}}", "-"),
+            ("{{default empty \"-\"}}", "-"),
+            ("{{default s \"-\"}}", "abcdef"),
+            ("{{date ts}}", "2026-11-22 18:20 UTC"),
+            (
+                "{{date ts format=\"[hour]:[minute]:[second]\"}}",
+                "18:20:31",
+            ),
+            ("{{date \"yesterday\"}}", "yesterday"),
+            ("{{join list \", \"}}", "x, 1"),
+            ("{{basename url}}", "out-0.webp"),
+            ("{{missing}}", ""),
+        ];
+        for (template, want) in cases {
+            assert_eq!(render(template, data.clone()), want, "{template}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        for (secs, want) in [
+            (0.4353, "0.4s"),
+            (9.99, "9.9s"),
+            (10.4, "10s"),
+            (59.6, "1m 0s"),
+            (1191.13, "19m 51s"),
+            (7530.0, "2h 5m"),
+            (273_600.0, "3d 4h"),
+            (-1.0, ""),
+        ] {
+            assert_eq!(human_duration(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn escapes() {
+        let hostile = "<!channel> <script>alert(1)</script>\r\nBcc: x@evil.test & \"q\"";
+        assert_eq!(
+            escape_slack(hostile),
+            "&lt;!channel&gt; &lt;script&gt;alert(1)&lt;/script&gt;\\r\\nBcc: x@evil.test &amp; \\\"q\\\""
+        );
+        assert!(!escape_subject(hostile).contains(['\r', '\n']));
+        assert_eq!(escape_json("a\"b\\c\n"), "a\\\"b\\\\c\\n");
+    }
+
+    #[test]
+    fn tails_and_truncation() {
+        assert_eq!(tail_lines("", 3), "");
+        assert_eq!(tail_lines("one", 3), "one");
+        assert_eq!(tail_lines("a\nb\nc\nd", 2), "c\nd");
+        assert_eq!(truncate_chars("ééééé", 3), "éé…");
+    }
+}

@@ -1,0 +1,160 @@
+//! Slack's Block Kit limits, enforced by truncating — never by failing, since a
+//! message Slack rejects is an alert lost. Limits from Slack's Block Kit
+//! reference: 50 blocks per message, 150 characters of header text, 3,000 of
+//! section (and context) text, 10 section fields of 2,000 each, 75 characters
+//! of button text, 3,000 of URL, 40,000 of fallback `text`.
+
+use serde_json::{Value, json};
+
+pub const MAX_BLOCKS: usize = 50;
+pub const MAX_HEADER: usize = 150;
+pub const MAX_SECTION: usize = 3_000;
+pub const MAX_FIELDS: usize = 10;
+pub const MAX_FIELD: usize = 2_000;
+pub const MAX_BUTTON: usize = 75;
+pub const MAX_URL: usize = 3_000;
+pub const MAX_TEXT: usize = 40_000;
+const MAX_CONTEXT_ELEMENTS: usize = 10;
+const MAX_ACTION_ELEMENTS: usize = 25;
+
+/// Truncates `message` (`{"text": …, "blocks": [...]}`) to Slack's limits.
+pub fn enforce_limits(message: &mut Value) {
+    if let Some(text) = message.get_mut("text") {
+        cut(text, MAX_TEXT);
+    }
+    let Some(blocks) = message.get_mut("blocks").and_then(Value::as_array_mut) else {
+        return;
+    };
+    if blocks.len() > MAX_BLOCKS {
+        let dropped = blocks.len() - (MAX_BLOCKS - 1);
+        blocks.truncate(MAX_BLOCKS - 1);
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": format!("…{dropped} more blocks left out (Slack allows {MAX_BLOCKS})")}]
+        }));
+    }
+    for block in blocks.iter_mut() {
+        let kind = block
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        match kind.as_str() {
+            "header" => cut_text_object(block.get_mut("text"), MAX_HEADER),
+            "section" => {
+                cut_text_object(block.get_mut("text"), MAX_SECTION);
+                if let Some(fields) = block.get_mut("fields").and_then(Value::as_array_mut) {
+                    fields.truncate(MAX_FIELDS);
+                    for field in fields {
+                        cut_text_object(Some(field), MAX_FIELD);
+                    }
+                }
+            }
+            "context" => {
+                if let Some(elements) = block.get_mut("elements").and_then(Value::as_array_mut) {
+                    elements.truncate(MAX_CONTEXT_ELEMENTS);
+                    for element in elements {
+                        cut_text_object(Some(element), MAX_SECTION);
+                    }
+                }
+            }
+            "actions" => {
+                if let Some(elements) = block.get_mut("elements").and_then(Value::as_array_mut) {
+                    elements.truncate(MAX_ACTION_ELEMENTS);
+                    for element in elements {
+                        cut_text_object(element.get_mut("text"), MAX_BUTTON);
+                        if let Some(url) = element.get_mut("url") {
+                            cut(url, MAX_URL);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Cuts `{"type": …, "text": "…"}`'s text.
+fn cut_text_object(object: Option<&mut Value>, max: usize) {
+    if let Some(text) = object.and_then(|o| o.get_mut("text")) {
+        cut(text, max);
+    }
+}
+
+/// Cuts a string value to `max` characters, ending with "…", without splitting
+/// an `&amp;`-style entity and closing a code block it cut open.
+fn cut(value: &mut Value, max: usize) {
+    let Value::String(s) = value else { return };
+    if s.chars().count() <= max {
+        return;
+    }
+    let reserve = 4; // "…" and a possible closing "```"
+    let mut kept: String = s.chars().take(max.saturating_sub(reserve)).collect();
+    if let Some(amp) = kept.rfind('&')
+        && !kept[amp..].contains(';')
+    {
+        kept.truncate(amp);
+    }
+    kept.push('…');
+    if kept.matches("```").count() % 2 == 1 {
+        kept.push_str("```");
+    }
+    *s = kept;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn len(v: &Value) -> usize {
+        v.as_str().unwrap().chars().count()
+    }
+
+    #[test]
+    fn every_limit_is_enforced() {
+        let long = "é".repeat(10_000);
+        let mut blocks = vec![
+            json!({"type": "header", "text": {"type": "plain_text", "text": long}}),
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("```{long}```")},
+                   "fields": (0..15).map(|_| json!({"type": "mrkdwn", "text": long})).collect::<Vec<_>>()}),
+            json!({"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": long}, "url": long}]}),
+            json!({"type": "context", "elements": [{"type": "mrkdwn", "text": long}]}),
+        ];
+        blocks.extend((0..60).map(|i| json!({"type": "divider", "n": i})));
+        let mut msg = json!({"text": "t".repeat(50_000), "blocks": blocks});
+        enforce_limits(&mut msg);
+        let b = msg["blocks"].as_array().unwrap();
+        assert_eq!(b.len(), MAX_BLOCKS);
+        assert!(
+            b[49]["elements"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("15 more blocks")
+        );
+        assert!(len(&b[0]["text"]["text"]) <= MAX_HEADER);
+        let section = b[1]["text"]["text"].as_str().unwrap();
+        assert!(section.chars().count() <= MAX_SECTION);
+        assert!(section.ends_with("…```"), "the code block is closed again");
+        assert_eq!(b[1]["fields"].as_array().unwrap().len(), MAX_FIELDS);
+        assert!(len(&b[1]["fields"][0]["text"]) <= MAX_FIELD);
+        assert!(len(&b[2]["elements"][0]["text"]["text"]) <= MAX_BUTTON);
+        assert!(len(&b[2]["elements"][0]["url"]) <= MAX_URL);
+        assert!(len(&b[3]["elements"][0]["text"]) <= MAX_SECTION);
+        assert!(len(&msg["text"]) <= MAX_TEXT);
+    }
+
+    #[test]
+    fn entities_are_not_split() {
+        let mut v = json!(format!("{}&amp;tail", "a".repeat(10)));
+        cut(&mut v, 16);
+        assert_eq!(v, json!("aaaaaaaaaa…"));
+    }
+
+    #[test]
+    fn small_messages_are_untouched() {
+        let original = json!({"text": "hi", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "ok"}}]});
+        let mut msg = original.clone();
+        enforce_limits(&mut msg);
+        assert_eq!(msg, original);
+    }
+}

@@ -1,0 +1,704 @@
+//! Routing: which notifiers an event goes to. A pure function of the event and
+//! the `[[routes]]` of the config, so it can be table-tested here and explained
+//! by `replicate-relay route` before anything is ever sent.
+//!
+//! Routes are tried in file order; the first match wins unless it says
+//! `continue = true`. All conditions of a route's `when` must hold:
+//! - a string is an exact match, or a glob when it contains `*`;
+//! - a number or boolean is an exact match;
+//! - a list matches when any of its items does;
+//! - a table holds operators, all of which must hold: `gt`, `gte`, `lt`, `lte`,
+//!   `regex`, `exists`, `not`.
+//!
+//! Keys are dotted paths into the payload (`metrics.predict_time`, `input.prompt`),
+//! plus the derived `kind` and `query.<param>`. When the payload value is a list,
+//! a condition holds if it holds for any item. A route with no `status` condition
+//! matches terminal statuses only, so nobody is paged for `processing`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::config::Notifier;
+use crate::config::read::{Reader, Table};
+use crate::event::{Event, Kind};
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub when: Vec<Condition>,
+    pub notify: Vec<String>,
+    /// Keep trying later routes after this one matches.
+    pub continue_matching: bool,
+}
+
+impl Route {
+    fn has_status_condition(&self) -> bool {
+        self.when.iter().any(|c| c.path == "status")
+    }
+}
+
+/// `path` must satisfy `matcher`.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub path: String,
+    pub matcher: Matcher,
+}
+
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// Exact text.
+    Exact(String),
+    /// Text with `*` wildcards.
+    Glob(String),
+    Number(f64),
+    Bool(bool),
+    AnyOf(Vec<Matcher>),
+    /// An operator table: every operator must hold.
+    All(Vec<Op>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    Gt(f64),
+    Gte(f64),
+    Lt(f64),
+    Lte(f64),
+    Regex(regex_lite::Regex),
+    Exists(bool),
+    Not(Box<Matcher>),
+}
+
+const OPERATORS: &str = "gt, gte, lt, lte, regex, exists, not";
+
+/// What routing decided about one route, for `route --explain`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Matched,
+    /// A condition did not hold; the text says which and why.
+    NoMatch(String),
+    /// An earlier route matched without `continue = true`.
+    Shadowed(String),
+}
+
+/// The routes that match `event`, in order, honouring first-match and `continue`.
+pub fn matching<'a>(routes: &'a [Route], event: &Event) -> Vec<&'a Route> {
+    explain(routes, event)
+        .into_iter()
+        .filter(|(_, v)| *v == Verdict::Matched)
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// Every route with its verdict for `event`.
+pub fn explain<'a>(routes: &'a [Route], event: &Event) -> Vec<(&'a Route, Verdict)> {
+    let mut stopped_by: Option<&str> = None;
+    let mut out = Vec::with_capacity(routes.len());
+    for route in routes {
+        let verdict = if let Some(earlier) = stopped_by {
+            Verdict::Shadowed(format!(
+                "route \"{earlier}\" matched first and has no `continue = true`"
+            ))
+        } else {
+            match check(route, event) {
+                Ok(()) => {
+                    if !route.continue_matching {
+                        stopped_by = Some(&route.name);
+                    }
+                    Verdict::Matched
+                }
+                Err(why) => Verdict::NoMatch(why),
+            }
+        };
+        out.push((route, verdict));
+    }
+    out
+}
+
+fn check(route: &Route, event: &Event) -> Result<(), String> {
+    if !route.has_status_condition() && !event.status.is_terminal() {
+        return Err(format!(
+            "status `{}` is not final, and routes without a `status` condition match only succeeded, failed, canceled and aborted",
+            event.status
+        ));
+    }
+    for cond in &route.when {
+        let value = lookup(event, &cond.path);
+        if !cond.matcher.matches(value.as_ref()) {
+            let found = match &value {
+                None | Some(Value::Null) => "missing".to_owned(),
+                Some(v) => format!("{}", Shown(v)),
+            };
+            return Err(format!(
+                "`{}` is {found}; wanted {}",
+                cond.path, cond.matcher
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The value at `path`: `kind`, `query.<param>`, or a dotted path into the payload
+/// (a number segment indexes a list: `output.0`).
+pub fn lookup(event: &Event, path: &str) -> Option<Value> {
+    if path == "kind" {
+        return Some(Value::String(event.kind.as_str().to_owned()));
+    }
+    if let Some(param) = path.strip_prefix("query.") {
+        return event
+            .query_param(param)
+            .map(|v| Value::String(v.to_owned()));
+    }
+    let mut here = &event.payload;
+    for segment in path.split('.') {
+        here = match here {
+            Value::Object(map) => map.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(here.clone())
+}
+
+impl Matcher {
+    pub fn matches(&self, value: Option<&Value>) -> bool {
+        match self {
+            Matcher::AnyOf(all) => all.iter().any(|m| m.matches(value)),
+            Matcher::All(ops) => ops.iter().all(|op| op.holds(value)),
+            scalar => match value {
+                None | Some(Value::Null) => false,
+                Some(Value::Array(items)) => items.iter().any(|v| scalar.matches_scalar(v)),
+                Some(v) => scalar.matches_scalar(v),
+            },
+        }
+    }
+
+    fn matches_scalar(&self, value: &Value) -> bool {
+        match self {
+            Matcher::Exact(want) => text(value).is_some_and(|t| t == *want),
+            Matcher::Glob(pattern) => text(value).is_some_and(|t| glob(pattern, &t)),
+            Matcher::Number(want) => number(value).is_some_and(|n| n == *want),
+            Matcher::Bool(want) => value.as_bool() == Some(*want),
+            Matcher::AnyOf(_) | Matcher::All(_) => self.matches(Some(value)),
+        }
+    }
+}
+
+impl Op {
+    fn holds(&self, value: Option<&Value>) -> bool {
+        let present = value.filter(|v| !v.is_null());
+        match self {
+            Op::Exists(want) => present.is_some() == *want,
+            Op::Not(inner) => !inner.matches(value),
+            _ => match present {
+                None => false,
+                Some(Value::Array(items)) => items.iter().any(|v| self.holds_scalar(v)),
+                Some(v) => self.holds_scalar(v),
+            },
+        }
+    }
+
+    fn holds_scalar(&self, value: &Value) -> bool {
+        match self {
+            Op::Gt(n) => number(value).is_some_and(|v| v > *n),
+            Op::Gte(n) => number(value).is_some_and(|v| v >= *n),
+            Op::Lt(n) => number(value).is_some_and(|v| v < *n),
+            Op::Lte(n) => number(value).is_some_and(|v| v <= *n),
+            Op::Regex(re) => text(value).is_some_and(|t| re.is_match(&t)),
+            Op::Exists(_) | Op::Not(_) => self.holds(Some(value)),
+        }
+    }
+}
+
+/// Scalars as text (so `"2"` matches the number 2); lists and tables are not text.
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Numbers, and strings that hold one (query parameters are always text).
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `*` matches any run of characters (including none); everything else is literal.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, rest) = parts.split_first().expect("split yields at least one part");
+    let Some(mut remaining) = text.strip_prefix(first) else {
+        return false;
+    };
+    let Some((last, middle)) = rest.split_last() else {
+        return remaining.is_empty();
+    };
+    for part in middle {
+        match remaining.find(part) {
+            Some(i) => remaining = &remaining[i + part.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= last.len() && remaining.ends_with(last)
+}
+
+/// Shows a payload value briefly in explanations.
+struct Shown<'a>(&'a Value);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.to_string();
+        if text.chars().count() > 80 {
+            let cut: String = text.chars().take(77).collect();
+            write!(f, "{cut}...")
+        } else {
+            f.write_str(&text)
+        }
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Matcher::Exact(s) => write!(f, "{s:?}"),
+            Matcher::Glob(s) => write!(f, "glob {s:?}"),
+            Matcher::Number(n) => write!(f, "{n}"),
+            Matcher::Bool(b) => write!(f, "{b}"),
+            Matcher::AnyOf(all) => {
+                f.write_str("one of [")?;
+                for (i, m) in all.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{m}")?;
+                }
+                f.write_str("]")
+            }
+            Matcher::All(ops) => {
+                for (i, op) in ops.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" and ")?;
+                    }
+                    match op {
+                        Op::Gt(n) => write!(f, "> {n}")?,
+                        Op::Gte(n) => write!(f, ">= {n}")?,
+                        Op::Lt(n) => write!(f, "< {n}")?,
+                        Op::Lte(n) => write!(f, "<= {n}")?,
+                        Op::Regex(re) => write!(f, "matching /{}/", re.as_str())?,
+                        Op::Exists(true) => f.write_str("present")?,
+                        Op::Exists(false) => f.write_str("absent")?,
+                        Op::Not(m) => write!(f, "not {m}")?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reads `[[routes]]`, checking operators, regexes and notifier names.
+pub fn read_routes(
+    r: &mut Reader,
+    value: Option<&Value>,
+    notifiers: &BTreeMap<String, Notifier>,
+) -> Vec<Route> {
+    let items = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            r.error(
+                "routes",
+                "must be a list of tables: write each route as [[routes]]",
+            );
+            return Vec::new();
+        }
+    };
+    let mut routes = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let Some(t) = r.table(Some(item), &path) else {
+            continue;
+        };
+        r.known_keys(t, &["name", "when", "notify", "continue"]);
+        let name = r
+            .string(t, "name")
+            .unwrap_or_else(|| format!("route {}", i + 1));
+        if !names.insert(name.clone()) {
+            r.error(
+                t.key("name"),
+                format!("another route is already named \"{name}\""),
+            );
+        }
+        let notify = r.strings(t, "notify");
+        if notify.is_empty() && !r.failed(&t.key("notify")) {
+            r.error(
+                t.key("notify"),
+                "missing; the notifiers to send to, e.g. notify = [\"ml-slack\"]",
+            );
+        }
+        for n in &notify {
+            if !notifiers.contains_key(n) && !r.failed(&format!("notifiers.{n}")) {
+                let known: Vec<&str> = notifiers.keys().map(String::as_str).collect();
+                r.error(
+                    t.key("notify"),
+                    format!(
+                        "no notifier named `{n}` (declared: {}); add a [notifiers.{n}] section",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+        let continue_matching = r.bool(t, "continue").unwrap_or(false);
+        let when_path = t.key("when");
+        let when = match r.table(t.map.get("when"), &when_path) {
+            Some(w) => read_when(r, w),
+            None => Vec::new(),
+        };
+        routes.push(Route {
+            name,
+            when,
+            notify,
+            continue_matching,
+        });
+    }
+    routes
+}
+
+fn read_when(r: &mut Reader, when: Table<'_>) -> Vec<Condition> {
+    let mut out = Vec::new();
+    for (path, value) in when.map {
+        let key = when.key(&format!("\"{path}\""));
+        if let Some(matcher) = read_matcher(r, value, &key) {
+            if path == "kind" && !kind_values_ok(&matcher) {
+                r.error(&key, "kind is \"prediction\" or \"training\"");
+            }
+            out.push(Condition {
+                path: path.clone(),
+                matcher,
+            });
+        }
+    }
+    out
+}
+
+fn kind_values_ok(m: &Matcher) -> bool {
+    match m {
+        Matcher::Exact(s) => s.parse::<Kind>().is_ok(),
+        Matcher::AnyOf(all) => all.iter().all(kind_values_ok),
+        _ => true,
+    }
+}
+
+fn read_matcher(r: &mut Reader, value: &Value, key: &str) -> Option<Matcher> {
+    match value {
+        Value::String(s) if s.contains('*') => Some(Matcher::Glob(s.clone())),
+        Value::String(s) => Some(Matcher::Exact(s.clone())),
+        Value::Number(n) => n.as_f64().map(Matcher::Number),
+        Value::Bool(b) => Some(Matcher::Bool(*b)),
+        Value::Array(items) if items.is_empty() => {
+            r.error(
+                key,
+                "an empty list matches nothing; remove the condition or list values",
+            );
+            None
+        }
+        Value::Array(items) => {
+            let all: Vec<Matcher> = items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| read_matcher(r, v, &format!("{key}[{i}]")))
+                .collect();
+            (all.len() == items.len()).then_some(Matcher::AnyOf(all))
+        }
+        Value::Object(ops) => {
+            if ops.is_empty() {
+                r.error(
+                    key,
+                    format!("an empty table has no operator (known: {OPERATORS})"),
+                );
+                return None;
+            }
+            let mut out = Vec::new();
+            for (op, arg) in ops {
+                let op_key = format!("{key}.{op}");
+                let num = |r: &mut Reader| match number(arg) {
+                    Some(n) => Some(n),
+                    None => {
+                        r.error(&op_key, "needs a number");
+                        None
+                    }
+                };
+                let parsed = match op.as_str() {
+                    "gt" => num(r).map(Op::Gt),
+                    "gte" => num(r).map(Op::Gte),
+                    "lt" => num(r).map(Op::Lt),
+                    "lte" => num(r).map(Op::Lte),
+                    "regex" => match arg.as_str().map(regex_lite::Regex::new) {
+                        Some(Ok(re)) => Some(Op::Regex(re)),
+                        Some(Err(e)) => {
+                            r.error(&op_key, format!("invalid regex: {e}"));
+                            None
+                        }
+                        None => {
+                            r.error(&op_key, "needs a string");
+                            None
+                        }
+                    },
+                    "exists" => match arg.as_bool() {
+                        Some(b) => Some(Op::Exists(b)),
+                        None => {
+                            r.error(&op_key, "needs true or false");
+                            None
+                        }
+                    },
+                    "not" => read_matcher(r, arg, &op_key).map(|m| Op::Not(Box::new(m))),
+                    other => {
+                        r.error(
+                            &op_key,
+                            format!(
+                                "unknown operator `{other}` (known: {OPERATORS}); to reach a nested field, quote the dotted key: \"metrics.predict_time\" = {{ gt = 600 }}"
+                            ),
+                        );
+                        None
+                    }
+                };
+                out.push(parsed?);
+            }
+            Some(Matcher::All(out))
+        }
+        Value::Null => {
+            r.error(key, "has no value");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    fn event(payload: Value, query: &str) -> Event {
+        Event::from_value(payload, query).unwrap()
+    }
+
+    fn base() -> Value {
+        json!({
+            "id": "p1", "status": "failed", "model": "acme/captioner",
+            "deployment": "acme/prod-captioner",
+            "input": {"prompt": "a cat", "steps": 30},
+            "output": ["https://x/a.png", "https://x/b.webp"],
+            "metrics": {"predict_time": 700.5},
+            "urls": {"get": "https://api.replicate.com/v1/predictions/p1"},
+            "tags": ["nightly", "vision"]
+        })
+    }
+
+    /// Parses `when` from TOML-ish JSON, failing the test on config problems.
+    fn when(value: Value) -> Vec<Condition> {
+        let mut r = Reader::new(PathBuf::new());
+        let map = value.as_object().unwrap();
+        let conds = read_when(&mut r, Table { path: "when", map });
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        conds
+    }
+
+    fn route(name: &str, w: Value, cont: bool) -> Route {
+        Route {
+            name: name.into(),
+            when: when(w),
+            notify: vec!["n".into()],
+            continue_matching: cont,
+        }
+    }
+
+    #[test]
+    fn condition_table() {
+        let ev = event(base(), "team=vision&priority=2");
+        let cases: Vec<(Value, bool)> = vec![
+            (json!({"model": "acme/captioner"}), true),
+            (json!({"model": "acme/other"}), false),
+            (json!({"model": "acme/*"}), true),
+            (json!({"model": "*/captioner"}), true),
+            (json!({"model": "a*c*r"}), true),
+            (json!({"model": "acme/*x"}), false),
+            (json!({"deployment": "acme/prod-*"}), true),
+            (json!({"status": ["failed", "aborted"]}), true),
+            (json!({"status": ["succeeded", "canceled"]}), false),
+            (json!({"kind": "prediction"}), true),
+            (json!({"kind": "training"}), false),
+            (json!({"query.team": "vision"}), true),
+            (json!({"query.team": "audio"}), false),
+            (json!({"query.priority": {"gte": 2}}), true),
+            (json!({"query.missing": {"exists": false}}), true),
+            (json!({"metrics.predict_time": {"gt": 600}}), true),
+            (json!({"metrics.predict_time": {"gt": 700.5}}), false),
+            (json!({"metrics.predict_time": {"gte": 700.5}}), true),
+            (json!({"metrics.predict_time": {"lt": 600}}), false),
+            (json!({"metrics.predict_time": {"lte": 700.5}}), true),
+            (
+                json!({"metrics.predict_time": {"gt": 600, "lt": 800}}),
+                true,
+            ),
+            (
+                json!({"metrics.predict_time": {"gt": 600, "lt": 650}}),
+                false,
+            ),
+            (json!({"input.steps": 30}), true),
+            (json!({"input.steps": "30"}), true),
+            (json!({"input.prompt": {"regex": "^a (cat|dog)$"}}), true),
+            (json!({"input.prompt": {"regex": "dog"}}), false),
+            (json!({"input.prompt": {"not": "a dog"}}), true),
+            (json!({"input.prompt": {"not": ["a cat", "a dog"]}}), false),
+            (json!({"deployment": {"exists": true}}), true),
+            (json!({"destination": {"exists": true}}), false),
+            (json!({"destination": {"exists": false}}), true),
+            (json!({"error": {"exists": true}}), false),
+            (json!({"output": "*.webp"}), true),
+            (json!({"output.0": "*.png"}), true),
+            (json!({"output.1": "*.png"}), false),
+            (json!({"output.7": {"exists": true}}), false),
+            (json!({"tags": "vision"}), true),
+            (json!({"input.prompt.deeper": "x"}), false),
+            (json!({"nothing.here": "x"}), false),
+            (json!({"nothing.here": {"gt": 1}}), false),
+            (json!({"nothing.here": {"not": "x"}}), true),
+            (
+                json!({"model": "acme/captioner", "query.team": "audio"}),
+                false,
+            ),
+            (json!({}), true),
+        ];
+        for (w, want) in cases {
+            let r = route("r", w.clone(), false);
+            assert_eq!(check(&r, &ev).is_ok(), want, "when {w}");
+        }
+    }
+
+    #[test]
+    fn globs() {
+        for (pattern, text, want) in [
+            ("*", "", true),
+            ("*", "anything", true),
+            ("a*", "abc", true),
+            ("*c", "abc", true),
+            ("a*c", "ac", true),
+            ("a*c", "abcbc", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXcYb", false),
+            ("ab*ab", "ab", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+        ] {
+            assert_eq!(glob(pattern, text), want, "{pattern} ~ {text}");
+        }
+    }
+
+    #[test]
+    fn first_match_wins_unless_continue() {
+        let ev = event(base(), "");
+        let routes = vec![
+            route("failures", json!({"status": "failed"}), true),
+            route("acme", json!({"model": "acme/*"}), false),
+            route("catch-all", json!({}), false),
+        ];
+        let names: Vec<_> = matching(&routes, &ev)
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["failures", "acme"]);
+        let verdicts = explain(&routes, &ev);
+        assert!(matches!(&verdicts[2].1, Verdict::Shadowed(why) if why.contains("\"acme\"")));
+
+        let routes = vec![
+            route("failures", json!({"status": "failed"}), false),
+            route("acme", json!({"model": "acme/*"}), false),
+        ];
+        let names: Vec<_> = matching(&routes, &ev)
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["failures"]);
+    }
+
+    #[test]
+    fn terminal_statuses_only_unless_status_is_named() {
+        let mut processing = base();
+        processing["status"] = json!("processing");
+        let ev = event(processing, "");
+        let any = route("any", json!({"model": "acme/*"}), false);
+        let Verdict::NoMatch(why) = &explain(std::slice::from_ref(&any), &ev)[0].1 else {
+            panic!()
+        };
+        assert!(why.contains("not final"), "{why}");
+        let opted_in = route(
+            "progress",
+            json!({"status": ["starting", "processing"]}),
+            false,
+        );
+        assert!(check(&opted_in, &ev).is_ok());
+        for status in ["succeeded", "failed", "canceled", "aborted"] {
+            let mut p = base();
+            p["status"] = json!(status);
+            assert!(check(&any, &event(p, "")).is_ok(), "{status}");
+        }
+    }
+
+    #[test]
+    fn explanations_say_which_condition_failed() {
+        let ev = event(base(), "");
+        let r = route("slow", json!({"metrics.predict_time": {"gt": 1000}}), false);
+        assert_eq!(
+            check(&r, &ev).unwrap_err(),
+            "`metrics.predict_time` is 700.5; wanted > 1000"
+        );
+        let r = route("dest", json!({"destination": "acme/*"}), false);
+        assert_eq!(
+            check(&r, &ev).unwrap_err(),
+            "`destination` is missing; wanted glob \"acme/*\""
+        );
+    }
+
+    #[test]
+    fn config_problems_name_the_key() {
+        let cases: Vec<(Value, &str)> = vec![
+            (json!({"model": {"like": "x"}}), "when.\"model\".like"),
+            (json!({"model": {"regex": "("}}), "when.\"model\".regex"),
+            (json!({"model": {"gt": "many"}}), "when.\"model\".gt"),
+            (json!({"model": {"exists": "yes"}}), "when.\"model\".exists"),
+            (json!({"model": []}), "when.\"model\""),
+            (json!({"model": {}}), "when.\"model\""),
+            (json!({"kind": "trainings"}), "when.\"kind\""),
+            (
+                json!({"model": {"not": {"regex": "["}}}),
+                "when.\"model\".not.regex",
+            ),
+        ];
+        for (w, key) in cases {
+            let mut r = Reader::new(PathBuf::new());
+            read_when(
+                &mut r,
+                Table {
+                    path: "when",
+                    map: w.as_object().unwrap(),
+                },
+            );
+            let keys: Vec<_> = r.problems.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, [key], "when {w}: {:?}", r.problems);
+        }
+    }
+}
