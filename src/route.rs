@@ -15,12 +15,11 @@
 //! a condition holds if it holds for any item. A route with no `status` condition
 //! matches terminal statuses only, so nobody is paged for `processing`.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde_json::Value;
 
-use crate::config::Notifier;
 use crate::config::read::{Reader, Table};
 use crate::event::{Event, Kind};
 
@@ -305,10 +304,12 @@ impl fmt::Display for Matcher {
 }
 
 /// Reads `[[routes]]`, checking operators, regexes and notifier names.
+/// `declared` is every name under `[notifiers]`, valid or not: a route naming a
+/// notifier that has its own problems is not reported twice.
 pub fn read_routes(
     r: &mut Reader,
     value: Option<&Value>,
-    notifiers: &BTreeMap<String, Notifier>,
+    declared: &BTreeSet<String>,
 ) -> Vec<Route> {
     let items = match value {
         None | Some(Value::Null) => return Vec::new(),
@@ -346,8 +347,8 @@ pub fn read_routes(
             );
         }
         for n in &notify {
-            if !notifiers.contains_key(n) && !r.failed(&format!("notifiers.{n}")) {
-                let known: Vec<&str> = notifiers.keys().map(String::as_str).collect();
+            if !declared.contains(n) {
+                let known: Vec<&str> = declared.iter().map(String::as_str).collect();
                 r.error(
                     t.key("notify"),
                     format!(

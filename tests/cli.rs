@@ -174,3 +174,113 @@ async fn serve_stores_events_stops_on_sigterm_and_events_lists_them() {
     assert_eq!(line["id"], "p_cli_1");
     assert_eq!(line["query"], "team=vision");
 }
+
+#[test]
+fn route_on_the_training_fixture_names_the_route_and_prints_the_messages() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/relay.toml");
+    let fixture = fixtures_dir().join("training-succeeded.json");
+    let out = relay(&[
+        "route",
+        fixture.to_str().unwrap(),
+        "--config",
+        shipped,
+        "--explain",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("✓ training finished → console"), "{stdout}");
+    assert!(
+        stdout.contains("✗ failed predictions"),
+        "--explain says why: {stdout}"
+    );
+    assert!(
+        stdout.contains("Subject: ✅ Training acme-studio/neon-portraits succeeded in 19m 51s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Trained version: acme-studio/neon-portraits:"),
+        "{stdout}"
+    );
+
+    let out = relay(&[
+        "route",
+        fixture.to_str().unwrap(),
+        "--config",
+        shipped,
+        "--format",
+        "json",
+        "-q",
+        "team=vision",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["kind"], "training");
+    assert_eq!(report["routes"][0]["matched"], true);
+    assert_eq!(report["messages"][0]["notifier"], "console");
+    assert_eq!(report["messages"][0]["fallback"], serde_json::Value::Null);
+}
+
+#[test]
+fn route_explains_why_nothing_matches() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/relay.toml");
+    let fixture = fixtures_dir().join("prediction-processing.json");
+    let out = relay(&[
+        "route",
+        fixture.to_str().unwrap(),
+        "--config",
+        shipped,
+        "--explain",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("nothing would be sent"), "{stdout}");
+    assert!(stdout.contains("not final"), "{stdout}");
+}
+
+#[test]
+fn check_names_the_template_file_line_and_column_of_a_typo() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("templates/slack")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/slack/team.json.hbs"),
+        "{\n  \"text\": \"{{emoji}} {{titel}}\",\n  \"blocks\": []\n}\n",
+    )
+    .unwrap();
+    let file = write_config(
+        dir.path(),
+        SECRET,
+        "[templates]\ndir = \"templates\"\n\n[notifiers.slack]\ntype = \"slack\"\ntoken = \"xoxb-1\"\nchannel = \"#ml\"\ntemplate = \"team\"\n\n[[routes]]\nname = \"all\"\nnotify = [\"slack\"]\n",
+    );
+    let out = relay(&["check", "--config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("templates/slack/team.json.hbs:2:22"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("titel"), "{stderr}");
+}
+
+#[test]
+fn check_reports_routing_and_notifier_mistakes_with_key_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        SECRET,
+        "[notifiers.mail]\ntype = \"email\"\nsmtp = \"smtp://mail.example.org\"\nfrom = \"relay@example.org\"\nto = [\"not an address\"]\n\n[[routes]]\nname = \"r\"\nwhen = { model = { like = \"x\" }, \"input.prompt\" = { regex = \"(\" } }\nnotify = [\"mail\", \"slack\"]\n",
+    );
+    let out = relay(&["check", "--config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for key in [
+        "notifiers.mail.to: `not an address` is not an email address",
+        "routes[0].notify: no notifier named `slack`",
+        "routes[0].when.\"model\".like: unknown operator `like`",
+        "routes[0].when.\"input.prompt\".regex: invalid regex",
+    ] {
+        assert!(stderr.contains(key), "missing {key:?} in\n{stderr}");
+    }
+}

@@ -171,7 +171,12 @@ pub fn load_with_env(
     let store = read_store(&mut r, root.get("store"));
     let templates = read_templates(&mut r, root.get("templates"));
     let notifiers = notifiers::read(&mut r, root.get("notifiers"), &templates);
-    let routes = crate::route::read_routes(&mut r, root.get("routes"), &notifiers);
+    let declared = root
+        .get("notifiers")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let routes = crate::route::read_routes(&mut r, root.get("routes"), &declared);
 
     if r.problems.is_empty() {
         Ok(Config {

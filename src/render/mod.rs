@@ -389,6 +389,52 @@ impl Templates {
     }
 }
 
+/// A message rendered for one notifier.
+#[derive(Debug, Clone)]
+pub enum Message {
+    Email(Rendered<EmailMessage>),
+    Slack(Rendered<Value>),
+    Webhook(Rendered<Vec<u8>>),
+    /// The log notifier writes an email's subject and text.
+    Log(Rendered<EmailMessage>),
+}
+
+impl Message {
+    /// Why the built-in fallback was used, if it was.
+    pub fn fallback(&self) -> Option<&str> {
+        match self {
+            Message::Email(r) | Message::Log(r) => r.fallback.as_deref(),
+            Message::Slack(r) => r.fallback.as_deref(),
+            Message::Webhook(r) => r.fallback.as_deref(),
+        }
+    }
+}
+
+/// Renders what `notifier` would send for `event`, matched by `route`.
+pub fn message(
+    templates: &Templates,
+    notifier: &crate::config::Notifier,
+    route: &str,
+    event: &crate::event::Event,
+    original: &[u8],
+) -> Message {
+    use crate::config::NotifierKind;
+    let ctx = context::context(event, route, &notifier.name);
+    let name = notifier.template.as_deref().unwrap_or("default");
+    match &notifier.kind {
+        NotifierKind::Email(_) => Message::Email(templates.email(name, &ctx)),
+        NotifierKind::Log => {
+            let mut rendered = templates.email(name, &ctx);
+            rendered.message.html = None; // a log line has no use for HTML
+            Message::Log(rendered)
+        }
+        NotifierKind::Slack(_) => Message::Slack(templates.slack(name, &ctx)),
+        NotifierKind::Webhook(_) => {
+            Message::Webhook(templates.webhook(notifier.template.as_deref(), &ctx, original))
+        }
+    }
+}
+
 fn parse_json(text: &str, format: Format, name: &str) -> Result<Value, RenderFailure> {
     serde_json::from_str(text).map_err(|e| RenderFailure {
         location: format.relative_path(name),

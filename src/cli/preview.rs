@@ -1,0 +1,208 @@
+//! `replicate-relay route PAYLOAD.json`: what would happen to this event — the
+//! kind, which routes match (and with `--explain` why the others do not), and
+//! every message fully rendered. Sends nothing, so routes and templates can be
+//! tried before an incident rather than during one.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use super::OutputFormat;
+use crate::config::{Config, NotifierKind};
+use crate::event::Event;
+use crate::render::{self, Message};
+use crate::route::{self, Verdict};
+
+pub fn run(
+    config: &Config,
+    payload: &Path,
+    query: &[String],
+    explain: bool,
+    format: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let body = std::fs::read(payload)
+        .with_context(|| format!("cannot read the payload {}", payload.display()))?;
+    let mut pairs = form_urlencoded::Serializer::new(String::new());
+    for q in query {
+        let (k, v) = q
+            .split_once('=')
+            .with_context(|| format!("--query {q}: write it as key=value"))?;
+        pairs.append_pair(k, v);
+    }
+    let query = pairs.finish();
+    let event = Event::from_body(&body, &query).with_context(|| {
+        format!(
+            "{} is not a webhook body the daemon would accept",
+            payload.display()
+        )
+    })?;
+
+    let verdicts = route::explain(&config.routes, &event);
+    let mut messages = Vec::new();
+    for (r, verdict) in &verdicts {
+        if *verdict != Verdict::Matched {
+            continue;
+        }
+        for name in &r.notify {
+            let notifier = &config.notifiers[name];
+            let message = render::message(&config.templates, notifier, &r.name, &event, &body);
+            messages.push((r.name.as_str(), notifier, message));
+        }
+    }
+
+    let mut out = std::io::stdout().lock();
+    match format {
+        OutputFormat::Json => {
+            let report = json!({
+                "kind": event.kind.as_str(),
+                "id": event.job.common().id,
+                "status": event.status.as_str(),
+                "final": event.status.is_terminal(),
+                "routes": verdicts.iter().map(|(r, v)| {
+                    let (matched, reason) = match v {
+                        Verdict::Matched => (true, None),
+                        Verdict::NoMatch(why) | Verdict::Shadowed(why) => (false, Some(why.clone())),
+                    };
+                    json!({"name": r.name, "matched": matched, "reason": reason, "notify": r.notify})
+                }).collect::<Vec<_>>(),
+                "messages": messages.iter().map(|(route, n, m)| message_json(route, n, m)).collect::<Vec<_>>(),
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        }
+        OutputFormat::Text => {
+            let c = event.job.common();
+            writeln!(
+                out,
+                "{} {} {} ({}), model {}",
+                event.kind,
+                c.id,
+                event.status,
+                if event.status.is_terminal() {
+                    "final"
+                } else {
+                    "not final"
+                },
+                c.model.as_deref().unwrap_or("unknown")
+            )?;
+            writeln!(out)?;
+            if config.routes.is_empty() {
+                writeln!(
+                    out,
+                    "No routes are configured: add [[routes]] to {}.",
+                    config.file.display()
+                )?;
+            }
+            for (r, verdict) in &verdicts {
+                match verdict {
+                    Verdict::Matched => writeln!(out, "  ✓ {} → {}", r.name, r.notify.join(", "))?,
+                    Verdict::NoMatch(why) | Verdict::Shadowed(why) if explain => {
+                        writeln!(out, "  ✗ {}: {why}", r.name)?
+                    }
+                    _ => {}
+                }
+            }
+            if messages.is_empty() {
+                writeln!(out, "\nNo route matches: nothing would be sent.")?;
+                if !explain && !config.routes.is_empty() {
+                    writeln!(out, "(--explain says why each route did not match)")?;
+                }
+            }
+            for (route, notifier, message) in &messages {
+                writeln!(
+                    out,
+                    "\n━━ {route} → {} ({}) ━━",
+                    notifier.name,
+                    notifier.kind.type_name()
+                )?;
+                if let Some(why) = message.fallback() {
+                    writeln!(
+                        out,
+                        "⚠ the template failed, so the built-in message below would be sent: {why}"
+                    )?;
+                }
+                write_message(&mut out, notifier, message)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_message(
+    out: &mut impl Write,
+    notifier: &crate::config::Notifier,
+    message: &Message,
+) -> std::io::Result<()> {
+    match message {
+        Message::Email(r) | Message::Log(r) => {
+            if let NotifierKind::Email(e) = &notifier.kind {
+                writeln!(out, "From: {}\nTo: {}", e.from, e.to.join(", "))?;
+            }
+            writeln!(out, "Subject: {}\n", r.message.subject)?;
+            writeln!(out, "{}", r.message.text.trim_end())?;
+            if let Some(html) = &r.message.html {
+                writeln!(
+                    out,
+                    "\n[and an HTML part of {} bytes; --format json shows it]",
+                    html.len()
+                )?;
+            }
+        }
+        Message::Slack(r) => {
+            if let NotifierKind::Slack(s) = &notifier.kind {
+                let target = match &s.target {
+                    crate::config::notifiers::SlackTarget::Api { channel, .. } => {
+                        format!("chat.postMessage to {channel}")
+                    }
+                    crate::config::notifiers::SlackTarget::IncomingWebhook { .. } => {
+                        "incoming webhook".into()
+                    }
+                };
+                writeln!(out, "Slack: {target}")?;
+            }
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&r.message).unwrap_or_default()
+            )?;
+        }
+        Message::Webhook(r) => {
+            if let NotifierKind::Webhook(w) = &notifier.kind {
+                writeln!(out, "POST {}", w.url)?;
+            }
+            match serde_json::from_slice::<Value>(&r.message) {
+                Ok(v) => writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                )?,
+                Err(_) => writeln!(out, "{}", String::from_utf8_lossy(&r.message))?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn message_json(route: &str, notifier: &crate::config::Notifier, message: &Message) -> Value {
+    let mut v = json!({
+        "route": route,
+        "notifier": notifier.name,
+        "type": notifier.kind.type_name(),
+        "fallback": message.fallback(),
+    });
+    match message {
+        Message::Email(r) | Message::Log(r) => {
+            v["subject"] = json!(r.message.subject);
+            v["text"] = json!(r.message.text);
+            v["html"] = json!(r.message.html);
+        }
+        Message::Slack(r) => v["slack"] = r.message.clone(),
+        Message::Webhook(r) => {
+            v["body"] = serde_json::from_slice(&r.message)
+                .unwrap_or_else(|_| json!(String::from_utf8_lossy(&r.message)))
+        }
+    }
+    v
+}

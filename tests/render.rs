@@ -1,0 +1,235 @@
+//! Every fixture through every shipped template, and hostile input through them.
+
+mod common;
+
+use std::path::Path;
+
+use common::fixtures;
+use replicate_relay::event::Event;
+use replicate_relay::render::context::context;
+use replicate_relay::render::slack::{MAX_BLOCKS, MAX_FIELD, MAX_FIELDS, MAX_HEADER, MAX_SECTION};
+use replicate_relay::render::{Format, Templates};
+use serde_json::{Value, json};
+
+fn shipped() -> Templates {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    let (templates, problems) = Templates::load(Some(&dir), false);
+    assert!(problems.is_empty(), "{problems:?}");
+    templates
+}
+
+fn chars(v: &Value) -> usize {
+    v.as_str().map_or(0, |s| s.chars().count())
+}
+
+/// Asserts a Block Kit message is within Slack's limits.
+fn assert_within_limits(message: &Value, what: &str) {
+    assert!(
+        message["text"].as_str().is_some_and(|t| !t.is_empty()),
+        "{what}: fallback text"
+    );
+    let blocks = message["blocks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: blocks"));
+    assert!(blocks.len() <= MAX_BLOCKS, "{what}");
+    for block in blocks {
+        match block["type"].as_str().unwrap() {
+            "header" => assert!(
+                chars(&block["text"]["text"]) <= MAX_HEADER,
+                "{what}: header"
+            ),
+            "section" => {
+                assert!(
+                    chars(&block["text"]["text"]) <= MAX_SECTION,
+                    "{what}: section"
+                );
+                let fields = block["fields"].as_array().map_or(&[][..], |f| f.as_slice());
+                assert!(fields.len() <= MAX_FIELDS, "{what}: fields");
+                for f in fields {
+                    assert!(chars(&f["text"]) <= MAX_FIELD, "{what}: field");
+                }
+            }
+            "actions" | "context" | "divider" => {}
+            other => panic!("{what}: unexpected block type {other}"),
+        }
+    }
+}
+
+/// Every string anywhere in a JSON value.
+fn strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+        Value::Object(map) => map.values().for_each(|i| strings(i, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_fixture_renders_through_every_shipped_template() {
+    let templates = shipped();
+    let (_, fixtures) = fixtures();
+    for f in &fixtures {
+        let event = Event::from_body(&f.body, "team=vision").unwrap();
+        let ctx = context(&event, "test route", "test-notifier");
+
+        let slack = templates.slack("default", &ctx);
+        assert_eq!(slack.fallback, None, "{}", f.name);
+        assert_within_limits(&slack.message, &f.name);
+        let header = slack.message["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(
+            header.contains(event.status.as_str()),
+            "{}: {header}",
+            f.name
+        );
+
+        let email = templates.email("default", &ctx);
+        assert_eq!(email.fallback, None, "{}", f.name);
+        let m = &email.message;
+        assert!(!m.subject.contains(['\r', '\n']), "{}", f.name);
+        assert!(
+            m.subject.contains(event.status.as_str()),
+            "{}: {}",
+            f.name,
+            m.subject
+        );
+        assert!(m.text.contains(&event.job.common().id), "{}", f.name);
+        let html = m.html.as_deref().unwrap();
+        assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+        assert!(
+            !html.contains("<style") && !html.contains("<script"),
+            "inline styles only"
+        );
+
+        for name in templates.names(Format::Webhook) {
+            let body = templates.webhook(Some(&name), &ctx, &f.body);
+            assert_eq!(body.fallback, None, "{} webhook/{name}", f.name);
+            let v: Value = serde_json::from_slice(&body.message).unwrap();
+            assert_eq!(v["id"], event.job.common().id.as_str());
+        }
+    }
+}
+
+#[test]
+fn failure_messages_carry_the_error_and_log_tail_and_successes_their_outputs() {
+    let templates = shipped();
+    let (_, fixtures) = fixtures();
+    let find = |name: &str| fixtures.iter().find(|f| f.name == name).unwrap();
+    let render = |name: &str| {
+        let event = Event::from_body(&find(name).body, "").unwrap();
+        let ctx = context(&event, "r", "n");
+        (
+            templates.slack("default", &ctx).message,
+            templates.email("default", &ctx).message,
+        )
+    };
+
+    let (slack, email) = render("prediction-failed.json");
+    let text = serde_json::to_string(&slack).unwrap();
+    assert!(
+        text.contains("*Error*") && text.contains("UnidentifiedImageError"),
+        "{text}"
+    );
+    assert!(email.text.contains("Last log lines:"));
+    assert!(email.html.unwrap().contains("cannot identify image file"));
+
+    let (slack, email) = render("training-succeeded.json");
+    assert_eq!(
+        email.subject,
+        "✅ Training acme-studio/neon-portraits succeeded in 19m 51s"
+    );
+    let text = serde_json::to_string(&slack).unwrap();
+    assert!(
+        text.contains("Trained version") && text.contains("trained_model.tar"),
+        "{text}"
+    );
+
+    let (slack, _) = render("prediction-succeeded.json");
+    let text = serde_json::to_string(&slack).unwrap();
+    assert!(
+        text.contains("|out-0.webp>") && text.contains("Open on Replicate"),
+        "{text}"
+    );
+}
+
+const HOSTILE: &str = "<!channel> <script>alert(1)</script>\r\nBcc: x@evil.test";
+
+#[test]
+fn hostile_prompts_are_escaped_for_every_target() {
+    let (_, fixtures) = fixtures();
+    let mut payload: Value = serde_json::from_slice(
+        &fixtures
+            .iter()
+            .find(|f| f.name == "prediction-failed.json")
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    payload["input"]["prompt"] = json!(HOSTILE);
+    payload["error"] = json!(HOSTILE);
+    let event = Event::from_value(payload.clone(), "").unwrap();
+    let ctx = context(&event, "r", "n");
+    let templates = shipped();
+
+    // Slack: no live mention or tag anywhere in the message.
+    let slack = templates.slack("default", &ctx).message;
+    let mut all = Vec::new();
+    strings(&slack, &mut all);
+    let joined = all.join("\n");
+    assert!(!joined.contains("<!channel>"), "{joined}");
+    assert!(!joined.contains("<script>"), "{joined}");
+    assert!(
+        joined.contains("&lt;!channel&gt;"),
+        "the text is kept, escaped: {joined}"
+    );
+
+    // Email: HTML escaped, subject on one line even when a template puts the
+    // prompt in it.
+    let email = templates.email("default", &ctx).message;
+    let html = email.html.unwrap();
+    assert!(!html.contains("<script>") && html.contains("&lt;script&gt;"));
+    assert!(!html.contains("<!channel>"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("email")).unwrap();
+    std::fs::write(
+        dir.path().join("email/p.subject.hbs"),
+        "Prompt: {{input.prompt}}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("email/p.txt.hbs"), "{{input.prompt}}").unwrap();
+    let (custom, problems) = Templates::load(Some(dir.path()), false);
+    assert!(problems.is_empty());
+    let subject = custom.email("p", &ctx).message.subject;
+    assert!(!subject.contains(['\r', '\n']), "{subject:?}");
+    assert_eq!(
+        subject,
+        "Prompt: <!channel> <script>alert(1)</script> Bcc: x@evil.test"
+    );
+}
+
+#[test]
+fn a_megabyte_of_logs_is_cut_not_sent_whole() {
+    let (_, fixtures) = fixtures();
+    for name in ["prediction-failed.json", "training-failed.json"] {
+        let mut payload: Value =
+            serde_json::from_slice(&fixtures.iter().find(|f| f.name == name).unwrap().body)
+                .unwrap();
+        let lines: String = (0..30_000)
+            .map(|i| format!("step {i}: loss=0.123456789 ...\n"))
+            .collect();
+        payload["logs"] = json!(lines + &"x".repeat(300_000));
+        assert!(payload["logs"].as_str().unwrap().len() > 1_000_000);
+        let event = Event::from_value(payload, "").unwrap();
+        let ctx = context(&event, "r", "n");
+        let templates = shipped();
+        let slack = templates.slack("default", &ctx).message;
+        assert_within_limits(&slack, name);
+        assert!(
+            serde_json::to_string(&slack).unwrap().len() < 20_000,
+            "{name}"
+        );
+        let email = templates.email("default", &ctx).message;
+        assert!(email.text.len() < 20_000, "{name}: {}", email.text.len());
+        assert!(email.html.unwrap().len() < 30_000, "{name}");
+    }
+}
