@@ -1,9 +1,11 @@
-//! The store: where an event is made durable before the intake answers 2xx.
+//! The store: where an event is made durable before the intake answers 2xx, and
+//! where every planned notification waits (the outbox) until it is delivered or
+//! dead.
 //!
-//! [`Store`] is the small interface the rest of the daemon uses, so a PostgreSQL
-//! backend can sit beside [`sqlite::SqliteStore`] later without touching the
-//! intake. Writes are asynchronous (the caller awaits its own commit, which may be
-//! shared with other requests); reads are for the command line and health checks.
+//! [`Store`] is the interface the rest of the daemon uses, so a PostgreSQL backend
+//! can sit beside [`sqlite::SqliteStore`] later without touching intake, routing
+//! or dispatch. Writes are asynchronous (the caller awaits its own commit, which
+//! may be shared with other requests).
 
 pub mod sqlite;
 
@@ -60,6 +62,111 @@ pub struct StoredEvent {
     pub received_at_ms: i64,
 }
 
+/// What routing decided for one stored event: the deliveries to create. Written
+/// in the same transaction that marks the event routed, so a crash either
+/// leaves the event unrouted (it is routed again at start) or fully routed.
+#[derive(Debug, Clone)]
+pub struct RoutingPlan {
+    pub event_seq: i64,
+    /// Deliveries with the same key, route and notifier are created once: for a
+    /// final status it is `object_id:status`, so one job's end notifies once
+    /// whatever the number of webhooks that carried it.
+    pub dedup_key: String,
+    /// `(route, notifier)` pairs, in order.
+    pub deliveries: Vec<(String, String)>,
+    /// When retrying stops (`[delivery] max_age` after receipt).
+    pub expires_at_ms: i64,
+}
+
+/// Where a delivery is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// Claimed by a worker; back to pending if the daemon stops before it ends.
+    Sending,
+    Delivered,
+    /// Given up: a permanent error, or transient ones past `max_age`.
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Sending => "sending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => DeliveryState::Pending,
+            "sending" => DeliveryState::Sending,
+            "delivered" => DeliveryState::Delivered,
+            "dead" => DeliveryState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// One planned notification: an event, sent by a route to a notifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: i64,
+    pub event_seq: i64,
+    pub route: String,
+    pub notifier: String,
+    pub state: DeliveryState,
+    /// Attempts started so far (including one in progress).
+    pub attempts: i64,
+    pub created_at_ms: i64,
+    pub next_attempt_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub last_error: Option<String>,
+}
+
+/// A delivery claimed for sending, with the event it carries.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery: Delivery,
+    pub event: StoredEvent,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Try again at this time.
+    Retry {
+        at_ms: i64,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryFilter {
+    All,
+    /// Pending or sending.
+    Pending,
+    Dead,
+}
+
+/// Outbox counters for metrics and health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStats {
+    /// Pending or sending.
+    pub pending: i64,
+    pub dead: i64,
+    /// When the oldest pending delivery was created.
+    pub oldest_pending_ms: Option<i64>,
+}
+
 /// Store failures. Every one of them means "do not acknowledge": the intake turns
 /// them into 503 so the sender retries.
 #[derive(Debug, thiserror::Error)]
@@ -97,4 +204,45 @@ pub trait Store: Send + Sync + 'static {
     /// Finishes pending writes and stops the writer. Inserts after this fail with
     /// [`StoreError::Closed`].
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// Resolves when new events may be waiting for routing (or after a while).
+    fn events_arrived(&self) -> BoxFuture<'_, ()>;
+
+    /// Events not yet routed, oldest first.
+    fn unrouted(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// Creates the planned deliveries and marks their events routed, atomically.
+    /// Returns how many deliveries were created (duplicates are not).
+    fn record_routing(&self, plans: Vec<RoutingPlan>) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Marks up to `limit` due deliveries of `notifier` as sending and returns them.
+    fn claim(
+        &self,
+        notifier: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>>;
+
+    /// Records how an attempt ended.
+    fn finish(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// When the earliest pending delivery of any of `notifiers` is due.
+    fn next_due(&self, notifiers: Vec<String>) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
+
+    /// At start: deliveries left `sending` by a stopped or crashed daemon go back
+    /// to pending (at-least-once), and those for notifiers no longer configured
+    /// are dead with a reason. Returns (requeued, orphaned).
+    fn recover(
+        &self,
+        notifiers: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(usize, usize), StoreError>>;
+
+    /// Outbox counters.
+    fn outbox_stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>>;
 }

@@ -7,8 +7,12 @@
 //! each request awaits the outcome of the commit that carried it. Under load many
 //! requests share one fsync; alone, a request pays exactly one.
 //!
-//! Reads (health checks, the `events` command) use their own connection, which
-//! WAL lets run beside the writer without blocking it.
+//! Outbox writes (routing, claims, results) run on the same writer thread,
+//! between batches, so there is never a second writer to wait for. Reads
+//! (health checks, unrouted events, the `events` command) use their own
+//! connection, which WAL lets run beside the writer without blocking it.
+
+pub mod outbox;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +21,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{BoxFuture, Inserted, NewEvent, Store, StoreError, StoredEvent};
+use super::{
+    BoxFuture, Claimed, Inserted, NewEvent, OutboxStats, Outcome, RoutingPlan, Store, StoreError,
+    StoredEvent,
+};
 
 /// Forward-only schema migrations; `PRAGMA user_version` is the index of the last
 /// one applied. Never edit a shipped entry: append a new one.
@@ -36,6 +43,28 @@ const MIGRATIONS: &[&str] = &[
         body           BLOB    NOT NULL,
         received_at_ms INTEGER NOT NULL
     );",
+    // 2: the outbox. Events stored before it existed count as routed, so an
+    // upgrade does not notify about old jobs.
+    "ALTER TABLE events ADD COLUMN routed_at_ms INTEGER;
+     UPDATE events SET routed_at_ms = received_at_ms;
+     CREATE INDEX events_unrouted ON events (seq) WHERE routed_at_ms IS NULL;
+     CREATE TABLE deliveries (
+         id                 INTEGER PRIMARY KEY,
+         event_seq          INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+         dedup_key          TEXT    NOT NULL,
+         route              TEXT    NOT NULL,
+         notifier           TEXT    NOT NULL,
+         state              TEXT    NOT NULL,
+         attempts           INTEGER NOT NULL DEFAULT 0,
+         created_at_ms      INTEGER NOT NULL,
+         next_attempt_at_ms INTEGER NOT NULL,
+         expires_at_ms      INTEGER NOT NULL,
+         finished_at_ms     INTEGER,
+         last_error         TEXT,
+         UNIQUE (dedup_key, route, notifier)
+     );
+     CREATE INDEX deliveries_due ON deliveries (notifier, state, next_attempt_at_ms);
+     CREATE INDEX deliveries_state ON deliveries (state, id);",
 ];
 
 /// Tuning knobs; the defaults suit a small VM.
@@ -66,17 +95,28 @@ struct Pending {
     reply: oneshot::Sender<Result<Inserted, StoreError>>,
 }
 
+/// Work for the writer thread.
+enum Cmd {
+    /// Inserts are batched into shared commits.
+    Insert(Pending),
+    /// Any other write runs alone, between batches.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
 /// The SQLite-backed [`Store`].
 pub struct SqliteStore {
     path: PathBuf,
     /// `None` once closed; inserts then fail fast with `Closed`.
-    sender: Mutex<Option<mpsc::Sender<Pending>>>,
+    sender: Mutex<Option<mpsc::Sender<Cmd>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Read connection, behind a mutex because `Connection` is not `Sync`.
     reader: Arc<Mutex<Connection>>,
     /// What the writer reports back: last error, commit counts.
     writer_state: Arc<WriterState>,
 }
+
+/// How often the router looks for unrouted events even without a signal.
+const ROUTER_POLL: Duration = Duration::from_secs(1);
 
 /// Shared between the writer thread and the store handle.
 #[derive(Debug, Default)]
@@ -87,6 +127,8 @@ struct WriterState {
     /// group-commit batch size.
     commits: AtomicU64,
     events: AtomicU64,
+    /// Signalled after a commit that stored new events.
+    arrived: Notify,
 }
 
 /// Counters of the writer since the store was opened.
@@ -132,7 +174,7 @@ impl SqliteStore {
         let max_batch = options.max_batch.max(1);
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, state, max_batch))
+            .spawn(move || writer_loop(conn, rx, &state, max_batch))
             .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
 
         Ok(Self {
@@ -155,6 +197,70 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Runs `f` on the writer thread (between insert batches) and returns its result.
+    fn write<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let sender = self.sender.lock().unwrap().clone();
+        Box::pin(async move {
+            let sender = sender.ok_or(StoreError::Closed)?;
+            let (reply, answer) = oneshot::channel();
+            let job = Box::new(move |conn: &mut Connection| {
+                let _ = reply.send(f(conn).map_err(|e| StoreError::Write(e.to_string())));
+            });
+            sender
+                .send(Cmd::Run(job))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    /// Runs `f` on the read connection, off the async threads.
+    fn read<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let reader = self.reader.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                f(&reader.lock().unwrap()).map_err(|e| StoreError::Read(e.to_string()))
+            })
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))?
+        })
+    }
+}
+
+/// Opens the store at `path` for the command line (`deliveries`, `retry`),
+/// beside a running daemon: no migrations, no writer thread.
+pub fn open_for_cli(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |reason: String| StoreError::Open {
+        path: path.display().to_string(),
+        reason,
+    };
+    if !path.exists() {
+        return Err(open_err(
+            "no such file (has `replicate-relay serve` run with this config yet?)".into(),
+        ));
+    }
+    let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| open_err(e.to_string()))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| open_err(e.to_string()))?;
+    check_version(version, path)?;
+    if version < MIGRATIONS.len() as i64 {
+        return Err(open_err(format!(
+            "schema version {version} is older than this binary's; start `replicate-relay serve` once to migrate it"
+        )));
+    }
+    Ok(conn)
 }
 
 /// Reads the newest events from the store at `path` without starting a writer or
@@ -193,9 +299,19 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> 
         )));
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Deliveries go when their event is pruned.
+    conn.pragma_update(None, "foreign_keys", true)?;
     // Keep the WAL file from growing without bound after a burst.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn check_version(found: i64, path: &Path) -> Result<(), StoreError> {
@@ -235,44 +351,69 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 
 fn writer_loop(
     mut conn: Connection,
-    mut rx: mpsc::Receiver<Pending>,
-    state: Arc<WriterState>,
+    mut rx: mpsc::Receiver<Cmd>,
+    state: &WriterState,
     max_batch: usize,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
+        // Gather the inserts that are waiting; a non-insert command ends the
+        // batch and runs right after it, so order is kept.
+        let mut after = None;
+        match first {
+            Cmd::Insert(p) => batch.push(p),
+            Cmd::Run(job) => after = Some(job),
+        }
+        while after.is_none() && batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(Cmd::Insert(p)) => batch.push(p),
+                Ok(Cmd::Run(job)) => after = Some(job),
                 Err(_) => break,
             }
         }
-        match write_batch(&mut conn, &batch) {
-            Ok(outcomes) => {
-                state.error.lock().unwrap().take();
-                state.commits.fetch_add(1, Ordering::Relaxed);
-                state
-                    .events
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for (pending, outcome) in batch.drain(..).zip(outcomes) {
-                    // The requester may have gone (client hung up); the event is
-                    // stored all the same and a retry will be a duplicate.
-                    let _ = pending.reply.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::error!(message = "Store commit failed; answering 503.", error = %reason, batch = batch.len());
-                *state.error.lock().unwrap() = Some(reason.clone());
-                for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Err(StoreError::Write(reason.clone())));
-                }
+        if !batch.is_empty() {
+            commit_batch(&mut conn, &mut batch, state);
+        }
+        if let Some(job) = after {
+            // A panic in one job must not take the writer (and with it every
+            // future insert) down: the job's caller sees its reply dropped.
+            let run = std::panic::AssertUnwindSafe(|| job(&mut conn));
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!("A store job panicked; the writer carries on.");
             }
         }
     }
     // Channel closed and drained: every accepted insert has been answered.
     tracing::debug!("store writer stopped");
+}
+
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Pending>, state: &WriterState) {
+    match write_batch(conn, batch) {
+        Ok(outcomes) => {
+            state.error.lock().unwrap().take();
+            state.commits.fetch_add(1, Ordering::Relaxed);
+            state
+                .events
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let any_new = outcomes.iter().any(|o| matches!(o, Inserted::New(_)));
+            for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                // The requester may have gone (client hung up); the event is
+                // stored all the same and a retry will be a duplicate.
+                let _ = pending.reply.send(Ok(outcome));
+            }
+            if any_new {
+                state.arrived.notify_one();
+            }
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::error!(message = "Store commit failed; answering 503.", error = %reason, batch = batch.len());
+            *state.error.lock().unwrap() = Some(reason.clone());
+            for pending in batch.drain(..) {
+                let _ = pending.reply.send(Err(StoreError::Write(reason.clone())));
+            }
+        }
+    }
 }
 
 fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<Vec<Inserted>> {
@@ -317,19 +458,7 @@ fn query_recent(conn: &Connection, limit: usize) -> Result<Vec<StoredEvent>, Sto
         )
         .map_err(read)?;
     let rows = stmt
-        .query_map([limit as i64], |r| {
-            Ok(StoredEvent {
-                seq: r.get(0)?,
-                webhook_id: r.get(1)?,
-                object_id: r.get(2)?,
-                kind: r.get(3)?,
-                status: r.get(4)?,
-                model: r.get(5)?,
-                query: r.get(6)?,
-                body: r.get(7)?,
-                received_at_ms: r.get(8)?,
-            })
-        })
+        .query_map([limit as i64], outbox::event_from_row)
         .map_err(read)?;
     rows.collect::<Result<_, _>>().map_err(read)
 }
@@ -341,7 +470,7 @@ impl Store for SqliteStore {
             let sender = sender.ok_or(StoreError::Closed)?;
             let (reply, answer) = oneshot::channel();
             sender
-                .send(Pending { event, reply })
+                .send(Cmd::Insert(Pending { event, reply }))
                 .await
                 .map_err(|_| StoreError::Closed)?;
             // A dropped reply means the writer died before answering: not stored.
@@ -383,6 +512,56 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| StoreError::Read(e.to_string()))?
         })
+    }
+
+    fn events_arrived(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(ROUTER_POLL, self.writer_state.arrived.notified()).await;
+        })
+    }
+
+    fn unrouted(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.read(move |conn| outbox::unrouted(conn, limit))
+    }
+
+    fn record_routing(&self, plans: Vec<RoutingPlan>) -> BoxFuture<'_, Result<usize, StoreError>> {
+        let now = now_ms();
+        self.write(move |conn| outbox::record_routing(conn, &plans, now))
+    }
+
+    fn claim(
+        &self,
+        notifier: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>> {
+        let notifier = notifier.to_owned();
+        self.write(move |conn| outbox::claim(conn, &notifier, now_ms, limit))
+    }
+
+    fn finish(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.write(move |conn| outbox::finish(conn, id, &outcome, now_ms))
+    }
+
+    fn next_due(&self, notifiers: Vec<String>) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        self.read(move |conn| outbox::next_due(conn, &notifiers))
+    }
+
+    fn recover(
+        &self,
+        notifiers: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
+        self.write(move |conn| outbox::recover(conn, &notifiers, now_ms))
+    }
+
+    fn outbox_stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>> {
+        self.read(outbox::stats)
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
