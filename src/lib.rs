@@ -18,8 +18,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod event;
 pub mod intake;
+pub mod notify;
 pub mod render;
 pub mod route;
 pub mod server;

@@ -1,9 +1,11 @@
-//! Starting and stopping the daemon: open the store, bind the port, serve, drain.
+//! Starting and stopping the daemon: open the store, build the notifiers, bind
+//! the port, serve, route and dispatch; then drain.
 //!
 //! [`start`] returns only once the listener is bound and the store is open, so a
 //! caller (the `serve` command, a test, later the systemd notification) knows the
 //! daemon is really ready. [`Running::shutdown`] refuses new webhooks with 503,
-//! lets in-flight requests commit, then closes the store.
+//! lets in-flight requests commit and in-flight sends finish, then closes the
+//! store; whatever is unsent stays in the outbox for the next start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::dispatch::{self, Pipeline};
 use crate::intake::signature::{Clock, Verifier};
 use crate::intake::{self, Intake};
 use crate::store::sqlite::SqliteOptions;
@@ -25,6 +28,8 @@ use crate::store::{SqliteStore, Store, StoreError};
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Notifier(#[from] crate::notify::BuildError),
     #[error(
         "cannot listen on {addr}: {source} (is another replicate-relay running? change server.listen)"
     )]
@@ -41,6 +46,7 @@ pub struct Running {
     stopping: Arc<AtomicBool>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
+    pipeline: Pipeline,
 }
 
 /// Opens the store, binds `config.server.listen` and starts serving.
@@ -51,6 +57,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
             .await
             .expect("store open does not panic")?;
     let store: Arc<dyn Store> = Arc::new(store);
+    let senders = crate::notify::build_all(&config.notifiers)?;
 
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr)
@@ -85,13 +92,22 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
             })
             .run(),
     );
-    tracing::info!(message = "Listening.", %addr, path = %config.server.path, store = %config.store.path.display());
+    let pipeline = dispatch::start(store.clone(), Arc::new(config.clone()), senders);
+    tracing::info!(
+        message = "Listening.",
+        %addr,
+        path = %config.server.path,
+        store = %config.store.path.display(),
+        routes = config.routes.len(),
+        notifiers = config.notifiers.len(),
+    );
     Ok(Running {
         addr,
         store,
         stopping,
         stop: Some(stop),
         server,
+        pipeline,
     })
 }
 
@@ -105,10 +121,11 @@ impl Running {
         &self.store
     }
 
-    /// Stops accepting, waits up to `deadline` for in-flight requests, then
-    /// closes the store after its queued commits. Returns whether everything in
-    /// flight finished in time.
+    /// Stops accepting, waits up to `deadline` for in-flight requests and sends,
+    /// then closes the store after its queued commits. Returns whether
+    /// everything in flight finished in time.
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
+        let started = tokio::time::Instant::now();
         self.stopping.store(true, Ordering::SeqCst);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -124,7 +141,9 @@ impl Running {
             );
             self.server.abort();
         }
+        let left = deadline.saturating_sub(started.elapsed());
+        let sent = self.pipeline.shutdown(left).await;
         self.store.close().await;
-        drained
+        drained && sent
     }
 }

@@ -57,6 +57,7 @@ pub struct Config {
     pub notifiers: BTreeMap<String, Notifier>,
     /// Routes in file order.
     pub routes: Vec<Route>,
+    pub delivery: DeliveryConfig,
     /// Things that work but deserve attention; `serve` logs them, `check` prints them.
     pub warnings: Vec<String>,
 }
@@ -85,6 +86,13 @@ pub struct VerifyConfig {
 pub struct StoreConfig {
     /// The SQLite database file.
     pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// How long transient failures are retried before a delivery is dead,
+    /// counted from when the event was received.
+    pub max_age: Duration,
 }
 
 /// Every problem found in one config file.
@@ -177,6 +185,7 @@ pub fn load_with_env(
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     let routes = crate::route::read_routes(&mut r, root.get("routes"), &declared);
+    let delivery = read_delivery(&mut r, root.get("delivery"));
 
     if r.problems.is_empty() {
         Ok(Config {
@@ -187,6 +196,7 @@ pub fn load_with_env(
             templates: Arc::new(templates),
             notifiers,
             routes,
+            delivery,
             warnings: r.warnings,
         })
     } else {
@@ -352,6 +362,25 @@ fn read_store(r: &mut Reader, value: Option<&Value>) -> StoreConfig {
     StoreConfig {
         path: r.path(t, "path").unwrap_or(default),
     }
+}
+
+fn read_delivery(r: &mut Reader, value: Option<&Value>) -> DeliveryConfig {
+    let mut delivery = DeliveryConfig {
+        max_age: Duration::from_secs(24 * 3600),
+    };
+    if let Some(t) = r.table(value, "delivery") {
+        r.known_keys(t, &["max_age"]);
+        if let Some(max_age) = r.duration(t, "max_age") {
+            if max_age < Duration::from_secs(60) {
+                r.error(
+                    "delivery.max_age",
+                    "must be at least 1m; the default is \"24h\"",
+                );
+            }
+            delivery.max_age = max_age;
+        }
+    }
+    delivery
 }
 
 fn read_templates(r: &mut Reader, value: Option<&Value>) -> Templates {

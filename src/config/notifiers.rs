@@ -19,6 +19,8 @@ pub struct Notifier {
     /// original payload.
     pub template: Option<String>,
     pub kind: NotifierKind,
+    /// How many messages may be in flight to this notifier at once.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -97,7 +99,7 @@ pub struct Webhook {
     pub timeout: Duration,
 }
 
-const COMMON: &[&str] = &["type", "template"];
+const COMMON: &[&str] = &["type", "template", "concurrency"];
 const EMAIL: &[&str] = &[
     "smtp",
     "tls",
@@ -214,10 +216,25 @@ fn read_one(r: &mut Reader, t: Table<'_>, name: &str, templates: &Templates) -> 
             }
         }
     }
+    // Slack allows about one message per second per channel: one at a time
+    // keeps a burst from turning into 429s.
+    let default_concurrency = match kind {
+        NotifierKind::Slack(_) => 1,
+        _ => 4,
+    };
+    let concurrency = match r.uint(t, "concurrency") {
+        Some(0) => {
+            r.error(t.key("concurrency"), "must be at least 1");
+            1
+        }
+        Some(n) => n.min(256) as usize,
+        None => default_concurrency,
+    };
     Some(Notifier {
         name: name.to_owned(),
         template,
         kind,
+        concurrency,
     })
 }
 

@@ -1,0 +1,147 @@
+//! The email notifier, with lettre over rustls: STARTTLS required on `smtp://`,
+//! implicit TLS on `smtps://`, cleartext only to a relay on this host. Sends a
+//! multipart/alternative message (text + HTML) with a Message-ID.
+
+use lettre::message::{Mailbox, MultiPart, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor};
+
+use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
+use crate::config::notifiers::{Email, SmtpTls};
+use crate::render::Message;
+use crate::store::BoxFuture;
+
+pub struct EmailNotifier {
+    name: String,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    cc: Vec<Mailbox>,
+    reply_to: Option<Mailbox>,
+    server: String,
+}
+
+fn mailbox(text: &str) -> Result<Mailbox, String> {
+    text.parse()
+        .map_err(|e| format!("`{text}` is not an email address: {e}"))
+}
+
+impl EmailNotifier {
+    pub fn new(name: &str, config: &Email) -> Result<Self, String> {
+        let host = config.smtp.host.clone();
+        let tls = || -> Result<TlsParameters, String> {
+            let mut params = TlsParameters::builder(host.clone());
+            if let Some(ca) = &config.ca_file {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+                let cert = Certificate::from_pem(&pem).map_err(|e| {
+                    format!("ca_file {} is not a PEM certificate: {e}", ca.display())
+                })?;
+                params = params.add_root_certificate(cert);
+            }
+            params
+                .build_rustls()
+                .map_err(|e| format!("cannot set up TLS for {host}: {e}"))
+        };
+        let tls = match config.smtp.tls {
+            SmtpTls::StartTls => Tls::Required(tls()?),
+            SmtpTls::Implicit => Tls::Wrapper(tls()?),
+            SmtpTls::None => Tls::None,
+        };
+        let mut builder =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.smtp.host)
+                .port(config.smtp.port)
+                .tls(tls)
+                .timeout(Some(config.timeout));
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            transport: builder.build(),
+            from: mailbox(&config.from)?,
+            to: config
+                .to
+                .iter()
+                .map(|t| mailbox(t))
+                .collect::<Result<_, _>>()?,
+            cc: config
+                .cc
+                .iter()
+                .map(|t| mailbox(t))
+                .collect::<Result<_, _>>()?,
+            reply_to: config.reply_to.as_deref().map(mailbox).transpose()?,
+            server: format!("{}:{}", config.smtp.host, config.smtp.port),
+        })
+    }
+
+    fn build(&self, subject: &str, text: &str, html: Option<&str>) -> Result<Mail, DeliveryError> {
+        let mut builder = Mail::builder()
+            .from(self.from.clone())
+            .subject(subject)
+            .message_id(None);
+        for to in &self.to {
+            builder = builder.to(to.clone());
+        }
+        for cc in &self.cc {
+            builder = builder.cc(cc.clone());
+        }
+        if let Some(r) = &self.reply_to {
+            builder = builder.reply_to(r.clone());
+        }
+        let built = match html {
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+                text.to_owned(),
+                html.to_owned(),
+            )),
+            None => builder
+                .header(ContentType::TEXT_PLAIN)
+                .body(text.to_owned()),
+        };
+        built.map_err(|e| {
+            DeliveryError::new(Cause::BadAddress, format!("cannot build the email: {e}"))
+        })
+    }
+}
+
+impl Notify for EmailNotifier {
+    fn send<'a>(
+        &'a self,
+        message: &'a Message,
+        _attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let Message::Email(rendered) = message else {
+                return Err(wrong_message("email"));
+            };
+            let m = &rendered.message;
+            let mail = self.build(&m.subject, &m.text, m.html.as_deref())?;
+            self.transport
+                .send(mail)
+                .await
+                .map(|_| ())
+                .map_err(|e| classify_smtp(&self.server, &e))
+        })
+    }
+
+    fn rate_key(&self) -> String {
+        format!("email:{}", self.name)
+    }
+}
+
+fn classify_smtp(server: &str, e: &lettre::transport::smtp::Error) -> DeliveryError {
+    let text = super::webhook::error_chain(e);
+    let cause = if let Some(code) = e.status() {
+        Cause::Smtp(code.to_string().parse().unwrap_or(451))
+    } else if e.is_timeout() {
+        Cause::Timeout
+    } else if text.contains("tls") || text.contains("certificate") {
+        Cause::Tls
+    } else {
+        // Refused connections, resets, DNS: not the message's fault.
+        Cause::Connect
+    };
+    DeliveryError::new(cause, format!("SMTP server {server}: {text}"))
+}

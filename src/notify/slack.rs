@@ -1,0 +1,180 @@
+//! The Slack notifier, with slack-morphism: `chat.postMessage` with a bot token
+//! and channel, or an incoming-webhook URL. The rendered Block Kit JSON is sent
+//! as is. A 429 carries `Retry-After`, which the dispatcher honours for the whole
+//! workspace (this notifier's rate key) before anything else is sent there.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+
+use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
+use crate::config::notifiers::{Slack, SlackTarget};
+use crate::render::Message;
+use crate::store::BoxFuture;
+
+/// When Slack sends a 429 without `Retry-After` (it should not), wait this long.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+enum Target {
+    Api {
+        token: SlackApiToken,
+        channel: String,
+    },
+    Webhook {
+        url: url::Url,
+    },
+}
+
+pub struct SlackNotifier {
+    name: String,
+    client: SlackHyperClient,
+    target: Target,
+    timeout: Duration,
+    rate_key: String,
+}
+
+impl SlackNotifier {
+    pub fn new(name: &str, config: &Slack) -> Result<Self, String> {
+        let connector = SlackClientHyperConnector::with_connector(super::http::connector()?)
+            .with_slack_api_url(config.api_url.trim_end_matches('/'));
+        // The workspace is what Slack rate-limits: key by a hash of the token
+        // (never the token itself) or the webhook URL.
+        let (target, identity) = match &config.target {
+            SlackTarget::Api { token, channel } => (
+                Target::Api {
+                    token: SlackApiToken::new(SlackApiTokenValue(token.expose().to_owned())),
+                    channel: channel.clone(),
+                },
+                token.expose().to_owned(),
+            ),
+            SlackTarget::IncomingWebhook { url } => (
+                Target::Webhook {
+                    url: url
+                        .expose()
+                        .parse()
+                        .map_err(|e| format!("webhook_url is not a URL: {e}"))?,
+                },
+                url.expose().to_owned(),
+            ),
+        };
+        let digest = Sha256::digest(identity.as_bytes());
+        let rate_key = format!(
+            "slack:{}",
+            digest[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        Ok(Self {
+            name: name.to_owned(),
+            client: SlackClient::new(connector),
+            target,
+            timeout: config.timeout,
+            rate_key,
+        })
+    }
+
+    async fn post(&self, message: &Value) -> Result<(), SlackClientError> {
+        match &self.target {
+            Target::Api { token, channel } => {
+                let mut body = message.clone();
+                body["channel"] = json!(channel);
+                // A message about a job should not unfurl the job's output links.
+                body["unfurl_links"] = json!(false);
+                body["unfurl_media"] = json!(false);
+                let session = self.client.open_session(token);
+                session
+                    .http_session_api
+                    .http_post::<Value, Value>("chat.postMessage", &body, None)
+                    .await
+                    .map(|_| ())
+            }
+            Target::Webhook { url } => {
+                let span = tracing::debug_span!("slack webhook");
+                let context = SlackClientApiCallContext {
+                    rate_control_params: None,
+                    token: None,
+                    tracing_span: &span,
+                    is_sensitive_url: true,
+                };
+                self.client
+                    .http_api
+                    .connector
+                    .http_post_uri::<Value, Value>(url.clone(), message, context)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+}
+
+impl Notify for SlackNotifier {
+    fn send<'a>(
+        &'a self,
+        message: &'a Message,
+        _attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let Message::Slack(rendered) = message else {
+                return Err(wrong_message("slack"));
+            };
+            match tokio::time::timeout(self.timeout, self.post(&rendered.message)).await {
+                Err(_) => Err(DeliveryError::new(
+                    Cause::Timeout,
+                    format!("Slack did not answer within {:?}", self.timeout),
+                )),
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(classify_slack(&self.name, e)),
+            }
+        })
+    }
+
+    fn rate_key(&self) -> String {
+        self.rate_key.clone()
+    }
+}
+
+fn classify_slack(name: &str, e: SlackClientError) -> DeliveryError {
+    match e {
+        SlackClientError::RateLimitError(r) => DeliveryError::new(
+            Cause::Http(429),
+            format!("Slack rate limit for notifier `{name}`"),
+        )
+        .with_retry_after(Some(r.retry_after.unwrap_or(DEFAULT_RETRY_AFTER))),
+        SlackClientError::ApiError(api) => {
+            let hint = match api.code.as_str() {
+                "not_in_channel" => "; invite the app to the channel (/invite @yourapp)",
+                "channel_not_found" => {
+                    "; check `channel` (a name like #ml-alerts or an id like C0123)"
+                }
+                "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive" => {
+                    "; check the bot token"
+                }
+                "missing_scope" => "; the app needs the chat:write scope",
+                _ => "",
+            };
+            DeliveryError::new(
+                Cause::Slack(&api.code),
+                format!("Slack refused the message: {}{hint}", api.code),
+            )
+        }
+        SlackClientError::HttpError(h) => DeliveryError::new(
+            Cause::Http(h.status_code.as_u16()),
+            format!(
+                "Slack answered HTTP {}: {}",
+                h.status_code,
+                h.http_response_body.unwrap_or_default().trim()
+            ),
+        ),
+        other => DeliveryError::new(
+            Cause::Connect,
+            format!(
+                "cannot reach Slack: {}",
+                super::webhook::error_chain(&other)
+            ),
+        ),
+    }
+}
