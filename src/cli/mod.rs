@@ -2,6 +2,7 @@
 //! parsing; errors come back as `anyhow` with context saying what to do, and are
 //! printed whole by `main`.
 
+mod deliveries;
 mod events;
 mod preview;
 
@@ -70,6 +71,34 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+    /// List deliveries in the outbox: what, where, attempts, next attempt, last error.
+    Deliveries {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only dead ones (given up: permanent error, or retried until max_age).
+        #[arg(long, conflicts_with = "pending")]
+        dead: bool,
+        /// Only those still waiting to be sent.
+        #[arg(long)]
+        pending: bool,
+        /// How many to show, newest first.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Requeue a delivery by ID (even a delivered one: a deliberate resend), or all dead ones.
+    Retry {
+        /// The delivery ID (from `deliveries`).
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        id: Option<i64>,
+        /// Requeue every dead delivery.
+        #[arg(long)]
+        dead: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// List the most recently stored events.
     Events {
         #[command(flatten)]
@@ -100,6 +129,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => events::run(&load(&config)?, limit, json),
+        Command::Deliveries {
+            config,
+            dead,
+            pending,
+            limit,
+            json,
+        } => {
+            let filter = match (dead, pending) {
+                (true, _) => crate::store::DeliveryFilter::Dead,
+                (_, true) => crate::store::DeliveryFilter::Pending,
+                _ => crate::store::DeliveryFilter::All,
+            };
+            deliveries::list(&load(&config)?, filter, limit, json)
+        }
+        Command::Retry { id, dead, config } => deliveries::retry(&load(&config)?, id, dead),
     }
 }
 

@@ -151,10 +151,9 @@ pub fn build_all(
     notifiers: &BTreeMap<String, Notifier>,
 ) -> Result<BTreeMap<String, Arc<dyn Notify>>, BuildError> {
     crate::install_crypto_provider();
-    let client = http::Client::new().map_err(|reason| BuildError {
-        name: "(http client)".into(),
-        reason,
-    })?;
+    // Built on first use: loading the system's root certificates can fail, and
+    // a config with only log or email notifiers must not depend on it.
+    let mut client: Option<http::Client> = None;
     let mut out: BTreeMap<String, Arc<dyn Notify>> = BTreeMap::new();
     for (name, n) in notifiers {
         let err = |reason: String| BuildError {
@@ -164,7 +163,11 @@ pub fn build_all(
         let sender: Arc<dyn Notify> = match &n.kind {
             NotifierKind::Log => Arc::new(log::LogNotifier::new(name)),
             NotifierKind::Webhook(w) => {
-                Arc::new(webhook::WebhookNotifier::new(name, w, client.clone()))
+                let shared = match &client {
+                    Some(c) => c.clone(),
+                    None => client.insert(http::Client::new().map_err(err)?).clone(),
+                };
+                Arc::new(webhook::WebhookNotifier::new(name, w, shared))
             }
             NotifierKind::Slack(s) => Arc::new(slack::SlackNotifier::new(name, s).map_err(err)?),
             NotifierKind::Email(e) => Arc::new(email::EmailNotifier::new(name, e).map_err(err)?),

@@ -10,6 +10,10 @@ use std::time::Duration;
 use replicate_relay::config::{self, Config};
 use replicate_relay::intake::signature::{Clock, Secret};
 use replicate_relay::server::{self, Running};
+use replicate_relay::store::DeliveryFilter;
+use replicate_relay::store::sqlite::{open_for_cli, outbox};
+
+pub mod stand_ins;
 
 /// The shared fixtures: `../shared/fixtures/replicate` beside the repository,
 /// or wherever `REPLICATE_FIXTURES` points.
@@ -185,4 +189,41 @@ pub async fn post(
     let json = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {text:?}"));
     (status, json)
+}
+
+/// Polls the outbox of the store at `db` until `done` holds for its deliveries.
+pub async fn wait_deliveries(
+    db: &Path,
+    within: Duration,
+    done: impl Fn(&[outbox::Listed]) -> bool,
+) -> Vec<outbox::Listed> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let rows = open_for_cli(db)
+            .ok()
+            .and_then(|conn| outbox::list(&conn, DeliveryFilter::All, 1000).ok())
+            .unwrap_or_default();
+        if done(&rows) || std::time::Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Signs `body` with [`SECRET`] now and posts it to the daemon; asserts a 200.
+pub async fn post_signed(daemon: &Daemon, webhook_id: &str, body: &[u8]) {
+    let headers = signed(SECRET, webhook_id, now(), body);
+    let (status, answer) = post(
+        &reqwest::Client::new(),
+        &daemon.hook_url(),
+        &headers,
+        body.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// The body of fixture `name`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures_dir().join(name)).unwrap()
 }

@@ -1,0 +1,395 @@
+//! Delivery end to end: the real daemon, a Slack Web API stand-in, a webhook
+//! receiver that verifies signatures, and a real SMTP server (aiosmtpd).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::stand_ins::*;
+use common::*;
+use replicate_relay::intake::signature::SystemClock;
+use replicate_relay::store::DeliveryState;
+
+const ALL_FINAL: &str = "[[routes]]\nname = \"everything\"\nnotify = [\"n\"]\n";
+
+fn slack_config(api_url: &str) -> String {
+    format!(
+        "[notifiers.n]\ntype = \"slack\"\ntoken = \"{SLACK_TOKEN}\"\nchannel = \"#ml-alerts\"\napi_url = \"{api_url}\"\n\n{ALL_FINAL}"
+    )
+}
+
+async fn start(dir: &std::path::Path, extra: &str) -> Daemon {
+    Daemon::start(&write_config(dir, SECRET, extra), Arc::new(SystemClock)).await
+}
+
+fn states(rows: &[replicate_relay::store::sqlite::outbox::Listed]) -> Vec<DeliveryState> {
+    rows.iter().map(|l| l.delivery.state).collect()
+}
+
+#[tokio::test]
+async fn slack_gets_the_block_kit_message_with_token_and_channel() {
+    let slack = SlackStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path(), &slack_config(&slack.api_url())).await;
+    post_signed(&daemon, "msg_slack_1", &fixture("prediction-failed.json")).await;
+
+    let got = slack.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].answer.contains("\"ok\":true"), "{}", got[0].answer);
+    let body = &got[0].body;
+    assert_eq!(body["channel"], "#ml-alerts");
+    assert_eq!(
+        body["text"],
+        "❌ Prediction acme-studio/captioner-prod failed in 0.4s"
+    );
+    assert_eq!(body["blocks"][0]["type"], "header");
+    let rows = wait_deliveries(&dir.path().join("relay.db"), Duration::from_secs(5), |r| {
+        states(r) == [DeliveryState::Delivered]
+    })
+    .await;
+    assert_eq!(states(&rows), [DeliveryState::Delivered]);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn slack_429_is_honoured_before_anything_else_is_sent() {
+    let slack = SlackStandIn::start().await;
+    slack.plan(&[SlackAnswer::RateLimited { retry_after: 2 }]);
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path(), &slack_config(&slack.api_url())).await;
+    post_signed(&daemon, "msg_429", &fixture("training-succeeded.json")).await;
+
+    let got = slack.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].answer.contains("ratelimited"));
+    let gap = got[1].at - got[0].at;
+    assert!(
+        gap >= Duration::from_secs(2),
+        "second request after only {gap:?}"
+    );
+    assert!(got[1].answer.contains("\"ok\":true"));
+    let rows = wait_deliveries(&dir.path().join("relay.db"), Duration::from_secs(5), |r| {
+        states(r) == [DeliveryState::Delivered]
+    })
+    .await;
+    assert_eq!(rows[0].delivery.attempts, 2);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn slack_500_then_200_is_delivered() {
+    let slack = SlackStandIn::start().await;
+    slack.plan(&[SlackAnswer::Status(500)]);
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path(), &slack_config(&slack.api_url())).await;
+    post_signed(&daemon, "msg_500", &fixture("prediction-succeeded.json")).await;
+    let got = slack.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 2);
+    let rows = wait_deliveries(&dir.path().join("relay.db"), Duration::from_secs(5), |r| {
+        states(r) == [DeliveryState::Delivered]
+    })
+    .await;
+    assert_eq!(states(&rows), [DeliveryState::Delivered]);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn slack_channel_not_found_is_dead_at_once_with_the_reason() {
+    let slack = SlackStandIn::start().await;
+    slack.plan(&[SlackAnswer::Error("channel_not_found")]);
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path(), &slack_config(&slack.api_url())).await;
+    post_signed(&daemon, "msg_dead", &fixture("prediction-failed.json")).await;
+    let rows = wait_deliveries(&dir.path().join("relay.db"), Duration::from_secs(10), |r| {
+        states(r) == [DeliveryState::Dead]
+    })
+    .await;
+    assert_eq!(states(&rows), [DeliveryState::Dead]);
+    let error = rows[0].delivery.last_error.clone().unwrap();
+    assert!(error.contains("channel_not_found"), "{error}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(slack.requests().len(), 1, "never retried");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn slack_incoming_webhook_gets_the_message() {
+    let slack = SlackStandIn::start().await;
+    // The receiver doubles as an incoming-webhook endpoint: it records any POST.
+    let hook = WebhookReceiver::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/services/T000/B000/XXXX", hook.addr);
+    let extra = format!("[notifiers.n]\ntype = \"slack\"\nwebhook_url = \"{url}\"\n\n{ALL_FINAL}");
+    let daemon = start(dir.path(), &extra).await;
+    post_signed(&daemon, "msg_incoming", &fixture("training-failed.json")).await;
+    let got = hook.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Training lumen-labs/flux-lora-trainer failed")
+    );
+    assert!(body["blocks"].is_array());
+    assert!(slack.requests().is_empty());
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_notifier_posts_signed_payloads_the_receiver_verifies() {
+    const DOWNSTREAM: &str = "whsec_ZG93bnN0cmVhbS1zZXJ2aWNlLXNlY3JldA==";
+    let hook = WebhookReceiver::start(DOWNSTREAM).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[notifiers.raw]\ntype = \"webhook\"\nurl = \"http://{0}/pipeline\"\nsecret = \"{DOWNSTREAM}\"\nheaders = {{ \"X-Team\" = \"ml\" }}\n\n\
+         [notifiers.summary]\ntype = \"webhook\"\nurl = \"http://{0}/summary\"\nsecret = \"{DOWNSTREAM}\"\ntemplate = \"summary\"\n\n\
+         [templates]\ndir = \"{1}/templates\"\n\n\
+         [[routes]]\nname = \"trainings\"\nwhen = {{ kind = \"training\" }}\nnotify = [\"raw\", \"summary\"]\n",
+        hook.addr,
+        env!("CARGO_MANIFEST_DIR"),
+    );
+    let daemon = start(dir.path(), &extra).await;
+    let body = fixture("training-succeeded.json");
+    post_signed(&daemon, "msg_hook", &body).await;
+
+    let got = hook.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2);
+    for r in &got {
+        assert_eq!(r.verified, Ok(()), "signature verifies downstream");
+        let id = r.headers.iter().find(|(k, _)| k == "webhook-id").unwrap();
+        assert!(id.1.starts_with("msg_relay_"));
+    }
+    let raw = got
+        .iter()
+        .find(|r| r.body == body)
+        .expect("the original payload, byte for byte");
+    assert!(raw.headers.contains(&("x-team".into(), "ml".into())));
+    let summary = got.iter().find(|r| r.body != body).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&summary.body).unwrap();
+    assert_eq!(v["event"], "replicate.training.succeeded");
+    assert_eq!(
+        v["trained_version"].as_str().unwrap().split(':').next(),
+        Some("acme-studio/neon-portraits")
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn one_final_state_notifies_once_whatever_the_number_of_webhooks() {
+    let hook = WebhookReceiver::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[notifiers.n]\ntype = \"webhook\"\nurl = \"http://{}/x\"\n\n{ALL_FINAL}",
+        hook.addr
+    );
+    let daemon = start(dir.path(), &extra).await;
+    let body = fixture("prediction-canceled.json");
+    // The same final state, carried by three webhooks with different ids.
+    for id in ["msg_a", "msg_b", "msg_c"] {
+        post_signed(&daemon, id, &body).await;
+    }
+    let got = hook.wait_for(2, Duration::from_secs(3)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        daemon.running.store().recent(10).await.unwrap().len(),
+        3,
+        "all three stored"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_stored_but_not_routed_before_a_crash_is_routed_at_start() {
+    use replicate_relay::event::Kind;
+    use replicate_relay::store::sqlite::{SqliteOptions, SqliteStore};
+    use replicate_relay::store::{NewEvent, Store};
+
+    let hook = WebhookReceiver::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    // As if the daemon died right after committing (and answering 2xx).
+    let store = SqliteStore::open(&dir.path().join("relay.db"), SqliteOptions::default()).unwrap();
+    let body = fixture("prediction-failed.json");
+    store
+        .insert(NewEvent {
+            webhook_id: "msg_before_crash".into(),
+            object_id: "u72tyaj9ypswr8wk48hjmhzjnz".into(),
+            kind: Kind::Prediction,
+            status: "failed".into(),
+            model: None,
+            query: String::new(),
+            body: body.clone().into(),
+            received_at_ms: replicate_relay::store::sqlite::now_ms(),
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    drop(store);
+
+    let extra = format!(
+        "[notifiers.n]\ntype = \"webhook\"\nurl = \"http://{}/x\"\n\n{ALL_FINAL}",
+        hook.addr
+    );
+    let daemon = start(dir.path(), &extra).await;
+    let got = hook.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, body);
+    daemon.stop().await;
+}
+
+fn email_config(smtp: &str, extra_keys: &str) -> String {
+    format!(
+        "[notifiers.n]\ntype = \"email\"\nsmtp = \"{smtp}\"\nfrom = \"Replicate relay <relay@example.org>\"\nto = [\"ml-team@example.org\", \"Ops <ops@example.org>\"]\nreply_to = \"oncall@example.org\"\ntimeout = \"5s\"\n{extra_keys}\n\n{ALL_FINAL}"
+    )
+}
+
+#[tokio::test]
+async fn email_arrives_with_both_parts_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(free_port(), dir.path(), false, false);
+    let daemon = start(
+        dir.path(),
+        &email_config(&format!("smtp://127.0.0.1:{}", smtp.port), "tls = \"none\""),
+    )
+    .await;
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(&fixture("prediction-failed.json")).unwrap();
+    payload["input"]["prompt"] = serde_json::json!("<script>alert(1)</script>\r\nBcc: x@evil.test");
+    post_signed(&daemon, "msg_mail", &serde_json::to_vec(&payload).unwrap()).await;
+
+    let mails = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(mails.len(), 1);
+    let m = &mails[0];
+    assert_eq!(m["from"], "Replicate relay <relay@example.org>");
+    assert_eq!(m["to"], "ml-team@example.org, Ops <ops@example.org>");
+    assert_eq!(
+        m["rcpt_tos"],
+        serde_json::json!(["ml-team@example.org", "ops@example.org"])
+    );
+    assert_eq!(
+        m["subject"],
+        "❌ Prediction acme-studio/captioner-prod failed in 0.4s"
+    );
+    assert_eq!(m["content_type"], "multipart/alternative");
+    assert!(m["message_id"].as_str().unwrap().starts_with('<'));
+    let text = m["text"].as_str().unwrap();
+    assert!(text.contains("cannot identify image file"), "{text}");
+    let html = m["html"].as_str().unwrap();
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>"));
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn email_over_starttls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(free_port(), dir.path(), true, false);
+    let ca = smtp.ca.clone().unwrap();
+    let daemon = start(
+        dir.path(),
+        &email_config(
+            &format!("smtp://localhost:{}", smtp.port),
+            &format!("ca_file = \"{}\"", ca.display()),
+        ),
+    )
+    .await;
+    post_signed(&daemon, "msg_tls", &fixture("training-succeeded.json")).await;
+    let mails = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        mails.len(),
+        1,
+        "{:?}",
+        wait_deliveries(&dir.path().join("relay.db"), Duration::ZERO, |_| true).await
+    );
+    assert_eq!(mails[0]["tls"], true, "sent after STARTTLS");
+    assert_eq!(
+        mails[0]["subject"],
+        "✅ Training acme-studio/neon-portraits succeeded in 19m 51s"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn mail_waits_for_an_smtp_server_that_is_down_then_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let daemon = start(
+        dir.path(),
+        &email_config(&format!("smtp://127.0.0.1:{port}"), "tls = \"none\""),
+    )
+    .await;
+    post_signed(&daemon, "msg_outage", &fixture("prediction-failed.json")).await;
+    let db = dir.path().join("relay.db");
+    let rows = wait_deliveries(&db, Duration::from_secs(5), |r| {
+        r.first().is_some_and(|l| l.delivery.last_error.is_some())
+    })
+    .await;
+    assert_eq!(
+        rows[0].delivery.state,
+        DeliveryState::Pending,
+        "a refused connection is retried"
+    );
+
+    let smtp = SmtpServer::start(port, dir.path(), false, false);
+    let mails = smtp.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(mails.len(), 1);
+    let rows = wait_deliveries(&db, Duration::from_secs(5), |r| {
+        states(r) == [DeliveryState::Delivered]
+    })
+    .await;
+    assert!(rows[0].delivery.attempts >= 2);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_550_is_dead_at_once_with_the_servers_text_and_retry_requeues_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(free_port(), dir.path(), false, true);
+    let config = write_config(
+        dir.path(),
+        SECRET,
+        &email_config(&format!("smtp://127.0.0.1:{}", smtp.port), "tls = \"none\""),
+    );
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    post_signed(&daemon, "msg_550", &fixture("prediction-failed.json")).await;
+    let db = dir.path().join("relay.db");
+    let rows = wait_deliveries(&db, Duration::from_secs(10), |r| {
+        states(r) == [DeliveryState::Dead]
+    })
+    .await;
+    assert_eq!(states(&rows), [DeliveryState::Dead]);
+    let error = rows[0].delivery.last_error.clone().unwrap();
+    assert!(
+        error.contains("550") && error.contains("Recipient address rejected"),
+        "{error}"
+    );
+    assert_eq!(rows[0].delivery.attempts, 1);
+
+    // The operator sees it, and requeues it by hand.
+    let bin = env!("CARGO_BIN_EXE_replicate-relay");
+    let out = std::process::Command::new(bin)
+        .args(["deliveries", "--dead", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("dead") && table.contains("(550): 5.1.1"),
+        "{table}"
+    );
+    assert!(table.contains("replicate-relay retry"), "{table}");
+    let out = std::process::Command::new(bin)
+        .args(["retry", "--dead", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Requeued 1 delivery"));
+    let rows = wait_deliveries(&db, Duration::from_secs(10), |r| {
+        r[0].delivery.attempts == 2
+    })
+    .await;
+    assert_eq!(rows[0].delivery.attempts, 2, "sent again after retry");
+    daemon.stop().await;
+}
