@@ -393,3 +393,41 @@ async fn a_550_is_dead_at_once_with_the_servers_text_and_retry_requeues_it() {
     assert_eq!(rows[0].delivery.attempts, 2, "sent again after retry");
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_send_interrupted_by_a_crash_is_retried_after_restart() {
+    let hook = WebhookReceiver::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Route an event with nowhere reachable, then stop before it is sent.
+    let unreachable = format!(
+        "[notifiers.n]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/x\"\n\n{ALL_FINAL}",
+        free_port()
+    );
+    let daemon = start(dir.path(), &unreachable).await;
+    post_signed(&daemon, "msg_crash", &fixture("training-failed.json")).await;
+    let db = dir.path().join("relay.db");
+    wait_deliveries(&db, Duration::from_secs(5), |r| !r.is_empty()).await;
+    daemon.stop().await;
+    // As if the daemon died mid-send: the delivery is claimed (`sending`).
+    let mut conn = replicate_relay::store::sqlite::open_for_cli(&db).unwrap();
+    conn.execute("UPDATE deliveries SET next_attempt_at_ms = 0", [])
+        .unwrap();
+    let claimed =
+        replicate_relay::store::sqlite::outbox::claim(&mut conn, "n", i64::MAX, 10).unwrap();
+    assert_eq!(claimed.len(), 1);
+    drop(conn);
+
+    let reachable = format!(
+        "[notifiers.n]\ntype = \"webhook\"\nurl = \"http://{}/x\"\n\n{ALL_FINAL}",
+        hook.addr
+    );
+    let daemon = start(dir.path(), &reachable).await;
+    let got = hook.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1, "sent after the restart");
+    let rows = wait_deliveries(&db, Duration::from_secs(5), |r| {
+        states(r) == [DeliveryState::Delivered]
+    })
+    .await;
+    assert_eq!(states(&rows), [DeliveryState::Delivered]);
+    daemon.stop().await;
+}

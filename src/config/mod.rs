@@ -41,6 +41,7 @@ const SECTIONS: &[&str] = &[
     "templates",
     "notifiers",
     "routes",
+    "delivery",
 ];
 
 /// A validated configuration, ready to run.
@@ -503,6 +504,14 @@ mod tests {
             (
                 "[verify]\ninsecure = true\n[templates]\ndir = \"nowhere\"",
                 &["templates.dir"],
+            ),
+            (
+                "[verify]\ninsecure = true\n[delivery]\nmax_age = \"5s\"",
+                &["delivery.max_age"],
+            ),
+            (
+                "[verify]\ninsecure = true\n[delivery]\nmax_ag = \"5h\"",
+                &["delivery.max_ag"],
             ),
         ];
         for (text, want) in cases {
