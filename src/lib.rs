@@ -21,12 +21,14 @@ pub mod config;
 pub mod dispatch;
 pub mod event;
 pub mod intake;
+pub mod live;
 pub mod notify;
 pub mod render;
 pub mod route;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod telemetry;
 
 /// Installs the process-wide rustls crypto provider (ring). Every TLS client in
 /// the daemon (SMTP, Slack) uses rustls; exactly one provider must be installed

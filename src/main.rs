@@ -5,12 +5,12 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use replicate_relay::cli::{self, Cli};
+use replicate_relay::cli::{self, Cli, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     replicate_relay::install_crypto_provider();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -27,9 +27,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Plain key/value logs on stderr; `RUST_LOG` adjusts the level (default info).
-/// Under systemd the journal adds its own timestamps, so ours are left out.
-fn init_logging() {
+/// Key/value logs on stderr, plain or JSON; `RUST_LOG` adjusts the level
+/// (default info). Under systemd the journal adds its own timestamps, so plain
+/// lines leave theirs out.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -37,9 +38,15 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Plain if std::env::var_os("JOURNAL_STREAM").is_some() => {
+            builder.without_time().init()
+        }
+        LogFormat::Plain => builder.init(),
     }
 }

@@ -1,11 +1,13 @@
-//! Starting and stopping the daemon: open the store, build the notifiers, bind
-//! the port, serve, route and dispatch; then drain.
+//! Starting, reloading and stopping the daemon.
 //!
-//! [`start`] returns only once the listener is bound and the store is open, so a
-//! caller (the `serve` command, a test, later the systemd notification) knows the
-//! daemon is really ready. [`Running::shutdown`] refuses new webhooks with 503,
-//! lets in-flight requests commit and in-flight sends finish, then closes the
-//! store; whatever is unsent stays in the outbox for the next start.
+//! [`start`] opens the store, builds the notifiers, binds the port and starts the
+//! intake, the router/dispatcher and retention; it returns only once the
+//! listener is bound and the store is open, so the caller (the `serve` command
+//! tells systemd READY=1 then) knows the daemon is really ready.
+//! [`Running::reload`] swaps in a new, already validated config atomically.
+//! [`Running::shutdown`] refuses new webhooks with 503, lets in-flight requests
+//! commit and in-flight sends finish within a deadline, then closes the store;
+//! whatever is unsent stays in the outbox for the next start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,10 +20,15 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::dispatch::{self, Pipeline};
-use crate::intake::signature::{Clock, Verifier};
+use crate::intake::signature::Clock;
 use crate::intake::{self, Intake};
-use crate::store::sqlite::SqliteOptions;
+use crate::live::{Live, Setup};
+use crate::store::sqlite::{SqliteOptions, now_ms};
 use crate::store::{SqliteStore, Store, StoreError};
+use crate::telemetry;
+
+/// How often old events and finished deliveries are pruned.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,21 +50,25 @@ pub enum StartError {
 pub struct Running {
     addr: SocketAddr,
     store: Arc<dyn Store>,
+    live: Arc<Live<Setup>>,
+    clock: Arc<dyn Clock>,
     stopping: Arc<AtomicBool>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     pipeline: Pipeline,
+    retention: JoinHandle<()>,
 }
 
 /// Opens the store, binds `config.server.listen` and starts serving.
 pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
+    telemetry::handle();
     let path = config.store.path.clone();
     let store =
         tokio::task::spawn_blocking(move || SqliteStore::open(&path, SqliteOptions::default()))
             .await
             .expect("store open does not panic")?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let senders = crate::notify::build_all(&config.notifiers)?;
+    let live = Arc::new(Live::new(Setup::build(config.clone(), clock.clone())?));
 
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr)
@@ -67,22 +78,12 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
 
-    let verifier = (!config.verify.insecure).then(|| {
-        Verifier::new(
-            config.verify.secrets.clone(),
-            config.verify.tolerance,
-            clock,
-        )
-    });
     let stopping = Arc::new(AtomicBool::new(false));
     let intake = Arc::new(Intake {
-        path: config.server.path.clone(),
-        max_body: config.server.max_body,
-        verifier,
+        live: live.clone(),
         store: store.clone(),
         stopping: stopping.clone(),
     });
-
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(
         warp::serve(intake::filter(intake))
@@ -92,7 +93,8 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
             })
             .run(),
     );
-    let pipeline = dispatch::start(store.clone(), Arc::new(config.clone()), senders);
+    let pipeline = dispatch::start(store.clone(), live.clone());
+    let retention = tokio::spawn(retain(store.clone(), live.clone()));
     tracing::info!(
         message = "Listening.",
         %addr,
@@ -104,11 +106,40 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
     Ok(Running {
         addr,
         store,
+        live,
+        clock,
         stopping,
         stop: Some(stop),
         server,
         pipeline,
+        retention,
     })
+}
+
+/// Prunes events older than `[store] keep` and finished deliveries, in small
+/// transactions so intake commits never wait long behind it.
+async fn retain(store: Arc<dyn Store>, live: Arc<Live<Setup>>) {
+    // Not at the very start: let the daemon settle first.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    loop {
+        let keep = live.load().config.store.keep;
+        let cutoff = now_ms() - keep.as_millis() as i64;
+        match store.prune(cutoff).await {
+            Ok((0, 0)) => {}
+            Ok((events, deliveries)) => {
+                tracing::info!(message = "Pruned old records.", events, deliveries, keep = %humantime::format_duration(keep))
+            }
+            Err(e) => tracing::warn!(message = "Pruning failed; will try again.", error = %e),
+        }
+        tokio::time::sleep(RETENTION_EVERY).await;
+    }
+}
+
+/// Why a reload was refused (the old config keeps running).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Notifier(#[from] crate::notify::BuildError),
 }
 
 impl Running {
@@ -119,6 +150,32 @@ impl Running {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Swaps in `config` (already validated) for everything that can change
+    /// while running; requests and sends in flight finish with the old one.
+    /// Returns warnings about settings that only a restart applies.
+    pub fn reload(&self, config: Config) -> Result<Vec<String>, ReloadError> {
+        let old = self.live.load();
+        let mut warnings = Vec::new();
+        if config.server.listen != old.config.server.listen {
+            warnings.push(format!(
+                "server.listen changed to {}; restart the daemon to apply it (still listening on {})",
+                config.server.listen, self.addr
+            ));
+        }
+        if config.store.path != old.config.store.path {
+            warnings.push(format!(
+                "store.path changed to {}; restart the daemon to apply it (still using {})",
+                config.store.path.display(),
+                old.config.store.path.display()
+            ));
+        }
+        let setup = Setup::build(config, self.clock.clone());
+        telemetry::config_reload(setup.is_ok());
+        self.live.store(setup?);
+        self.pipeline.wake();
+        Ok(warnings)
     }
 
     /// Stops accepting, waits up to `deadline` for in-flight requests and sends,
@@ -141,6 +198,7 @@ impl Running {
             );
             self.server.abort();
         }
+        self.retention.abort();
         let left = deadline.saturating_sub(started.elapsed());
         let sent = self.pipeline.shutdown(left).await;
         self.store.close().await;

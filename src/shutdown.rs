@@ -1,12 +1,16 @@
-//! Waiting for the signal to stop (SIGTERM from systemd, SIGINT from a terminal).
+//! The signals the daemon obeys: SIGTERM (systemd stop) and SIGINT (Ctrl-C) stop
+//! it; SIGHUP (systemd reload) reloads the config.
 
 use std::fmt;
 
-/// Which signal asked the daemon to stop.
-#[derive(Debug, Clone, Copy)]
+use tokio::signal::unix::{Signal as Stream, SignalKind, signal};
+
+/// A signal the daemon acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     Terminate,
     Interrupt,
+    Hangup,
 }
 
 impl fmt::Display for Signal {
@@ -14,19 +18,34 @@ impl fmt::Display for Signal {
         f.write_str(match self {
             Signal::Terminate => "SIGTERM",
             Signal::Interrupt => "SIGINT",
+            Signal::Hangup => "SIGHUP",
         })
     }
 }
 
-/// Resolves at the first SIGTERM or SIGINT.
-pub async fn signal() -> Signal {
-    use tokio::signal::unix::{SignalKind, signal};
-    // Installing a handler only fails if signals are unavailable altogether, in
-    // which case the daemon could never be stopped cleanly: that is a bug to see.
-    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => Signal::Terminate,
-        _ = int.recv() => Signal::Interrupt,
+/// Handlers for the three signals, installed together.
+pub struct Signals {
+    term: Stream,
+    int: Stream,
+    hup: Stream,
+}
+
+impl Signals {
+    /// Installs the handlers. Fails only where signals are unavailable.
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal.
+    pub async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Terminate,
+            _ = self.int.recv() => Signal::Interrupt,
+            _ = self.hup.recv() => Signal::Hangup,
+        }
     }
 }

@@ -557,10 +557,11 @@ async fn a_stopping_daemon_answers_503() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("relay.db"), SqliteOptions::default()).unwrap();
+    let config =
+        replicate_relay::config::load_with_env(&write_config(dir.path(), SECRET, ""), []).unwrap();
+    let setup = replicate_relay::live::Setup::build(config, Arc::new(SystemClock)).unwrap();
     let intake = Arc::new(Intake {
-        path: "/hooks/replicate".into(),
-        max_body: 1 << 20,
-        verifier: None,
+        live: Arc::new(replicate_relay::live::Live::new(setup)),
         store: Arc::new(store),
         stopping: Arc::new(AtomicBool::new(true)),
     });

@@ -15,13 +15,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config};
 use crate::intake::signature::SystemClock;
-use crate::{render, server, shutdown};
+use crate::shutdown::{Signal, Signals};
+use crate::{render, server};
 
 /// Where the packaged service keeps its config.
 pub const DEFAULT_CONFIG: &str = "/etc/replicate-relay/relay.toml";
-
-/// How long a stopping daemon waits for in-flight requests.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +30,16 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as plain key=value text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (to stderr; the journal under systemd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -157,13 +165,95 @@ async fn serve(arg: ConfigArg) -> anyhow::Result<ExitCode> {
     for warning in &config.warnings {
         tracing::warn!(message = "Config warning.", %warning);
     }
+    let mut signals = Signals::install()?;
     let running = server::start(&config, Arc::new(SystemClock)).await?;
-    let signal = shutdown::signal().await;
-    tracing::info!(message = "Stopping: draining in-flight requests.", %signal);
-    if running.shutdown(DRAIN_DEADLINE).await {
+    // Only now — port bound, store open — is the daemon ready.
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    let mut shutdown_timeout = config.server.shutdown_timeout;
+
+    // Ping the watchdog from this loop: if it stops turning, systemd restarts us.
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut ping =
+        tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |every| every / 2));
+    let signal = loop {
+        tokio::select! {
+            _ = ping.tick(), if watchdog.is_some() => {
+                notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+            }
+            signal = signals.next() => match signal {
+                Signal::Hangup => {
+                    notify_systemd(&[sd_notify::NotifyState::Reloading]);
+                    if let Some(timeout) = reload(&running, &arg) {
+                        shutdown_timeout = timeout;
+                    }
+                    notify_systemd(&[sd_notify::NotifyState::Ready]);
+                }
+                stop => break stop,
+            },
+        }
+    };
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!(message = "Stopping: draining in-flight requests and sends.", %signal, timeout = ?shutdown_timeout);
+    if running.shutdown(shutdown_timeout).await {
         tracing::info!("Stopped cleanly.");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-reads and fully validates the config file and templates; swaps them in
+/// only if all is well, else logs every problem and keeps the running config.
+/// Returns the new shutdown timeout when the reload took.
+fn reload(running: &server::Running, arg: &ConfigArg) -> Option<Duration> {
+    let problems = match config::load(&arg.config) {
+        Ok(config) => {
+            let template_problems = render::check(config.templates.dir.as_deref());
+            if template_problems.is_empty() {
+                for warning in &config.warnings {
+                    tracing::warn!(message = "Config warning.", %warning);
+                }
+                let timeout = config.server.shutdown_timeout;
+                match running.reload(config) {
+                    Ok(warnings) => {
+                        for warning in warnings {
+                            tracing::warn!(message = "Reload warning.", %warning);
+                        }
+                        tracing::info!(message = "Config reloaded.", file = %arg.config.display());
+                        return Some(timeout);
+                    }
+                    Err(e) => vec![e.to_string()],
+                }
+            } else {
+                crate::telemetry::config_reload(false);
+                template_problems
+                    .into_iter()
+                    .map(|p| format!("{}: {}", p.key, p.message))
+                    .collect()
+            }
+        }
+        Err(errors) => {
+            crate::telemetry::config_reload(false);
+            errors
+                .problems
+                .into_iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect()
+        }
+    };
+    for problem in &problems {
+        tracing::error!(message = "Config problem.", file = %arg.config.display(), %problem);
+    }
+    tracing::error!(
+        message = "Reload refused; the running config stays in effect. Fix the problems above and reload again.",
+        problems = problems.len()
+    );
+    None
+}
+
+/// Tells systemd (when it started us with Type=notify) about a state change.
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(message = "Cannot notify systemd.", error = %e);
+    }
 }
 
 fn check(arg: ConfigArg) -> ExitCode {

@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub path: String,
     /// Largest body accepted, in bytes (training objects carry long logs).
     pub max_body: u64,
+    /// How long a stopping daemon waits for in-flight requests and sends.
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +89,8 @@ pub struct VerifyConfig {
 pub struct StoreConfig {
     /// The SQLite database file.
     pub path: PathBuf,
+    /// How long events and finished deliveries are kept.
+    pub keep: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -213,11 +217,15 @@ fn read_server(r: &mut Reader, value: Option<&Value>) -> ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
         path: "/hooks/replicate".into(),
         max_body: 10 * 1024 * 1024,
+        shutdown_timeout: Duration::from_secs(10),
     };
     let Some(t) = r.table(value, "server") else {
         return server;
     };
-    r.known_keys(t, &["listen", "path", "max_body"]);
+    r.known_keys(t, &["listen", "path", "max_body", "shutdown_timeout"]);
+    if let Some(timeout) = r.duration(t, "shutdown_timeout") {
+        server.shutdown_timeout = timeout;
+    }
     if let Some(text) = r.string(t, "listen") {
         match text.parse() {
             Ok(addr) => server.listen = addr,
@@ -355,14 +363,24 @@ fn read_verify(r: &mut Reader, value: Option<&Value>) -> VerifyConfig {
 }
 
 fn read_store(r: &mut Reader, value: Option<&Value>) -> StoreConfig {
-    let default = PathBuf::from("/var/lib/replicate-relay/relay.db");
-    let Some(t) = r.table(value, "store") else {
-        return StoreConfig { path: default };
+    let mut store = StoreConfig {
+        path: PathBuf::from("/var/lib/replicate-relay/relay.db"),
+        keep: Duration::from_secs(30 * 24 * 3600),
     };
-    r.known_keys(t, &["path"]);
-    StoreConfig {
-        path: r.path(t, "path").unwrap_or(default),
+    let Some(t) = r.table(value, "store") else {
+        return store;
+    };
+    r.known_keys(t, &["path", "keep"]);
+    if let Some(path) = r.path(t, "path") {
+        store.path = path;
     }
+    if let Some(keep) = r.duration(t, "keep") {
+        if keep < Duration::from_secs(3600) {
+            r.error("store.keep", "must be at least 1h; the default is \"30d\"");
+        }
+        store.keep = keep;
+    }
+    store
 }
 
 fn read_delivery(r: &mut Reader, value: Option<&Value>) -> DeliveryConfig {

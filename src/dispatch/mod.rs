@@ -7,6 +7,10 @@
 //!   notifier's concurrency limit, and never while its workspace is paused by a
 //!   429), renders and sends them, and records the result: delivered, retried
 //!   later with exponential backoff, or dead with the reason.
+//!
+//! Both follow the live config: a reload changes routes and notifiers for the
+//! next event and the next claim, while sends in flight finish with the config
+//! they started with.
 
 pub mod backoff;
 pub mod router;
@@ -18,28 +22,29 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::config::Config;
 use crate::event::Event;
-use crate::notify::{Attempt, DeliveryError, Notify};
-use crate::render;
+use crate::live::{Live, Setup};
+use crate::notify::{Attempt, DeliveryError};
 use crate::store::sqlite::now_ms;
 use crate::store::{Claimed, Outcome, Store};
+use crate::{render, telemetry};
 
 /// The running router and dispatcher.
 pub struct Pipeline {
+    shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     router: JoinHandle<()>,
     dispatcher: JoinHandle<()>,
 }
 
-/// What every delivery task shares.
+/// What the router, the dispatcher and every delivery task share.
 struct Shared {
     store: Arc<dyn Store>,
-    config: Arc<Config>,
-    senders: BTreeMap<String, Arc<dyn Notify>>,
+    /// The current config and notifier clients; swapped by a reload.
+    live: Arc<Live<Setup>>,
     /// Rate key → when sending may resume (a 429's `Retry-After`).
     pauses: Mutex<HashMap<String, i64>>,
-    /// Wakes the dispatcher: new deliveries, or a slot freed.
+    /// Wakes the dispatcher: new deliveries, a slot freed, a reload.
     wake: tokio::sync::Notify,
 }
 
@@ -60,23 +65,19 @@ impl Shared {
     }
 }
 
-/// Starts routing and dispatching for `config`'s notifiers.
-pub fn start(
-    store: Arc<dyn Store>,
-    config: Arc<Config>,
-    senders: BTreeMap<String, Arc<dyn Notify>>,
-) -> Pipeline {
+/// Starts routing and dispatching, following the config in `live`.
+pub fn start(store: Arc<dyn Store>, live: Arc<Live<Setup>>) -> Pipeline {
     let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
         store,
-        config,
-        senders,
+        live,
         pauses: Mutex::new(HashMap::new()),
         wake: tokio::sync::Notify::new(),
     });
     let router = tokio::spawn(router::run(shared.clone(), stopped.clone()));
-    let dispatcher = tokio::spawn(Dispatcher::new(shared).run(stopped));
+    let dispatcher = tokio::spawn(Dispatcher::new(shared.clone()).run(stopped));
     Pipeline {
+        shared,
         stop,
         router,
         dispatcher,
@@ -84,6 +85,11 @@ pub fn start(
 }
 
 impl Pipeline {
+    /// Makes the dispatcher look again now (after a reload).
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
     /// Stops claiming new work and waits up to `deadline` for sends in flight.
     /// Whatever is unsent stays in the outbox for the next start. Returns whether
     /// everything in flight finished in time.
@@ -107,40 +113,68 @@ impl Pipeline {
 
 struct Dispatcher {
     shared: Arc<Shared>,
-    slots: BTreeMap<String, Arc<Semaphore>>,
+    /// Per notifier: its concurrency limit and the slots enforcing it.
+    slots: BTreeMap<String, (usize, Arc<Semaphore>)>,
 }
 
 impl Dispatcher {
     fn new(shared: Arc<Shared>) -> Self {
-        let slots = shared
-            .config
-            .notifiers
-            .iter()
-            .map(|(name, n)| (name.clone(), Arc::new(Semaphore::new(n.concurrency))))
-            .collect();
-        Self { shared, slots }
+        Self {
+            shared,
+            slots: BTreeMap::new(),
+        }
     }
 
-    async fn run(self, mut stop: watch::Receiver<bool>) {
-        let names: Vec<String> = self.shared.senders.keys().cloned().collect();
-        match self.shared.store.recover(names, now_ms()).await {
+    /// The slots of notifier `name` under `setup`; a changed limit gets fresh
+    /// slots (sends holding old ones finish undisturbed).
+    fn slots(&mut self, setup: &Setup, name: &str) -> Arc<Semaphore> {
+        let limit = setup
+            .config
+            .notifiers
+            .get(name)
+            .map_or(1, |n| n.concurrency);
+        let entry = self
+            .slots
+            .entry(name.to_owned())
+            .or_insert_with(|| (limit, Arc::new(Semaphore::new(limit))));
+        if entry.0 != limit {
+            *entry = (limit, Arc::new(Semaphore::new(limit)));
+        }
+        entry.1.clone()
+    }
+
+    /// Kills deliveries whose notifier is gone from the config and, at start,
+    /// puts back those a stopped daemon left `sending`.
+    async fn recover(&self, setup: &Setup, at_start: bool) {
+        let names: Vec<String> = setup.senders.keys().cloned().collect();
+        match self.shared.store.recover(names, now_ms(), at_start).await {
             Ok((0, 0)) => {}
             Ok((requeued, orphaned)) => {
                 tracing::info!(message = "Outbox recovered.", requeued, orphaned)
             }
             Err(e) => tracing::error!(message = "Outbox recovery failed.", error = %e),
         }
+    }
+
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut setup = self.shared.live.load();
+        self.recover(&setup, true).await;
         let mut tasks = JoinSet::new();
         while !*stop.borrow() {
+            let current = self.shared.live.load();
+            if !Arc::ptr_eq(&current, &setup) {
+                setup = current;
+                self.recover(&setup, false).await;
+            }
             let now = now_ms();
             let mut claimable = Vec::new();
             let mut wake_at = now + 1_000;
-            for (name, sender) in &self.shared.senders {
+            for (name, sender) in &setup.senders {
                 if let Some(until) = self.shared.paused_until(&sender.rate_key(), now) {
                     wake_at = wake_at.min(until);
                     continue;
                 }
-                let slots = &self.slots[name];
+                let slots = self.slots(&setup, name);
                 let free = slots.available_permits();
                 if free == 0 {
                     continue;
@@ -152,7 +186,7 @@ impl Dispatcher {
                                 .clone()
                                 .try_acquire_owned()
                                 .expect("claimed no more than the free slots");
-                            tasks.spawn(deliver(self.shared.clone(), c, permit));
+                            tasks.spawn(deliver(self.shared.clone(), setup.clone(), c, permit));
                         }
                     }
                     Err(e) => {
@@ -182,9 +216,20 @@ impl Dispatcher {
 }
 
 /// One attempt at one delivery, from render to recorded result.
-async fn deliver(shared: Arc<Shared>, claimed: Claimed, _slot: OwnedSemaphorePermit) {
+async fn deliver(
+    shared: Arc<Shared>,
+    setup: Arc<Setup>,
+    claimed: Claimed,
+    _slot: OwnedSemaphorePermit,
+) {
     let d = &claimed.delivery;
-    let outcome = attempt(&shared, &claimed).await;
+    let outcome = attempt(&shared, &setup, &claimed).await;
+    let result = match outcome {
+        Outcome::Delivered => "sent",
+        Outcome::Retry { .. } => "retried",
+        Outcome::Dead { .. } => "dead",
+    };
+    telemetry::delivery(&d.notifier, result);
     // The send happened (or not) whatever the store says next: keep trying to
     // record it. If that never works, the delivery stays `sending` and is
     // retried at the next start — at least once, never lost.
@@ -202,11 +247,11 @@ async fn deliver(shared: Arc<Shared>, claimed: Claimed, _slot: OwnedSemaphorePer
     shared.wake.notify_one();
 }
 
-async fn attempt(shared: &Shared, claimed: &Claimed) -> Outcome {
+async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
     let d = &claimed.delivery;
     let (Some(notifier), Some(sender)) = (
-        shared.config.notifiers.get(&d.notifier),
-        shared.senders.get(&d.notifier),
+        setup.config.notifiers.get(&d.notifier),
+        setup.senders.get(&d.notifier),
     ) else {
         return Outcome::Dead {
             error: format!("notifier `{}` is no longer in the config", d.notifier),
@@ -221,7 +266,7 @@ async fn attempt(shared: &Shared, claimed: &Claimed) -> Outcome {
         }
     };
     let message = render::message(
-        &shared.config.templates,
+        &setup.config.templates,
         notifier,
         &d.route,
         &event,
@@ -236,13 +281,15 @@ async fn attempt(shared: &Shared, claimed: &Claimed) -> Outcome {
     let now = now_ms();
     match result {
         Ok(()) => {
+            let since_receipt_ms = now - claimed.event.received_at_ms;
+            telemetry::delivery_latency(&d.notifier, since_receipt_ms.max(0) as f64 / 1000.0);
             tracing::info!(
                 message = "Delivered.",
                 delivery = d.id,
                 notifier = %d.notifier,
                 route = %d.route,
                 attempt = d.attempts,
-                since_receipt_ms = now - claimed.event.received_at_ms,
+                since_receipt_ms,
             );
             Outcome::Delivered
         }
@@ -256,6 +303,9 @@ async fn attempt(shared: &Shared, claimed: &Claimed) -> Outcome {
         }) => {
             let mut delay = backoff::delay(d.attempts, backoff::random_unit());
             if let Some(after) = retry_after {
+                if notifier.kind.type_name() == "slack" {
+                    telemetry::slack_rate_limited(&d.notifier);
+                }
                 shared.pause(sender.rate_key(), now + after.as_millis() as i64);
                 delay = delay.max(after);
             }

@@ -33,7 +33,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             continue;
         }
-        let plans = plan(&shared.config, &events);
+        let plans = plan(&shared.live.load().config, &events);
         match shared.store.record_routing(plans).await {
             Ok(0) => {}
             Ok(created) => {

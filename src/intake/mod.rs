@@ -19,9 +19,11 @@ use warp::Filter;
 use warp::http::{HeaderMap, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
-use crate::event::{Envelope, kind_hint, parse_query};
+use crate::event::{Envelope, Kind, kind_hint, parse_query};
+use crate::live::{Live, Setup};
 use crate::store::{Inserted, NewEvent, Store, StoreError};
-use signature::{SignedHeaders, Verifier, VerifyError};
+use crate::telemetry;
+use signature::{SignedHeaders, VerifyError};
 
 /// A client has this long to send its whole body; slower ones get 408, so a
 /// trickling sender cannot hold a connection and its buffer forever.
@@ -29,12 +31,8 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything a request handler needs, shared by all requests.
 pub struct Intake {
-    /// The path Replicate POSTs to.
-    pub path: String,
-    /// Largest accepted body in bytes.
-    pub max_body: u64,
-    /// `None` only with `[verify] insecure = true`.
-    pub verifier: Option<Verifier>,
+    /// The current config (path, size limit, verifier); swapped on reload.
+    pub live: Arc<Live<Setup>>,
     pub store: Arc<dyn Store>,
     /// Set when shutdown begins: new webhooks get 503 so the sender retries
     /// against the next instance instead of being acknowledged by a dying one.
@@ -73,11 +71,14 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
+    let setup = intake.live.load();
+    let hook_path = setup.config.server.path.as_str();
     match (path, method) {
         ("/healthz", Method::GET | Method::HEAD) => health(intake).await,
-        (p, Method::POST) if p == intake.path => webhook(intake, query, headers, body).await,
-        (p, _) if p == intake.path || p == "/healthz" => {
-            let allow = if p == "/healthz" { "GET, HEAD" } else { "POST" };
+        ("/metrics", Method::GET) => metrics(intake).await,
+        (p, Method::POST) if p == hook_path => webhook(intake, &setup, query, headers, body).await,
+        (p, _) if p == hook_path || p == "/healthz" || p == "/metrics" => {
+            let allow = if p == hook_path { "POST" } else { "GET, HEAD" };
             let mut res = answer(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -90,7 +91,7 @@ where
         (p, _) => answer(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("nothing at {p}; webhooks go to POST {}", intake.path),
+            format!("nothing at {p}; webhooks go to POST {hook_path}"),
         ),
     }
 }
@@ -111,6 +112,20 @@ async fn health(intake: &Intake) -> Response {
             e.to_string(),
         ),
     }
+}
+
+/// Prometheus text; outbox gauges are read from the store at scrape time.
+async fn metrics(intake: &Intake) -> Response {
+    if let Ok(stats) = intake.store.outbox_stats().await {
+        telemetry::outbox(&stats, crate::store::sqlite::now_ms());
+    }
+    let text = telemetry::handle().render();
+    let mut res = Response::new(text.into());
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
 }
 
 /// Why a webhook was refused, each with its status code.
@@ -145,16 +160,41 @@ impl Refusal {
     }
 }
 
-async fn webhook<S, B>(intake: &Intake, query: String, headers: HeaderMap, body: S) -> Response
+/// A webhook that was stored (or already was).
+struct Accepted {
+    webhook_id: String,
+    inserted: Inserted,
+    kind: Kind,
+    status: String,
+}
+
+async fn webhook<S, B>(
+    intake: &Intake,
+    setup: &Setup,
+    query: String,
+    headers: HeaderMap,
+    body: S,
+) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    match accept(intake, query, &headers, body).await {
-        Ok((webhook_id, inserted)) => {
+    match accept(intake, setup, query, &headers, body).await {
+        Ok(Accepted {
+            webhook_id,
+            inserted,
+            kind,
+            status: job_status,
+        }) => {
             let (status, seq) = match inserted {
-                Inserted::New(seq) => ("accepted", seq),
-                Inserted::Duplicate(seq) => ("duplicate", seq),
+                Inserted::New(seq) => {
+                    telemetry::webhook_received(kind.as_str(), &job_status);
+                    ("accepted", seq)
+                }
+                Inserted::Duplicate(seq) => {
+                    telemetry::webhook_duplicate();
+                    ("duplicate", seq)
+                }
             };
             tracing::debug!(message = "Webhook stored.", webhook_id, seq, status);
             warp::reply::json(&json!({"status": status, "webhook_id": webhook_id, "event": seq}))
@@ -162,6 +202,7 @@ where
         }
         Err(refusal) => {
             let (code, kind) = refusal.status();
+            telemetry::webhook_rejected(kind);
             if code.is_server_error() {
                 tracing::warn!(message = "Webhook not stored.", reason = %refusal, status = code.as_u16());
             } else {
@@ -189,10 +230,11 @@ where
 
 async fn accept<S, B>(
     intake: &Intake,
+    setup: &Setup,
     query: String,
     headers: &HeaderMap,
     body: S,
-) -> Result<(String, Inserted), Refusal>
+) -> Result<Accepted, Refusal>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
@@ -204,14 +246,15 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > intake.max_body) {
-        return Err(Refusal::TooLarge(intake.max_body));
+    let max_body = setup.config.server.max_body;
+    if declared.is_some_and(|n| n > max_body) {
+        return Err(Refusal::TooLarge(max_body));
     }
-    let body = tokio::time::timeout(BODY_TIMEOUT, read_limited(body, intake.max_body, declared))
+    let body = tokio::time::timeout(BODY_TIMEOUT, read_limited(body, max_body, declared))
         .await
         .map_err(|_| Refusal::Timeout(BODY_TIMEOUT))??;
 
-    let webhook_id = match &intake.verifier {
+    let webhook_id = match &setup.verifier {
         Some(verifier) => {
             let signed = SignedHeaders {
                 id: one_header(headers, "webhook-id")?,
@@ -238,18 +281,25 @@ where
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
+    let kind = envelope.kind;
+    let status = envelope.status.as_str().to_owned();
     let event = NewEvent {
         webhook_id: webhook_id.clone(),
         object_id: envelope.id,
-        kind: envelope.kind,
-        status: envelope.status.as_str().to_owned(),
+        kind,
+        status: status.clone(),
         model: envelope.model,
         query,
         body,
         received_at_ms,
     };
     let inserted = intake.store.insert(event).await?;
-    Ok((webhook_id, inserted))
+    Ok(Accepted {
+        webhook_id,
+        inserted,
+        kind,
+        status,
+    })
 }
 
 /// Reads the body, failing as soon as it grows past `limit`: a chunked body has

@@ -234,14 +234,21 @@ pub trait Store: Send + Sync + 'static {
     /// When the earliest pending delivery of any of `notifiers` is due.
     fn next_due(&self, notifiers: Vec<String>) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
 
-    /// At start: deliveries left `sending` by a stopped or crashed daemon go back
-    /// to pending (at-least-once), and those for notifiers no longer configured
-    /// are dead with a reason. Returns (requeued, orphaned).
+    /// Pending deliveries for notifiers not in `notifiers` are dead with a
+    /// reason; with `requeue_sending` (at start), deliveries left `sending` by a
+    /// stopped or crashed daemon go back to pending (at-least-once). Returns
+    /// (requeued, orphaned).
     fn recover(
         &self,
         notifiers: Vec<String>,
         now_ms: i64,
+        requeue_sending: bool,
     ) -> BoxFuture<'_, Result<(usize, usize), StoreError>>;
+
+    /// Deletes finished deliveries that ended before `cutoff_ms`, and events
+    /// received before it that have nothing left to send, a little at a time.
+    /// Returns (events, deliveries) deleted.
+    fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<(usize, usize), StoreError>>;
 
     /// Outbox counters.
     fn outbox_stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>>;

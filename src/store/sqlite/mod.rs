@@ -556,8 +556,28 @@ impl Store for SqliteStore {
         &self,
         notifiers: Vec<String>,
         now_ms: i64,
+        requeue_sending: bool,
     ) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
-        self.write(move |conn| outbox::recover(conn, &notifiers, now_ms))
+        self.write(move |conn| outbox::recover(conn, &notifiers, now_ms, requeue_sending))
+    }
+
+    fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
+        Box::pin(async move {
+            let (mut events, mut deliveries) = (0, 0);
+            loop {
+                // One small transaction per round, queued behind intake
+                // batches like any other write.
+                let (e, d) = self
+                    .write(move |conn| outbox::prune(conn, cutoff_ms, 1_000))
+                    .await?;
+                events += e;
+                deliveries += d;
+                if e == 0 && d == 0 {
+                    return Ok((events, deliveries));
+                }
+                tokio::task::yield_now().await;
+            }
+        })
     }
 
     fn outbox_stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>> {

@@ -166,12 +166,17 @@ pub fn recover(
     conn: &mut Connection,
     notifiers: &[String],
     now_ms: i64,
+    requeue_sending: bool,
 ) -> rusqlite::Result<(usize, usize)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let requeued = tx.execute(
-        "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = ?1 WHERE state = 'sending'",
-        [now_ms],
-    )?;
+    let requeued = if requeue_sending {
+        tx.execute(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = ?1 WHERE state = 'sending'",
+            [now_ms],
+        )?
+    } else {
+        0
+    };
     let mut orphaned = 0;
     {
         let mut names = tx.prepare(
@@ -194,6 +199,33 @@ pub fn recover(
     }
     tx.commit()?;
     Ok((requeued, orphaned))
+}
+
+/// One round of retention: up to `limit` finished deliveries and `limit` events.
+pub fn prune(
+    conn: &mut Connection,
+    cutoff_ms: i64,
+    limit: usize,
+) -> rusqlite::Result<(usize, usize)> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let deliveries = tx.execute(
+        "DELETE FROM deliveries WHERE id IN (
+             SELECT id FROM deliveries
+             WHERE state IN ('delivered', 'dead') AND finished_at_ms < ?1
+             LIMIT ?2)",
+        params![cutoff_ms, limit as i64],
+    )?;
+    let events = tx.execute(
+        "DELETE FROM events WHERE seq IN (
+             SELECT seq FROM events e
+             WHERE e.received_at_ms < ?1 AND e.routed_at_ms IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM deliveries d
+                               WHERE d.event_seq = e.seq AND d.state IN ('pending', 'sending'))
+             ORDER BY seq LIMIT ?2)",
+        params![cutoff_ms, limit as i64],
+    )?;
+    tx.commit()?;
+    Ok((events, deliveries))
 }
 
 pub fn stats(conn: &Connection) -> rusqlite::Result<OutboxStats> {
@@ -391,7 +423,7 @@ mod tests {
         assert_eq!(again[0].delivery.last_error.as_deref(), Some("HTTP 500"));
 
         // A crash while sending: recover puts it back; `mail` is no longer configured.
-        let (requeued, orphaned) = recover(&mut conn, &["slack".into()], 9000).unwrap();
+        let (requeued, orphaned) = recover(&mut conn, &["slack".into()], 9000, true).unwrap();
         assert_eq!((requeued, orphaned), (1, 1));
         let dead = list(&conn, DeliveryFilter::Dead, 10).unwrap();
         assert_eq!(dead.len(), 1);
@@ -441,5 +473,49 @@ mod tests {
             retry(&conn, RetrySelector::One(slack.delivery.id), 12_000, 500).unwrap(),
             1
         );
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+    #[test]
+    fn prune_keeps_recent_events_and_anything_still_to_send() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+        let mut conn = Connection::open(&path).unwrap();
+        // seq 1, 2: old; seq 3: recent.
+        for (i, at) in [1_000, 2_000, 50_000].iter().enumerate() {
+            conn.execute(
+                "INSERT INTO events (webhook_id, object_id, kind, status, model, query, body, received_at_ms)
+                 VALUES (?1, ?1, 'prediction', 'failed', NULL, '', X'7B7D', ?2)",
+                params![format!("m{i}"), at],
+            )
+            .unwrap();
+        }
+        let plan = |seq: i64| RoutingPlan {
+            event_seq: seq,
+            dedup_key: format!("k{seq}"),
+            deliveries: vec![("r".into(), "n".into())],
+            expires_at_ms: i64::MAX,
+        };
+        record_routing(&mut conn, &[plan(1), plan(2), plan(3)], 3_000).unwrap();
+        // Event 1's delivery is finished long ago; event 2's is still pending.
+        let first = claim(&mut conn, "n", 3_000, 1).unwrap().remove(0);
+        finish(&conn, first.delivery.id, &Outcome::Delivered, 4_000).unwrap();
+
+        assert_eq!(prune(&mut conn, 10_000, 1_000).unwrap(), (1, 1));
+        assert_eq!(prune(&mut conn, 10_000, 1_000).unwrap(), (0, 0));
+        let left: Vec<i64> = conn
+            .prepare("SELECT seq FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(left, [2, 3], "pending work and recent events stay");
     }
 }

@@ -1,0 +1,133 @@
+//! Metrics, exported as Prometheus text at `GET /metrics`. One process-wide
+//! recorder (the `metrics` facade), installed on first use; every metric the
+//! daemon records is named and described here, so this file is the list.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::store::OutboxStats;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The recorder's handle; installs the recorder on first call.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("relay_store_batch_size".into()),
+                    BATCH_BUCKETS,
+                )
+            })
+            .expect("bucket lists are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed (a test harness): then
+        // this handle renders nothing, which is harmless.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    describe_counter!(
+        "relay_webhooks_received_total",
+        "Webhooks stored, by kind and status."
+    );
+    describe_counter!(
+        "relay_webhooks_rejected_total",
+        "Webhooks refused, by reason (unauthorized, bad_request, payload_too_large, request_timeout, store_unavailable, stopping)."
+    );
+    describe_counter!(
+        "relay_webhooks_duplicate_total",
+        "Webhooks whose webhook-id was already stored."
+    );
+    describe_histogram!(
+        "relay_store_commit_seconds",
+        "Time to commit one group of events (including fsync)."
+    );
+    describe_histogram!("relay_store_batch_size", "Events carried by one commit.");
+    describe_counter!(
+        "relay_deliveries_total",
+        "Delivery attempts by notifier and result (sent, retried, dead)."
+    );
+    describe_histogram!(
+        "relay_delivery_latency_seconds",
+        "From receipt of the webhook to delivery, by notifier."
+    );
+    describe_gauge!(
+        "relay_outbox_pending",
+        "Deliveries waiting to be sent (pending or sending)."
+    );
+    describe_gauge!(
+        "relay_outbox_dead",
+        "Deliveries given up on, kept for inspection and retry."
+    );
+    describe_gauge!(
+        "relay_outbox_oldest_pending_seconds",
+        "Age of the oldest delivery still waiting."
+    );
+    describe_counter!(
+        "relay_slack_rate_limited_total",
+        "Slack 429 answers (each pauses the workspace until Retry-After), by notifier."
+    );
+    describe_counter!(
+        "relay_config_reloads_total",
+        "Config reloads by result (ok, failed)."
+    );
+}
+
+pub fn webhook_received(kind: &str, status: &str) {
+    counter!("relay_webhooks_received_total", "kind" => kind.to_owned(), "status" => status.to_owned()).increment(1);
+}
+
+pub fn webhook_rejected(reason: &'static str) {
+    counter!("relay_webhooks_rejected_total", "reason" => reason).increment(1);
+}
+
+pub fn webhook_duplicate() {
+    counter!("relay_webhooks_duplicate_total").increment(1);
+}
+
+pub fn store_commit(seconds: f64, batch: usize) {
+    histogram!("relay_store_commit_seconds").record(seconds);
+    histogram!("relay_store_batch_size").record(batch as f64);
+}
+
+/// `result` is `sent`, `retried` or `dead`.
+pub fn delivery(notifier: &str, result: &'static str) {
+    counter!("relay_deliveries_total", "notifier" => notifier.to_owned(), "result" => result)
+        .increment(1);
+}
+
+pub fn delivery_latency(notifier: &str, seconds: f64) {
+    histogram!("relay_delivery_latency_seconds", "notifier" => notifier.to_owned()).record(seconds);
+}
+
+pub fn slack_rate_limited(notifier: &str) {
+    counter!("relay_slack_rate_limited_total", "notifier" => notifier.to_owned()).increment(1);
+}
+
+pub fn config_reload(ok: bool) {
+    counter!("relay_config_reloads_total", "result" => if ok { "ok" } else { "failed" })
+        .increment(1);
+}
+
+pub fn outbox(stats: &OutboxStats, now_ms: i64) {
+    gauge!("relay_outbox_pending").set(stats.pending as f64);
+    gauge!("relay_outbox_dead").set(stats.dead as f64);
+    let age = stats
+        .oldest_pending_ms
+        .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);
+    gauge!("relay_outbox_oldest_pending_seconds").set(age);
+}
