@@ -151,9 +151,11 @@ pub fn load_with_env(
                 .into(),
         ));
     }
-    let env: HashMap<String, String> = env
-        .into_iter()
+    let env: HashMap<String, String> = env.into_iter().collect();
+    let overrides: HashMap<String, String> = env
+        .iter()
         .filter(|(k, _)| k.starts_with("RELAY__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let root: Value = config::Config::builder()
         .add_source(config::File::from(file).format(config::FileFormat::Toml))
@@ -161,7 +163,7 @@ pub fn load_with_env(
             config::Environment::with_prefix("RELAY")
                 .prefix_separator("__")
                 .separator("__")
-                .source(Some(env)),
+                .source(Some(overrides)),
         )
         .build()
         .and_then(|c| c.try_deserialize())
@@ -172,6 +174,7 @@ pub fn load_with_env(
         .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_owned()))
         .unwrap_or_default();
     let mut r = Reader::new(base);
+    r.env = env;
     let empty = serde_json::Map::new();
     let top = Table {
         path: "",
@@ -290,7 +293,9 @@ fn read_verify(r: &mut Reader, value: Option<&Value>) -> VerifyConfig {
             );
         }
         for name in &files {
-            let path = read::resolve(&r.base, name);
+            let Some(path) = r.expand_path("verify.secret_file", name) else {
+                continue;
+            };
             let text = match std::fs::read_to_string(&path) {
                 Ok(text) => text,
                 Err(e) => {
@@ -575,6 +580,29 @@ mod tests {
         assert_eq!(cfg.verify.secrets.len(), 1);
         let cfg = load_text("", &[("RELAY__VERIFY__INSECURE", "true")]).unwrap();
         assert!(cfg.verify.insecure);
+    }
+
+    #[test]
+    fn credentials_directory_in_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("webhook-secret"), "whsec_c2VjcmV0\n").unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(
+            &file,
+            "[verify]\nsecret_file = \"${CREDENTIALS_DIRECTORY}/webhook-secret\"\n",
+        )
+        .unwrap();
+        let env = [(
+            "CREDENTIALS_DIRECTORY".to_string(),
+            dir.path().display().to_string(),
+        )];
+        assert_eq!(load_with_env(&file, env).unwrap().verify.secrets.len(), 1);
+        let err = load_with_env(&file, []).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("${CREDENTIALS_DIRECTORY}, which is not set"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! [`Problem`] with the full key path (`notifiers.ml-slack.channel`) for anything
 //! wrong, so one bad key never hides the next and `check` can list them all.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -70,6 +71,8 @@ pub struct Reader {
     pub base: PathBuf,
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
+    /// For `${NAME}` in paths (`${CREDENTIALS_DIRECTORY}` under systemd).
+    pub env: HashMap<String, String>,
 }
 
 impl Reader {
@@ -78,6 +81,7 @@ impl Reader {
             base,
             problems: Vec::new(),
             warnings: Vec::new(),
+            env: HashMap::new(),
         }
     }
 
@@ -226,9 +230,27 @@ impl Reader {
         }
     }
 
-    /// A path, resolved against the config file's directory.
+    /// A path, with `${NAME}` replaced from the environment, resolved against
+    /// the config file's directory.
     pub fn path(&mut self, table: Table<'_>, key: &str) -> Option<PathBuf> {
-        self.string(table, key).map(|p| resolve(&self.base, &p))
+        let text = self.string(table, key)?;
+        self.expand_path(&table.key(key), &text)
+    }
+
+    /// [`Reader::path`] for a value already read.
+    pub fn expand_path(&mut self, key: &str, text: &str) -> Option<PathBuf> {
+        match expand(text, &self.env) {
+            Ok(p) => Some(resolve(&self.base, &p)),
+            Err(name) => {
+                let hint = if name == "CREDENTIALS_DIRECTORY" {
+                    " (systemd sets it for a service with LoadCredential=; outside systemd, give the file's path)"
+                } else {
+                    ""
+                };
+                self.error(key, format!("uses ${{{name}}}, which is not set{hint}"));
+                None
+            }
+        }
     }
 
     /// A secret given as `key` (inline or from the environment) or `<key>_file`
@@ -273,6 +295,24 @@ fn describe(value: &Value) -> String {
         Value::Array(_) => "a list".into(),
         Value::Object(_) => "a table".into(),
     }
+}
+
+/// Replaces each `${NAME}` with its value; the first unset name is the error.
+pub fn expand(text: &str, env: &HashMap<String, String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start + 2..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 2..start + 2 + len];
+        let value = env.get(name).ok_or_else(|| name.to_owned())?;
+        out.push_str(&rest[..start]);
+        out.push_str(value);
+        rest = &rest[start + 3 + len..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Parses `1048576`, `512KiB`, `10MiB`, `1GB`, … (binary and decimal units).
@@ -367,6 +407,22 @@ mod tests {
         };
         assert!(r.secret(t, "token").is_none());
         assert_eq!(r.problems[0].key, "n.token_file");
+    }
+
+    #[test]
+    fn expansion() {
+        let env: HashMap<String, String> = [(
+            "CREDENTIALS_DIRECTORY".to_string(),
+            "/run/credentials/r.service".to_string(),
+        )]
+        .into();
+        assert_eq!(
+            expand("${CREDENTIALS_DIRECTORY}/webhook-secret", &env).unwrap(),
+            "/run/credentials/r.service/webhook-secret"
+        );
+        assert_eq!(expand("plain/path", &env).unwrap(), "plain/path");
+        assert_eq!(expand("${NOPE}/x", &env).unwrap_err(), "NOPE");
+        assert_eq!(expand("odd ${", &env).unwrap(), "odd ${");
     }
 
     #[test]

@@ -269,6 +269,11 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     pub fn start(port: u16, dir: &Path, tls: bool, reject: bool) -> Self {
+        Self::start_with(port, dir, tls, reject, None)
+    }
+
+    /// With `auth = Some("user:password")`, AUTH is required.
+    pub fn start_with(port: u16, dir: &Path, tls: bool, reject: bool, auth: Option<&str>) -> Self {
         let out = dir.join(format!("mail-{port}"));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
         let mut cmd = Command::new("python3");
@@ -282,6 +287,9 @@ impl SmtpServer {
         }
         if reject {
             cmd.arg("--reject");
+        }
+        if let Some(auth) = auth {
+            cmd.args(["--auth", auth]);
         }
         let mut child = cmd
             .spawn()

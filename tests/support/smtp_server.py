@@ -66,6 +66,7 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--tls-dir")
     p.add_argument("--reject", action="store_true")
+    p.add_argument("--auth", help="USER:PASSWORD required by AUTH")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -78,6 +79,16 @@ def main():
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(ctx)
         kwargs = {"tls_context": ctx, "require_starttls": True}
+
+    if args.auth:
+        from aiosmtpd.smtp import AuthResult
+        user, password = args.auth.split(":", 1)
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = auth_data.login.decode() == user and auth_data.password.decode() == password
+            return AuthResult(success=ok)
+
+        kwargs.update(authenticator=authenticator, auth_require_tls=False, auth_required=True)
 
     controller = Controller(Handler(args.out, args.reject), hostname="127.0.0.1",
                             port=args.port, **kwargs)

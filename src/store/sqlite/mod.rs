@@ -388,8 +388,10 @@ fn writer_loop(
 }
 
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<Pending>, state: &WriterState) {
+    let started = std::time::Instant::now();
     match write_batch(conn, batch) {
         Ok(outcomes) => {
+            crate::telemetry::store_commit(started.elapsed().as_secs_f64(), batch.len());
             state.error.lock().unwrap().take();
             state.commits.fetch_add(1, Ordering::Relaxed);
             state
