@@ -5,6 +5,7 @@
 mod deliveries;
 mod events;
 mod preview;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +108,29 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// POST a payload to URL exactly as Replicate does: fresh webhook-id and
+    /// timestamp, signed with the configured secret. Tests a deployment end to end.
+    Send {
+        /// A webhook body (a prediction or training object as JSON).
+        payload: PathBuf,
+        /// Where to send it, e.g. https://relay.example.org/hooks/replicate?team=vision
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Get the account's webhook signing secret from Replicate (reads
+    /// REPLICATE_API_TOKEN) and write it to a file only its owner can read.
+    FetchSecret {
+        /// The file to write (default: the config's verify.secret_file).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Replicate's API base URL.
+        #[arg(long, default_value = "https://api.replicate.com")]
+        api_url: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// List the most recently stored events.
     Events {
         #[command(flatten)]
@@ -152,6 +176,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             deliveries::list(&load(&config)?, filter, limit, json)
         }
         Command::Retry { id, dead, config } => deliveries::retry(&load(&config)?, id, dead),
+        Command::Send {
+            payload,
+            url,
+            config,
+        } => remote::send(&load(&config)?, &payload, &url).await,
+        Command::FetchSecret {
+            output,
+            api_url,
+            config,
+        } => {
+            let Some(output) = output.or_else(|| remote::default_output(&config.config)) else {
+                anyhow::bail!(
+                    "say where to write the secret: --output PATH (or set verify.secret_file in {})",
+                    config.config.display()
+                );
+            };
+            remote::fetch_secret(&output, &api_url).await
+        }
     }
 }
 

@@ -215,6 +215,22 @@ pub fn load_with_env(
     }
 }
 
+/// The first `verify.secret_file` of the config at `file`, resolved, without
+/// validating anything else (the secret it names may not exist yet).
+pub fn secret_file_target(file: &Path) -> Option<PathBuf> {
+    let root: Value = config::Config::builder()
+        .add_source(config::File::from(file).format(config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .ok()?;
+    let base = std::path::absolute(file.parent()?).ok()?;
+    let mut r = Reader::new(base);
+    r.env = std::env::vars().collect();
+    let t = r.table(root.get("verify"), "verify")?;
+    let first = r.strings(t, "secret_file").into_iter().next()?;
+    r.expand_path("verify.secret_file", &first)
+}
+
 fn read_server(r: &mut Reader, value: Option<&Value>) -> ServerConfig {
     let mut server = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 8787)),

@@ -1,0 +1,144 @@
+//! `send` and `fetch-secret`: the two commands that talk to something else.
+//! `send` posts a payload exactly as Replicate does (fresh webhook-id and
+//! timestamp, signed with the configured secret), to test a deployed endpoint
+//! end to end. `fetch-secret` gets the account's signing secret from Replicate's
+//! API and writes it where the daemon reads it, readable only by its owner.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::Full;
+use warp::http::{Method, Request, header};
+
+use crate::config::Config;
+use crate::dispatch::backoff::random_unit;
+use crate::intake::signature::Secret;
+use crate::notify::http::Client;
+
+const USER_AGENT: &str = concat!("replicate-relay/", env!("CARGO_PKG_VERSION"));
+
+/// A fresh id in the shape Replicate uses (`msg_` and 27 alphanumerics).
+fn webhook_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let id: String = (0..27)
+        .map(|_| ALPHABET[(random_unit() * ALPHABET.len() as f64) as usize] as char)
+        .collect();
+    format!("msg_{id}")
+}
+
+pub async fn send(config: &Config, payload: &Path, url: &str) -> anyhow::Result<ExitCode> {
+    let body = std::fs::read(payload)
+        .with_context(|| format!("cannot read the payload {}", payload.display()))?;
+    let id = webhook_id();
+    let ts = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::USER_AGENT, USER_AGENT)
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", ts.to_string());
+    match config.verify.secrets.first() {
+        Some(secret) => request = request.header("webhook-signature", secret.sign(&id, ts, &body)),
+        None => {
+            eprintln!("warning: no secret configured (verify.insecure = true): sending unsigned")
+        }
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .with_context(|| format!("`{url}` is not a URL to send to"))?;
+    let client = Client::new().map_err(anyhow::Error::msg)?;
+    let (response, text) = client
+        .send(request)
+        .await
+        .map_err(|e| anyhow::anyhow!(crate::notify::webhook::error_chain(&e)))
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    println!("POST {url} (webhook-id {id}) → {status}");
+    if !text.is_empty() {
+        println!("{}", text.trim_end());
+    }
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn fetch_secret(output: &Path, api_url: &str) -> anyhow::Result<ExitCode> {
+    let Ok(token) = std::env::var("REPLICATE_API_TOKEN") else {
+        bail!(
+            "set REPLICATE_API_TOKEN to an API token of the Replicate account that sends the webhooks (https://replicate.com/account/api-tokens)"
+        );
+    };
+    let url = format!(
+        "{}/v1/webhooks/default/secret",
+        api_url.trim_end_matches('/')
+    );
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(&url)
+        .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
+        .header(header::USER_AGENT, USER_AGENT)
+        .body(Full::new(Bytes::new()))
+        .with_context(|| format!("`{url}` is not a URL"))?;
+    let client = Client::new().map_err(anyhow::Error::msg)?;
+    let (response, text) = client
+        .send(request)
+        .await
+        .map_err(|e| anyhow::anyhow!(crate::notify::webhook::error_chain(&e)))
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    if status == 401 || status == 403 {
+        bail!("Replicate refused the token ({status}); check REPLICATE_API_TOKEN");
+    }
+    if !status.is_success() {
+        bail!("{url} answered {status}: {}", text.trim());
+    }
+    let key = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("key")?.as_str().map(str::to_owned))
+        .with_context(|| format!("{url} did not return {{\"key\": \"whsec_…\"}}"))?;
+    Secret::parse(&key).map_err(|e| anyhow::anyhow!("the secret Replicate returned {e}"))?;
+    write_private(output, &key)?;
+    println!(
+        "Wrote the webhook secret to {} (mode 0600). Reload the daemon to use it.",
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to `path` readable only by its owner, atomically (a reader
+/// never sees half a secret).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    writeln!(file, "{text}")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Where `fetch-secret` writes when `--output` is not given: the config's
+/// `verify.secret_file`, if it names one that resolves here.
+pub fn default_output(config_file: &Path) -> Option<PathBuf> {
+    crate::config::secret_file_target(config_file)
+}
