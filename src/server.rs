@@ -85,14 +85,12 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         stopping: stopping.clone(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(
-        warp::serve(intake::filter(intake))
-            .incoming(listener)
-            .graceful(async {
-                let _ = stopped.await;
-            })
-            .run(),
-    );
+    let server = tokio::spawn(serve_http(
+        listener,
+        intake::filter(intake),
+        config.server.read_timeout,
+        stopped,
+    ));
     let pipeline = dispatch::start(store.clone(), live.clone());
     let retention = tokio::spawn(retain(store.clone(), live.clone()));
     tracing::info!(
@@ -114,6 +112,57 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         pipeline,
         retention,
     })
+}
+
+/// The HTTP server: warp's filter as a service, on hyper's connection builder
+/// so a header read timeout can be set (a client trickling its request line
+/// must not hold a connection forever), with graceful shutdown: on `stopped`
+/// the listener closes, idle connections close, in-flight requests finish.
+async fn serve_http<F>(
+    listener: TcpListener,
+    filter: F,
+    read_timeout: Duration,
+    mut stopped: oneshot::Receiver<()>,
+) where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let service = warp::service(filter);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((io, _)) => {
+                    let conn = builder
+                        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service.clone()))
+                        .into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(message = "Connection ended with an error.", error = %e);
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors, typically: wait rather than spin.
+                    tracing::error!(message = "Cannot accept a connection.", error = %e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = &mut stopped => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Prunes events older than `[store] keep` and finished deliveries, in small

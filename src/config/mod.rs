@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub max_body: u64,
     /// How long a stopping daemon waits for in-flight requests and sends.
     pub shutdown_timeout: Duration,
+    /// How long a client may take to send its request headers, and its body.
+    pub read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -237,11 +239,30 @@ fn read_server(r: &mut Reader, value: Option<&Value>) -> ServerConfig {
         path: "/hooks/replicate".into(),
         max_body: 10 * 1024 * 1024,
         shutdown_timeout: Duration::from_secs(10),
+        read_timeout: Duration::from_secs(30),
     };
     let Some(t) = r.table(value, "server") else {
         return server;
     };
-    r.known_keys(t, &["listen", "path", "max_body", "shutdown_timeout"]);
+    r.known_keys(
+        t,
+        &[
+            "listen",
+            "path",
+            "max_body",
+            "shutdown_timeout",
+            "read_timeout",
+        ],
+    );
+    if let Some(timeout) = r.duration(t, "read_timeout") {
+        if timeout < Duration::from_secs(1) {
+            r.error(
+                "server.read_timeout",
+                "must be at least 1s; the default is \"30s\"",
+            );
+        }
+        server.read_timeout = timeout;
+    }
     if let Some(timeout) = r.duration(t, "shutdown_timeout") {
         server.shutdown_timeout = timeout;
     }

@@ -25,10 +25,6 @@ use crate::store::{Inserted, NewEvent, Store, StoreError};
 use crate::telemetry;
 use signature::{SignedHeaders, VerifyError};
 
-/// A client has this long to send its whole body; slower ones get 408, so a
-/// trickling sender cannot hold a connection and its buffer forever.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Everything a request handler needs, shared by all requests.
 pub struct Intake {
     /// The current config (path, size limit, verifier); swapped on reload.
@@ -250,9 +246,12 @@ where
     if declared.is_some_and(|n| n > max_body) {
         return Err(Refusal::TooLarge(max_body));
     }
-    let body = tokio::time::timeout(BODY_TIMEOUT, read_limited(body, max_body, declared))
+    // A trickling sender gets 408 rather than holding a connection and its
+    // buffer forever.
+    let read_timeout = setup.config.server.read_timeout;
+    let body = tokio::time::timeout(read_timeout, read_limited(body, max_body, declared))
         .await
-        .map_err(|_| Refusal::Timeout(BODY_TIMEOUT))??;
+        .map_err(|_| Refusal::Timeout(read_timeout))??;
 
     let webhook_id = match &setup.verifier {
         Some(verifier) => {
