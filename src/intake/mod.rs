@@ -328,9 +328,14 @@ fn one_header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str,
     if values.next().is_some() {
         return Err(VerifyError::DuplicateHeader(name));
     }
-    first
+    let value = first
         .to_str()
-        .map_err(|_| VerifyError::UnreadableHeader(name))
+        .map_err(|_| VerifyError::UnreadableHeader(name))?;
+    // An empty id would make every such request the same dedup key.
+    if value.trim().is_empty() {
+        return Err(VerifyError::MissingHeader(name));
+    }
+    Ok(value)
 }
 
 /// A JSON answer `{"error": kind, "message": why}`.
@@ -350,7 +355,12 @@ mod tests {
             one_header(&headers, "webhook-id"),
             Err(VerifyError::MissingHeader("webhook-id"))
         );
-        headers.append("webhook-id", "msg_1".parse().unwrap());
+        headers.append("webhook-id", " ".parse().unwrap());
+        assert_eq!(
+            one_header(&headers, "webhook-id"),
+            Err(VerifyError::MissingHeader("webhook-id"))
+        );
+        headers.insert("webhook-id", "msg_1".parse().unwrap());
         assert_eq!(one_header(&headers, "webhook-id"), Ok("msg_1"));
         headers.append("webhook-id", "msg_2".parse().unwrap());
         assert_eq!(

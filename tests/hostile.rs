@@ -1,0 +1,471 @@
+//! Hostile input, one table: every request an attacker, a broken proxy or a
+//! confused client could send, with the answer it must get. Afterwards the
+//! daemon must still be serving. Requests are written byte by byte over TCP so
+//! nothing (an HTTP client library) cleans them up first.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use replicate_relay::intake::signature::{Secret, SystemClock};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What the daemon must do with a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Status(u16),
+    /// Close the connection within the read timeout (plus slack), without a
+    /// success: a stalled request must not hold a connection.
+    ClosedSoon,
+}
+
+/// How the body is sent.
+#[derive(Debug, Clone)]
+enum Body {
+    /// With a Content-Length.
+    Plain(Vec<u8>),
+    /// Chunked, no Content-Length.
+    Chunked(Vec<u8>),
+    /// Declares `len` bytes, then sends a few every 300 ms.
+    Trickle { len: usize },
+    /// Stops in the middle of the headers.
+    StallHeaders,
+}
+
+struct Case {
+    name: &'static str,
+    method: &'static str,
+    path: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Body,
+    expect: Expect,
+}
+
+fn sig_headers(id: &str, ts: i64, body: &[u8], secret: &str) -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("webhook-id".into(), id.as_bytes().to_vec()),
+        ("webhook-timestamp".into(), ts.to_string().into_bytes()),
+        (
+            "webhook-signature".into(),
+            Secret::parse(secret)
+                .unwrap()
+                .sign(id, ts, body)
+                .into_bytes(),
+        ),
+    ]
+}
+
+/// A POST to the hook, signed correctly over `body`.
+fn signed_case(name: &'static str, id: &str, body: Vec<u8>, expect: u16) -> Case {
+    Case {
+        name,
+        method: "POST",
+        path: "/hooks/replicate".into(),
+        headers: sig_headers(id, now(), &body, SECRET),
+        body: Body::Plain(body),
+        expect: Expect::Status(expect),
+    }
+}
+
+/// A POST of a valid event with the signature headers changed by `f`.
+fn header_case(name: &'static str, expect: u16, f: impl Fn(&mut Vec<(String, Vec<u8>)>)) -> Case {
+    let body = payload(&format!("p_{name}"), "succeeded");
+    let mut headers = sig_headers(
+        &format!("msg_{}", name.replace(' ', "_")),
+        now(),
+        &body,
+        SECRET,
+    );
+    f(&mut headers);
+    Case {
+        name,
+        method: "POST",
+        path: "/hooks/replicate".into(),
+        headers,
+        body: Body::Plain(body),
+        expect: Expect::Status(expect),
+    }
+}
+
+fn set(headers: &mut [(String, Vec<u8>)], name: &str, value: &[u8]) {
+    headers.iter_mut().find(|(k, _)| k == name).unwrap().1 = value.to_vec();
+}
+
+fn cases() -> Vec<Case> {
+    let now = now();
+    let valid = |id: &str| payload(&format!("p_{id}"), "succeeded");
+    let with_field = |id: &str, key: &str, value: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_slice(&valid(id)).unwrap();
+        v[key] = value;
+        serde_json::to_vec(&v).unwrap()
+    };
+    let hostile = "<!channel> <script>alert(1)</script>\r\nBcc: x@evil.test\u{0000}";
+    let mut cases = vec![
+        // Signature headers.
+        header_case("no signature headers", 401, |h| h.clear()),
+        header_case("no webhook-id", 401, |h| {
+            h.retain(|(k, _)| k != "webhook-id")
+        }),
+        header_case("no webhook-timestamp", 401, |h| {
+            h.retain(|(k, _)| k != "webhook-timestamp")
+        }),
+        header_case("no webhook-signature", 401, |h| {
+            h.retain(|(k, _)| k != "webhook-signature")
+        }),
+        header_case("empty webhook-id", 401, |h| set(h, "webhook-id", b"")),
+        header_case("duplicated webhook-signature", 401, |h| {
+            let s = h[2].clone();
+            h.push(s)
+        }),
+        header_case("duplicated webhook-id", 401, |h| {
+            let s = h[0].clone();
+            h.push(s)
+        }),
+        header_case("duplicated webhook-timestamp", 401, |h| {
+            let s = h[1].clone();
+            h.push(s)
+        }),
+        header_case("signature v1 empty", 401, |h| {
+            set(h, "webhook-signature", b"v1,")
+        }),
+        header_case("signature not base64", 401, |h| {
+            set(h, "webhook-signature", b"v1,!!!*")
+        }),
+        header_case("signature other scheme only", 401, |h| {
+            set(h, "webhook-signature", b"v1a,c2lnbmF0dXJl")
+        }),
+        header_case("signature of another body", 401, |h| {
+            let other = Secret::parse(SECRET).unwrap().sign("msg_x", now, b"{}");
+            set(h, "webhook-signature", other.as_bytes())
+        }),
+        header_case("signature with another secret", 401, |h| {
+            let other = Secret::parse("whsec_YW5vdGhlci1zZWNyZXQ=")
+                .unwrap()
+                .sign("msg_x", now, b"{}");
+            set(h, "webhook-signature", other.as_bytes())
+        }),
+        header_case("stale timestamp", 401, |h| {
+            set(h, "webhook-timestamp", (now - 600).to_string().as_bytes())
+        }),
+        header_case("future timestamp", 401, |h| {
+            set(h, "webhook-timestamp", (now + 600).to_string().as_bytes())
+        }),
+        header_case("timestamp not a number", 401, |h| {
+            set(h, "webhook-timestamp", b"noon")
+        }),
+        header_case("timestamp overflowing", 401, |h| {
+            set(h, "webhook-timestamp", b"99999999999999999999999")
+        }),
+        header_case("timestamp negative", 401, |h| {
+            set(h, "webhook-timestamp", b"-5")
+        }),
+        header_case("100 KB of signature entries", 401, |h| {
+            set(h, "webhook-signature", "v1,AAAA ".repeat(12_000).as_bytes())
+        }),
+        header_case("webhook-id not UTF-8", 401, |h| {
+            set(h, "webhook-id", b"msg_\xff\xfe")
+        }),
+        // Bodies that are not events (correctly signed).
+        signed_case("invalid JSON", "msg_h1", b"{\"id\": ".to_vec(), 400),
+        signed_case("empty body", "msg_h2", Vec::new(), 400),
+        signed_case("JSON array", "msg_h3", b"[1,2,3]".to_vec(), 400),
+        signed_case("JSON string", "msg_h4", b"\"prediction\"".to_vec(), 400),
+        signed_case("JSON number", "msg_h5", b"42".to_vec(), 400),
+        signed_case("JSON null", "msg_h6", b"null".to_vec(), 400),
+        signed_case(
+            "100k nested arrays",
+            "msg_h7",
+            "[".repeat(100_000).into_bytes(),
+            400,
+        ),
+        signed_case(
+            "200 nested objects",
+            "msg_h8",
+            ("{\"a\":".repeat(200) + "1" + &"}".repeat(200)).into_bytes(),
+            400,
+        ),
+        signed_case(
+            "body not UTF-8",
+            "msg_h9",
+            b"{\"id\":\"\xff\xfe\",\"status\":\"failed\"}".to_vec(),
+            400,
+        ),
+        signed_case(
+            "byte order mark",
+            "msg_h10",
+            [b"\xef\xbb\xbf".as_slice(), &valid("h10")].concat(),
+            400,
+        ),
+        signed_case(
+            "id is a number",
+            "msg_h11",
+            br#"{"id":1,"status":"failed"}"#.to_vec(),
+            400,
+        ),
+        signed_case("no id", "msg_h12", br#"{"status":"failed"}"#.to_vec(), 400),
+        signed_case("no status", "msg_h13", br#"{"id":"p"}"#.to_vec(), 400),
+        signed_case(
+            "status is a number",
+            "msg_h14",
+            br#"{"id":"p","status":3}"#.to_vec(),
+            400,
+        ),
+        signed_case(
+            "id is null",
+            "msg_h15",
+            br#"{"id":null,"status":"failed"}"#.to_vec(),
+            400,
+        ),
+        signed_case(
+            "trailing garbage",
+            "msg_h16",
+            [valid("h16").as_slice(), b"}}"].concat(),
+            400,
+        ),
+        // Odd but genuine events are kept.
+        signed_case(
+            "wrong types in optional fields",
+            "msg_h17",
+            with_field("h17", "metrics", serde_json::json!("fast")),
+            200,
+        ),
+        signed_case(
+            "logs is an object",
+            "msg_h18",
+            with_field("h18", "logs", serde_json::json!({"x": 1})),
+            200,
+        ),
+        signed_case(
+            "10 MB prompt",
+            "msg_h19",
+            with_field(
+                "h19",
+                "input",
+                serde_json::json!({"prompt": "x".repeat(10_000_000)}),
+            ),
+            200,
+        ),
+        signed_case(
+            "mention, HTML and CRLF in input",
+            "msg_h20",
+            with_field("h20", "input", serde_json::json!({"prompt": hostile})),
+            200,
+        ),
+        signed_case(
+            "unknown status",
+            "msg_h21",
+            with_field("h21", "status", serde_json::json!("queued")),
+            200,
+        ),
+        signed_case(
+            "unicode everywhere",
+            "msg_h22",
+            with_field("h22", "model", serde_json::json!("ünï/cødé-🚀")),
+            200,
+        ),
+        signed_case(
+            "unknown fields",
+            "msg_h23",
+            with_field(
+                "h23",
+                "brand_new_field",
+                serde_json::json!({"deep": [1, 2]}),
+            ),
+            200,
+        ),
+        signed_case("kind hint in the query", "msg_h24", valid("h24"), 200),
+    ];
+    // Sizes and timing.
+    let big = vec![b' '; 11 * 1024 * 1024];
+    cases.push(Case {
+        name: "declared 11 MiB",
+        method: "POST",
+        path: "/hooks/replicate".into(),
+        headers: sig_headers("msg_big1", now, &big, SECRET),
+        body: Body::Plain(big.clone()),
+        expect: Expect::Status(413),
+    });
+    cases.push(Case {
+        name: "chunked 11 MiB",
+        method: "POST",
+        path: "/hooks/replicate".into(),
+        headers: sig_headers("msg_big2", now, &big, SECRET),
+        body: Body::Chunked(big),
+        expect: Expect::Status(413),
+    });
+    cases.push(Case {
+        name: "slow body",
+        method: "POST",
+        path: "/hooks/replicate".into(),
+        headers: sig_headers("msg_slow", now, b"", SECRET),
+        body: Body::Trickle { len: 4096 },
+        expect: Expect::Status(408),
+    });
+    cases.push(Case {
+        name: "slow headers",
+        method: "POST",
+        path: "/hooks/replicate".into(),
+        headers: vec![],
+        body: Body::StallHeaders,
+        expect: Expect::ClosedSoon,
+    });
+    // Methods and paths.
+    for (name, method, path, status) in [
+        ("GET on the hook", "GET", "/hooks/replicate", 405),
+        ("PUT on the hook", "PUT", "/hooks/replicate", 405),
+        ("POST elsewhere", "POST", "/hooks/replicat", 404),
+        ("path traversal", "GET", "/hooks/../../etc/passwd", 404),
+    ] {
+        cases.push(Case {
+            name,
+            method,
+            path: path.into(),
+            headers: vec![],
+            body: Body::Plain(Vec::new()),
+            expect: Expect::Status(status),
+        });
+    }
+    let last = cases
+        .iter_mut()
+        .find(|c| c.name == "kind hint in the query")
+        .unwrap();
+    last.path = "/hooks/replicate?kind=training&team=%E2%9C%93".into();
+    cases
+}
+
+/// Sends one case over a fresh connection; returns the status (None if the
+/// connection closed without an answer) and how long until the answer or close.
+async fn send(addr: std::net::SocketAddr, case: &Case) -> (Option<u16>, Duration) {
+    let started = std::time::Instant::now();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: relay.test\r\n",
+        case.method, case.path
+    )
+    .into_bytes();
+    for (k, v) in &case.headers {
+        head.extend_from_slice(k.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v);
+        head.extend_from_slice(b"\r\n");
+    }
+    let body = case.body.clone();
+    // Written while the answer is read: the daemon may answer and close before
+    // everything is sent (413, 408), so write errors are expected.
+    let writer = tokio::spawn(async move {
+        match body {
+            Body::Plain(b) => {
+                head.extend_from_slice(format!("Content-Length: {}\r\n\r\n", b.len()).as_bytes());
+                wr.write_all(&head).await?;
+                wr.write_all(&b).await?;
+            }
+            Body::Chunked(b) => {
+                head.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                wr.write_all(&head).await?;
+                for chunk in b.chunks(64 * 1024) {
+                    wr.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                        .await?;
+                    wr.write_all(chunk).await?;
+                    wr.write_all(b"\r\n").await?;
+                }
+                wr.write_all(b"0\r\n\r\n").await?;
+            }
+            Body::Trickle { len } => {
+                head.extend_from_slice(format!("Content-Length: {len}\r\n\r\n").as_bytes());
+                wr.write_all(&head).await?;
+                for _ in 0..20 {
+                    wr.write_all(b"{\"id\":").await?;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+            Body::StallHeaders => {
+                wr.write_all(&head).await?;
+                tokio::time::sleep(Duration::from_secs(8)).await;
+            }
+        }
+        std::io::Result::Ok(wr)
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
+    let elapsed = started.elapsed();
+    writer.abort();
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|t| t.parse().ok());
+    (status, elapsed)
+}
+
+#[tokio::test]
+async fn every_hostile_request_gets_the_right_answer_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), SECRET, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[server]\n", "[server]\nread_timeout = \"2s\"\n"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    let addr = daemon.running.local_addr();
+
+    let cases = cases();
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    // All at once, as an attack would come.
+    let handles: Vec<_> = cases
+        .into_iter()
+        .map(|case| tokio::spawn(async move { (send(addr, &case).await, case) }))
+        .collect();
+    let mut failures = Vec::new();
+    for h in handles {
+        let ((got, took), case) = h.await.unwrap();
+        let ok = match case.expect {
+            Expect::Status(want) => got == Some(want),
+            Expect::ClosedSoon => {
+                !got.is_some_and(|s| (200..300).contains(&s)) && took < Duration::from_secs(6)
+            }
+        };
+        if !ok {
+            failures.push(format!(
+                "{}: expected {:?}, got {got:?} after {took:?}",
+                case.name, case.expect
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Still serving, and only the genuine events were stored.
+    let res = reqwest::get(format!("{}/healthz", daemon.base))
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    post_signed(&daemon, "msg_after", &payload("p_after", "failed")).await;
+    let stored = daemon.running.store().recent(100).await.unwrap();
+    assert_eq!(
+        stored.len(),
+        9,
+        "{:?}",
+        stored.iter().map(|e| &e.webhook_id).collect::<Vec<_>>()
+    );
+    let hinted = stored.iter().find(|e| e.webhook_id == "msg_h24").unwrap();
+    assert_eq!(hinted.kind, "training");
+    daemon.stop().await;
+}
