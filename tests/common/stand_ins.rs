@@ -199,6 +199,11 @@ pub struct WebhookReceiver {
 
 impl WebhookReceiver {
     pub async fn start(secret: &str) -> Self {
+        Self::start_with_delay(secret, Duration::ZERO).await
+    }
+
+    /// Answers each request only after `delay` (so sends are in flight longer).
+    pub async fn start_with_delay(secret: &str, delay: Duration) -> Self {
         let verifier = Verifier::new(
             vec![Secret::parse(secret).unwrap()],
             Duration::from_secs(300),
@@ -209,6 +214,13 @@ impl WebhookReceiver {
         let route = warp::post()
             .and(warp::header::headers_cloned())
             .and(warp::body::bytes())
+            .and_then(
+                move |headers: warp::http::HeaderMap, body: bytes::Bytes| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::convert::Infallible>((headers, body))
+                },
+            )
+            .untuple_one()
             .map(move |headers: warp::http::HeaderMap, body: bytes::Bytes| {
                 let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
                 let verified = verifier

@@ -1,0 +1,162 @@
+//! The crash suite: SIGKILL the real daemon at random moments while webhooks
+//! arrive, restart it on the same store, and check the promise: every webhook
+//! that got a 2xx is delivered, and duplicates come only from sends that were
+//! in flight at a kill. The benchmark runs the same with more events.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::stand_ins::*;
+use common::*;
+use replicate_relay::dispatch::backoff::random_unit;
+
+const BIN: &str = env!("CARGO_BIN_EXE_replicate-relay");
+const KILLS: usize = 4;
+const SENDERS: usize = 4;
+/// The webhook notifier's default concurrency: at most this many sends are in
+/// flight when the daemon is killed.
+const IN_FLIGHT_PER_KILL: usize = 4;
+
+fn spawn(config: &std::path::Path) -> Child {
+    Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(port: u16) {
+    for _ in 0..200 {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the daemon did not come up");
+}
+
+/// How many times each event (by prediction id) reached the receiver.
+async fn delivered(hook: &WebhookReceiver) -> HashMap<String, usize> {
+    let mut out: HashMap<String, usize> = HashMap::new();
+    for r in hook.wait_for(0, Duration::ZERO).await {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        *out.entry(v["id"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_no_acknowledged_event() {
+    // A slow receiver keeps sends in flight when the kills come.
+    let hook = WebhookReceiver::start_with_delay(SECRET, Duration::from_millis(30)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!(
+        "[notifiers.n]\ntype = \"webhook\"\nurl = \"http://{}/x\"\n\n[[routes]]\nname = \"all\"\nnotify = [\"n\"]\n",
+        hook.addr
+    );
+    let config = write_config(dir.path(), SECRET, &extra);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let (acknowledged, running) = (acknowledged.clone(), running.clone());
+        senders.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut n = 0;
+            while running.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                let object = format!("p_crash_{s}_{n}");
+                let body = payload(&object, "succeeded");
+                let mut req = client
+                    .post(format!("http://127.0.0.1:{port}/hooks/replicate"))
+                    .timeout(Duration::from_secs(5))
+                    .body(body.clone());
+                for (k, v) in signed(SECRET, &format!("msg_{object}"), now(), &body) {
+                    req = req.header(k, v);
+                }
+                // Refused connections and 503s are expected around the kills;
+                // only a 2xx is a promise.
+                if let Ok(res) = req.send().await
+                    && res.status().is_success()
+                {
+                    acknowledged.lock().unwrap().push(object);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+
+    for kill in 0..=KILLS {
+        let mut child = spawn(&config);
+        wait_ready(port).await;
+        if kill == KILLS {
+            // The last life: stop sending and let everything drain.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            running.store(false, std::sync::atomic::Ordering::SeqCst);
+            for s in senders.drain(..) {
+                s.await.unwrap();
+            }
+            // Wait until every acknowledged event has been delivered (a count
+            // is not enough: duplicates and stored-but-unanswered events add up).
+            let want = acknowledged.lock().unwrap().clone();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                let delivered = delivered(&hook).await;
+                if want.iter().all(|id| delivered.contains_key(id)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            assert_eq!(child.wait().unwrap().code(), Some(0));
+        } else {
+            let lifetime = 150 + (random_unit() * 600.0) as u64;
+            tokio::time::sleep(Duration::from_millis(lifetime)).await;
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= 20,
+        "only {} acknowledged",
+        acknowledged.len()
+    );
+    let deliveries = delivered(&hook).await;
+    let missing: Vec<_> = acknowledged
+        .iter()
+        .filter(|id| !deliveries.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never delivered: {missing:?}"
+    );
+    let duplicates: usize = deliveries.values().map(|n| n - 1).sum();
+    assert!(
+        duplicates <= KILLS * IN_FLIGHT_PER_KILL,
+        "{duplicates} duplicates after {KILLS} kills"
+    );
+    eprintln!(
+        "crash suite: {} acknowledged, {} delivered, {duplicates} duplicates after {KILLS} kills",
+        acknowledged.len(),
+        deliveries.len()
+    );
+}
