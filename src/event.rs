@@ -11,7 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::de::{DeserializeOwned, Deserializer};
+use serde::de::{DeserializeOwned, Deserializer, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -190,6 +190,30 @@ pub struct Common {
     pub webhook_events_filter: Option<Vec<String>>,
 }
 
+impl Common {
+    /// Only an id and a status, everything else absent.
+    pub fn minimal(id: &str, status: Status) -> Self {
+        Self {
+            id: id.to_owned(),
+            status,
+            model: None,
+            version: None,
+            input: Value::Null,
+            output: Value::Null,
+            logs: None,
+            error: Value::Null,
+            source: None,
+            created_at: None,
+            started_at: None,
+            completed_at: None,
+            urls: None,
+            metrics: None,
+            webhook: None,
+            webhook_events_filter: None,
+        }
+    }
+}
+
 /// A prediction object.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Prediction {
@@ -284,22 +308,50 @@ pub enum BodyError {
 impl Envelope {
     /// Validates the body and picks out what the store indexes. `kind_hint` is the
     /// webhook URL's `kind` query parameter, if the user put one there.
+    ///
+    /// This is on the path to every 2xx, so it does not build the whole JSON
+    /// tree: it checks the syntax of everything (with serde_json's nesting
+    /// limit) and keeps only the handful of fields it needs.
     pub fn read(body: &[u8], kind_hint: Option<Kind>) -> Result<Self, BodyError> {
-        let value: Value =
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return match serde_json::from_slice::<IgnoredAny>(body) {
+                Ok(_) => Err(BodyError::NotObject),
+                Err(e) => Err(BodyError::NotJson(e.to_string())),
+            };
+        }
+        let peek: Peek =
             serde_json::from_slice(body).map_err(|e| BodyError::NotJson(e.to_string()))?;
-        Self::from_value(&value, kind_hint)
+        let id = required_string(peek.id, "id")?;
+        let status = Status::parse(&required_string(peek.status, "status")?);
+        let model = match peek.model {
+            Some(Value::String(m)) => Some(m),
+            _ => None,
+        };
+        let training_url = peek
+            .urls
+            .as_ref()
+            .and_then(|u| u.get("get"))
+            .and_then(Value::as_str)
+            .is_some_and(|u| u.contains("/trainings/"));
+        let kind = kind_hint.unwrap_or(if training_url || peek.output.training_like {
+            Kind::Training
+        } else {
+            Kind::Prediction
+        });
+        Ok(Self {
+            id,
+            status,
+            model,
+            kind,
+        })
     }
 
     /// [`Envelope::read`] for a body already parsed.
     pub fn from_value(value: &Value, kind_hint: Option<Kind>) -> Result<Self, BodyError> {
         let obj = value.as_object().ok_or(BodyError::NotObject)?;
-        let string = |key: &'static str| match obj.get(key) {
-            None | Some(Value::Null) => Err(BodyError::Missing(key)),
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            Some(_) => Err(BodyError::NotString(key)),
-        };
-        let id = string("id")?;
-        let status = Status::parse(&string("status")?);
+        let id = required_string(obj.get("id").cloned(), "id")?;
+        let status = Status::parse(&required_string(obj.get("status").cloned(), "status")?);
         let model = obj.get("model").and_then(Value::as_str).map(str::to_owned);
         let kind = kind_hint.unwrap_or_else(|| detect_kind(obj));
         Ok(Self {
@@ -311,6 +363,91 @@ impl Envelope {
     }
 }
 
+fn required_string(value: Option<Value>, key: &'static str) -> Result<String, BodyError> {
+    match value {
+        None | Some(Value::Null) => Err(BodyError::Missing(key)),
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(_) => Err(BodyError::NotString(key)),
+    }
+}
+
+/// The fields the intake reads; all others are skipped without allocating.
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    status: Option<Value>,
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    urls: Option<Value>,
+    #[serde(default)]
+    output: OutputShape,
+}
+
+/// Whether `output` looks like a training's `{version, weights}`; its contents
+/// (often long lists) are skipped.
+#[derive(Default)]
+struct OutputShape {
+    training_like: bool,
+}
+
+impl<'de> Deserialize<'de> for OutputShape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = OutputShape;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<OutputShape, A::Error> {
+                let (mut version, mut weights) = (false, false);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "version" => version = true,
+                        "weights" => weights = true,
+                        _ => {}
+                    }
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Ok(OutputShape {
+                    training_like: version && weights,
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OutputShape, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(OutputShape::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<OutputShape, E> {
+                Ok(OutputShape::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<OutputShape, E> {
+                Ok(OutputShape::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<OutputShape, E> {
+                Ok(OutputShape::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<OutputShape, E> {
+                Ok(OutputShape::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<OutputShape, E> {
+                Ok(OutputShape::default())
+            }
+            fn visit_unit<E>(self) -> Result<OutputShape, E> {
+                Ok(OutputShape::default())
+            }
+        }
+        d.deserialize_any(Shape)
+    }
+}
+
 /// An event as routing and rendering see it: the payload as JSON (so rules can
 /// reach any field by path), the typed view, the kind, and the webhook URL's
 /// query parameters.
@@ -319,8 +456,10 @@ pub struct Event {
     pub kind: Kind,
     pub status: Status,
     pub payload: Value,
-    pub job: Job,
     pub query: Vec<(String, String)>,
+    /// The typed view, built on first use: routing needs only `payload`, so
+    /// the router never pays for it.
+    job: std::sync::OnceLock<Job>,
 }
 
 impl Event {
@@ -334,18 +473,43 @@ impl Event {
     pub fn from_value(payload: Value, query: &str) -> Result<Self, BodyError> {
         let query = parse_query(query);
         let envelope = Envelope::from_value(&payload, kind_hint(&query))?;
-        // Cannot fail once the envelope is valid: every other field is lenient.
-        let job = match envelope.kind {
-            Kind::Prediction => serde_json::from_value(payload.clone()).map(Job::Prediction),
-            Kind::Training => serde_json::from_value(payload.clone()).map(Job::Training),
-        }
-        .map_err(|e| BodyError::NotJson(e.to_string()))?;
         Ok(Self {
             kind: envelope.kind,
             status: envelope.status,
             payload,
-            job,
             query,
+            job: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The typed prediction or training.
+    pub fn job(&self) -> &Job {
+        self.job.get_or_init(|| {
+            // Every field but `id` and `status` (checked by the envelope) is
+            // lenient, so this cannot fail; if it ever did, a minimal job keeps
+            // the notification going.
+            let parsed = match self.kind {
+                Kind::Prediction => Prediction::deserialize(&self.payload).map(Job::Prediction),
+                Kind::Training => Training::deserialize(&self.payload).map(Job::Training),
+            };
+            parsed.unwrap_or_else(|e| {
+                tracing::error!(message = "Typed view of an event failed; using the minimum.", error = %e);
+                let common = Common::minimal(
+                    self.payload["id"].as_str().unwrap_or_default(),
+                    self.status.clone(),
+                );
+                match self.kind {
+                    Kind::Prediction => Job::Prediction(Prediction {
+                        common,
+                        deployment: None,
+                        data_removed: None,
+                    }),
+                    Kind::Training => Job::Training(Training {
+                        common,
+                        destination: None,
+                    }),
+                }
+            })
         })
     }
 
@@ -441,6 +605,16 @@ mod tests {
         ];
         for (body, want) in cases {
             assert_eq!(detect_kind(&obj(body.clone())), want, "body {body}");
+            // The intake's streaming reader decides the same way.
+            let mut full = body.clone();
+            full["id"] = json!("x");
+            full["status"] = json!("succeeded");
+            let bytes = serde_json::to_vec(&full).unwrap();
+            assert_eq!(
+                Envelope::read(&bytes, None).unwrap().kind,
+                want,
+                "read {body}"
+            );
         }
     }
 

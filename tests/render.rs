@@ -93,7 +93,7 @@ fn every_fixture_renders_through_every_shipped_template() {
             f.name,
             m.subject
         );
-        assert!(m.text.contains(&event.job.common().id), "{}", f.name);
+        assert!(m.text.contains(&event.job().common().id), "{}", f.name);
         let html = m.html.as_deref().unwrap();
         assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
         assert!(
@@ -105,7 +105,7 @@ fn every_fixture_renders_through_every_shipped_template() {
             let body = templates.webhook(Some(&name), &ctx, &f.body);
             assert_eq!(body.fallback, None, "{} webhook/{name}", f.name);
             let v: Value = serde_json::from_slice(&body.message).unwrap();
-            assert_eq!(v["id"], event.job.common().id.as_str());
+            assert_eq!(v["id"], event.job().common().id.as_str());
         }
     }
 }

@@ -58,7 +58,7 @@ pub fn run(
         OutputFormat::Json => {
             let report = json!({
                 "kind": event.kind.as_str(),
-                "id": event.job.common().id,
+                "id": event.job().common().id,
                 "status": event.status.as_str(),
                 "final": event.status.is_terminal(),
                 "routes": verdicts.iter().map(|(r, v)| {
@@ -73,7 +73,7 @@ pub fn run(
             writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         }
         OutputFormat::Text => {
-            let c = event.job.common();
+            let c = event.job().common();
             writeln!(
                 out,
                 "{} {} {} ({}), model {}",

@@ -25,7 +25,7 @@ pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
     };
-    let job = &event.job;
+    let job = event.job();
     let common = job.common();
     let kind = event.kind;
 

@@ -1,0 +1,578 @@
+//! Ingest benchmark: `cargo bench --bench ingest [-- --events N --connections C
+//! --prefill M --e2e-seconds S --e2e-rate R]`.
+//!
+//! Starts the release daemon (verification on, a temporary store) and drives N
+//! unique, validly signed webhooks over C keep-alive connections; reports
+//! acknowledged/s, ack latency percentiles, errors and the daemon's idle and
+//! peak RSS. In the same run it measures the ceiling — a bare warp server that
+//! answers 200 without reading the body, under the same load generator — and
+//! prints ours / ceiling; measures again with M events already stored; and
+//! measures end to end: events at a fixed rate to a real SMTP server (aiosmtpd),
+//! latency from send to the server's acceptance. Results: BENCHMARKS.md.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use replicate_relay::intake::signature::Secret;
+
+const SECRET: &str = "whsec_YmVuY2htYXJrLXNlY3JldC1mb3ItcmVwbGljYXRlLXJlbGF5";
+const BIN: &str = env!("CARGO_BIN_EXE_replicate-relay");
+
+struct Options {
+    events: usize,
+    connections: usize,
+    prefill: usize,
+    e2e_seconds: u64,
+    e2e_rate: u64,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        events: 100_000,
+        connections: 32,
+        prefill: 1_000_000,
+        e2e_seconds: 20,
+        e2e_rate: 50,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let value = || {
+            args.get(i + 1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("a number")
+        };
+        match args[i].as_str() {
+            "--events" => o.events = value() as usize,
+            "--connections" => o.connections = value() as usize,
+            "--prefill" => o.prefill = value() as usize,
+            "--e2e-seconds" => o.e2e_seconds = value(),
+            "--e2e-rate" => o.e2e_rate = value(),
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+fn main() {
+    // Child mode: the ceiling server.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(pos) = args.iter().position(|a| a == "--ceiling-server") {
+        let port: u16 = args[pos + 1].parse().unwrap();
+        return ceiling_server(port);
+    }
+    let o = options();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(o));
+}
+
+/// A bare warp server answering 200 without reading the body: the most a warp
+/// server can do on this machine.
+fn ceiling_server(port: u16) {
+    use warp::Filter;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        warp::serve(warp::any().map(|| "{\"status\":\"accepted\"}"))
+            .incoming(listener)
+            .run()
+            .await;
+    });
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A prediction body shaped like the fixtures (about 1.4 KB).
+fn body(n: usize) -> Vec<u8> {
+    let id = format!("bench{n:020}");
+    serde_json::to_vec(&serde_json::json!({
+        "id": id,
+        "model": "lumen-labs/riso-poster",
+        "version": "04ba39672d57dee13f59fb7c6d0b4a9050dd90f2069cc2c2a967643981cdbeb1",
+        "input": {"prompt": "a lighthouse at dusk, two-colour risograph print", "num_outputs": 2, "seed": n},
+        "logs": "Using seed: 90417\nLoading LoRA weights... done in 0.41s\n 50%|#####     | 14/28 [00:01<00:01,  9.87it/s]\n100%|##########| 28/28 [00:02<00:00,  9.91it/s]\nSaved 2 images\n",
+        "output": [
+            format!("https://replicate.delivery/xezq/{id}/out-0.webp"),
+            format!("https://replicate.delivery/xezq/{id}/out-1.webp")
+        ],
+        "data_removed": false, "error": null, "source": "api", "status": "succeeded",
+        "created_at": "2026-11-20T14:03:11.482915Z",
+        "started_at": "2026-11-20T14:03:12.007341Z",
+        "completed_at": "2026-11-20T14:03:15.330268Z",
+        "urls": {
+            "cancel": format!("https://api.replicate.com/v1/predictions/{id}/cancel"),
+            "get": format!("https://api.replicate.com/v1/predictions/{id}"),
+            "web": format!("https://replicate.com/p/{id}")
+        },
+        "metrics": {"predict_time": 3.322927, "total_time": 3.847353},
+        "webhook": "https://relay.example.org/hooks/replicate?kind=prediction",
+        "webhook_events_filter": ["start", "completed"]
+    }))
+    .unwrap()
+}
+
+/// One pre-built request: body and signature headers.
+struct Prepared {
+    id: String,
+    ts: String,
+    sig: String,
+    body: Bytes,
+}
+
+fn prepare(from: usize, count: usize) -> Vec<Prepared> {
+    let secret = Secret::parse(SECRET).unwrap();
+    let ts = now();
+    (from..from + count)
+        .map(|n| {
+            let body = body(n);
+            let id = format!("msg_bench_{n}");
+            Prepared {
+                sig: secret.sign(&id, ts, &body),
+                ts: ts.to_string(),
+                id,
+                body: Bytes::from(body),
+            }
+        })
+        .collect()
+}
+
+struct LoadResult {
+    ok: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl LoadResult {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The `p` quantile; latencies are sorted when the load ends.
+    fn pct(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len());
+        self.latencies[i - 1]
+    }
+}
+
+/// Sends every request over `connections` keep-alive connections, each in turn.
+async fn load(addr: SocketAddr, requests: Vec<Prepared>, connections: usize) -> LoadResult {
+    let per = requests.len().div_ceil(connections);
+    let mut chunks: Vec<Vec<Prepared>> = Vec::new();
+    let mut it = requests.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(per).collect());
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                let (mut ok, mut errors, mut latencies) = (0, 0, Vec::with_capacity(chunk.len()));
+                for r in chunk {
+                    let req = hyper::Request::post("/hooks/replicate")
+                        .header("host", "relay")
+                        .header("content-type", "application/json")
+                        .header("webhook-id", &r.id)
+                        .header("webhook-timestamp", &r.ts)
+                        .header("webhook-signature", &r.sig)
+                        .body(Full::new(r.body))
+                        .unwrap();
+                    let t = Instant::now();
+                    match sender.send_request(req).await {
+                        Ok(res) => {
+                            let good = res.status().is_success();
+                            let _ = res.into_body().collect().await;
+                            latencies.push(t.elapsed());
+                            if good {
+                                ok += 1;
+                            } else {
+                                errors += 1;
+                            }
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                (ok, errors, latencies)
+            })
+        })
+        .collect();
+    let mut result = LoadResult {
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
+    for t in tasks {
+        let (ok, errors, latencies) = t.await.unwrap();
+        result.ok += ok;
+        result.errors += errors;
+        result.latencies.extend(latencies);
+    }
+    result.elapsed = started.elapsed();
+    result.latencies.sort();
+    result
+}
+
+/// VmRSS and VmHWM (peak) of a process, in MB.
+fn rss(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn wait_http(port: u16, path: &str) {
+    for _ in 0..400 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            if s.write_all(req.as_bytes()).await.is_ok() {
+                let mut buf = [0u8; 32];
+                if let Ok(n) = s.read(&mut buf).await
+                    && buf[..n].starts_with(b"HTTP/1.1 200")
+                {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing answered on port {port}");
+}
+
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    async fn start(dir: &Path, extra: &str) -> Self {
+        let port = free_port();
+        let config = dir.join("relay.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[verify]\nsecret = \"{SECRET}\"\n\n[store]\npath = \"relay.db\"\n\n{extra}"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        wait_http(port, "/healthz").await;
+        Self { child, port }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fills a store with `count` routed events, as months of traffic would.
+fn prefill(dir: &Path, count: usize) {
+    let path = dir.join("relay.db");
+    let store = replicate_relay::store::SqliteStore::open(
+        &path,
+        replicate_relay::store::sqlite::SqliteOptions::default(),
+    )
+    .unwrap();
+    drop(store);
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut stmt = tx
+            .prepare(
+                "INSERT INTO events (webhook_id, object_id, kind, status, model, query, body, received_at_ms, routed_at_ms)
+                 VALUES (?1, ?2, 'prediction', 'succeeded', 'lumen-labs/riso-poster', '', ?3, ?4, ?4)",
+            )
+            .unwrap();
+        let now_ms = now() * 1000;
+        for n in 0..count {
+            let b = body(10_000_000 + n);
+            stmt.execute(rusqlite::params![
+                format!("msg_old_{n}"),
+                format!("old{n:020}"),
+                b,
+                now_ms
+            ])
+            .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn measure(
+    name: &str,
+    daemon: &Daemon,
+    requests: Vec<Prepared>,
+    connections: usize,
+) -> (LoadResult, f64, f64) {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (idle, _) = rss(daemon.child.id());
+    let r = load(daemon.addr(), requests, connections).await;
+    let (_, peak) = rss(daemon.child.id());
+    let metrics = scrape(daemon.port).await;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let commits = value("relay_store_commit_seconds_count");
+    println!(
+        "  {commits} commits, {:.1} events per commit, {:.2} ms per commit",
+        value("relay_store_batch_size_sum") / commits.max(1.0),
+        1000.0 * value("relay_store_commit_seconds_sum") / commits.max(1.0)
+    );
+    println!(
+        "{name}: {} acknowledged/s ({} ok, {} errors in {:.2} s); ack latency p50 {} p90 {} p99 {} max {}; RSS idle {idle:.1} MB, peak {peak:.1} MB",
+        r.rate() as u64,
+        r.ok,
+        r.errors,
+        r.elapsed.as_secs_f64(),
+        ms(r.pct(0.50)),
+        ms(r.pct(0.90)),
+        ms(r.pct(0.99)),
+        ms(r.pct(1.0)),
+    );
+    (r, idle, peak)
+}
+
+async fn run(o: Options) {
+    println!(
+        "replicate-relay ingest benchmark: {} events over {} connections, {} prefilled; {} cores",
+        o.events,
+        o.connections,
+        o.prefill,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // 1. The ceiling: a bare warp server, same load generator.
+    let port = free_port();
+    let mut ceiling = Command::new(std::env::current_exe().unwrap())
+        .args(["--ceiling-server", &port.to_string()])
+        .spawn()
+        .unwrap();
+    wait_http(port, "/").await;
+    let c = load(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        prepare(0, o.events),
+        o.connections,
+    )
+    .await;
+    let _ = ceiling.kill();
+    let _ = ceiling.wait();
+    println!(
+        "ceiling (bare warp, body unread): {} answers/s; p50 {} p99 {}",
+        c.rate() as u64,
+        ms(c.pct(0.5)),
+        ms(c.pct(0.99))
+    );
+
+    // 2. Ours, empty store.
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), "").await;
+    let (ours, idle_empty, peak_empty) = measure(
+        "relay, empty store",
+        &daemon,
+        prepare(0, o.events),
+        o.connections,
+    )
+    .await;
+    daemon.stop();
+    println!("ratio ours / ceiling: {:.2}", ours.rate() / c.rate());
+
+    // 3. Ours, with events already stored.
+    if o.prefill > 0 {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        prefill(dir.path(), o.prefill);
+        println!(
+            "prefilled {} events in {:.1} s",
+            o.prefill,
+            t.elapsed().as_secs_f64()
+        );
+        let daemon = Daemon::start(dir.path(), "").await;
+        let (full, idle_full, peak_full) = measure(
+            &format!("relay, {} stored", o.prefill),
+            &daemon,
+            prepare(0, o.events),
+            o.connections,
+        )
+        .await;
+        daemon.stop();
+        println!(
+            "ratio with {} stored / empty: rate {:.2}, idle RSS {:.2}, peak RSS {:.2}",
+            o.prefill,
+            full.rate() / ours.rate(),
+            idle_full / idle_empty,
+            peak_full / peak_empty
+        );
+    }
+
+    // 4. End to end: a fixed rate to a real SMTP server.
+    if o.e2e_seconds > 0 {
+        end_to_end(&o).await;
+    }
+}
+
+async fn end_to_end(o: &Options) {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let out = dir.path().join("mail");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
+    let mut smtp = Command::new("python3")
+        .arg(script)
+        .args(["--port", &smtp_port.to_string(), "--out"])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with aiosmtpd (pip install aiosmtpd trustme)");
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(smtp.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "READY", "the SMTP server did not start");
+    }
+    let extra = format!(
+        "[notifiers.mail]\ntype = \"email\"\nsmtp = \"smtp://127.0.0.1:{smtp_port}\"\ntls = \"none\"\nfrom = \"relay@example.org\"\nto = [\"ml@example.org\"]\n\n[[routes]]\nname = \"all\"\nnotify = [\"mail\"]\n"
+    );
+    let daemon = Daemon::start(dir.path(), &extra).await;
+    let total = (o.e2e_seconds * o.e2e_rate) as usize;
+    let requests = prepare(50_000_000, total);
+    let mut sent_at = std::collections::HashMap::new();
+    let every = Duration::from_secs_f64(1.0 / o.e2e_rate as f64);
+    let client_addr = daemon.addr();
+    let mut ticker = tokio::time::interval(every);
+    let mut pending = Vec::new();
+    for r in requests {
+        ticker.tick().await;
+        let object = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        sent_at.insert(object, SystemTime::now());
+        pending.push(tokio::spawn(load(client_addr, vec![r], 1)));
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+    // Collect the SMTP server's acceptance times.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut latencies = Vec::new();
+    while Instant::now() < deadline {
+        latencies.clear();
+        for n in 1..=total {
+            let Ok(meta) = std::fs::metadata(out.join(format!("{n}.json"))) else {
+                break;
+            };
+            let Ok(text) = std::fs::read_to_string(out.join(format!("{n}.json"))) else {
+                break;
+            };
+            let accepted = meta.modified().unwrap();
+            // The text part has a "Job:  <id>" line.
+            let mail: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let job = mail["text"]
+                .as_str()
+                .and_then(|t| t.split("Job:").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or("");
+            if let Some(sent) = sent_at.get(job) {
+                latencies.push(accepted.duration_since(*sent).unwrap_or_default());
+            }
+        }
+        if latencies.len() >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.stop();
+    let _ = smtp.kill();
+    let _ = smtp.wait();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    println!(
+        "end to end ({} events at {}/s → SMTP accepted): {} delivered; p50 {} p99 {} max {}",
+        total,
+        o.e2e_rate,
+        latencies.len(),
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(pct(1.0))
+    );
+}
