@@ -7,9 +7,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use replicate_relay::event::Event;
+use replicate_relay::render::Templates;
 use replicate_relay::render::context::context;
 use replicate_relay::render::slack::{MAX_BLOCKS, MAX_HEADER, MAX_SECTION};
-use replicate_relay::render::Templates;
 
 fn templates() -> &'static Templates {
     static T: OnceLock<Templates> = OnceLock::new();

@@ -40,14 +40,20 @@ fn config() -> &'static Config {
 
 fuzz_target!(|data: &[u8]| {
     let (query, body) = match data.iter().position(|b| *b == b'\n') {
-        Some(i) => (String::from_utf8_lossy(&data[..i]).into_owned(), &data[i + 1..]),
+        Some(i) => (
+            String::from_utf8_lossy(&data[..i]).into_owned(),
+            &data[i + 1..],
+        ),
         None => (String::new(), data),
     };
     let Ok(event) = Event::from_body(body, &query) else {
         return;
     };
     let routes = &config().routes;
-    let matched: Vec<&str> = route::matching(routes, &event).iter().map(|r| r.name.as_str()).collect();
+    let matched: Vec<&str> = route::matching(routes, &event)
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
     let explained: Vec<&str> = route::explain(routes, &event)
         .into_iter()
         .filter(|(_, v)| *v == Verdict::Matched)

@@ -26,12 +26,23 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = Secret::parse(sig);
     let secret = Secret::parse(SECRET).unwrap();
-    let verifier = Verifier::new(vec![secret.clone()], Duration::from_secs(300), Arc::new(FixedClock(1_700_000_000)));
-    let headers = SignedHeaders { id, timestamp: ts, signature: sig };
+    let verifier = Verifier::new(
+        vec![secret.clone()],
+        Duration::from_secs(300),
+        Arc::new(FixedClock(1_700_000_000)),
+    );
+    let headers = SignedHeaders {
+        id,
+        timestamp: ts,
+        signature: sig,
+    };
     if verifier.verify(headers, body).is_ok() {
         // Only a real signature over exactly these bytes may pass.
         let ts: i64 = ts.trim().parse().unwrap();
         let real = secret.sign(id, ts, body);
-        assert!(sig.split(' ').any(|entry| entry == real), "accepted a forged signature");
+        assert!(
+            sig.split(' ').any(|entry| entry == real),
+            "accepted a forged signature"
+        );
     }
 });
