@@ -51,12 +51,7 @@ pub async fn send(config: &Config, payload: &Path, url: &str) -> anyhow::Result<
     let request = request
         .body(Full::new(Bytes::from(body)))
         .with_context(|| format!("`{url}` is not a URL to send to"))?;
-    let client = Client::new().map_err(anyhow::Error::msg)?;
-    let (response, text) = client
-        .send(request)
-        .await
-        .map_err(|e| anyhow::anyhow!(crate::notify::webhook::error_chain(&e)))
-        .with_context(|| format!("cannot reach {url}"))?;
+    let (response, text) = exchange(request, url).await?;
     let status = response.status();
     println!("POST {url} (webhook-id {id}) → {status}");
     if !text.is_empty() {
@@ -86,12 +81,7 @@ pub async fn fetch_secret(output: &Path, api_url: &str) -> anyhow::Result<ExitCo
         .header(header::USER_AGENT, USER_AGENT)
         .body(Full::new(Bytes::new()))
         .with_context(|| format!("`{url}` is not a URL"))?;
-    let client = Client::new().map_err(anyhow::Error::msg)?;
-    let (response, text) = client
-        .send(request)
-        .await
-        .map_err(|e| anyhow::anyhow!(crate::notify::webhook::error_chain(&e)))
-        .with_context(|| format!("cannot reach {url}"))?;
+    let (response, text) = exchange(request, &url).await?;
     let status = response.status();
     if status == 401 || status == 403 {
         bail!("Replicate refused the token ({status}); check REPLICATE_API_TOKEN");
@@ -110,6 +100,19 @@ pub async fn fetch_secret(output: &Path, api_url: &str) -> anyhow::Result<ExitCo
         output.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends one request and returns the answer with (the start of) its body.
+async fn exchange(
+    request: Request<Full<Bytes>>,
+    url: &str,
+) -> anyhow::Result<(warp::http::Response<()>, String)> {
+    let client = Client::new().map_err(anyhow::Error::msg)?;
+    client
+        .send(request)
+        .await
+        .map_err(|e| anyhow::anyhow!(crate::notify::webhook::error_chain(&e)))
+        .with_context(|| format!("cannot reach {url}"))
 }
 
 /// Writes `text` to `path` readable only by its owner, atomically (a reader

@@ -135,6 +135,37 @@ pub struct Rendered<T> {
     pub fallback: Option<String>,
 }
 
+impl<T> Rendered<T> {
+    /// The rendered message, or — when the template failed — the built-in one
+    /// from `fallback`, with the failure logged and kept as the reason.
+    fn or_fallback(
+        attempt: Result<T, RenderFailure>,
+        format: &str,
+        template: &str,
+        fallback: impl FnOnce(&str) -> T,
+    ) -> Self {
+        match attempt {
+            Ok(message) => Rendered {
+                message,
+                fallback: None,
+            },
+            Err(failure) => {
+                let reason = failure.to_string();
+                tracing::error!(
+                    message = "Template failed; sending the built-in message instead.",
+                    format,
+                    template,
+                    %reason
+                );
+                Rendered {
+                    message: fallback(&reason),
+                    fallback: Some(reason),
+                }
+            }
+        }
+    }
+}
+
 /// An email's three parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailMessage {
@@ -301,20 +332,9 @@ impl Templates {
                 html,
             })
         };
-        match attempt() {
-            Ok(message) => Rendered {
-                message,
-                fallback: None,
-            },
-            Err(failure) => {
-                let reason = failure.to_string();
-                tracing::error!(message = "Email template failed; sending the built-in plain message.", template = name, %reason);
-                Rendered {
-                    message: fallback_email(ctx, &reason),
-                    fallback: Some(reason),
-                }
-            }
-        }
+        Rendered::or_fallback(attempt(), "email", name, |reason| {
+            fallback_email(ctx, reason)
+        })
     }
 
     /// The Block Kit message (`{"text", "blocks"}`) for `ctx`, within Slack's
@@ -342,20 +362,7 @@ impl Templates {
             slack::enforce_limits(&mut message);
             Ok(message)
         };
-        match attempt() {
-            Ok(message) => Rendered {
-                message,
-                fallback: None,
-            },
-            Err(failure) => {
-                let reason = failure.to_string();
-                tracing::error!(message = "Slack template failed; sending the built-in plain message.", template = name, %reason);
-                Rendered {
-                    message: fallback_slack(ctx),
-                    fallback: Some(reason),
-                }
-            }
-        }
+        Rendered::or_fallback(attempt(), "slack", name, |_| fallback_slack(ctx))
     }
 
     /// A webhook body: the original payload (`name` unset), or the template's
@@ -372,20 +379,7 @@ impl Templates {
             parse_json(&text, Format::Webhook, name)?;
             Ok(text.into_bytes())
         };
-        match attempt() {
-            Ok(message) => Rendered {
-                message,
-                fallback: None,
-            },
-            Err(failure) => {
-                let reason = failure.to_string();
-                tracing::error!(message = "Webhook template failed; sending the original payload.", template = name, %reason);
-                Rendered {
-                    message: original.to_vec(),
-                    fallback: Some(reason),
-                }
-            }
-        }
+        Rendered::or_fallback(attempt(), "webhook", name, |_| original.to_vec())
     }
 }
 
