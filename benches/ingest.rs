@@ -22,6 +22,28 @@ use replicate_relay::intake::signature::Secret;
 const SECRET: &str = "whsec_YmVuY2htYXJrLXNlY3JldC1mb3ItcmVwbGljYXRlLXJlbGF5";
 const BIN: &str = env!("CARGO_BIN_EXE_replicate-relay");
 
+/// The shipped config's example routes, to a log notifier.
+const ROUTES: &str = r#"
+[notifiers.console]
+type = "log"
+
+[[routes]]
+name = "training finished"
+when = { kind = "training" }
+notify = ["console"]
+
+[[routes]]
+name = "failed predictions"
+when = { kind = "prediction", status = ["failed", "aborted"] }
+notify = ["console"]
+continue = true
+
+[[routes]]
+name = "slow jobs"
+when = { "metrics.predict_time" = { gt = 600 } }
+notify = ["console"]
+"#;
+
 struct Options {
     events: usize,
     connections: usize,
@@ -440,9 +462,10 @@ async fn run(o: Options) {
         ms(c.pct(0.99))
     );
 
-    // 2. Ours, empty store.
+    // 2. Ours, empty store, with the shipped example routes (which these
+    // succeeded predictions do not match: routing is evaluated, nothing sent).
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), "").await;
+    let daemon = Daemon::start(dir.path(), ROUTES).await;
     let (ours, idle_empty, peak_empty) = measure(
         "relay, empty store",
         &daemon,
@@ -463,7 +486,7 @@ async fn run(o: Options) {
             o.prefill,
             t.elapsed().as_secs_f64()
         );
-        let daemon = Daemon::start(dir.path(), "").await;
+        let daemon = Daemon::start(dir.path(), ROUTES).await;
         let (full, idle_full, peak_full) = measure(
             &format!("relay, {} stored", o.prefill),
             &daemon,

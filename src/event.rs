@@ -513,6 +513,30 @@ impl Event {
         })
     }
 
+    /// An event for routing only, from a stored body whose kind and status the
+    /// store already knows: just the top-level fields in `keys` are parsed
+    /// (routes rarely look at `input`, `output` or `logs`, the big ones).
+    /// `job()` on it would see only those fields, so it is not for rendering.
+    pub fn for_routing(
+        body: &[u8],
+        query: &str,
+        kind: Kind,
+        status: Status,
+        keys: &std::collections::BTreeSet<String>,
+    ) -> Result<Self, BodyError> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let payload = serde::de::DeserializeSeed::deserialize(Fields(keys), &mut de)
+            .and_then(|v| de.end().map(|()| v))
+            .map_err(|e| BodyError::NotJson(e.to_string()))?;
+        Ok(Self {
+            kind,
+            status,
+            payload,
+            query: parse_query(query),
+            job: std::sync::OnceLock::new(),
+        })
+    }
+
     /// The value of query parameter `name` (the last one, if repeated).
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.query
@@ -520,6 +544,35 @@ impl Event {
             .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses a JSON object keeping only the top-level `keys` (the rest is checked
+/// and skipped without allocating).
+struct Fields<'k>(&'k std::collections::BTreeSet<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Fields<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Fields<'_> {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if self.0.contains(&key) {
+                out.insert(key, map.next_value::<Value>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Value::Object(out))
     }
 }
 

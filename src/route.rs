@@ -82,6 +82,17 @@ pub enum Verdict {
     Shadowed(String),
 }
 
+/// The top-level payload fields any route looks at (`metrics` for
+/// `metrics.predict_time`); `kind` and `query.*` are not payload fields.
+pub fn payload_keys(routes: &[Route]) -> BTreeSet<String> {
+    routes
+        .iter()
+        .flat_map(|r| &r.when)
+        .filter(|c| c.path != "kind" && !c.path.starts_with("query."))
+        .map(|c| c.path.split('.').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// The routes that match `event`, in order, honouring first-match and `continue`.
 pub fn matching<'a>(routes: &'a [Route], event: &Event) -> Vec<&'a Route> {
     explain(routes, event)
@@ -587,6 +598,59 @@ mod tests {
         for (w, want) in cases {
             let r = route("r", w.clone(), false);
             assert_eq!(check(&r, &ev).is_ok(), want, "when {w}");
+        }
+    }
+
+    #[test]
+    fn routing_on_the_needed_fields_only_decides_the_same() {
+        let routes = vec![
+            route(
+                "a",
+                json!({"model": "acme/*", "metrics.predict_time": {"gt": 600}}),
+                true,
+            ),
+            route(
+                "b",
+                json!({"output": "*.webp", "status": ["failed", "succeeded"]}),
+                true,
+            ),
+            route(
+                "c",
+                json!({"input.prompt": {"regex": "cat"}, "query.team": "vision"}),
+                true,
+            ),
+            route("d", json!({"tags": "nightly", "kind": "prediction"}), false),
+        ];
+        let keys = payload_keys(&routes);
+        assert_eq!(
+            keys.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["input", "metrics", "model", "output", "status", "tags"]
+        );
+        let mut bodies = vec![base()];
+        for (key, value) in [
+            ("status", json!("processing")),
+            ("model", json!("other/x")),
+            ("output", json!(null)),
+        ] {
+            let mut b = base();
+            b[key] = value;
+            bodies.push(b);
+        }
+        for body in bodies {
+            for query in ["", "team=vision"] {
+                let full = event(body.clone(), query);
+                let bytes = serde_json::to_vec(&body).unwrap();
+                let partial =
+                    Event::for_routing(&bytes, query, full.kind, full.status.clone(), &keys)
+                        .unwrap();
+                let names = |e: &Event| -> Vec<String> {
+                    explain(&routes, e)
+                        .into_iter()
+                        .map(|(r, v)| format!("{}={v:?}", r.name))
+                        .collect()
+                };
+                assert_eq!(names(&partial), names(&full), "{body} {query}");
+            }
         }
     }
 

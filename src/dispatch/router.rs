@@ -55,10 +55,15 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 /// The deliveries each event should get under `config`.
 pub fn plan(config: &Config, events: &[StoredEvent]) -> Vec<RoutingPlan> {
     let max_age = config.delivery.max_age.as_millis() as i64;
+    let keys = route::payload_keys(&config.routes);
     events
         .iter()
         .map(|stored| {
-            let deliveries = match Event::from_body(&stored.body, &stored.query) {
+            let status = crate::event::Status::parse(&stored.status);
+            let kind = stored.kind.parse().unwrap_or(crate::event::Kind::Prediction);
+            let event =
+                Event::for_routing(&stored.body, &stored.query, kind, status.clone(), &keys);
+            let deliveries = match event {
                 Ok(event) => route::matching(&config.routes, &event)
                     .into_iter()
                     .flat_map(|r| r.notify.iter().map(|n| (r.name.clone(), n.clone())))
@@ -70,7 +75,6 @@ pub fn plan(config: &Config, events: &[StoredEvent]) -> Vec<RoutingPlan> {
                     Vec::new()
                 }
             };
-            let status = crate::event::Status::parse(&stored.status);
             let dedup_key = if status.is_terminal() {
                 format!("{}:{}", stored.object_id, stored.status)
             } else {
