@@ -190,7 +190,11 @@ impl Dispatcher {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(message = "Cannot claim deliveries.", notifier = %name, error = %e)
+                        // The store is failing (full disk, say): try again in
+                        // a second rather than spinning on the due deliveries
+                        // and flooding the log.
+                        tracing::error!(message = "Cannot claim deliveries; retrying in a second.", notifier = %name, error = %e);
+                        continue;
                     }
                 }
                 if slots.available_permits() > 0 {
