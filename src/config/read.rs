@@ -58,10 +58,6 @@ impl Table<'_> {
             format!("{}.{key}", self.path)
         }
     }
-
-    pub fn has(&self, key: &str) -> bool {
-        self.map.get(key).is_some_and(|v| !v.is_null())
-    }
 }
 
 /// Collects problems and warnings while reading; resolves relative paths
