@@ -160,6 +160,17 @@ async fn ready_is_sent_only_once_the_port_accepts_and_stopping_on_sigterm() {
     assert_eq!(code, Some(0), "{log}");
 }
 
+/// Sends SIGHUP and waits for systemd's RELOADING=1 then READY=1.
+async fn reload(serve: &Serve, sock: &Arc<UnixDatagram>) {
+    serve.signal("HUP");
+    let s = sock.clone();
+    let (reloading, ready) =
+        tokio::task::spawn_blocking(move || (next_notification(&s), next_notification(&s)))
+            .await
+            .unwrap();
+    assert_eq!((reloading.trim(), ready.trim()), ("RELOADING=1", "READY=1"));
+}
+
 #[tokio::test]
 async fn sighup_swaps_in_a_good_config_and_refuses_a_broken_one() {
     let hook = WebhookReceiver::start(SECRET).await;
@@ -201,13 +212,7 @@ async fn sighup_swaps_in_a_good_config_and_refuses_a_broken_one() {
     // A good config: routing changes for the next event.
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace(&only_trainings, &predictions)).unwrap();
-    serve.signal("HUP");
-    let s = sock.clone();
-    let (reloading, ready) =
-        tokio::task::spawn_blocking(move || (next_notification(&s), next_notification(&s)))
-            .await
-            .unwrap();
-    assert_eq!((reloading.trim(), ready.trim()), ("RELOADING=1", "READY=1"));
+    reload(&serve, &sock).await;
     assert!(
         serve
             .wait_log("Config reloaded.", Duration::from_secs(5))
@@ -231,13 +236,7 @@ async fn sighup_swaps_in_a_good_config_and_refuses_a_broken_one() {
             + "\n[[routes]]\nname = \"bad\"\nnotify = [\"nobody\"]\n",
     )
     .unwrap();
-    serve.signal("HUP");
-    let s = sock.clone();
-    let (reloading, ready) =
-        tokio::task::spawn_blocking(move || (next_notification(&s), next_notification(&s)))
-            .await
-            .unwrap();
-    assert_eq!((reloading.trim(), ready.trim()), ("RELOADING=1", "READY=1"));
+    reload(&serve, &sock).await;
     assert!(
         serve
             .wait_log("Reload refused", Duration::from_secs(5))

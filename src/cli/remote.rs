@@ -7,7 +7,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use warp::http::{Method, Request, header};
 
 use crate::config::Config;
 use crate::dispatch::backoff::random_unit;
-use crate::intake::signature::Secret;
+use crate::intake::signature::{Clock, Secret, SystemClock};
 use crate::notify::http::Client;
 
 const USER_AGENT: &str = concat!("replicate-relay/", env!("CARGO_PKG_VERSION"));
@@ -34,7 +33,7 @@ pub async fn send(config: &Config, payload: &Path, url: &str) -> anyhow::Result<
     let body = std::fs::read(payload)
         .with_context(|| format!("cannot read the payload {}", payload.display()))?;
     let id = webhook_id();
-    let ts = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+    let ts = SystemClock.now_unix();
     let mut request = Request::builder()
         .method(Method::POST)
         .uri(url)

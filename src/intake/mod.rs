@@ -9,7 +9,7 @@ pub mod signature;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -71,7 +71,7 @@ where
     let hook_path = setup.config.server.path.as_str();
     match (path, method) {
         ("/healthz", Method::GET | Method::HEAD) => health(intake).await,
-        ("/metrics", Method::GET) => metrics(intake).await,
+        ("/metrics", Method::GET | Method::HEAD) => metrics(intake).await,
         (p, Method::POST) if p == hook_path => webhook(intake, &setup, query, headers, body).await,
         (p, _) if p == hook_path || p == "/healthz" || p == "/metrics" => {
             let allow = if p == hook_path { "POST" } else { "GET, HEAD" };
@@ -276,10 +276,7 @@ where
     };
 
     let envelope = Envelope::read(&body, kind_hint(&parse_query(&query)))?;
-    let received_at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let received_at_ms = crate::store::sqlite::now_ms();
     let kind = envelope.kind;
     let status = envelope.status.as_str().to_owned();
     let event = NewEvent {

@@ -2,7 +2,7 @@
 //! a URL, signed with Standard Webhooks headers when a secret is set — so the
 //! receiving service verifies it exactly as it would verify Replicate.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -11,7 +11,7 @@ use warp::http::{HeaderName, HeaderValue, Method, Request, header};
 use super::http::Client;
 use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
 use crate::config::notifiers::Webhook;
-use crate::intake::signature::Secret;
+use crate::intake::signature::{Clock, Secret, SystemClock};
 use crate::render::Message;
 use crate::store::BoxFuture;
 
@@ -69,10 +69,7 @@ impl WebhookNotifier {
             // Stable across retries of one delivery, so the receiver can drop
             // duplicates the way we drop Replicate's.
             let id = format!("msg_relay_{}", attempt.delivery_id);
-            let ts = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
+            let ts = SystemClock.now_unix();
             builder = builder
                 .header("webhook-id", &id)
                 .header("webhook-timestamp", ts.to_string())

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
@@ -266,26 +266,7 @@ pub fn open_for_cli(path: &Path) -> Result<Connection, StoreError> {
 /// Reads the newest events from the store at `path` without starting a writer or
 /// migrating: for the command line, beside a running daemon.
 pub fn read_recent(path: &Path, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-    if !path.exists() {
-        return Err(StoreError::Open {
-            path: path.display().to_string(),
-            reason: "no such file (has `replicate-relay serve` run with this config yet?)".into(),
-        });
-    }
-    let conn =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| {
-            StoreError::Open {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            }
-        })?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(|e| StoreError::Read(e.to_string()))?;
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| StoreError::Read(e.to_string()))?;
-    check_version(version, path)?;
-    query_recent(&conn, limit)
+    query_recent(&open_for_cli(path)?, limit).map_err(|e| StoreError::Read(e.to_string()))
 }
 
 fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
@@ -451,18 +432,13 @@ fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<Vec
     Ok(outcomes)
 }
 
-fn query_recent(conn: &Connection, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-    let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, webhook_id, object_id, kind, status, model, query, body, received_at_ms
-             FROM events ORDER BY seq DESC LIMIT ?1",
-        )
-        .map_err(read)?;
-    let rows = stmt
-        .query_map([limit as i64], outbox::event_from_row)
-        .map_err(read)?;
-    rows.collect::<Result<_, _>>().map_err(read)
+fn query_recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {} FROM events ORDER BY seq DESC LIMIT ?1",
+        outbox::EVENT_COLUMNS
+    ))?;
+    stmt.query_map([limit as i64], outbox::event_from_row)?
+        .collect()
 }
 
 impl Store for SqliteStore {
@@ -481,12 +457,7 @@ impl Store for SqliteStore {
     }
 
     fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        let reader = self.reader.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || query_recent(&reader.lock().unwrap(), limit))
-                .await
-                .map_err(|e| StoreError::Read(e.to_string()))?
-        })
+        self.read(move |conn| query_recent(conn, limit))
     }
 
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {

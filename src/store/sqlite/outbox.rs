@@ -10,7 +10,7 @@ use crate::store::{
     StoredEvent,
 };
 
-const EVENT_COLUMNS: &str =
+pub(super) const EVENT_COLUMNS: &str =
     "seq, webhook_id, object_id, kind, status, model, query, body, received_at_ms";
 const DELIVERY_COLUMNS: &str = "id, event_seq, route, notifier, state, attempts, created_at_ms, \
      next_attempt_at_ms, expires_at_ms, last_error";
