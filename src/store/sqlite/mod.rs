@@ -390,7 +390,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Pending>, state: &WriterS
         }
         Err(e) => {
             let reason = e.to_string();
-            tracing::error!(message = "Store commit failed; answering 503.", error = %reason, batch = batch.len());
+            tracing::error!(message = "Store commit failed; answering 503 so the sender retries. Check free disk space and that the store file and its directory are writable.", error = %reason, batch = batch.len());
             *state.error.lock().unwrap() = Some(reason.clone());
             for pending in batch.drain(..) {
                 let _ = pending.reply.send(Err(StoreError::Write(reason.clone())));
