@@ -307,7 +307,7 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         }) => {
             let mut delay = backoff::delay(d.attempts, backoff::random_unit());
             if let Some(after) = retry_after {
-                if notifier.kind.type_name() == "slack" {
+                if matches!(notifier.kind, crate::config::NotifierKind::Slack(_)) {
                     telemetry::slack_rate_limited(&d.notifier);
                 }
                 shared.pause(sender.rate_key(), now + after.as_millis() as i64);
