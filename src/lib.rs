@@ -1,20 +1,30 @@
 //! # replicate-relay
 //!
 //! A daemon that receives Replicate webhooks, stores each one durably before
-//! answering, and (in later stages) routes the final ones to Slack, email and
-//! other webhooks.
+//! answering, and routes the final ones to Slack, email, other webhooks and the
+//! log.
 //!
 //! ## Layout — the data flow, one module per stage
 //!
 //! - [`intake`]: the HTTP front door (warp). Size limit, Standard Webhooks
-//!   signature check over the raw bytes ([`intake::signature`]), JSON check, then
-//!   hands the event to the store and answers only after the commit.
+//!   signature check over the raw bytes ([`intake::signature`]), JSON check,
+//!   routing, then hands the event and its deliveries to the store and answers
+//!   only after the commit.
 //! - [`event`]: the typed prediction/training model and kind detection.
-//! - [`store`]: the durable store behind a small trait; [`store::sqlite`] is the
-//!   SQLite implementation with WAL and group commit.
-//! - [`config`]: loading and validating the TOML config, all errors at once.
-//! - [`server`]: start (store open, port bound) and graceful shutdown.
-//! - [`cli`]: the `replicate-relay` subcommands; [`shutdown`]: stop signals.
+//! - [`store`]: the durable store and outbox behind a small trait;
+//!   [`store::sqlite`] is the SQLite implementation with WAL and group commit.
+//! - [`route`]: which routes match an event (pure); [`dispatch::router`] turns
+//!   that into deliveries with their dedup key and expiry.
+//! - [`render`]: handlebars templates per output format, with a built-in
+//!   fallback.
+//! - [`dispatch`]: claims due deliveries, sends them, records the outcome.
+//! - [`notify`]: one sender per notifier kind, each error transient or
+//!   permanent.
+//! - [`config`]: loading and validating the TOML config, all errors at once;
+//!   [`live`]: what a reload swaps.
+//! - [`server`]: start (store open, port bound), reload and graceful shutdown.
+//! - [`cli`]: the `replicate-relay` subcommands; [`shutdown`]: stop signals;
+//!   [`telemetry`]: metrics.
 
 pub mod cli;
 pub mod config;

@@ -3,7 +3,7 @@
 //! the whole request or send, so in-flight work finishes with the config it
 //! started with.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
@@ -34,6 +34,9 @@ pub struct Setup {
     /// `None` only with `[verify] insecure = true`.
     pub verifier: Option<Verifier>,
     pub senders: BTreeMap<String, Arc<dyn Notify>>,
+    /// The top-level payload fields the routes look at, so routing parses only
+    /// those.
+    pub route_keys: BTreeSet<String>,
 }
 
 impl Setup {
@@ -47,10 +50,12 @@ impl Setup {
                 clock,
             )
         });
+        let route_keys = crate::route::payload_keys(&config.routes);
         Ok(Self {
             config,
             verifier,
             senders,
+            route_keys,
         })
     }
 }

@@ -1,8 +1,9 @@
 //! Dispatch: from stored events to sent messages, through the outbox.
 //!
 //! Two tasks, both driven by the store so a restart loses nothing:
-//! - the [router] routes events that are stored but not yet routed, writing
-//!   their deliveries and marking them routed in one transaction;
+//! - the [router] routes events stored without routing (the intake routes
+//!   each event as it stores it, with [`router::route_event`]), writing their
+//!   deliveries and marking them routed in one transaction;
 //! - the [`Dispatcher`] claims due deliveries per notifier (within each
 //!   notifier's concurrency limit, and never while its workspace is paused by a
 //!   429), renders and sends them, and records the result: delivered, retried
@@ -209,6 +210,7 @@ impl Dispatcher {
             let wait = Duration::from_millis((wake_at - now_ms()).clamp(1, 1_000) as u64);
             tokio::select! {
                 _ = self.shared.wake.notified() => {}
+                _ = self.shared.store.deliveries_arrived() => {}
                 _ = tokio::time::sleep(wait) => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = stop.changed() => {}

@@ -1,7 +1,12 @@
-//! The router task: turns stored, unrouted events into deliveries. Routing itself
-//! is the pure `route` module; this adds the outbox bookkeeping (dedup keys,
-//! expiry) and the loop that follows the store.
+//! Routing into the outbox: the deliveries one event gets, with their dedup key
+//! and expiry, around the pure `route` module.
+//!
+//! The intake routes each event as it stores it, so the deliveries are written
+//! in the event's own transaction. The router task here covers the rest: events
+//! stored without routing (by an older version, or whose body routing could not
+//! read), which it routes from the store and marks routed.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,12 +14,56 @@ use tokio::sync::watch;
 
 use super::Shared;
 use crate::config::Config;
-use crate::event::Event;
+use crate::event::{BodyError, Event, Kind, Status};
 use crate::route;
-use crate::store::{RoutingPlan, StoredEvent};
+use crate::store::{Routing, RoutingPlan, StoredEvent};
 
 /// Events routed per transaction.
 const BATCH: usize = 256;
+
+/// What routing needs to know about one received event.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    pub webhook_id: &'a str,
+    pub object_id: &'a str,
+    pub kind: Kind,
+    pub status: &'a Status,
+    pub body: &'a [u8],
+    pub query: &'a str,
+    pub received_at_ms: i64,
+}
+
+/// The deliveries `event` gets under `config`. `keys` is
+/// [`route::payload_keys`] of the config's routes, computed once per config.
+pub fn route_event(
+    config: &Config,
+    keys: &BTreeSet<String>,
+    event: Received<'_>,
+) -> Result<Routing, BodyError> {
+    let parsed = Event::for_routing(
+        event.body,
+        event.query,
+        event.kind,
+        event.status.clone(),
+        keys,
+    )?;
+    let deliveries = route::matching(&config.routes, &parsed)
+        .into_iter()
+        .flat_map(|r| r.notify.iter().map(|n| (r.name.clone(), n.clone())))
+        .collect();
+    // A final status notifies once per job whatever the number of webhooks
+    // that carried it; anything else notifies once per webhook.
+    let dedup_key = if event.status.is_terminal() {
+        format!("{}:{}", event.object_id, event.status.as_str())
+    } else {
+        format!("webhook:{}", event.webhook_id)
+    };
+    Ok(Routing {
+        dedup_key,
+        deliveries,
+        expires_at_ms: event.received_at_ms + config.delivery.max_age.as_millis() as i64,
+    })
+}
 
 pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
@@ -28,7 +77,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         };
         if events.is_empty() {
             tokio::select! {
-                _ = shared.store.events_arrived() => {}
+                _ = shared.store.unrouted_arrived() => {}
                 _ = stop.changed() => {}
             }
             continue;
@@ -52,40 +101,119 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// The deliveries each event should get under `config`.
+/// The deliveries each stored event should get under `config`.
 pub fn plan(config: &Config, events: &[StoredEvent]) -> Vec<RoutingPlan> {
-    let max_age = config.delivery.max_age.as_millis() as i64;
     let keys = route::payload_keys(&config.routes);
     events
         .iter()
         .map(|stored| {
-            let status = crate::event::Status::parse(&stored.status);
-            let kind = stored.kind.parse().unwrap_or(crate::event::Kind::Prediction);
-            let event =
-                Event::for_routing(&stored.body, &stored.query, kind, status.clone(), &keys);
-            let deliveries = match event {
-                Ok(event) => route::matching(&config.routes, &event)
-                    .into_iter()
-                    .flat_map(|r| r.notify.iter().map(|n| (r.name.clone(), n.clone())))
-                    .collect(),
-                Err(e) => {
-                    // Cannot happen for bodies the intake accepted; never block
-                    // the queue on one.
-                    tracing::error!(message = "A stored event cannot be read; not routed.", seq = stored.seq, error = %e);
-                    Vec::new()
+            let status = Status::parse(&stored.status);
+            let received = Received {
+                webhook_id: &stored.webhook_id,
+                object_id: &stored.object_id,
+                kind: stored.kind.parse().unwrap_or(Kind::Prediction),
+                status: &status,
+                body: &stored.body,
+                query: &stored.query,
+                received_at_ms: stored.received_at_ms,
+            };
+            let routing = route_event(config, &keys, received).unwrap_or_else(|e| {
+                // Cannot happen for bodies the intake accepted; never block the
+                // queue on one.
+                tracing::error!(message = "A stored event cannot be read; not routed.", seq = stored.seq, error = %e);
+                Routing {
+                    dedup_key: format!("webhook:{}", stored.webhook_id),
+                    deliveries: Vec::new(),
+                    expires_at_ms: stored.received_at_ms,
                 }
-            };
-            let dedup_key = if status.is_terminal() {
-                format!("{}:{}", stored.object_id, stored.status)
-            } else {
-                format!("event:{}", stored.seq)
-            };
+            });
             RoutingPlan {
                 event_seq: stored.seq,
-                dedup_key,
-                deliveries,
-                expires_at_ms: stored.received_at_ms + max_age,
+                routing,
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[verify]
+insecure = true
+
+[notifiers.ops]
+type = "log"
+
+[notifiers.team]
+type = "log"
+
+[delivery]
+max_age = "1h"
+
+[[routes]]
+name = "failures"
+when = { status = "failed" }
+notify = ["ops"]
+continue = true
+
+[[routes]]
+name = "vision"
+when = { "query.team" = "vision", status = ["failed", "processing"] }
+notify = ["team"]
+"#;
+
+    #[test]
+    fn routing_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(&file, CONFIG).unwrap();
+        let config = crate::config::load_with_env(&file, []).unwrap();
+        let keys = route::payload_keys(&config.routes);
+        // (status, query, expected deliveries, expected dedup key)
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            ("failed", "", &[("failures", "ops")], "p1:failed"),
+            (
+                "failed",
+                "team=vision",
+                &[("failures", "ops"), ("vision", "team")],
+                "p1:failed",
+            ),
+            (
+                "processing",
+                "team=vision",
+                &[("vision", "team")],
+                "webhook:msg_1",
+            ),
+            ("processing", "", &[], "webhook:msg_1"),
+            ("succeeded", "team=vision", &[], "p1:succeeded"),
+        ];
+        for (status, query, want, key) in cases {
+            let status = Status::parse(status);
+            let body = format!(r#"{{"id":"p1","status":"{}"}}"#, status.as_str());
+            let got = route_event(
+                &config,
+                &keys,
+                Received {
+                    webhook_id: "msg_1",
+                    object_id: "p1",
+                    kind: Kind::Prediction,
+                    status: &status,
+                    body: body.as_bytes(),
+                    query,
+                    received_at_ms: 1_000,
+                },
+            )
+            .unwrap();
+            let want: Vec<(String, String)> = want
+                .iter()
+                .map(|(r, n)| (r.to_string(), n.to_string()))
+                .collect();
+            assert_eq!(got.deliveries, want, "{status:?} {query}");
+            assert_eq!(got.dedup_key, *key, "{status:?} {query}");
+            assert_eq!(got.expires_at_ms, 1_000 + 3_600_000);
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Nothing slow happens before the answer except the commit itself: the 2xx is
 //! sent only once the event is on disk, and every refusal is a JSON body that says
-//! why (see the HTTP table in the README). Routing and delivery happen later, from
+//! why (see the HTTP table in the README). Routing (pure and quick) is decided
+//! here so its deliveries share the event's commit; sending happens later, from
 //! the store, never on this path.
 
 pub mod signature;
@@ -19,6 +20,7 @@ use warp::Filter;
 use warp::http::{HeaderMap, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
+use crate::dispatch::router;
 use crate::event::{Envelope, Kind, kind_hint, parse_query};
 use crate::live::{Live, Setup};
 use crate::store::{Inserted, NewEvent, Store, StoreError};
@@ -279,6 +281,26 @@ where
     let received_at_ms = crate::store::sqlite::now_ms();
     let kind = envelope.kind;
     let status = envelope.status.as_str().to_owned();
+    // Routing is a pure function of the body and the config, so it is done
+    // here and its deliveries are committed with the event: one write per
+    // event, and nothing to read back later.
+    let received = router::Received {
+        webhook_id: &webhook_id,
+        object_id: &envelope.id,
+        kind,
+        status: &envelope.status,
+        body: &body,
+        query: &query,
+        received_at_ms,
+    };
+    let routing = match router::route_event(&setup.config, &setup.route_keys, received) {
+        Ok(routing) => Some(routing),
+        Err(e) => {
+            // The router task will try again from the store, and say so there.
+            tracing::warn!(message = "Could not route at intake; the router will.", webhook_id, error = %e);
+            None
+        }
+    };
     let event = NewEvent {
         webhook_id: webhook_id.clone(),
         object_id: envelope.id,
@@ -288,6 +310,7 @@ where
         query,
         body,
         received_at_ms,
+        routing,
     };
     let inserted = intake.store.insert(event).await?;
     Ok(Accepted {

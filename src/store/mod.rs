@@ -37,6 +37,11 @@ pub struct NewEvent {
     pub body: Bytes,
     /// Milliseconds since the Unix epoch.
     pub received_at_ms: i64,
+    /// The deliveries routing decided on at intake, written in the same
+    /// transaction as the event (no second write, no reading the body back).
+    /// `None` leaves the event to the router task, which routes whatever is
+    /// stored unrouted.
+    pub routing: Option<Routing>,
 }
 
 /// What an insert did.
@@ -62,12 +67,11 @@ pub struct StoredEvent {
     pub received_at_ms: i64,
 }
 
-/// What routing decided for one stored event: the deliveries to create. Written
-/// in the same transaction that marks the event routed, so a crash either
-/// leaves the event unrouted (it is routed again at start) or fully routed.
-#[derive(Debug, Clone)]
-pub struct RoutingPlan {
-    pub event_seq: i64,
+/// What routing decided for one event: the deliveries to create. Written in
+/// the same transaction that marks the event routed, so a crash either leaves
+/// the event unrouted (it is routed again at start) or fully routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
     /// Deliveries with the same key, route and notifier are created once: for a
     /// final status it is `object_id:status`, so one job's end notifies once
     /// whatever the number of webhooks that carried it.
@@ -76,6 +80,13 @@ pub struct RoutingPlan {
     pub deliveries: Vec<(String, String)>,
     /// When retrying stops (`[delivery] max_age` after receipt).
     pub expires_at_ms: i64,
+}
+
+/// [`Routing`] for an event already stored under `event_seq`.
+#[derive(Debug, Clone)]
+pub struct RoutingPlan {
+    pub event_seq: i64,
+    pub routing: Routing,
 }
 
 /// Where a delivery is in its life.
@@ -205,8 +216,12 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Closed`].
     fn close(&self) -> BoxFuture<'_, ()>;
 
-    /// Resolves when new events may be waiting for routing (or after a while).
-    fn events_arrived(&self) -> BoxFuture<'_, ()>;
+    /// Resolves when events may have been stored without routing (or after a
+    /// while).
+    fn unrouted_arrived(&self) -> BoxFuture<'_, ()>;
+
+    /// Resolves when an insert has created deliveries (or after a while).
+    fn deliveries_arrived(&self) -> BoxFuture<'_, ()>;
 
     /// Events not yet routed, oldest first.
     fn unrouted(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;

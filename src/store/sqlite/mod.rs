@@ -7,10 +7,12 @@
 //! each request awaits the outcome of the commit that carried it. Under load many
 //! requests share one fsync; alone, a request pays exactly one.
 //!
-//! Outbox writes (routing, claims, results) run on the same writer thread,
-//! between batches, so there is never a second writer to wait for. Reads
-//! (health checks, unrouted events, the `events` command) use their own
-//! connection, which WAL lets run beside the writer without blocking it.
+//! An event routed at intake carries its deliveries, which are inserted in the
+//! event's transaction. Other outbox writes (routing what was stored unrouted,
+//! claims, results) run on the same writer thread, between batches, so there is
+//! never a second writer to wait for. Reads (health checks, unrouted events,
+//! the `events` command) use their own connection, which WAL lets run beside
+//! the writer without blocking it.
 
 pub mod outbox;
 
@@ -95,7 +97,9 @@ struct Pending {
     reply: oneshot::Sender<Result<Inserted, StoreError>>,
 }
 
-/// Work for the writer thread.
+/// Work for the writer thread. Inserts travel by value: boxing them would add
+/// an allocation per webhook to save channel slots.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Inserts are batched into shared commits.
     Insert(Pending),
@@ -115,8 +119,9 @@ pub struct SqliteStore {
     writer_state: Arc<WriterState>,
 }
 
-/// How often the router looks for unrouted events even without a signal.
-const ROUTER_POLL: Duration = Duration::from_secs(1);
+/// How often the router and the dispatcher look at the store even without a
+/// signal.
+const POLL: Duration = Duration::from_secs(1);
 
 /// Shared between the writer thread and the store handle.
 #[derive(Debug, Default)]
@@ -127,8 +132,10 @@ struct WriterState {
     /// group-commit batch size.
     commits: AtomicU64,
     events: AtomicU64,
-    /// Signalled after a commit that stored new events.
-    arrived: Notify,
+    /// Signalled after a commit that stored events without routing them.
+    unrouted: Notify,
+    /// Signalled after a commit that created deliveries.
+    planned: Notify,
 }
 
 /// Counters of the writer since the store was opened.
@@ -371,21 +378,27 @@ fn writer_loop(
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<Pending>, state: &WriterState) {
     let started = std::time::Instant::now();
     match write_batch(conn, batch) {
-        Ok(outcomes) => {
+        Ok((outcomes, planned)) => {
             crate::telemetry::store_commit(started.elapsed().as_secs_f64(), batch.len());
             state.error.lock().unwrap().take();
             state.commits.fetch_add(1, Ordering::Relaxed);
             state
                 .events
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let any_new = outcomes.iter().any(|o| matches!(o, Inserted::New(_)));
+            let unrouted = batch
+                .iter()
+                .zip(&outcomes)
+                .any(|(p, o)| matches!(o, Inserted::New(_)) && p.event.routing.is_none());
             for (pending, outcome) in batch.drain(..).zip(outcomes) {
                 // The requester may have gone (client hung up); the event is
                 // stored all the same and a retry will be a duplicate.
                 let _ = pending.reply.send(Ok(outcome));
             }
-            if any_new {
-                state.arrived.notify_one();
+            if unrouted {
+                state.unrouted.notify_one();
+            }
+            if planned > 0 {
+                state.planned.notify_one();
             }
         }
         Err(e) => {
@@ -399,14 +412,23 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Pending>, state: &WriterS
     }
 }
 
-fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<Vec<Inserted>> {
+/// Inserts a batch of events, and the deliveries of those routed at intake, in
+/// one transaction. Returns each event's outcome and how many deliveries were
+/// created.
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[Pending],
+) -> rusqlite::Result<(Vec<Inserted>, usize)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut planned = 0;
+    let now = now_ms();
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO events
-                 (webhook_id, object_id, kind, status, model, query, body, received_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 (webhook_id, object_id, kind, status, model, query, body, received_at_ms,
+                  routed_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (webhook_id) DO NOTHING",
         )?;
         let mut existing = tx.prepare_cached("SELECT seq FROM events WHERE webhook_id = ?1")?;
@@ -420,16 +442,21 @@ fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<Vec
                 e.query,
                 &e.body[..],
                 e.received_at_ms,
+                e.routing.as_ref().map(|_| now),
             ])?;
             outcomes.push(if changed == 1 {
-                Inserted::New(tx.last_insert_rowid())
+                let seq = tx.last_insert_rowid();
+                if let Some(routing) = &e.routing {
+                    planned += outbox::insert_deliveries(&tx, seq, routing, now)?;
+                }
+                Inserted::New(seq)
             } else {
                 Inserted::Duplicate(existing.query_row([&e.webhook_id], |r| r.get(0))?)
             });
         }
     }
     tx.commit()?;
-    Ok(outcomes)
+    Ok((outcomes, planned))
 }
 
 fn query_recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
@@ -487,9 +514,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn events_arrived(&self) -> BoxFuture<'_, ()> {
+    fn unrouted_arrived(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let _ = tokio::time::timeout(ROUTER_POLL, self.writer_state.arrived.notified()).await;
+            let _ = tokio::time::timeout(POLL, self.writer_state.unrouted.notified()).await;
+        })
+    }
+
+    fn deliveries_arrived(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(POLL, self.writer_state.planned.notified()).await;
         })
     }
 
@@ -594,6 +627,7 @@ mod tests {
             query: "team=vision".into(),
             body: bytes::Bytes::from_static(br#"{"id":"p1","status":"succeeded"}"#),
             received_at_ms: 1_700_000_000_000,
+            routing: None,
         }
     }
 
@@ -625,6 +659,62 @@ mod tests {
             Err(StoreError::Closed)
         ));
         assert_eq!(read_recent(&path, 1).unwrap()[0].webhook_id, "msg_b");
+    }
+
+    #[tokio::test]
+    async fn deliveries_routed_at_intake_share_the_event_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let routed = |webhook_id: &str| NewEvent {
+            routing: Some(crate::store::Routing {
+                dedup_key: "p1:succeeded".into(),
+                deliveries: vec![
+                    ("done".into(), "slack".into()),
+                    ("done".into(), "mail".into()),
+                ],
+                expires_at_ms: 1_700_000_600_000,
+            }),
+            ..event(webhook_id)
+        };
+        let Inserted::New(first) = store.insert(routed("msg_a")).await.unwrap() else {
+            panic!("not new")
+        };
+        // The same webhook again, then another webhook carrying the same final
+        // state: neither creates a delivery.
+        store.insert(routed("msg_a")).await.unwrap();
+        store.insert(routed("msg_b")).await.unwrap();
+        // Stored without routing: left to the router.
+        let Inserted::New(unrouted) = store.insert(event("msg_c")).await.unwrap() else {
+            panic!("not new")
+        };
+        store.close().await;
+
+        let conn = open_for_cli(&path).unwrap();
+        let deliveries: Vec<(i64, String, String, i64)> = conn
+            .prepare("SELECT event_seq, notifier, state, expires_at_ms FROM deliveries ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            deliveries,
+            [
+                (first, "slack".into(), "pending".into(), 1_700_000_600_000),
+                (first, "mail".into(), "pending".into(), 1_700_000_600_000),
+            ]
+        );
+        let left: Vec<i64> = outbox::unrouted(&conn, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(
+            left,
+            [unrouted],
+            "routed events are marked in the same commit"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::store::{
-    Claimed, Delivery, DeliveryFilter, DeliveryState, OutboxStats, Outcome, RoutingPlan,
+    Claimed, Delivery, DeliveryFilter, DeliveryState, OutboxStats, Outcome, Routing, RoutingPlan,
     StoredEvent,
 };
 
@@ -63,29 +63,45 @@ pub fn record_routing(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut created = 0;
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO deliveries
-                 (event_seq, dedup_key, route, notifier, state, created_at_ms,
-                  next_attempt_at_ms, expires_at_ms)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6)
-             ON CONFLICT (dedup_key, route, notifier) DO NOTHING",
-        )?;
         let mut mark = tx.prepare_cached("UPDATE events SET routed_at_ms = ?2 WHERE seq = ?1")?;
         for plan in plans {
-            for (route, notifier) in &plan.deliveries {
-                created += insert.execute(params![
-                    plan.event_seq,
-                    plan.dedup_key,
-                    route,
-                    notifier,
-                    now_ms,
-                    plan.expires_at_ms
-                ])?;
-            }
+            created += insert_deliveries(&tx, plan.event_seq, &plan.routing, now_ms)?;
             mark.execute(params![plan.event_seq, now_ms])?;
         }
     }
     tx.commit()?;
+    Ok(created)
+}
+
+/// Creates the deliveries of event `seq` inside the caller's transaction; the
+/// caller marks the event routed. Returns how many were new.
+pub(super) fn insert_deliveries(
+    conn: &Connection,
+    seq: i64,
+    routing: &Routing,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    if routing.deliveries.is_empty() {
+        return Ok(0);
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO deliveries
+             (event_seq, dedup_key, route, notifier, state, created_at_ms,
+              next_attempt_at_ms, expires_at_ms)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6)
+         ON CONFLICT (dedup_key, route, notifier) DO NOTHING",
+    )?;
+    let mut created = 0;
+    for (route, notifier) in &routing.deliveries {
+        created += insert.execute(params![
+            seq,
+            routing.dedup_key,
+            route,
+            notifier,
+            now_ms,
+            routing.expires_at_ms
+        ])?;
+    }
     Ok(created)
 }
 
@@ -352,12 +368,14 @@ mod tests {
     fn plan(seq: i64, key: &str, pairs: &[(&str, &str)]) -> RoutingPlan {
         RoutingPlan {
             event_seq: seq,
-            dedup_key: key.into(),
-            deliveries: pairs
-                .iter()
-                .map(|(r, n)| (r.to_string(), n.to_string()))
-                .collect(),
-            expires_at_ms: 100_000,
+            routing: Routing {
+                dedup_key: key.into(),
+                deliveries: pairs
+                    .iter()
+                    .map(|(r, n)| (r.to_string(), n.to_string()))
+                    .collect(),
+                expires_at_ms: 100_000,
+            },
         }
     }
 
@@ -498,9 +516,11 @@ mod retention_tests {
         }
         let plan = |seq: i64| RoutingPlan {
             event_seq: seq,
-            dedup_key: format!("k{seq}"),
-            deliveries: vec![("r".into(), "n".into())],
-            expires_at_ms: i64::MAX,
+            routing: Routing {
+                dedup_key: format!("k{seq}"),
+                deliveries: vec![("r".into(), "n".into())],
+                expires_at_ms: i64::MAX,
+            },
         };
         record_routing(&mut conn, &[plan(1), plan(2), plan(3)], 3_000).unwrap();
         // Event 1's delivery is finished long ago; event 2's is still pending.
