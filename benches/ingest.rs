@@ -417,6 +417,11 @@ async fn measure(
         value("relay_store_batch_size_sum") / commits.max(1.0),
         1000.0 * value("relay_store_commit_seconds_sum") / commits.max(1.0)
     );
+    let webhooks = value("relay_webhook_seconds_count").max(1.0);
+    println!(
+        "  the daemon's share of the ack latency: {:.2} ms on average (from the request line to the answer)",
+        1000.0 * value("relay_webhook_seconds_sum") / webhooks
+    );
     println!(
         "{name}: {} acknowledged/s ({} ok, {} errors in {:.2} s); ack latency p50 {} p90 {} p99 {} max {}; RSS idle {idle:.1} MB, peak {peak:.1} MB",
         r.rate() as u64,

@@ -53,6 +53,10 @@ fn describe() {
         "Webhooks whose webhook-id was already stored."
     );
     describe_histogram!(
+        "relay_webhook_seconds",
+        "Time to answer a webhook, from its request line to the answer (the commit included)."
+    );
+    describe_histogram!(
         "relay_store_commit_seconds",
         "Time to commit one group of events (including fsync)."
     );
@@ -97,6 +101,10 @@ pub fn webhook_rejected(reason: &'static str) {
 
 pub fn webhook_duplicate() {
     counter!("relay_webhooks_duplicate_total").increment(1);
+}
+
+pub fn webhook_answered(seconds: f64) {
+    histogram!("relay_webhook_seconds").record(seconds);
 }
 
 pub fn store_commit(seconds: f64, batch: usize) {

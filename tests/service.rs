@@ -410,6 +410,8 @@ async fn metrics_move_as_events_and_deliveries_happen() {
         ("relay_delivery_latency_seconds_count{notifier=\"n\"}", 1.0),
         ("relay_outbox_pending", 0.0),
         ("relay_outbox_dead", 0.0),
+        // Every answered webhook is timed: stored, duplicate and refused.
+        ("relay_webhook_seconds_count", 3.0),
     ];
     for (series, want) in expect {
         assert_eq!(sample(&after, series), Some(want), "{series} in\n{after}");

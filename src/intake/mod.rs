@@ -177,7 +177,10 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    match accept(intake, setup, query, &headers, body).await {
+    let started = std::time::Instant::now();
+    let result = accept(intake, setup, query, &headers, body).await;
+    telemetry::webhook_answered(started.elapsed().as_secs_f64());
+    match result {
         Ok(Accepted {
             webhook_id,
             inserted,
