@@ -167,13 +167,45 @@ struct Prepared {
     body: Bytes,
 }
 
+/// A webhook id shaped like the ones Replicate sends (`msg_` and a KSUID: a
+/// timestamp in seconds, then 128 random bits, in base62). Within a second they
+/// are in random order, so the store's dedup index is hit as in production,
+/// not appended to in order.
+fn webhook_id(unix_seconds: i64, n: u64) -> String {
+    fn splitmix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let mut bytes = Vec::with_capacity(20);
+    bytes.extend_from_slice(&((unix_seconds - 1_400_000_000) as u32).to_be_bytes());
+    bytes.extend_from_slice(&splitmix(2 * n).to_be_bytes());
+    bytes.extend_from_slice(&splitmix(2 * n + 1).to_be_bytes());
+    // Base62 by long division of the 160-bit big-endian number.
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::with_capacity(27);
+    while bytes.iter().any(|&b| b != 0) {
+        let mut rem = 0u32;
+        for b in bytes.iter_mut() {
+            let acc = (rem << 8) | u32::from(*b);
+            *b = (acc / 62) as u8;
+            rem = acc % 62;
+        }
+        out.push(DIGITS[rem as usize]);
+    }
+    out.resize(27, b'0');
+    out.reverse();
+    format!("msg_{}", String::from_utf8(out).unwrap())
+}
+
 fn prepare(from: usize, count: usize) -> Vec<Prepared> {
     let secret = Secret::parse(SECRET).unwrap();
     let ts = now();
     (from..from + count)
         .map(|n| {
             let body = body(n);
-            let id = format!("msg_bench_{n}");
+            let id = webhook_id(ts, n as u64);
             Prepared {
                 sig: secret.sign(&id, ts, &body),
                 ts: ts.to_string(),
