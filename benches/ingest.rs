@@ -406,14 +406,17 @@ fn prefill(dir: &Path, count: usize) {
                  VALUES (?1, ?2, 'prediction', 'succeeded', 'lumen-labs/riso-poster', '', ?3, ?4, ?4)",
             )
             .unwrap();
-        let now_ms = now() * 1000;
+        // Spread over the last 30 days, so the ids (time-ordered KSUIDs) sit
+        // in the dedup index before the new ones, as in a store in use.
+        let (now, span) = (now(), 30 * 24 * 3600);
         for n in 0..count {
             let b = body(10_000_000 + n);
+            let at = now - span + (n as i64 * span) / count as i64;
             stmt.execute(rusqlite::params![
-                format!("msg_old_{n}"),
+                webhook_id(at, (10_000_000 + n) as u64),
                 format!("old{n:020}"),
                 b,
-                now_ms
+                at * 1000
             ])
             .unwrap();
         }
