@@ -12,9 +12,12 @@
 //! claims, results) run on the same writer thread, between batches, so there is
 //! never a second writer to wait for. Reads (health checks, unrouted events,
 //! the `events` command) use their own connection, which WAL lets run beside
-//! the writer without blocking it.
+//! the writer without blocking it, and so do checkpoints (see `checkpoint`).
 
+mod checkpoint;
 pub mod outbox;
+
+pub use checkpoint::CheckpointLimits;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,6 +82,8 @@ pub struct SqliteOptions {
     pub max_batch: usize,
     /// Pending inserts beyond this make new requests wait (backpressure).
     pub queue: usize,
+    /// When the WAL is copied back into the database (see `checkpoint`).
+    pub checkpoints: CheckpointLimits,
 }
 
 impl Default for SqliteOptions {
@@ -87,6 +92,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(2),
             max_batch: 512,
             queue: 8192,
+            checkpoints: CheckpointLimits::default(),
         }
     }
 }
@@ -176,12 +182,23 @@ impl SqliteStore {
             .pragma_update(None, "query_only", true)
             .map_err(|e| open_err(e.to_string()))?;
 
+        // Checkpoints run beside the writer, on their own connection.
+        let checkpointer = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        configure(&checkpointer, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| open_err(e.to_string()))?;
+
         let (tx, rx) = mpsc::channel(options.queue);
         let state = writer_state.clone();
         let max_batch = options.max_batch.max(1);
+        let limits = options.checkpoints;
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &state, max_batch))
+            .spawn(move || {
+                checkpoint::run_beside(checkpointer, limits, |checkpoints| {
+                    writer_loop(conn, rx, &state, max_batch, checkpoints)
+                })
+            })
             .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
 
         Ok(Self {
@@ -291,10 +308,10 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> 
     conn.pragma_update(None, "foreign_keys", true)?;
     // Keep the WAL file from growing without bound after a burst.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-    // The writer copies the WAL into the database (a checkpoint) every this
-    // many pages, and every request waits meanwhile: half SQLite's default
-    // halves that stall, which is what the slowest answers are made of
-    // (BENCHMARKS.md: p99 12.5 -> 8 ms for 5% of the ingest rate).
+    // Where SQLite checkpoints by itself (only on the writer, if the
+    // checkpoint thread cannot start), every request waits for it: half
+    // SQLite's default halves that stall (BENCHMARKS.md). Normally the writer
+    // turns this off and checkpoints run beside it (`checkpoint`).
     conn.pragma_update(None, "wal_autocheckpoint", 500)?;
     Ok(())
 }
@@ -347,6 +364,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Cmd>,
     state: &WriterState,
     max_batch: usize,
+    checkpoints: &checkpoint::Checkpoints<'_>,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -366,6 +384,7 @@ fn writer_loop(
         }
         if !batch.is_empty() {
             commit_batch(&mut conn, &mut batch, state);
+            checkpoints.after_commit(&conn);
         }
         if let Some(job) = after {
             // A panic in one job must not take the writer (and with it every
@@ -720,6 +739,51 @@ mod tests {
             [unrouted],
             "routed events are marked in the same commit"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checkpoints_keep_the_wal_short_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let options = SqliteOptions {
+            checkpoints: CheckpointLimits {
+                restart: 100,
+                max: 400,
+            },
+            ..SqliteOptions::default()
+        };
+        let store = Arc::new(SqliteStore::open(&path, options).unwrap());
+        // About a page per event, so thousands of WAL frames in all.
+        let body = bytes::Bytes::from(format!(r#"{{"id":"p1","logs":"{}"}}"#, "x".repeat(3000)));
+        for round in 0..30 {
+            let tasks: Vec<_> = (0..100)
+                .map(|i| {
+                    let store = store.clone();
+                    let event = NewEvent {
+                        body: body.clone(),
+                        ..event(&format!("msg_{round}_{i}"))
+                    };
+                    tokio::spawn(async move { store.insert(event).await })
+                })
+                .collect();
+            for task in tasks {
+                assert!(matches!(task.await.unwrap(), Ok(Inserted::New(_))));
+            }
+        }
+        // 3,000 pages were written; a WAL that never restarted would hold them
+        // all.
+        let wal = std::fs::metadata(dir.path().join("relay.db-wal"))
+            .unwrap()
+            .len();
+        let frames = wal / (4096 + 24);
+        assert!(frames < 1_500, "the WAL holds {frames} frames");
+        store.close().await;
+        drop(store);
+        let conn = open_for_cli(&path).unwrap();
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 3_000);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
