@@ -8,6 +8,7 @@
 //!
 //! The kind (prediction or training) is not in the body; [`detect_kind`] decides it.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -313,6 +314,16 @@ impl Envelope {
     /// tree: it checks the syntax of everything (with serde_json's nesting
     /// limit) and keeps only the handful of fields it needs.
     pub fn read(body: &[u8], kind_hint: Option<Kind>) -> Result<Self, BodyError> {
+        Self::read_keeping(body, kind_hint, &BTreeSet::new()).map(|(envelope, _)| envelope)
+    }
+
+    /// [`Envelope::read`] that also keeps the top-level fields in `keys` (those
+    /// the routes look at), in the same pass over the body.
+    pub fn read_keeping(
+        body: &[u8],
+        kind_hint: Option<Kind>,
+        keys: &BTreeSet<String>,
+    ) -> Result<(Self, Value), BodyError> {
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') {
             return match serde_json::from_slice::<IgnoredAny>(body) {
@@ -320,8 +331,10 @@ impl Envelope {
                 Err(e) => Err(BodyError::NotJson(e.to_string())),
             };
         }
-        let peek: Peek =
-            serde_json::from_slice(body).map_err(|e| BodyError::NotJson(e.to_string()))?;
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let (peek, kept) = serde::de::DeserializeSeed::deserialize(PeekSeed(keys), &mut de)
+            .and_then(|v| de.end().map(|()| v))
+            .map_err(|e| BodyError::NotJson(e.to_string()))?;
         let id = required_string(peek.id, "id")?;
         let status = Status::parse(&required_string(peek.status, "status")?);
         let model = match peek.model {
@@ -339,12 +352,13 @@ impl Envelope {
         } else {
             Kind::Prediction
         });
-        Ok(Self {
+        let envelope = Self {
             id,
             status,
             model,
             kind,
-        })
+        };
+        Ok((envelope, Value::Object(kept)))
     }
 
     /// [`Envelope::read`] for a body already parsed.
@@ -372,18 +386,70 @@ fn required_string(value: Option<Value>, key: &'static str) -> Result<String, Bo
 }
 
 /// The fields the intake reads; all others are skipped without allocating.
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Peek {
-    #[serde(default)]
     id: Option<Value>,
-    #[serde(default)]
     status: Option<Value>,
-    #[serde(default)]
     model: Option<Value>,
-    #[serde(default)]
     urls: Option<Value>,
-    #[serde(default)]
     output: OutputShape,
+}
+
+/// Reads a body into [`Peek`], plus the top-level fields in `.0` kept whole.
+struct PeekSeed<'k>(&'k BTreeSet<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for PeekSeed<'_> {
+    type Value = (Peek, Map<String, Value>);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PeekSeed<'_> {
+    type Value = (Peek, Map<String, Value>);
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let (mut peek, mut kept) = (Peek::default(), Map::new());
+        let mut output_seen = false;
+        while let Some(key) = map.next_key::<String>()? {
+            let slot = match key.as_str() {
+                "id" => Some(&mut peek.id),
+                "status" => Some(&mut peek.status),
+                "model" => Some(&mut peek.model),
+                "urls" => Some(&mut peek.urls),
+                _ => None,
+            };
+            // A repeated field would make it ambiguous which one was meant.
+            let repeated = match &slot {
+                Some(slot) => slot.is_some(),
+                None => key == "output" && std::mem::replace(&mut output_seen, true),
+            };
+            if repeated {
+                return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
+            }
+            if self.0.contains(&key) {
+                let value: Value = map.next_value()?;
+                match slot {
+                    Some(slot) => *slot = Some(value.clone()),
+                    None if key == "output" => peek.output = OutputShape::of(&value),
+                    None => {}
+                }
+                kept.insert(key, value);
+            } else {
+                match slot {
+                    Some(slot) => *slot = Some(map.next_value()?),
+                    None if key == "output" => peek.output = map.next_value()?,
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+        }
+        Ok((peek, kept))
+    }
 }
 
 /// Whether `output` looks like a training's `{version, weights}`; its contents
@@ -391,6 +457,16 @@ struct Peek {
 #[derive(Default)]
 struct OutputShape {
     training_like: bool,
+}
+
+impl OutputShape {
+    /// The shape of an `output` already read whole.
+    fn of(value: &Value) -> Self {
+        let has = |k: &str| value.as_object().is_some_and(|o| o.contains_key(k));
+        OutputShape {
+            training_like: has("version") && has("weights"),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for OutputShape {
@@ -528,13 +604,30 @@ impl Event {
         let payload = serde::de::DeserializeSeed::deserialize(Fields(keys), &mut de)
             .and_then(|v| de.end().map(|()| v))
             .map_err(|e| BodyError::NotJson(e.to_string()))?;
-        Ok(Self {
+        Ok(Self::for_routing_from(
+            payload,
+            parse_query(query),
+            kind,
+            status,
+        ))
+    }
+
+    /// An event for routing only, from fields already read (by
+    /// [`Envelope::read_keeping`]) and the decoded query: the same limits as
+    /// [`Event::for_routing`].
+    pub fn for_routing_from(
+        payload: Value,
+        query: Vec<(String, String)>,
+        kind: Kind,
+        status: Status,
+    ) -> Self {
+        Self {
             kind,
             status,
             payload,
-            query: parse_query(query),
+            query,
             job: std::sync::OnceLock::new(),
-        })
+        }
     }
 
     /// The value of query parameter `name` (the last one, if repeated).
@@ -668,6 +761,38 @@ mod tests {
                 want,
                 "read {body}"
             );
+        }
+    }
+
+    #[test]
+    fn the_envelope_pass_keeps_the_fields_routes_need() {
+        let keys: BTreeSet<String> = ["metrics", "output", "status"].map(String::from).into();
+        let body = br#"{"id":"t1","status":"succeeded","input":{"big":[1,2,3]},
+            "output":{"version":"v","weights":"w"},"metrics":{"predict_time":3.5}}"#;
+        let (envelope, kept) = Envelope::read_keeping(body, None, &keys).unwrap();
+        assert_eq!(envelope.id, "t1");
+        assert_eq!(envelope.status, Status::Succeeded);
+        assert_eq!(
+            envelope.kind,
+            Kind::Training,
+            "output kept whole still shapes the kind"
+        );
+        assert_eq!(
+            kept,
+            json!({"status": "succeeded", "output": {"version": "v", "weights": "w"},
+                   "metrics": {"predict_time": 3.5}})
+        );
+        // The same as reading the stored body for routing later.
+        let later = Event::for_routing(body, "", Kind::Training, Status::Succeeded, &keys).unwrap();
+        assert_eq!(later.payload, kept);
+        // A repeated field is refused, kept or not.
+        for dup in [
+            &br#"{"id":"a","status":"failed","id":"b"}"#[..],
+            br#"{"id":"a","status":"failed","output":1,"output":2}"#,
+            br#"{"id":"a","status":"failed","status":"succeeded"}"#,
+        ] {
+            let err = Envelope::read_keeping(dup, None, &keys).unwrap_err();
+            assert!(err.to_string().contains("duplicate field"), "{err}");
         }
     }
 

@@ -3,10 +3,9 @@
 //!
 //! The intake routes each event as it stores it, so the deliveries are written
 //! in the event's own transaction. The router task here covers the rest: events
-//! stored without routing (by an older version, or whose body routing could not
-//! read), which it routes from the store and marks routed.
+//! stored without routing (by an older version), which it routes from the store
+//! and marks routed.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,55 +13,40 @@ use tokio::sync::watch;
 
 use super::Shared;
 use crate::config::Config;
-use crate::event::{BodyError, Event, Kind, Status};
+use crate::event::{Event, Kind, Status};
 use crate::route;
 use crate::store::{Routing, RoutingPlan, StoredEvent};
 
 /// Events routed per transaction.
 const BATCH: usize = 256;
 
-/// What routing needs to know about one received event.
+/// What routing needs to know about one received event besides its payload.
 #[derive(Debug, Clone, Copy)]
 pub struct Received<'a> {
     pub webhook_id: &'a str,
     pub object_id: &'a str,
-    pub kind: Kind,
-    pub status: &'a Status,
-    pub body: &'a [u8],
-    pub query: &'a str,
     pub received_at_ms: i64,
 }
 
-/// The deliveries `event` gets under `config`. `keys` is
-/// [`route::payload_keys`] of the config's routes, computed once per config.
-pub fn route_event(
-    config: &Config,
-    keys: &BTreeSet<String>,
-    event: Received<'_>,
-) -> Result<Routing, BodyError> {
-    let parsed = Event::for_routing(
-        event.body,
-        event.query,
-        event.kind,
-        event.status.clone(),
-        keys,
-    )?;
-    let deliveries = route::matching(&config.routes, &parsed)
+/// The deliveries `event` gets under `config`. `event` needs only the payload
+/// fields the routes look at ([`route::payload_keys`]).
+pub fn route_event(config: &Config, event: &Event, received: Received<'_>) -> Routing {
+    let deliveries = route::matching(&config.routes, event)
         .into_iter()
         .flat_map(|r| r.notify.iter().map(|n| (r.name.clone(), n.clone())))
         .collect();
     // A final status notifies once per job whatever the number of webhooks
     // that carried it; anything else notifies once per webhook.
     let dedup_key = if event.status.is_terminal() {
-        format!("{}:{}", event.object_id, event.status.as_str())
+        format!("{}:{}", received.object_id, event.status.as_str())
     } else {
-        format!("webhook:{}", event.webhook_id)
+        format!("webhook:{}", received.webhook_id)
     };
-    Ok(Routing {
+    Routing {
         dedup_key,
         deliveries,
-        expires_at_ms: event.received_at_ms + config.delivery.max_age.as_millis() as i64,
-    })
+        expires_at_ms: received.received_at_ms + config.delivery.max_age.as_millis() as i64,
+    }
 }
 
 pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -107,26 +91,27 @@ pub fn plan(config: &Config, events: &[StoredEvent]) -> Vec<RoutingPlan> {
     events
         .iter()
         .map(|stored| {
+            let kind = stored.kind.parse().unwrap_or(Kind::Prediction);
             let status = Status::parse(&stored.status);
             let received = Received {
                 webhook_id: &stored.webhook_id,
                 object_id: &stored.object_id,
-                kind: stored.kind.parse().unwrap_or(Kind::Prediction),
-                status: &status,
-                body: &stored.body,
-                query: &stored.query,
                 received_at_ms: stored.received_at_ms,
             };
-            let routing = route_event(config, &keys, received).unwrap_or_else(|e| {
-                // Cannot happen for bodies the intake accepted; never block the
-                // queue on one.
-                tracing::error!(message = "A stored event cannot be read; not routed.", seq = stored.seq, error = %e);
-                Routing {
-                    dedup_key: format!("webhook:{}", stored.webhook_id),
-                    deliveries: Vec::new(),
-                    expires_at_ms: stored.received_at_ms,
+            let routing = match Event::for_routing(&stored.body, &stored.query, kind, status, &keys)
+            {
+                Ok(event) => route_event(config, &event, received),
+                Err(e) => {
+                    // Cannot happen for bodies the intake accepted; never block
+                    // the queue on one.
+                    tracing::error!(message = "A stored event cannot be read; not routed.", seq = stored.seq, error = %e);
+                    Routing {
+                        dedup_key: format!("webhook:{}", stored.webhook_id),
+                        deliveries: Vec::new(),
+                        expires_at_ms: stored.received_at_ms,
+                    }
                 }
-            });
+            };
             RoutingPlan {
                 event_seq: stored.seq,
                 routing,
@@ -193,20 +178,20 @@ notify = ["team"]
         for (status, query, want, key) in cases {
             let status = Status::parse(status);
             let body = format!(r#"{{"id":"p1","status":"{}"}}"#, status.as_str());
-            let got = route_event(
-                &config,
+            let event = Event::for_routing(
+                body.as_bytes(),
+                query,
+                Kind::Prediction,
+                status.clone(),
                 &keys,
-                Received {
-                    webhook_id: "msg_1",
-                    object_id: "p1",
-                    kind: Kind::Prediction,
-                    status: &status,
-                    body: body.as_bytes(),
-                    query,
-                    received_at_ms: 1_000,
-                },
             )
             .unwrap();
+            let received = Received {
+                webhook_id: "msg_1",
+                object_id: "p1",
+                received_at_ms: 1_000,
+            };
+            let got = route_event(&config, &event, received);
             let want: Vec<(String, String)> = want
                 .iter()
                 .map(|(r, n)| (r.to_string(), n.to_string()))

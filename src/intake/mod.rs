@@ -21,7 +21,7 @@ use warp::http::{HeaderMap, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
 use crate::dispatch::router;
-use crate::event::{Envelope, Kind, kind_hint, parse_query};
+use crate::event::{Envelope, Event, Kind, kind_hint, parse_query};
 use crate::live::{Live, Setup};
 use crate::store::{Inserted, NewEvent, Store, StoreError};
 use crate::telemetry;
@@ -280,30 +280,22 @@ where
         },
     };
 
-    let envelope = Envelope::read(&body, kind_hint(&parse_query(&query)))?;
+    // One pass over the body: what the store indexes, and the fields the
+    // routes look at. Routing is a pure function of those and the config, so
+    // it is done here and its deliveries are committed with the event: one
+    // write per event, and nothing to read back later.
+    let pairs = parse_query(&query);
+    let (envelope, fields) = Envelope::read_keeping(&body, kind_hint(&pairs), &setup.route_keys)?;
     let received_at_ms = crate::store::sqlite::now_ms();
     let kind = envelope.kind;
     let status = envelope.status.as_str().to_owned();
-    // Routing is a pure function of the body and the config, so it is done
-    // here and its deliveries are committed with the event: one write per
-    // event, and nothing to read back later.
+    let view = Event::for_routing_from(fields, pairs, kind, envelope.status.clone());
     let received = router::Received {
         webhook_id: &webhook_id,
         object_id: &envelope.id,
-        kind,
-        status: &envelope.status,
-        body: &body,
-        query: &query,
         received_at_ms,
     };
-    let routing = match router::route_event(&setup.config, &setup.route_keys, received) {
-        Ok(routing) => Some(routing),
-        Err(e) => {
-            // The router task will try again from the store, and say so there.
-            tracing::warn!(message = "Could not route at intake; the router will.", webhook_id, error = %e);
-            None
-        }
-    };
+    let routing = router::route_event(&setup.config, &view, received);
     let event = NewEvent {
         webhook_id: webhook_id.clone(),
         object_id: envelope.id,
@@ -313,7 +305,7 @@ where
         query,
         body,
         received_at_ms,
-        routing,
+        routing: Some(routing),
     };
     let inserted = intake.store.insert(event).await?;
     Ok(Accepted {
