@@ -12,13 +12,15 @@
 //! background copy runs. So once the WAL is long enough, and the background
 //! copy has just caught up, the writer finishes the few frames left itself,
 //! between two batches; its next transaction then restarts the WAL. If the
-//! background copy never catches up (a disk that cannot keep up), the writer
-//! does the whole checkpoint itself past a hard limit, as SQLite would, so the
-//! WAL stays bounded either way.
+//! background copy never catches up (a disk that cannot keep up, or a thread
+//! that has not run yet), the writer does the whole checkpoint itself past a
+//! hard limit, as SQLite's automatic checkpoint would, so the WAL stays
+//! bounded either way.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -43,13 +45,29 @@ impl Default for CheckpointLimits {
     }
 }
 
-/// What the background thread last saw of the WAL.
+/// What is known of the WAL.
 #[derive(Debug, Default)]
 pub struct WalState {
-    /// Frames in the WAL.
+    /// Frames in the WAL after the writer's last commit (SQLite reports it).
     frames: AtomicI64,
     /// Frames in the WAL when a background pass last copied all of them.
     caught_up: AtomicI64,
+    /// Held by whoever checkpoints: SQLite refuses a second checkpoint at once
+    /// (without waiting), so the writer would otherwise miss its turn every
+    /// time a background pass happens to be running.
+    turn: Mutex<()>,
+}
+
+/// Has SQLite tell the writer's connection how long the WAL is after each of
+/// its commits (the hook its own automatic checkpoint uses).
+pub fn watch_wal(writer: &mut Connection) -> rusqlite::Result<Arc<WalState>> {
+    let wal = Arc::new(WalState::default());
+    let seen = wal.clone();
+    writer.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames| {
+        seen.frames.store(i64::from(frames), Ordering::Relaxed);
+        Ok(())
+    }))?;
+    Ok(wal)
 }
 
 /// The writer's side: tells the background thread about commits, and finishes
@@ -58,50 +76,70 @@ pub struct Checkpoints<'a> {
     wal: &'a WalState,
     limits: CheckpointLimits,
     committed: SyncSender<()>,
-    /// Set when the background thread could not start: the writer's first
-    /// commit then hands checkpoints back to SQLite.
+    /// Set when there is no background thread (it could not start, or it
+    /// stopped): checkpoints are then handed back to SQLite, once.
     alone: Cell<bool>,
+    handed_back: Cell<bool>,
 }
 
 impl Checkpoints<'_> {
-    /// Called by the writer after each commit, between batches.
+    /// Called by the writer after each round of writes (a batch of inserts,
+    /// another write, or both).
     pub fn after_commit(&self, conn: &Connection) {
-        if self.alone.replace(false) {
-            if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", 500) {
+        // Wake the background thread; one pending wake-up is enough.
+        if !self.alone.get()
+            && let Err(TrySendError::Disconnected(())) = self.committed.try_send(())
+        {
+            tracing::error!("The checkpoint thread has stopped; SQLite checkpoints on the writer.");
+            self.alone.set(true);
+        }
+        if self.alone.get() {
+            // SQLite's automatic checkpoint (which replaces the WAL hook).
+            if !self.handed_back.replace(true)
+                && let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", 500)
+            {
                 tracing::error!(message = "Cannot turn automatic checkpoints back on.", error = %e);
             }
             return;
         }
-        // Wake the background thread; one pending wake-up is enough.
-        if let Err(TrySendError::Disconnected(())) = self.committed.try_send(()) {
-            tracing::warn!("The checkpoint thread has stopped; the writer checkpoints alone.");
-        }
         let frames = self.wal.frames.load(Ordering::Relaxed);
         let caught_up = self.wal.caught_up.load(Ordering::Relaxed);
-        if caught_up >= self.limits.restart || frames >= self.limits.max {
-            // Reset first so that one report triggers one checkpoint.
+        let mode = if frames >= self.limits.max {
+            // Past the limit the writer waits (at most the busy timeout) for
+            // readers, so that its next write surely restarts the WAL.
+            "RESTART"
+        } else if caught_up >= self.limits.restart {
+            // One report of the background thread, one try; if a reader is
+            // in the way, the next report tries again.
             self.wal.caught_up.store(0, Ordering::Relaxed);
-            self.wal.frames.store(0, Ordering::Relaxed);
-            if let Err(e) = passive(conn) {
-                tracing::warn!(message = "Checkpoint failed; will try again.", error = %e);
-            }
+            "PASSIVE"
+        } else {
+            return;
+        };
+        let result = {
+            let _turn = self.wal.turn.lock().unwrap_or_else(|e| e.into_inner());
+            checkpoint(conn, mode)
+        };
+        if let Err(e) = result {
+            tracing::warn!(message = "Checkpoint failed; will try again.", error = %e);
         }
     }
 }
 
 /// Runs `with_checkpoints` (the writer's loop) beside a background checkpoint
-/// thread on `conn`, which stops when the writer's loop returns.
+/// thread on `conn`, which stops when the writer's loop returns. `wal` comes
+/// from [`watch_wal`] on the writer's connection.
 pub fn run_beside<R>(
+    wal: &WalState,
     conn: Connection,
     limits: CheckpointLimits,
     with_checkpoints: impl FnOnce(&Checkpoints<'_>) -> R,
 ) -> R {
-    let wal = WalState::default();
     let (committed, commits) = std::sync::mpsc::sync_channel(1);
     std::thread::scope(|scope| {
         let spawned = std::thread::Builder::new()
             .name("store-checkpoint".into())
-            .spawn_scoped(scope, || background(conn, &wal, commits));
+            .spawn_scoped(scope, || background(conn, wal, commits));
         let alone = match spawned {
             Ok(_) => false,
             Err(e) => {
@@ -110,10 +148,11 @@ pub fn run_beside<R>(
             }
         };
         let checkpoints = Checkpoints {
-            wal: &wal,
+            wal,
             limits,
             committed,
             alone: Cell::new(alone),
+            handed_back: Cell::new(false),
         };
         // Dropping `checkpoints` (and its sender) at the end of this block
         // stops the background thread; the scope then waits for it.
@@ -132,9 +171,12 @@ fn background(conn: Connection, wal: &WalState, commits: Receiver<()>) {
     while commits.recv().is_ok() {
         std::thread::sleep(GATHER);
         while commits.try_recv().is_ok() {}
-        match passive(&conn) {
+        let result = {
+            let _turn = wal.turn.lock().unwrap_or_else(|e| e.into_inner());
+            checkpoint(&conn, "PASSIVE")
+        };
+        match result {
             Ok((frames, copied)) => {
-                wal.frames.store(frames, Ordering::Relaxed);
                 if copied == frames {
                     wal.caught_up.store(frames, Ordering::Relaxed);
                 }
@@ -152,10 +194,44 @@ fn background(conn: Connection, wal: &WalState, commits: Receiver<()>) {
     }
 }
 
-/// A `PASSIVE` checkpoint: copies what it can without waiting for anyone.
+/// A checkpoint in `mode`: `PASSIVE` copies what it can without waiting for
+/// anyone; `RESTART` waits for readers so that the next write restarts the WAL.
 /// Returns (frames in the WAL, frames copied so far).
-fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
         Ok((r.get(1)?, r.get(2)?))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_the_background_thread_sqlite_checkpoints_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("relay.db")).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        let wal = watch_wal(&mut conn).unwrap();
+        let (committed, commits) = std::sync::mpsc::sync_channel(1);
+        drop(commits); // the thread has stopped
+        let checkpoints = Checkpoints {
+            wal: &wal,
+            limits: CheckpointLimits::default(),
+            committed,
+            alone: Cell::new(false),
+            handed_back: Cell::new(false),
+        };
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        assert!(wal.frames.load(Ordering::Relaxed) > 0, "the hook reports");
+        checkpoints.after_commit(&conn);
+        checkpoints.after_commit(&conn);
+        let every: i64 = conn
+            .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+            .unwrap();
+        assert_eq!(every, 500);
+        assert!(checkpoints.alone.get() && checkpoints.handed_back.get());
+    }
 }

@@ -192,10 +192,11 @@ impl SqliteStore {
         let state = writer_state.clone();
         let max_batch = options.max_batch.max(1);
         let limits = options.checkpoints;
+        let wal = checkpoint::watch_wal(&mut conn).map_err(|e| open_err(e.to_string()))?;
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                checkpoint::run_beside(checkpointer, limits, |checkpoints| {
+                checkpoint::run_beside(&wal, checkpointer, limits, |checkpoints| {
                     writer_loop(conn, rx, &state, max_batch, checkpoints)
                 })
             })
@@ -384,7 +385,6 @@ fn writer_loop(
         }
         if !batch.is_empty() {
             commit_batch(&mut conn, &mut batch, state);
-            checkpoints.after_commit(&conn);
         }
         if let Some(job) = after {
             // A panic in one job must not take the writer (and with it every
@@ -394,6 +394,8 @@ fn writer_loop(
                 tracing::error!("A store job panicked; the writer carries on.");
             }
         }
+        // Outbox writes and retention fill the WAL too, webhooks or not.
+        checkpoints.after_commit(&conn);
     }
     // Channel closed and drained: every accepted insert has been answered.
     tracing::debug!("store writer stopped");
@@ -741,6 +743,13 @@ mod tests {
         );
     }
 
+    /// Frames (4 KB pages and their headers) the WAL file of `db` has room for.
+    fn wal_frames(db: &Path) -> u64 {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        std::fs::metadata(wal).unwrap().len() / (4096 + 24)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn checkpoints_keep_the_wal_short_and_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -772,10 +781,7 @@ mod tests {
         }
         // 3,000 pages were written; a WAL that never restarted would hold them
         // all.
-        let wal = std::fs::metadata(dir.path().join("relay.db-wal"))
-            .unwrap()
-            .len();
-        let frames = wal / (4096 + 24);
+        let frames = wal_frames(&path);
         assert!(frames < 1_500, "the WAL holds {frames} frames");
         store.close().await;
         drop(store);
@@ -784,6 +790,57 @@ mod tests {
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
             .unwrap();
         assert_eq!(count, 3_000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_other_than_inserts_are_checkpointed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        // Events stored unrouted, as an older version left them.
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate(&mut conn, &path).unwrap();
+            let tx = conn.transaction().unwrap();
+            let body = "x".repeat(3000);
+            for i in 0..6_000 {
+                tx.execute(
+                    "INSERT INTO events (webhook_id, object_id, kind, status, query, body, received_at_ms)
+                     VALUES (?1, 'p', 'prediction', 'succeeded', '', ?2, 1000)",
+                    params![format!("msg_{i}"), body],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let options = SqliteOptions {
+            checkpoints: CheckpointLimits {
+                restart: 100,
+                max: 400,
+            },
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(&path, options).unwrap();
+        // The router routes them all (every row rewritten), and no webhook
+        // arrives meanwhile.
+        for first in (1..=6_000).step_by(250) {
+            let plans = (first..first + 250)
+                .map(|seq| RoutingPlan {
+                    event_seq: seq,
+                    routing: crate::store::Routing {
+                        dedup_key: format!("k{seq}"),
+                        deliveries: vec![],
+                        expires_at_ms: 0,
+                    },
+                })
+                .collect();
+            store.record_routing(plans).await.unwrap();
+        }
+        assert!(store.unrouted(1).await.unwrap().is_empty());
+        // 6,000 pages were rewritten; a WAL that never restarted would hold
+        // them all.
+        let frames = wal_frames(&path);
+        assert!(frames < 3_000, "the WAL holds {frames} frames");
+        store.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
