@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,15 @@ fn states(rows: &[replicate_relay::store::sqlite::outbox::Listed]) -> Vec<Delive
     rows.iter().map(|l| l.delivery.state).collect()
 }
 
+/// The outbox of the store at `db` once it holds one delivered delivery (or
+/// whatever it holds after 5 s).
+async fn one_delivered(db: &Path) -> Vec<replicate_relay::store::sqlite::outbox::Listed> {
+    wait_deliveries(db, Duration::from_secs(5), |r| {
+        states(r) == [DeliveryState::Delivered]
+    })
+    .await
+}
+
 #[tokio::test]
 async fn slack_gets_the_block_kit_message_with_token_and_channel() {
     let slack = SlackStandIn::start().await;
@@ -44,10 +54,7 @@ async fn slack_gets_the_block_kit_message_with_token_and_channel() {
         "❌ Prediction acme-studio/captioner-prod failed in 0.4s"
     );
     assert_eq!(body["blocks"][0]["type"], "header");
-    let rows = wait_deliveries(&dir.path().join("relay.db"), Duration::from_secs(5), |r| {
-        states(r) == [DeliveryState::Delivered]
-    })
-    .await;
+    let rows = one_delivered(&dir.path().join("relay.db")).await;
     assert_eq!(states(&rows), [DeliveryState::Delivered]);
     daemon.stop().await;
 }
@@ -69,10 +76,7 @@ async fn slack_429_is_honoured_before_anything_else_is_sent() {
         "second request after only {gap:?}"
     );
     assert!(got[1].answer.contains("\"ok\":true"));
-    let rows = wait_deliveries(&dir.path().join("relay.db"), Duration::from_secs(5), |r| {
-        states(r) == [DeliveryState::Delivered]
-    })
-    .await;
+    let rows = one_delivered(&dir.path().join("relay.db")).await;
     assert_eq!(rows[0].delivery.attempts, 2);
     daemon.stop().await;
 }
@@ -86,10 +90,7 @@ async fn slack_500_then_200_is_delivered() {
     post_signed(&daemon, "msg_500", &fixture("prediction-succeeded.json")).await;
     let got = slack.wait_for(2, Duration::from_secs(15)).await;
     assert_eq!(got.len(), 2);
-    let rows = wait_deliveries(&dir.path().join("relay.db"), Duration::from_secs(5), |r| {
-        states(r) == [DeliveryState::Delivered]
-    })
-    .await;
+    let rows = one_delivered(&dir.path().join("relay.db")).await;
     assert_eq!(states(&rows), [DeliveryState::Delivered]);
     daemon.stop().await;
 }
@@ -338,10 +339,7 @@ async fn mail_waits_for_an_smtp_server_that_is_down_then_arrives() {
     let smtp = SmtpServer::start(port, dir.path(), false, false);
     let mails = smtp.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(mails.len(), 1);
-    let rows = wait_deliveries(&db, Duration::from_secs(5), |r| {
-        states(r) == [DeliveryState::Delivered]
-    })
-    .await;
+    let rows = one_delivered(&db).await;
     assert!(rows[0].delivery.attempts >= 2);
     daemon.stop().await;
 }
@@ -425,10 +423,7 @@ async fn a_send_interrupted_by_a_crash_is_retried_after_restart() {
     let daemon = start(dir.path(), &reachable).await;
     let got = hook.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1, "sent after the restart");
-    let rows = wait_deliveries(&db, Duration::from_secs(5), |r| {
-        states(r) == [DeliveryState::Delivered]
-    })
-    .await;
+    let rows = one_delivered(&db).await;
     assert_eq!(states(&rows), [DeliveryState::Delivered]);
     daemon.stop().await;
 }
