@@ -119,6 +119,12 @@ fn next_notification(sock: &UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Posts a signed webhook and asserts it was answered 200.
+async fn post_ok(port: u16, webhook_id: &str, body: &[u8]) {
+    let (status, answer) = post_to(port, webhook_id, body).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+}
+
 async fn post_to(
     port: u16,
     webhook_id: &str,
@@ -199,13 +205,7 @@ async fn sighup_swaps_in_a_good_config_and_refuses_a_broken_one() {
     );
 
     // Under the first config, a failed prediction goes nowhere.
-    assert_eq!(
-        post_to(port, "msg_r1", &fixture("prediction-failed.json"))
-            .await
-            .unwrap()
-            .0,
-        200
-    );
+    post_ok(port, "msg_r1", &fixture("prediction-failed.json")).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(hook.wait_for(1, Duration::ZERO).await.len(), 0);
 
@@ -220,13 +220,7 @@ async fn sighup_swaps_in_a_good_config_and_refuses_a_broken_one() {
         "{}",
         serve.log()
     );
-    assert_eq!(
-        post_to(port, "msg_r2", &fixture("prediction-canceled.json"))
-            .await
-            .unwrap()
-            .0,
-        200
-    );
+    post_ok(port, "msg_r2", &fixture("prediction-canceled.json")).await;
     assert_eq!(hook.wait_for(1, Duration::from_secs(10)).await.len(), 1);
 
     // A broken config changes nothing, and says why.
@@ -249,13 +243,7 @@ async fn sighup_swaps_in_a_good_config_and_refuses_a_broken_one() {
         "{}",
         serve.log()
     );
-    assert_eq!(
-        post_to(port, "msg_r3", &fixture("prediction-succeeded.json"))
-            .await
-            .unwrap()
-            .0,
-        200
-    );
+    post_ok(port, "msg_r3", &fixture("prediction-succeeded.json")).await;
     assert_eq!(
         hook.wait_for(2, Duration::from_secs(10)).await.len(),
         2,
@@ -368,20 +356,8 @@ async fn metrics_move_as_events_and_deliveries_happen() {
         None
     );
 
-    assert_eq!(
-        post_to(port, "msg_m1", &fixture("prediction-failed.json"))
-            .await
-            .unwrap()
-            .0,
-        200
-    );
-    assert_eq!(
-        post_to(port, "msg_m1", &fixture("prediction-failed.json"))
-            .await
-            .unwrap()
-            .0,
-        200
-    );
+    post_ok(port, "msg_m1", &fixture("prediction-failed.json")).await;
+    post_ok(port, "msg_m1", &fixture("prediction-failed.json")).await;
     let forged = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/hooks/replicate"))
         .body("{}")
@@ -456,13 +432,7 @@ async fn no_secret_appears_in_the_logs_even_at_trace_level() {
         "{}",
         serve.log()
     );
-    assert_eq!(
-        post_to(port, "msg_s1", &fixture("prediction-failed.json"))
-            .await
-            .unwrap()
-            .0,
-        200
-    );
+    post_ok(port, "msg_s1", &fixture("prediction-failed.json")).await;
     let wrong = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/hooks/replicate"))
         .header("webhook-id", "msg_x")
