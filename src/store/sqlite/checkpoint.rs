@@ -98,7 +98,7 @@ impl Checkpoints<'_> {
             if !self.handed_back.replace(true)
                 && let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", 500)
             {
-                tracing::error!(message = "Cannot turn automatic checkpoints back on.", error = %e);
+                tracing::error!(message = "Cannot turn automatic checkpoints back on; the WAL file will grow until the daemon is restarted.", error = %e);
             }
             return;
         }
@@ -121,7 +121,7 @@ impl Checkpoints<'_> {
             checkpoint(conn, mode)
         };
         if let Err(e) = result {
-            tracing::warn!(message = "Checkpoint failed; will try again.", error = %e);
+            tracing::warn!(message = "Checkpoint failed; will try again. If it repeats, check free disk space and that the store file is writable.", error = %e);
         }
     }
 }
@@ -186,7 +186,7 @@ fn background(conn: Connection, wal: &WalState, commits: Receiver<()>) {
                 // Say it once, not every few milliseconds.
                 let e = e.to_string();
                 if last_error.as_ref() != Some(&e) {
-                    tracing::warn!(message = "Background checkpoint failed; will try again.", error = %e);
+                    tracing::warn!(message = "Background checkpoint failed; will try again. If it repeats, check free disk space and that the store file is writable.", error = %e);
                     last_error = Some(e);
                 }
             }
