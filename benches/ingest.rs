@@ -20,7 +20,13 @@ use http_body_util::{BodyExt, Full};
 use replicate_relay::intake::signature::Secret;
 
 const SECRET: &str = "whsec_YmVuY2htYXJrLXNlY3JldC1mb3ItcmVwbGljYXRlLXJlbGF5";
-const BIN: &str = env!("CARGO_BIN_EXE_replicate-relay");
+/// The daemon under test; `RELAY_BENCH_BIN` points at another build of it, so
+/// two versions can be compared in interleaved runs.
+fn daemon_bin() -> PathBuf {
+    std::env::var_os("RELAY_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_replicate-relay")))
+}
 
 /// The shipped config's example routes, to a log notifier.
 const ROUTES: &str = r#"
@@ -366,7 +372,7 @@ impl Daemon {
             ),
         )
         .unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(daemon_bin())
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "warn")
             .stderr(Stdio::inherit())
@@ -422,6 +428,16 @@ fn prefill(dir: &Path, count: usize) {
         }
     }
     tx.commit().unwrap();
+    drop(conn);
+    // Opening and closing the store indexes the new rows' webhook ids, as a
+    // daemon that had received them would have done.
+    drop(
+        replicate_relay::store::SqliteStore::open(
+            &path,
+            replicate_relay::store::sqlite::SqliteOptions::default(),
+        )
+        .unwrap(),
+    );
 }
 
 fn ms(d: Duration) -> String {

@@ -15,10 +15,12 @@
 //! the writer without blocking it, and so do checkpoints (see `checkpoint`).
 
 mod checkpoint;
+mod dedup;
 pub mod outbox;
 
 pub use checkpoint::CheckpointLimits;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,6 +72,41 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX deliveries_due ON deliveries (notifier, state, next_attempt_at_ms);
      CREATE INDEX deliveries_state ON deliveries (state, id);",
+    // 3: dedup moves from a unique index on `events.webhook_id` to the `seen`
+    // table, written in sorted batches (see `dedup`). SQLite cannot drop a
+    // UNIQUE constraint, so the table is rebuilt, seqs kept (foreign keys are
+    // off while migrating, so dropping the old table deletes no deliveries).
+    "CREATE TABLE events_v3 (
+        seq            INTEGER PRIMARY KEY,
+        webhook_id     TEXT    NOT NULL,
+        object_id      TEXT    NOT NULL,
+        kind           TEXT    NOT NULL,
+        status         TEXT    NOT NULL,
+        model          TEXT,
+        query          TEXT    NOT NULL,
+        body           BLOB    NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        routed_at_ms   INTEGER
+     );
+     INSERT INTO events_v3
+         SELECT seq, webhook_id, object_id, kind, status, model, query, body,
+                received_at_ms, routed_at_ms
+         FROM events ORDER BY seq;
+     DROP TABLE events;
+     ALTER TABLE events_v3 RENAME TO events;
+     CREATE INDEX events_unrouted ON events (seq) WHERE routed_at_ms IS NULL;
+     CREATE TABLE seen (
+         webhook_id TEXT    PRIMARY KEY,
+         seq        INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO seen (webhook_id, seq)
+         SELECT webhook_id, seq FROM events WHERE true ORDER BY webhook_id
+         ON CONFLICT DO NOTHING;
+     CREATE TABLE seen_upto (seq INTEGER NOT NULL);
+     INSERT INTO seen_upto (seq) SELECT coalesce(max(seq), 0) FROM events;
+     CREATE TRIGGER events_forget AFTER DELETE ON events BEGIN
+         DELETE FROM seen WHERE webhook_id = old.webhook_id AND seq = old.seq;
+     END;",
 ];
 
 /// Tuning knobs; the defaults suit a small VM.
@@ -166,6 +203,8 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         configure(&conn, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
         migrate(&mut conn, path)?;
+        let dedup = dedup::Dedup::open(&conn, dedup::FLUSH_AT)
+            .map_err(|e| open_err(format!("cannot read the dedup index: {e}")))?;
 
         // A write-protected file opens read-only without complaint; say so now and
         // keep answering 503 until it is writable, rather than refusing to start.
@@ -197,7 +236,7 @@ impl SqliteStore {
             .name("store-writer".into())
             .spawn(move || {
                 checkpoint::run_beside(&wal, checkpointer, limits, |checkpoints| {
-                    writer_loop(conn, rx, &state, max_batch, checkpoints)
+                    writer_loop(conn, rx, &state, max_batch, dedup, checkpoints)
                 })
             })
             .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
@@ -346,18 +385,41 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(fail)?;
     check_version(current, path)?;
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let version = index as i64 + 1;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail)?;
-        tx.execute_batch(sql).map_err(fail)?;
-        tx.pragma_update(None, "user_version", version)
-            .map_err(fail)?;
-        tx.commit().map_err(fail)?;
-        tracing::info!(message = "Store schema migrated.", version);
+    if current as usize == MIGRATIONS.len() {
+        return Ok(());
     }
-    Ok(())
+    // A migration may rebuild a table (drop and rename): with foreign keys
+    // on, dropping `events` would delete every delivery. SQLite ignores this
+    // pragma inside a transaction, so it is set around them; each migration
+    // checks the keys itself before it commits.
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(fail)?;
+    let migrated = (|| {
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let version = index as i64 + 1;
+            tracing::info!(
+                message = "Migrating the store schema; a large store takes a while.",
+                version
+            );
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            let broken: Option<String> = tx
+                .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                .optional()?;
+            if let Some(table) = broken {
+                return Err(rusqlite::Error::InvalidParameterName(format!(
+                    "migration {version} left rows in {table} without their parent"
+                )));
+            }
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+            tracing::info!(message = "Store schema migrated.", version);
+        }
+        Ok(())
+    })();
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(fail)?;
+    migrated.map_err(fail)
 }
 
 fn writer_loop(
@@ -365,6 +427,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Cmd>,
     state: &WriterState,
     max_batch: usize,
+    mut dedup: dedup::Dedup,
     checkpoints: &checkpoint::Checkpoints<'_>,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
@@ -384,7 +447,10 @@ fn writer_loop(
             }
         }
         if !batch.is_empty() {
-            commit_batch(&mut conn, &mut batch, state);
+            commit_batch(&mut conn, &mut batch, state, &mut dedup);
+        }
+        if dedup.due() {
+            flush_dedup(&mut conn, &mut dedup);
         }
         if let Some(job) = after {
             // A panic in one job must not take the writer (and with it every
@@ -398,12 +464,28 @@ fn writer_loop(
         checkpoints.after_commit(&conn);
     }
     // Channel closed and drained: every accepted insert has been answered.
+    // Not needed for correctness (the next open indexes what is left), but
+    // it makes that open quick.
+    flush_dedup(&mut conn, &mut dedup);
     tracing::debug!("store writer stopped");
 }
 
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Pending>, state: &WriterState) {
+/// Writes the staged webhook ids to the dedup index. A failure loses nothing:
+/// they stay staged, answering lookups, until a later flush succeeds.
+fn flush_dedup(conn: &mut Connection, dedup: &mut dedup::Dedup) {
+    if let Err(e) = dedup.flush(conn) {
+        tracing::warn!(message = "Could not write the dedup index; will retry after the next commit. Check free disk space and that the store is writable.", error = %e, staged = dedup.staged());
+    }
+}
+
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Pending>,
+    state: &WriterState,
+    dedup: &mut dedup::Dedup,
+) {
     let started = std::time::Instant::now();
-    match write_batch(conn, batch) {
+    match write_batch(conn, batch, dedup) {
         Ok((outcomes, planned)) => {
             crate::telemetry::store_commit(started.elapsed().as_secs_f64(), batch.len());
             state.error.lock().unwrap().take();
@@ -416,6 +498,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Pending>, state: &WriterS
                 .zip(&outcomes)
                 .any(|(p, o)| matches!(o, Inserted::New(_)) && p.event.routing.is_none());
             for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                if let Inserted::New(seq) = outcome {
+                    dedup.stage(pending.event.webhook_id.clone(), seq);
+                }
                 // The requester may have gone (client hung up); the event is
                 // stored all the same and a retry will be a duplicate.
                 let _ = pending.reply.send(Ok(outcome));
@@ -444,22 +529,31 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Pending>, state: &WriterS
 fn write_batch(
     conn: &mut Connection,
     batch: &[Pending],
+    dedup: &dedup::Dedup,
 ) -> rusqlite::Result<(Vec<Inserted>, usize)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut planned = 0;
     let now = now_ms();
+    // Ids new in this batch: they are staged only once it commits.
+    let mut fresh: HashMap<&str, i64> = HashMap::with_capacity(batch.len());
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO events
                  (webhook_id, object_id, kind, status, model, query, body, received_at_ms,
                   routed_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (webhook_id) DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
-        let mut existing = tx.prepare_cached("SELECT seq FROM events WHERE webhook_id = ?1")?;
         for Pending { event: e, .. } in batch {
-            let changed = insert.execute(params![
+            let known = match fresh.get(e.webhook_id.as_str()) {
+                Some(&seq) => Some(seq),
+                None => dedup.lookup(&tx, &e.webhook_id)?,
+            };
+            if let Some(seq) = known {
+                outcomes.push(Inserted::Duplicate(seq));
+                continue;
+            }
+            insert.execute(params![
                 e.webhook_id,
                 e.object_id,
                 e.kind.as_str(),
@@ -470,15 +564,12 @@ fn write_batch(
                 e.received_at_ms,
                 e.routing.as_ref().map(|_| now),
             ])?;
-            outcomes.push(if changed == 1 {
-                let seq = tx.last_insert_rowid();
-                if let Some(routing) = &e.routing {
-                    planned += outbox::insert_deliveries(&tx, seq, routing, now)?;
-                }
-                Inserted::New(seq)
-            } else {
-                Inserted::Duplicate(existing.query_row([&e.webhook_id], |r| r.get(0))?)
-            });
+            let seq = tx.last_insert_rowid();
+            fresh.insert(&e.webhook_id, seq);
+            if let Some(routing) = &e.routing {
+                planned += outbox::insert_deliveries(&tx, seq, routing, now)?;
+            }
+            outcomes.push(Inserted::New(seq));
         }
     }
     tx.commit()?;
@@ -893,6 +984,73 @@ mod tests {
         assert_eq!(pragma("synchronous"), 2, "FULL: a commit is fsynced");
         assert_eq!(pragma("wal_autocheckpoint"), 500);
         assert_eq!(pragma("foreign_keys"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_version_2_store_keeps_its_events_deliveries_and_dedup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        {
+            // What the previous release left: schema 2, events with the dedup
+            // key as a unique column, and a pending delivery.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO events (webhook_id, object_id, kind, status, model, query, body,
+                                     received_at_ms, routed_at_ms)
+                 VALUES ('msg_old1', 'p1', 'prediction', 'failed', NULL, '', X'7B7D', 1000, 1000),
+                        ('msg_old2', 'p2', 'training', 'succeeded', 'a/b', 'team=x', X'7B7D', 2000, NULL);
+                 INSERT INTO deliveries (event_seq, dedup_key, route, notifier, state,
+                                         created_at_ms, next_attempt_at_ms, expires_at_ms)
+                 VALUES (1, 'k1', 'r', 'n', 'pending', 1000, 1000, 9000);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        assert_eq!(
+            store.insert(event("msg_old1")).await.unwrap(),
+            Inserted::Duplicate(1)
+        );
+        assert_eq!(
+            store.insert(event("msg_new")).await.unwrap(),
+            Inserted::New(3)
+        );
+        assert_eq!(
+            store.insert(event("msg_new")).await.unwrap(),
+            Inserted::Duplicate(3)
+        );
+        let unrouted = store.unrouted(10).await.unwrap();
+        assert_eq!(unrouted.len(), 2, "the unrouted old event and the new one");
+        assert_eq!((unrouted[0].seq, unrouted[0].query.as_str()), (2, "team=x"));
+        store.close().await;
+
+        let conn = Connection::open(&path).unwrap();
+        let delivery: (i64, String) = conn
+            .query_row("SELECT event_seq, state FROM deliveries", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            delivery,
+            (1, "pending".to_string()),
+            "dropping the old table deleted nothing"
+        );
+        let fk: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(fk, 0);
+        // The foreign key still cascades from the rebuilt table.
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        conn.execute("DELETE FROM events WHERE seq = 1", [])
+            .unwrap();
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]
