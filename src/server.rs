@@ -59,14 +59,32 @@ pub struct Running {
     retention: JoinHandle<()>,
 }
 
+/// While a long store migration runs: asks systemd (when it started us with
+/// Type=notify) for more time, so it does not kill the start half way and
+/// roll the migration back at every restart; the status line says why, until
+/// the migration is done.
+fn still_starting(migrating: bool) {
+    let _ = if migrating {
+        sd_notify::notify(&[
+            sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000),
+            sd_notify::NotifyState::Status("migrating the store schema"),
+        ])
+    } else {
+        sd_notify::notify(&[sd_notify::NotifyState::Status("")])
+    };
+}
+
 /// Opens the store, binds `config.server.listen` and starts serving.
 pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
     telemetry::handle();
     let path = config.store.path.clone();
-    let store =
-        tokio::task::spawn_blocking(move || SqliteStore::open(&path, SqliteOptions::default()))
-            .await
-            .expect("store open does not panic")?;
+    let options = SqliteOptions {
+        while_migrating: Some(still_starting),
+        ..SqliteOptions::default()
+    };
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, options))
+        .await
+        .expect("store open does not panic")?;
     let store: Arc<dyn Store> = Arc::new(store);
     let live = Arc::new(Live::new(Setup::build(config.clone(), clock.clone())?));
 

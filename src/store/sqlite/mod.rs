@@ -121,6 +121,12 @@ pub struct SqliteOptions {
     pub queue: usize,
     /// When the WAL is copied back into the database (see `checkpoint`).
     pub checkpoints: CheckpointLimits,
+    /// Told `true` when an existing store's migrations start and every 5 s
+    /// while they make progress, `false` when they are done: a migration that
+    /// rebuilds a table takes about 45 s per million events, longer than a
+    /// service manager waits for a start by default. (Creating a new store
+    /// is quick and says nothing.)
+    pub while_migrating: Option<fn(bool)>,
 }
 
 impl Default for SqliteOptions {
@@ -130,6 +136,7 @@ impl Default for SqliteOptions {
             max_batch: 512,
             queue: 8192,
             checkpoints: CheckpointLimits::default(),
+            while_migrating: None,
         }
     }
 }
@@ -202,7 +209,7 @@ impl SqliteStore {
         }
         let mut conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         configure(&conn, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
-        migrate(&mut conn, path)?;
+        migrate(&mut conn, path, options.while_migrating)?;
         let dedup = dedup::Dedup::open(&conn, dedup::FLUSH_AT)
             .map_err(|e| open_err(format!("cannot read the dedup index: {e}")))?;
 
@@ -376,7 +383,15 @@ fn check_version(found: i64, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+fn migrate(
+    conn: &mut Connection,
+    path: &Path,
+    while_migrating: Option<fn(bool)>,
+) -> Result<(), StoreError> {
+    let while_migrating = while_migrating.filter(|_| {
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .is_ok_and(|v| v > 0)
+    });
     let fail = |e: rusqlite::Error| StoreError::Open {
         path: path.display().to_string(),
         reason: format!("migration failed: {e}"),
@@ -394,6 +409,21 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     // checks the keys itself before it commits.
     conn.pragma_update(None, "foreign_keys", false)
         .map_err(fail)?;
+    if let Some(tick) = while_migrating {
+        tick(true);
+        let mut last = std::time::Instant::now();
+        conn.progress_handler(
+            100_000,
+            Some(move || {
+                if last.elapsed() >= Duration::from_secs(5) {
+                    last = std::time::Instant::now();
+                    tick(true);
+                }
+                false // never interrupt
+            }),
+        )
+        .map_err(fail)?;
+    }
     let migrated = (|| {
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             let version = index as i64 + 1;
@@ -417,6 +447,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         }
         Ok(())
     })();
+    conn.progress_handler(0, None::<fn() -> bool>)
+        .map_err(fail)?;
+    if let Some(tick) = while_migrating {
+        tick(false);
+    }
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(fail)?;
     migrated.map_err(fail)
@@ -890,7 +925,7 @@ mod tests {
         // Events stored unrouted, as an older version left them.
         {
             let mut conn = Connection::open(&path).unwrap();
-            migrate(&mut conn, &path).unwrap();
+            migrate(&mut conn, &path, None).unwrap();
             let tx = conn.transaction().unwrap();
             let body = "x".repeat(3000);
             for i in 0..6_000 {
@@ -1008,7 +1043,19 @@ mod tests {
             )
             .unwrap();
         }
-        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        static TICKS: AtomicU64 = AtomicU64::new(0);
+        let options = SqliteOptions {
+            while_migrating: Some(|going| {
+                TICKS.fetch_add(if going { 1 } else { 10 }, Ordering::SeqCst);
+            }),
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(&path, options.clone()).unwrap();
+        assert_eq!(
+            TICKS.load(Ordering::SeqCst),
+            11,
+            "told the service manager, twice"
+        );
         assert_eq!(
             store.insert(event("msg_old1")).await.unwrap(),
             Inserted::Duplicate(1)
@@ -1051,6 +1098,14 @@ mod tests {
             .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
             .unwrap();
         assert_eq!(left, 0);
+        drop(conn);
+
+        // Up to date: nothing to migrate, nothing to say.
+        drop(SqliteStore::open(&path, options.clone()).unwrap());
+        assert_eq!(TICKS.load(Ordering::SeqCst), 11);
+        // A new store: quick, nothing to say either.
+        drop(SqliteStore::open(&dir.path().join("new.db"), options).unwrap());
+        assert_eq!(TICKS.load(Ordering::SeqCst), 11);
     }
 
     #[test]
