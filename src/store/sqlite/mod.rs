@@ -10,7 +10,8 @@
 //! An event routed at intake carries its deliveries, which are inserted in the
 //! event's transaction. Other outbox writes (routing what was stored unrouted,
 //! claims, results) run on the same writer thread, between batches, so there is
-//! never a second writer to wait for. Reads (health checks, unrouted events,
+//! never a second writer to wait for. Duplicate webhook ids are found by
+//! `dedup`, which the writer owns. Reads (health checks, unrouted events,
 //! the `events` command) use their own connection, which WAL lets run beside
 //! the writer without blocking it, and so do checkpoints (see `checkpoint`).
 
@@ -388,10 +389,6 @@ fn migrate(
     path: &Path,
     while_migrating: Option<fn(bool)>,
 ) -> Result<(), StoreError> {
-    let while_migrating = while_migrating.filter(|_| {
-        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
-            .is_ok_and(|v| v > 0)
-    });
     let fail = |e: rusqlite::Error| StoreError::Open {
         path: path.display().to_string(),
         reason: format!("migration failed: {e}"),
@@ -403,6 +400,8 @@ fn migrate(
     if current as usize == MIGRATIONS.len() {
         return Ok(());
     }
+    // Creating a new store is quick: only an upgrade is worth telling about.
+    let while_migrating = while_migrating.filter(|_| current > 0);
     // A migration may rebuild a table (drop and rename): with foreign keys
     // on, dropping `events` would delete every delivery. SQLite ignores this
     // pragma inside a transaction, so it is set around them; each migration
@@ -499,8 +498,8 @@ fn writer_loop(
         checkpoints.after_commit(&conn);
     }
     // Channel closed and drained: every accepted insert has been answered.
-    // Not needed for correctness (the next open indexes what is left), but
-    // it makes that open quick.
+    // Not needed for correctness (the next open stages what is left), but
+    // it leaves that open nothing to read.
     flush_dedup(&mut conn, &mut dedup);
     tracing::debug!("store writer stopped");
 }
@@ -509,7 +508,7 @@ fn writer_loop(
 /// they stay staged, answering lookups, until a later flush succeeds.
 fn flush_dedup(conn: &mut Connection, dedup: &mut dedup::Dedup) {
     if let Err(e) = dedup.flush(conn) {
-        tracing::warn!(message = "Could not write the dedup index; will retry after the next commit. Check free disk space and that the store is writable.", error = %e, staged = dedup.staged());
+        tracing::warn!(message = "Could not write the dedup index; the ids stay in memory and it is tried again in 10 s. Check free disk space and that the store is writable.", error = %e, staged = dedup.staged());
     }
 }
 
