@@ -2,7 +2,8 @@
 //! arrive, restart it on the same store, and check the promise: every webhook
 //! that got a 2xx is delivered, and duplicates come only from sends that were
 //! in flight at a kill, and each of them sent again is a duplicate. The
-//! benchmark runs the same with more events.
+//! benchmark runs it at load scale (`cargo bench --bench ingest --
+//! --crash-kills K`, checked in the store).
 
 mod common;
 
