@@ -523,7 +523,10 @@ fn commit_batch(
 ) {
     let started = std::time::Instant::now();
     match write_batch(conn, batch, dedup) {
-        Ok((outcomes, planned)) => {
+        Ok((outcomes, planned, part)) => {
+            if let Some(part) = part {
+                dedup.committed(part);
+            }
             crate::telemetry::store_commit(started.elapsed().as_secs_f64(), batch.len());
             state.error.lock().unwrap().take();
             state.commits.fetch_add(1, Ordering::Relaxed);
@@ -561,13 +564,14 @@ fn commit_batch(
 }
 
 /// Inserts a batch of events, and the deliveries of those routed at intake, in
-/// one transaction. Returns each event's outcome and how many deliveries were
-/// created.
+/// one transaction, with the next part of the dedup index's batch under way.
+/// Returns each event's outcome, how many deliveries were created, and the
+/// dedup part written.
 fn write_batch(
     conn: &mut Connection,
     batch: &[Pending],
     dedup: &dedup::Dedup,
-) -> rusqlite::Result<(Vec<Inserted>, usize)> {
+) -> rusqlite::Result<(Vec<Inserted>, usize, Option<dedup::Part>)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut planned = 0;
@@ -609,8 +613,9 @@ fn write_batch(
             outcomes.push(Inserted::New(seq));
         }
     }
+    let part = dedup.write_part(&tx)?;
     tx.commit()?;
-    Ok((outcomes, planned))
+    Ok((outcomes, planned, part))
 }
 
 fn query_recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
