@@ -8,54 +8,19 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::serve::*;
 use common::stand_ins::*;
 use common::*;
 use replicate_relay::dispatch::backoff::random_unit;
 
-const BIN: &str = env!("CARGO_BIN_EXE_replicate-relay");
 const KILLS: usize = 4;
 const SENDERS: usize = 4;
 /// The webhook notifier's default concurrency: at most this many sends are in
 /// flight when the daemon is killed.
 const IN_FLIGHT_PER_KILL: usize = 4;
-
-/// The daemon; killed if the test fails while it runs, so a failure never
-/// leaves it holding the test runner's output open.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(config: &std::path::Path) -> Daemon {
-    Daemon(
-        Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-async fn wait_ready(port: u16) {
-    for _ in 0..200 {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the daemon did not come up");
-}
 
 /// How many times each event (by prediction id) reached the receiver.
 async fn delivered(hook: &WebhookReceiver) -> HashMap<String, usize> {
@@ -72,18 +37,11 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     // A slow receiver keeps sends in flight when the kills come.
     let hook = WebhookReceiver::start_with_delay(SECRET, Duration::from_millis(30)).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let extra = format!(
         "[notifiers.n]\ntype = \"webhook\"\nurl = \"http://{}/x\"\n\n[[routes]]\nname = \"all\"\nnotify = [\"n\"]\n",
         hook.addr
     );
-    let config = write_config(dir.path(), SECRET, &extra);
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
+    let (config, port) = config_on_port(dir.path(), &extra);
 
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -117,7 +75,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     }
 
     for kill in 0..=KILLS {
-        let mut child = spawn(&config);
+        let child = Serve::start(&config, &[("RUST_LOG", "warn")]);
         wait_ready(port).await;
         if kill == KILLS {
             // The last life: stop sending and let everything drain.
@@ -153,15 +111,13 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_event() {
                 let answer: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
                 assert_eq!(answer["status"], "duplicate", "{object}: {answer}");
             }
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.0.id().to_string()])
-                .status();
-            assert_eq!(child.0.wait().unwrap().code(), Some(0));
+            child.signal("TERM");
+            let (code, log) = child.wait(Duration::from_secs(15)).await;
+            assert_eq!(code, Some(0), "{log}");
         } else {
             let lifetime = 150 + (random_unit() * 600.0) as u64;
             tokio::time::sleep(Duration::from_millis(lifetime)).await;
-            child.0.kill().unwrap(); // SIGKILL
-            child.0.wait().unwrap();
+            child.kill(); // SIGKILL
         }
     }
 

@@ -4,104 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use common::serve::*;
 use common::stand_ins::*;
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_replicate-relay");
-
-/// A `replicate-relay serve` process whose log is collected as it runs.
-struct Serve {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Serve {
-    fn start(config: &Path, env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    async fn wait_log(&self, needle: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    }
-
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name}");
-    }
-
-    /// Waits for the process to end; returns its exit code and whole log.
-    async fn wait(mut self, within: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                tokio::time::sleep(Duration::from_millis(50)).await; // let the log thread drain
-                return (status.code(), self.log());
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("serve did not stop in time; log:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-/// A config on a known free port, plus `extra`.
-fn config_on_port(dir: &Path, extra: &str) -> (std::path::PathBuf, u16) {
-    let port = free_port();
-    let file = write_config(dir, SECRET, extra);
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
-    (file, port)
-}
 
 fn notify_socket(dir: &Path) -> (UnixDatagram, String) {
     let path = dir.join("notify.sock");

@@ -13,6 +13,7 @@ use replicate_relay::server::{self, Running};
 use replicate_relay::store::DeliveryFilter;
 use replicate_relay::store::sqlite::{open_for_cli, outbox};
 
+pub mod serve;
 pub mod stand_ins;
 
 /// The shared fixtures: `../shared/fixtures/replicate` beside the repository,
