@@ -216,21 +216,50 @@ fn webhook_id(unix_seconds: i64, n: u64) -> String {
     format!("msg_{}", String::from_utf8(out).unwrap())
 }
 
+impl Prepared {
+    /// `body` under webhook id `id`, signed at `ts`.
+    fn signed(secret: &Secret, id: String, ts: i64, body: Vec<u8>) -> Self {
+        Self {
+            sig: secret.sign(&id, ts, &body),
+            ts: ts.to_string(),
+            id,
+            body: Bytes::from(body),
+        }
+    }
+
+    fn into_request(self) -> hyper::Request<Full<Bytes>> {
+        hyper::Request::post("/hooks/replicate")
+            .header("host", "relay")
+            .header("content-type", "application/json")
+            .header("webhook-id", &self.id)
+            .header("webhook-timestamp", &self.ts)
+            .header("webhook-signature", &self.sig)
+            .body(Full::new(self.body))
+            .unwrap()
+    }
+}
+
 fn prepare(from: usize, count: usize) -> Vec<Prepared> {
     let secret = Secret::parse(SECRET).unwrap();
     let ts = now();
     (from..from + count)
-        .map(|n| {
-            let body = body(n);
-            let id = webhook_id(ts, n as u64);
-            Prepared {
-                sig: secret.sign(&id, ts, &body),
-                ts: ts.to_string(),
-                id,
-                body: Bytes::from(body),
-            }
-        })
+        .map(|n| Prepared::signed(&secret, webhook_id(ts, n as u64), ts, body(n)))
         .collect()
+}
+
+/// A keep-alive HTTP/1 connection to `addr`, driven by its own task.
+async fn connect(
+    addr: SocketAddr,
+) -> Result<
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 struct LoadResult {
@@ -268,23 +297,10 @@ async fn load(addr: SocketAddr, requests: Vec<Prepared>, connections: usize) -> 
         .into_iter()
         .map(|chunk| {
             tokio::spawn(async move {
-                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-                stream.set_nodelay(true).unwrap();
-                let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                        .await
-                        .unwrap();
-                tokio::spawn(conn);
+                let mut sender = connect(addr).await.unwrap();
                 let (mut ok, mut errors, mut latencies) = (0, 0, Vec::with_capacity(chunk.len()));
                 for r in chunk {
-                    let req = hyper::Request::post("/hooks/replicate")
-                        .header("host", "relay")
-                        .header("content-type", "application/json")
-                        .header("webhook-id", &r.id)
-                        .header("webhook-timestamp", &r.ts)
-                        .header("webhook-signature", &r.sig)
-                        .body(Full::new(r.body))
-                        .unwrap();
+                    let req = r.into_request();
                     let t = Instant::now();
                     match sender.send_request(req).await {
                         Ok(res) => {
@@ -608,17 +624,9 @@ fn crash_status(n: usize) -> &'static str {
     if n % 50 == 0 { "failed" } else { "succeeded" }
 }
 
+/// Crash event `n` under webhook id `id`, signed now.
 fn crash_request(n: usize, id: &str, secret: &Secret) -> hyper::Request<Full<Bytes>> {
-    let body = body_with(n, crash_status(n));
-    let ts = now();
-    hyper::Request::post("/hooks/replicate")
-        .header("host", "relay")
-        .header("content-type", "application/json")
-        .header("webhook-id", id)
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", secret.sign(id, ts, &body))
-        .body(Full::new(Bytes::from(body)))
-        .unwrap()
+    Prepared::signed(secret, id.to_owned(), now(), body_with(n, crash_status(n))).into_request()
 }
 
 /// Sends fresh webhooks over one keep-alive connection, reconnecting when the
@@ -627,17 +635,10 @@ async fn crash_sender(state: std::sync::Arc<CrashState>) {
     use std::sync::atomic::Ordering::SeqCst;
     let secret = Secret::parse(SECRET).unwrap();
     while state.running.load(SeqCst) {
-        let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", state.port)).await else {
+        let Ok(mut sender) = connect(SocketAddr::from(([127, 0, 0, 1], state.port))).await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        stream.set_nodelay(true).unwrap();
-        let Ok((mut sender, conn)) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
-        else {
-            continue;
-        };
-        tokio::spawn(conn);
         while state.running.load(SeqCst) {
             if sender.ready().await.is_err() {
                 break; // the daemon died: reconnect
@@ -713,14 +714,7 @@ async fn crash(o: &Options) {
     // Replicate retries what it thinks failed: the same ids again must be
     // duplicates, whichever life stored them (a sample: one in ten).
     let secret = Secret::parse(SECRET).unwrap();
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", state.port))
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = connect(daemon.addr()).await.unwrap();
     let mut resent = 0;
     for (id, n) in acked.iter().step_by(10) {
         sender.ready().await.unwrap();
