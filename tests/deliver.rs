@@ -221,7 +221,7 @@ async fn an_event_stored_without_routing_is_routed_at_start() {
             query: String::new(),
             body: body.clone().into(),
             received_at_ms: replicate_relay::store::sqlite::now_ms(),
-            // As an older version stored events, or one routing could not read.
+            // As an older version stored events: the router task routes them.
             routing: None,
         })
         .await

@@ -87,10 +87,6 @@ impl Serve {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
-
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 /// Waits until the daemon on `port` answers `/healthz` with 200.

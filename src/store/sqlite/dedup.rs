@@ -52,7 +52,8 @@ pub struct Dedup {
     writing: Vec<(String, i64)>,
     written: usize,
     flush_at: usize,
-    /// When the first id now staged was staged.
+    /// When the oldest id not yet in `seen` was staged (or, once a batch is
+    /// done, when it was done): the clock of `FLUSH_AFTER`.
     since: Option<Instant>,
     /// After a failed flush (a full or read-only disk), not before this.
     retry_at: Option<Instant>,
@@ -79,14 +80,16 @@ impl Dedup {
                 events = staged.len()
             );
         }
-        Ok(Self {
+        let mut dedup = Self {
             since: (!staged.is_empty()).then(Instant::now),
             staged,
             writing: Vec::new(),
             written: 0,
             flush_at,
             retry_at: None,
-        })
+        };
+        dedup.start_batch_when_full();
+        Ok(dedup)
     }
 
     /// The seq of the stored event with this webhook id, if any, as seen from
@@ -111,6 +114,10 @@ impl Dedup {
     pub fn stage(&mut self, webhook_id: String, seq: i64) {
         self.since.get_or_insert_with(Instant::now);
         self.staged.insert(webhook_id, seq);
+        self.start_batch_when_full();
+    }
+
+    fn start_batch_when_full(&mut self) {
         if self.writing.is_empty() && self.staged.len() >= self.flush_at {
             self.writing = self.staged.drain().collect();
             self.writing.sort_unstable();
@@ -371,6 +378,19 @@ mod tests {
         assert_eq!(reopened.lookup(&conn, "msg_b").unwrap(), Some(b));
         reopened.flush(&mut conn).unwrap();
         assert_eq!(upto(&conn), b);
+    }
+
+    #[test]
+    fn open_starts_a_batch_when_a_crash_left_a_full_one() {
+        let (_dir, mut conn) = store();
+        for id in ["msg_a", "msg_b", "msg_c"] {
+            insert(&conn, id);
+        }
+        let mut dedup = Dedup::open(&conn, 2).unwrap();
+        // Carried by the next commits of events, without waiting 10 s.
+        assert!(ride_along(&mut dedup, &mut conn).is_some());
+        while ride_along(&mut dedup, &mut conn).is_some() {}
+        assert_eq!((in_seen(&conn), dedup.staged()), (3, 0));
     }
 
     #[test]
