@@ -17,7 +17,7 @@
 //! hard limit, as SQLite's automatic checkpoint would, so the WAL stays
 //! bounded either way.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -80,6 +80,9 @@ pub struct Checkpoints<'a> {
     /// stopped): checkpoints are then handed back to SQLite, once.
     alone: Cell<bool>,
     handed_back: Cell<bool>,
+    /// The last checkpoint error logged, so a failure that repeats at every
+    /// commit (a full disk) is said once.
+    last_error: RefCell<Option<String>>,
 }
 
 impl Checkpoints<'_> {
@@ -120,8 +123,15 @@ impl Checkpoints<'_> {
             let _turn = self.wal.turn.lock().unwrap_or_else(|e| e.into_inner());
             checkpoint(conn, mode)
         };
-        if let Err(e) = result {
-            tracing::warn!(message = "Checkpoint failed; will try again. If it repeats, check free disk space and that the store file is writable.", error = %e);
+        match result {
+            Ok(_) => {
+                self.last_error.take();
+            }
+            Err(e) => {
+                if is_new(&mut self.last_error.borrow_mut(), e.to_string()) {
+                    tracing::warn!(message = "Checkpoint failed; will try again after each commit (said once while the error stays the same). Check free disk space and that the store file is writable.", error = %e);
+                }
+            }
         }
     }
 }
@@ -153,6 +163,7 @@ pub fn run_beside<R>(
             committed,
             alone: Cell::new(alone),
             handed_back: Cell::new(false),
+            last_error: RefCell::new(None),
         };
         // Dropping `checkpoints` (and its sender) at the end of this block
         // stops the background thread; the scope then waits for it.
@@ -183,15 +194,22 @@ fn background(conn: Connection, wal: &WalState, commits: Receiver<()>) {
                 last_error = None;
             }
             Err(e) => {
-                // Say it once, not every few milliseconds.
-                let e = e.to_string();
-                if last_error.as_ref() != Some(&e) {
-                    tracing::warn!(message = "Background checkpoint failed; will try again. If it repeats, check free disk space and that the store file is writable.", error = %e);
-                    last_error = Some(e);
+                if is_new(&mut last_error, e.to_string()) {
+                    tracing::warn!(message = "Background checkpoint failed; will try again (said once while the error stays the same). Check free disk space and that the store file is writable.", error = %e);
                 }
             }
         }
     }
+}
+
+/// Whether `error` differs from the last one logged (it becomes the last one):
+/// a failure that repeats every few milliseconds is said once.
+fn is_new(last: &mut Option<String>, error: String) -> bool {
+    if last.as_ref() == Some(&error) {
+        return false;
+    }
+    *last = Some(error);
+    true
 }
 
 /// A checkpoint in `mode`: `PASSIVE` copies what it can without waiting for
@@ -208,6 +226,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_repeated_error_is_new_once() {
+        let mut last = None;
+        let cases = [
+            ("disk full", true),
+            ("disk full", false),
+            ("disk full", false),
+            ("read-only", true),
+            ("disk full", true),
+        ];
+        for (error, new) in cases {
+            assert_eq!(is_new(&mut last, error.into()), new, "{error}");
+        }
+    }
+
+    #[test]
     fn without_the_background_thread_sqlite_checkpoints_again() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("relay.db")).unwrap();
@@ -222,6 +255,7 @@ mod tests {
             committed,
             alone: Cell::new(false),
             handed_back: Cell::new(false),
+            last_error: RefCell::new(None),
         };
         conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
             .unwrap();
