@@ -394,7 +394,11 @@ fn migrate(
 ) -> Result<(), StoreError> {
     let fail = |e: rusqlite::Error| StoreError::Open {
         path: path.display().to_string(),
-        reason: format!("migration failed: {e}"),
+        reason: format!(
+            "migrating the schema failed and was rolled back, so the store is as it was: {e}. \
+             Free disk space (a migration may need about twice the store's size), make the \
+             store writable, or stop whatever else has it open, then start again"
+        ),
     };
     let current: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -1162,6 +1166,31 @@ mod tests {
         // A new store: quick, nothing to say either.
         drop(SqliteStore::open(&dir.path().join("new.db"), options).unwrap());
         assert_eq!(TICKS.load(Ordering::SeqCst), 11);
+    }
+
+    #[test]
+    fn a_failed_migration_leaves_the_store_as_it_was_and_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        // Another process holds the write lock for longer than we wait.
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let options = SqliteOptions {
+            busy_timeout: Duration::from_millis(10),
+            ..SqliteOptions::default()
+        };
+        let err = SqliteStore::open(&path, options).err().unwrap().to_string();
+        assert!(err.contains("rolled back"), "{err}");
+        assert!(err.contains("then start again"), "{err}");
+        conn.execute_batch("ROLLBACK").unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
     }
 
     #[test]
