@@ -237,6 +237,22 @@ impl Prepared {
             .body(Full::new(self.body))
             .unwrap()
     }
+
+    /// The same request as HTTP/1.1 bytes, as `into_request` would put them
+    /// on the wire, for the load generator to write in one go.
+    fn wire(&self) -> Vec<u8> {
+        let mut out = format!(
+            "POST /hooks/replicate HTTP/1.1\r\nhost: relay\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nwebhook-id: {}\r\nwebhook-timestamp: {}\r\nwebhook-signature: {}\r\n\r\n",
+            self.body.len(),
+            self.id,
+            self.ts,
+            self.sig
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
 }
 
 fn prepare(from: usize, count: usize) -> Vec<Prepared> {
@@ -285,35 +301,52 @@ impl LoadResult {
 }
 
 /// Sends every request over `connections` keep-alive connections, each in turn.
+///
+/// The generator shares the two cores with the server it measures, so it is
+/// kept lean: each request is prepared as bytes beforehand, written in one
+/// call, and only the answer's status line and `Content-Length` are parsed.
+/// (A hyper client connection costs two tasks and a hand-off between them per
+/// request: about a third more of the generator's CPU, BENCHMARKS.md.)
 async fn load(addr: SocketAddr, requests: Vec<Prepared>, connections: usize) -> LoadResult {
     let per = requests.len().div_ceil(connections);
-    let mut chunks: Vec<Vec<Prepared>> = Vec::new();
-    let mut it = requests.into_iter().peekable();
+    let mut chunks: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut it = requests.iter().map(Prepared::wire).peekable();
     while it.peek().is_some() {
         chunks.push(it.by_ref().take(per).collect());
     }
+    drop(requests);
     let started = Instant::now();
     let tasks: Vec<_> = chunks
         .into_iter()
         .map(|chunk| {
             tokio::spawn(async move {
-                let mut sender = connect(addr).await.unwrap();
                 let (mut ok, mut errors, mut latencies) = (0, 0, Vec::with_capacity(chunk.len()));
+                let mut conn = None;
+                let mut buf = Vec::with_capacity(4096);
                 for r in chunk {
-                    let req = r.into_request();
                     let t = Instant::now();
-                    match sender.send_request(req).await {
-                        Ok(res) => {
-                            let good = res.status().is_success();
-                            let _ = res.into_body().collect().await;
+                    let stream = match &mut conn {
+                        Some(s) => s,
+                        None => conn.insert(wire_connect(addr).await.unwrap()),
+                    };
+                    match exchange(stream, &r, &mut buf).await {
+                        Ok((status, keep_alive)) => {
                             latencies.push(t.elapsed());
-                            if good {
+                            if !keep_alive {
+                                conn = None;
+                            }
+                            if (200..300).contains(&status) {
                                 ok += 1;
                             } else {
                                 errors += 1;
                             }
                         }
-                        Err(_) => errors += 1,
+                        Err(_) => {
+                            // Counted, and the next request goes on a new
+                            // connection, as a client library would do.
+                            errors += 1;
+                            conn = None;
+                        }
                     }
                 }
                 (ok, errors, latencies)
@@ -335,6 +368,54 @@ async fn load(addr: SocketAddr, requests: Vec<Prepared>, connections: usize) -> 
     result.elapsed = started.elapsed();
     result.latencies.sort();
     result
+}
+
+async fn wire_connect(addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Writes one request and reads its whole answer; returns the status code and
+/// whether the connection stays open. An answer without `Content-Length` is
+/// an error here: the daemon and the ceiling both answer with a length.
+async fn exchange(
+    stream: &mut tokio::net::TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(u16, bool)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    stream.write_all(request).await?;
+    buf.clear();
+    loop {
+        if stream.read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut res = httparse::Response::new(&mut headers);
+        let head = match res.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => return Err(bad(&e.to_string())),
+        };
+        let status = res.code.ok_or_else(|| bad("no status"))?;
+        let length: usize = res
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+            .ok_or_else(|| bad("no content-length"))?;
+        let close = res.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
+        });
+        while buf.len() < head + length {
+            if stream.read_buf(buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        return Ok((status, !close));
+    }
 }
 
 /// VmRSS and VmHWM (peak) of a process, in MB.
