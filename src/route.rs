@@ -15,13 +15,14 @@
 //! a condition holds if it holds for any item. A route with no `status` condition
 //! matches terminal statuses only, so nobody is paged for `processing`.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 
 use serde_json::Value;
 
 use crate::config::read::{Reader, Table};
-use crate::event::{Event, Kind};
+use crate::event::{Event, Kind, Status};
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone)]
@@ -94,12 +95,21 @@ pub fn payload_keys(routes: &[Route]) -> BTreeSet<String> {
 }
 
 /// The routes that match `event`, in order, honouring first-match and `continue`.
+///
+/// The same decision as [`explain`] without the explanations: this runs for
+/// every webhook before it is answered, and writing out why each route did
+/// not match cost more than the rest of routing together.
 pub fn matching<'a>(routes: &'a [Route], event: &Event) -> Vec<&'a Route> {
-    explain(routes, event)
-        .into_iter()
-        .filter(|(_, v)| *v == Verdict::Matched)
-        .map(|(r, _)| r)
-        .collect()
+    let mut out = Vec::new();
+    for route in routes {
+        if check(route, event).is_ok() {
+            out.push(route);
+            if !route.continue_matching {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Every route with its verdict for `event`.
@@ -119,7 +129,7 @@ pub fn explain<'a>(routes: &'a [Route], event: &Event) -> Vec<(&'a Route, Verdic
                     }
                     Verdict::Matched
                 }
-                Err(why) => Verdict::NoMatch(why),
+                Err(miss) => Verdict::NoMatch(miss.to_string()),
             }
         };
         out.push((route, verdict));
@@ -127,39 +137,58 @@ pub fn explain<'a>(routes: &'a [Route], event: &Event) -> Vec<(&'a Route, Verdic
     out
 }
 
-fn check(route: &Route, event: &Event) -> Result<(), String> {
+/// Why a route did not match. Written out only when someone reads it.
+#[derive(Debug)]
+enum Miss<'a> {
+    NotFinal(&'a Status),
+    Condition {
+        cond: &'a Condition,
+        found: Option<Cow<'a, Value>>,
+    },
+}
+
+impl fmt::Display for Miss<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Miss::NotFinal(status) => write!(
+                f,
+                "status `{status}` is not final, and routes without a `status` condition match only succeeded, failed, canceled and aborted"
+            ),
+            Miss::Condition { cond, found } => {
+                write!(f, "`{}` is ", cond.path)?;
+                match found.as_deref() {
+                    None | Some(Value::Null) => f.write_str("missing")?,
+                    Some(v) => write!(f, "{}", Shown(v))?,
+                }
+                write!(f, "; wanted {}", cond.matcher)
+            }
+        }
+    }
+}
+
+fn check<'a>(route: &'a Route, event: &'a Event) -> Result<(), Miss<'a>> {
     if !route.has_status_condition() && !event.status.is_terminal() {
-        return Err(format!(
-            "status `{}` is not final, and routes without a `status` condition match only succeeded, failed, canceled and aborted",
-            event.status
-        ));
+        return Err(Miss::NotFinal(&event.status));
     }
     for cond in &route.when {
-        let value = lookup(event, &cond.path);
-        if !cond.matcher.matches(value.as_ref()) {
-            let found = match &value {
-                None | Some(Value::Null) => "missing".to_owned(),
-                Some(v) => format!("{}", Shown(v)),
-            };
-            return Err(format!(
-                "`{}` is {found}; wanted {}",
-                cond.path, cond.matcher
-            ));
+        let found = lookup(event, &cond.path);
+        if !cond.matcher.matches(found.as_deref()) {
+            return Err(Miss::Condition { cond, found });
         }
     }
     Ok(())
 }
 
 /// The value at `path`: `kind`, `query.<param>`, or a dotted path into the payload
-/// (a number segment indexes a list: `output.0`).
-pub fn lookup(event: &Event, path: &str) -> Option<Value> {
+/// (a number segment indexes a list: `output.0`). Payload values are borrowed.
+pub fn lookup<'a>(event: &'a Event, path: &str) -> Option<Cow<'a, Value>> {
     if path == "kind" {
-        return Some(Value::String(event.kind.as_str().to_owned()));
+        return Some(Cow::Owned(Value::String(event.kind.as_str().to_owned())));
     }
     if let Some(param) = path.strip_prefix("query.") {
         return event
             .query_param(param)
-            .map(|v| Value::String(v.to_owned()));
+            .map(|v| Cow::Owned(Value::String(v.to_owned())));
     }
     let mut here = &event.payload;
     for segment in path.split('.') {
@@ -169,7 +198,7 @@ pub fn lookup(event: &Event, path: &str) -> Option<Value> {
             _ => return None,
         };
     }
-    Some(here.clone())
+    Some(Cow::Borrowed(here))
 }
 
 impl Matcher {
@@ -223,11 +252,11 @@ impl Op {
 }
 
 /// Scalars as text (so `"2"` matches the number 2); lists and tables are not text.
-fn text(value: &Value) -> Option<String> {
+fn text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }
 }
@@ -673,6 +702,52 @@ mod tests {
         }
     }
 
+    /// `matching` decides without explaining; it must decide as `explain` does.
+    #[test]
+    fn matching_agrees_with_explain() {
+        let conditions = [
+            json!({"status": "failed"}),
+            json!({"model": "acme/*"}),
+            json!({"model": "other/*"}),
+            json!({"metrics.predict_time": {"gt": 600}}),
+            json!({"kind": "training"}),
+            json!({"status": ["starting", "processing"]}),
+            json!({"query.team": "vision"}),
+            json!({}),
+        ];
+        let mut processing = base();
+        processing["status"] = json!("processing");
+        let mut fast = base();
+        fast["metrics"] = json!({"predict_time": 1});
+        let events = [
+            event(base(), ""),
+            event(base(), "team=vision"),
+            event(processing, "team=vision"),
+            event(fast, ""),
+        ];
+        // Every pattern of `continue` over the routes, so first-match and
+        // shadowing are covered wherever a match falls.
+        for pattern in 0..(1u32 << conditions.len()) {
+            let routes: Vec<Route> = conditions
+                .iter()
+                .enumerate()
+                .map(|(i, w)| route(&format!("r{i}"), w.clone(), pattern & (1 << i) != 0))
+                .collect();
+            for ev in &events {
+                let decided: Vec<&str> = matching(&routes, ev)
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect();
+                let explained: Vec<&str> = explain(&routes, ev)
+                    .iter()
+                    .filter(|(_, v)| *v == Verdict::Matched)
+                    .map(|(r, _)| r.name.as_str())
+                    .collect();
+                assert_eq!(decided, explained, "continue pattern {pattern:b}");
+            }
+        }
+    }
+
     #[test]
     fn first_match_wins_unless_continue() {
         let ev = event(base(), "");
@@ -728,13 +803,18 @@ mod tests {
         let ev = event(base(), "");
         let r = route("slow", json!({"metrics.predict_time": {"gt": 1000}}), false);
         assert_eq!(
-            check(&r, &ev).unwrap_err(),
+            check(&r, &ev).unwrap_err().to_string(),
             "`metrics.predict_time` is 700.5; wanted > 1000"
         );
         let r = route("dest", json!({"destination": "acme/*"}), false);
         assert_eq!(
-            check(&r, &ev).unwrap_err(),
+            check(&r, &ev).unwrap_err().to_string(),
             "`destination` is missing; wanted glob \"acme/*\""
+        );
+        let r = route("kind", json!({"kind": "training"}), false);
+        assert_eq!(
+            check(&r, &ev).unwrap_err().to_string(),
+            "`kind` is \"prediction\"; wanted \"training\""
         );
     }
 
