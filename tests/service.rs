@@ -257,13 +257,15 @@ async fn metrics_move_as_events_and_deliveries_happen() {
         );
         res.text().await.unwrap()
     };
+    // Absent, or registered at zero ahead of the first webhook.
     let before = scrape().await;
     assert_eq!(
         sample(
             &before,
             "relay_webhooks_received_total{kind=\"prediction\",status=\"failed\"}"
-        ),
-        None
+        )
+        .unwrap_or(0.0),
+        0.0
     );
 
     post_ok(port, "msg_m1", &fixture("prediction-failed.json")).await;

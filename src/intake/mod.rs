@@ -158,6 +158,16 @@ impl Refusal {
     }
 }
 
+/// The answer to a stored webhook. A struct rather than `json!`, which
+/// builds and drops a map for every webhook; fields in the order `json!`
+/// wrote them.
+#[derive(serde::Serialize)]
+struct Stored<'a> {
+    event: i64,
+    status: &'a str,
+    webhook_id: &'a str,
+}
+
 /// A webhook that was stored (or already was).
 struct Accepted {
     webhook_id: String,
@@ -198,8 +208,12 @@ where
                 }
             };
             tracing::debug!(message = "Webhook stored.", webhook_id, seq, status);
-            warp::reply::json(&json!({"status": status, "webhook_id": webhook_id, "event": seq}))
-                .into_response()
+            warp::reply::json(&Stored {
+                event: seq,
+                status,
+                webhook_id: &webhook_id,
+            })
+            .into_response()
         }
         Err(refusal) => {
             let (code, kind) = refusal.status();
