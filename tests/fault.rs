@@ -115,8 +115,17 @@ async fn a_full_disk_answers_503_and_recovers_when_space_returns() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 503, "health shows the failing store");
 
-    // Space comes back: the same webhook, retried, is stored.
+    // Space comes back: health says so with no webhook sent, and the same
+    // webhook, retried, is stored.
     std::fs::remove_file(&filler).unwrap();
+    let res = reqwest::get(format!("{}/healthz", daemon.base))
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status().as_u16(),
+        200,
+        "healthy again once there is space"
+    );
     assert_eq!(
         post_status(&daemon, &format!("msg_full_{i}"), &body).await,
         200

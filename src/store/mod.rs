@@ -209,7 +209,8 @@ pub trait Store: Send + Sync + 'static {
     /// The most recent events, newest first.
     fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
 
-    /// `Ok` when the store can be read and its last write (if any) succeeded.
+    /// `Ok` when the store can be read and takes writes: its last write
+    /// succeeded, or, after one failed, a write made to check succeeds.
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Finishes pending writes and stops the writer. Inserts after this fail with

@@ -294,6 +294,23 @@ impl SqliteStore {
         })
     }
 
+    /// Commits a write that leaves the data as it was, on the writer thread;
+    /// success clears the last write error. It changes `seen_upto` and back in
+    /// one transaction (SQLite skips an update to the same value, writing
+    /// nothing), so its page goes through the WAL and its fsync as an event's
+    /// would.
+    fn probe_write(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        let state = self.writer_state.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE seen_upto SET seq = seq + 1", [])?;
+            tx.execute("UPDATE seen_upto SET seq = seq - 1", [])?;
+            tx.commit()?;
+            state.error.lock().unwrap().take();
+            Ok(())
+        })
+    }
+
     /// Runs `f` on the read connection, off the async threads.
     fn read<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
     where
@@ -659,7 +676,13 @@ impl Store for SqliteStore {
                 return Err(StoreError::Closed);
             }
             if let Some(reason) = write_error {
-                return Err(StoreError::Write(reason));
+                // Only a commit clears a write error, and a load balancer that
+                // takes a 503 instance out of rotation sends it no webhooks to
+                // commit: so check with a write of our own whether the store
+                // takes writes again (space freed, lock released).
+                if self.probe_write().await.is_err() {
+                    return Err(StoreError::Write(reason));
+                }
             }
             tokio::task::spawn_blocking(move || {
                 reader
@@ -1007,6 +1030,56 @@ mod tests {
             "100 waiting inserts took {} commits",
             stats.commits
         );
+    }
+
+    /// After a failed write, health recovers by itself once the store takes
+    /// writes again, with no webhook to commit; until then it stays failed
+    /// with the original reason.
+    #[tokio::test]
+    async fn health_checks_with_a_write_of_its_own_after_a_failed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let options = SqliteOptions {
+            busy_timeout: Duration::from_millis(50),
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(&path, options).unwrap();
+        store.insert(event("msg_before")).await.unwrap();
+        store.health().await.unwrap();
+
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert!(matches!(
+            store.insert(event("msg_locked")).await,
+            Err(StoreError::Write(_))
+        ));
+        let Err(StoreError::Write(first)) = store.health().await else {
+            panic!("health is failed while the lock is held")
+        };
+        // The check's own write fails too: still failed, same reason.
+        let Err(StoreError::Write(again)) = store.health().await else {
+            panic!("health is failed while the lock is held")
+        };
+        assert_eq!(again, first);
+
+        other.execute_batch("ROLLBACK").unwrap();
+        let version = |c: &Connection| -> i64 {
+            c.query_row("PRAGMA data_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = version(&other);
+        store.health().await.unwrap();
+        assert_ne!(version(&other), before, "the check committed a write");
+        // And it changed nothing: dedup's mark is where it was.
+        let upto: i64 = other
+            .query_row("SELECT seq FROM seen_upto", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(upto, 0);
+        assert!(matches!(
+            store.insert(event("msg_before")).await,
+            Ok(Inserted::Duplicate(_))
+        ));
+        store.close().await;
     }
 
     #[test]
