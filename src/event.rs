@@ -27,6 +27,9 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind's name.
+    pub const NAMES: [&'static str; 2] = ["prediction", "training"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Prediction => "prediction",
@@ -68,6 +71,16 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status Replicate sends, in the order a job goes through them.
+    pub const KNOWN: [&'static str; 6] = [
+        "starting",
+        "processing",
+        "succeeded",
+        "failed",
+        "canceled",
+        "aborted",
+    ];
+
     pub fn parse(s: &str) -> Self {
         match s {
             "starting" => Status::Starting,
@@ -727,6 +740,19 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    /// The name lists agree with the enums they name.
+    #[test]
+    fn known_names_parse_to_their_own_variants() {
+        for name in Status::KNOWN {
+            let status = Status::parse(name);
+            assert!(!matches!(status, Status::Other(_)), "{name}");
+            assert_eq!(status.as_str(), name);
+        }
+        for name in Kind::NAMES {
+            assert_eq!(name.parse::<Kind>().unwrap().as_str(), name);
+        }
     }
 
     #[test]

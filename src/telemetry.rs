@@ -10,6 +10,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::event::{Kind, Status};
 use crate::store::OutboxStats;
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -100,22 +101,12 @@ fn describe() {
 struct Hot {
     answered: Histogram,
     duplicate: Counter,
-    /// By kind (prediction, training), then by [`STATUSES`].
+    /// By [`Kind::NAMES`], then by [`Status::KNOWN`]; any other status is
+    /// counted by its own name.
     received: Vec<Vec<Counter>>,
     commit: Histogram,
     batch: Histogram,
 }
-
-/// The statuses Replicate sends; any other is counted by its own name.
-const STATUSES: [&str; 6] = [
-    "starting",
-    "processing",
-    "succeeded",
-    "failed",
-    "canceled",
-    "aborted",
-];
-const KINDS: [&str; 2] = ["prediction", "training"];
 
 static HOT: OnceLock<Hot> = OnceLock::new();
 
@@ -126,10 +117,10 @@ fn hot() -> &'static Hot {
         Hot {
             answered: histogram!("relay_webhook_seconds"),
             duplicate: counter!("relay_webhooks_duplicate_total"),
-            received: KINDS
+            received: Kind::NAMES
                 .iter()
                 .map(|&kind| {
-                    STATUSES
+                    Status::KNOWN
                         .iter()
                         .map(|&status| {
                             counter!("relay_webhooks_received_total", "kind" => kind, "status" => status)
@@ -144,8 +135,8 @@ fn hot() -> &'static Hot {
 }
 
 pub fn webhook_received(kind: &str, status: &str) {
-    let known = KINDS.iter().position(|&k| k == kind).and_then(|k| {
-        let s = STATUSES.iter().position(|&s| s == status)?;
+    let known = Kind::NAMES.iter().position(|&k| k == kind).and_then(|k| {
+        let s = Status::KNOWN.iter().position(|&s| s == status)?;
         Some(&hot().received[k][s])
     });
     match known {

@@ -5,22 +5,13 @@
 
 use serde_json::{Value, json};
 
-use crate::event::Event;
-
-const STATUSES: [&str; 6] = [
-    "starting",
-    "processing",
-    "succeeded",
-    "failed",
-    "canceled",
-    "aborted",
-];
+use crate::event::{Event, Kind, Status};
 
 /// `(label, event)` for every kind and status, e.g. `("training failed", …)`.
 pub fn samples() -> Vec<(String, Event)> {
     let mut out = Vec::new();
-    for kind in ["prediction", "training"] {
-        for status in STATUSES {
+    for kind in Kind::NAMES {
+        for status in Status::KNOWN {
             let payload = sample(kind, status);
             let event = Event::from_value(payload, "team=ml").expect("samples are valid events");
             out.push((format!("{kind} {status}"), event));
