@@ -217,17 +217,14 @@ impl SqliteStore {
         let dedup = dedup::Dedup::open(&conn, options.dedup_batch.max(1))
             .map_err(|e| open_err(format!("cannot read the dedup index: {e}")))?;
 
-        // A write-protected file opens read-only without complaint, and a
-        // connection opened read-only stays so after the file is made
-        // writable: running on would answer 503 until a restart, whatever is
-        // fixed. So refuse to start, saying what to fix (a service manager
-        // shows the unit failed; Replicate retries meanwhile).
-        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
-            return Err(open_err(
-                "the file is read-only (its permissions, an immutable flag, or a read-only mount); make it and its directory writable by the user the daemon runs as, then start it again".to_owned(),
-            ));
-        }
+        // A write-protected file opens read-only without complaint; say so now and
+        // keep answering 503 until it is writable, rather than refusing to start.
         let writer_state = Arc::new(WriterState::default());
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            let msg = format!("{} is read-only; events cannot be stored", path.display());
+            tracing::error!(message = "Store opened read-only.", path = %path.display());
+            *writer_state.error.lock().unwrap() = Some(msg);
+        }
 
         let reader = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         configure(&reader, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
