@@ -118,11 +118,8 @@ async fn a_full_disk_answers_503_and_recovers_when_space_returns() {
     // Space comes back: health says so with no webhook sent, and the same
     // webhook, retried, is stored.
     std::fs::remove_file(&filler).unwrap();
-    let res = reqwest::get(format!("{}/healthz", daemon.base))
-        .await
-        .unwrap();
     assert_eq!(
-        res.status().as_u16(),
+        wait_healthy(&daemon, Duration::from_secs(15)).await,
         200,
         "healthy again once there is space"
     );

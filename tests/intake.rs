@@ -437,6 +437,15 @@ async fn a_store_that_cannot_be_written_answers_503_never_2xx() {
     let (status, answer) = post(&client, &daemon.hook_url(), &headers, body.clone()).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"], "store_unavailable");
+    // Health says what to do: the read-only connection needs a restart.
+    let res = client
+        .get(format!("{}/healthz", daemon.base))
+        .send()
+        .await
+        .unwrap();
+    let health: serde_json::Value = res.json().await.unwrap();
+    let message = health["message"].as_str().unwrap_or_default();
+    assert!(message.contains("restart the daemon"), "{health}");
     daemon.stop().await;
 
     // Writable again: the retry is stored.
@@ -601,14 +610,14 @@ async fn a_store_locked_by_another_process_answers_503_then_recovers() {
     assert_eq!(res.status().as_u16(), 503, "health shows the failed write");
 
     other.execute_batch("ROLLBACK").unwrap();
-    // Healthy again as soon as the store takes writes, before any webhook
-    // commits (a load balancer may send none to an instance it took out).
-    let res = client
-        .get(format!("{}/healthz", daemon.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200, "healthy again once writable");
+    // Healthy again once the store takes writes, before any webhook commits
+    // (a load balancer may send none to an instance it took out): the health
+    // check tries a write of its own 5 s after the last failure.
+    assert_eq!(
+        wait_healthy(&daemon, std::time::Duration::from_secs(15)).await,
+        200,
+        "healthy again once writable"
+    );
     let (status, answer) = post(&client, &daemon.hook_url(), &headers, body).await;
     assert_eq!(
         (status, answer["status"].as_str()),

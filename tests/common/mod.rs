@@ -211,6 +211,21 @@ pub async fn wait_deliveries(
     }
 }
 
+/// Polls `GET /healthz` until it answers 200 or `within` passes; returns the
+/// last status.
+pub async fn wait_healthy(daemon: &Daemon, within: Duration) -> u16 {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let status = reqwest::get(format!("{}/healthz", daemon.base))
+            .await
+            .map_or(0, |r| r.status().as_u16());
+        if status == 200 || std::time::Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Signs `body` with [`SECRET`] now and posts it to the daemon; asserts a 200.
 pub async fn post_signed(daemon: &Daemon, webhook_id: &str, body: &[u8]) {
     let headers = signed(SECRET, webhook_id, now(), body);

@@ -130,6 +130,9 @@ pub struct SqliteOptions {
     pub while_migrating: Option<fn(bool)>,
     /// Webhook ids written to the dedup index at a time (see `dedup`).
     pub dedup_batch: usize,
+    /// How long after a failed write the health check tries a write of its
+    /// own (see `health`).
+    pub recheck_after: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -141,6 +144,7 @@ impl Default for SqliteOptions {
             checkpoints: CheckpointLimits::default(),
             while_migrating: None,
             dedup_batch: dedup::FLUSH_AT,
+            recheck_after: Duration::from_secs(5),
         }
     }
 }
@@ -171,6 +175,7 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
     /// What the writer reports back: last error, commit counts.
     writer_state: Arc<WriterState>,
+    recheck_after: Duration,
 }
 
 /// How often the router and the dispatcher look at the store even without a
@@ -180,8 +185,9 @@ const POLL: Duration = Duration::from_secs(1);
 /// Shared between the writer thread and the store handle.
 #[derive(Debug, Default)]
 struct WriterState {
-    /// The last write error, cleared by the next successful commit.
-    error: Mutex<Option<String>>,
+    /// The last write error and when it happened (or was last confirmed),
+    /// cleared by the next successful commit.
+    error: Mutex<Option<(String, std::time::Instant)>>,
     /// Transactions committed, and events they carried: their ratio is the
     /// group-commit batch size.
     commits: AtomicU64,
@@ -217,13 +223,15 @@ impl SqliteStore {
         let dedup = dedup::Dedup::open(&conn, options.dedup_batch.max(1))
             .map_err(|e| open_err(format!("cannot read the dedup index: {e}")))?;
 
-        // A write-protected file opens read-only without complaint; say so now and
-        // keep answering 503 until it is writable, rather than refusing to start.
+        // A write-protected file opens read-only without complaint. Say so now
+        // and answer 503 (DESIGN.md), rather than refusing to start. The
+        // connection stays read-only after the file is made writable, so the
+        // message says a restart is needed.
         let writer_state = Arc::new(WriterState::default());
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
-            let msg = format!("{} is read-only; events cannot be stored", path.display());
-            tracing::error!(message = "Store opened read-only.", path = %path.display());
-            *writer_state.error.lock().unwrap() = Some(msg);
+            let msg = read_only(&path.display().to_string());
+            tracing::error!(message = "Store opened read-only; answering 503 until it is writable and the daemon restarted.", path = %path.display());
+            *writer_state.error.lock().unwrap() = Some((msg, std::time::Instant::now()));
         }
 
         let reader = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
@@ -258,6 +266,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(writer)),
             reader: Arc::new(Mutex::new(reader)),
             writer_state,
+            recheck_after: options.recheck_after,
         })
     }
 
@@ -294,20 +303,30 @@ impl SqliteStore {
         })
     }
 
-    /// Commits a write that leaves the data as it was, on the writer thread;
-    /// success clears the last write error. It changes `seen_upto` and back in
-    /// one transaction (SQLite skips an update to the same value, writing
-    /// nothing), so its page goes through the WAL and its fsync as an event's
-    /// would.
+    /// Commits a write that leaves the data as it was, on the writer thread:
+    /// success clears the last write error, failure restarts its clock. It
+    /// changes `seen_upto` and back in one transaction (SQLite skips an update
+    /// to the same value, writing nothing), so its page goes through the WAL
+    /// and its fsync as an event's would.
     fn probe_write(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         let state = self.writer_state.clone();
         self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("UPDATE seen_upto SET seq = seq + 1", [])?;
-            tx.execute("UPDATE seen_upto SET seq = seq - 1", [])?;
-            tx.commit()?;
-            state.error.lock().unwrap().take();
-            Ok(())
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute("UPDATE seen_upto SET seq = seq + 1", [])?;
+                tx.execute("UPDATE seen_upto SET seq = seq - 1", [])?;
+                tx.commit()
+            })();
+            let mut error = state.error.lock().unwrap();
+            match &result {
+                Ok(()) => *error = None,
+                Err(_) => {
+                    if let Some((_, at)) = error.as_mut() {
+                        *at = std::time::Instant::now();
+                    }
+                }
+            }
+            result
         })
     }
 
@@ -382,6 +401,13 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> 
     // turns this off and checkpoints run beside it (`checkpoint`).
     conn.pragma_update(None, "wal_autocheckpoint", 500)?;
     Ok(())
+}
+
+/// Why a store opened read-only cannot store events, and what to do.
+fn read_only(path: &str) -> String {
+    format!(
+        "{path} is read-only (its permissions, an immutable flag, or a read-only mount), so events cannot be stored; make it and its directory writable by the user the daemon runs as, then restart the daemon"
+    )
 }
 
 /// Milliseconds since the Unix epoch.
@@ -574,9 +600,15 @@ fn commit_batch(
             }
         }
         Err(e) => {
-            let reason = e.to_string();
+            // SQLite's own words for this ("attempt to write a readonly
+            // database") do not say that a restart is needed.
+            let reason = if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+                read_only(conn.path().unwrap_or("the store"))
+            } else {
+                e.to_string()
+            };
             tracing::error!(message = "Store commit failed; answering 503 so the sender retries. Check free disk space and that the store file and its directory are writable.", error = %reason, batch = batch.len());
-            *state.error.lock().unwrap() = Some(reason.clone());
+            *state.error.lock().unwrap() = Some((reason.clone(), std::time::Instant::now()));
             for pending in batch.drain(..) {
                 let _ = pending.reply.send(Err(StoreError::Write(reason.clone())));
             }
@@ -675,12 +707,15 @@ impl Store for SqliteStore {
             if !open {
                 return Err(StoreError::Closed);
             }
-            if let Some(reason) = write_error {
+            if let Some((reason, at)) = write_error {
                 // Only a commit clears a write error, and a load balancer that
                 // takes a 503 instance out of rotation sends it no webhooks to
-                // commit: so check with a write of our own whether the store
-                // takes writes again (space freed, lock released).
-                if self.probe_write().await.is_err() {
+                // commit. So once writes have failed for a while with none
+                // since, check with a write of our own whether the store takes
+                // writes again (space freed, lock released). Not at once: a
+                // one-page write can pass where the webhook just refused did
+                // not (a nearly full disk), and health would contradict it.
+                if at.elapsed() < self.recheck_after || self.probe_write().await.is_err() {
                     return Err(StoreError::Write(reason));
                 }
             }
@@ -1032,20 +1067,27 @@ mod tests {
         );
     }
 
-    /// After a failed write, health recovers by itself once the store takes
-    /// writes again, with no webhook to commit; until then it stays failed
-    /// with the original reason.
+    /// After a failed write, health stays failed for `recheck_after`, then
+    /// checks with a write of its own: it recovers by itself once the store
+    /// takes writes again, with no webhook to commit, and until then stays
+    /// failed with the original reason.
     #[tokio::test]
-    async fn health_checks_with_a_write_of_its_own_after_a_failed_one() {
+    async fn health_rechecks_with_a_write_of_its_own_after_a_failed_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("relay.db");
+        let recheck = Duration::from_millis(300);
         let options = SqliteOptions {
             busy_timeout: Duration::from_millis(50),
+            recheck_after: recheck,
             ..SqliteOptions::default()
         };
         let store = SqliteStore::open(&path, options).unwrap();
         store.insert(event("msg_before")).await.unwrap();
         store.health().await.unwrap();
+        let version = |c: &Connection| -> i64 {
+            c.query_row("PRAGMA data_version", [], |r| r.get(0))
+                .unwrap()
+        };
 
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -1054,27 +1096,29 @@ mod tests {
             Err(StoreError::Write(_))
         ));
         let Err(StoreError::Write(first)) = store.health().await else {
-            panic!("health is failed while the lock is held")
+            panic!("health is failed right after a failed write")
         };
-        // The check's own write fails too: still failed, same reason.
+        // Past the interval, the check's own write fails too: still failed,
+        // with the reason the webhook got.
+        tokio::time::sleep(recheck).await;
         let Err(StoreError::Write(again)) = store.health().await else {
             panic!("health is failed while the lock is held")
         };
         assert_eq!(again, first);
 
+        // Writable again: not said at once (the failure was just confirmed),
+        // then said without any webhook, by a commit that changed nothing.
         other.execute_batch("ROLLBACK").unwrap();
-        let version = |c: &Connection| -> i64 {
-            c.query_row("PRAGMA data_version", [], |r| r.get(0))
-                .unwrap()
-        };
         let before = version(&other);
+        assert!(store.health().await.is_err());
+        assert_eq!(version(&other), before, "no check within the interval");
+        tokio::time::sleep(recheck).await;
         store.health().await.unwrap();
         assert_ne!(version(&other), before, "the check committed a write");
-        // And it changed nothing: dedup's mark is where it was.
         let upto: i64 = other
             .query_row("SELECT seq FROM seen_upto", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(upto, 0);
+        assert_eq!(upto, 0, "dedup's mark is where it was");
         assert!(matches!(
             store.insert(event("msg_before")).await,
             Ok(Inserted::Duplicate(_))
