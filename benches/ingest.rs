@@ -306,7 +306,7 @@ impl LoadResult {
 /// kept lean: each request is prepared as bytes beforehand, written in one
 /// call, and only the answer's status line and `Content-Length` are parsed.
 /// (A hyper client connection costs two tasks and a hand-off between them per
-/// request: about a third more of the generator's CPU, BENCHMARKS.md.)
+/// request: about twice the generator's CPU, BENCHMARKS.md.)
 async fn load(addr: SocketAddr, requests: Vec<Prepared>, connections: usize) -> LoadResult {
     let per = requests.len().div_ceil(connections);
     let mut chunks: Vec<Vec<Vec<u8>>> = Vec::new();
