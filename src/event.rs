@@ -8,6 +8,7 @@
 //!
 //! The kind (prediction or training) is not in the body; [`detect_kind`] decides it.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
@@ -354,12 +355,7 @@ impl Envelope {
             Some(Value::String(m)) => Some(m),
             _ => None,
         };
-        let training_url = peek
-            .urls
-            .as_ref()
-            .and_then(|u| u.get("get"))
-            .and_then(Value::as_str)
-            .is_some_and(|u| u.contains("/trainings/"));
+        let training_url = peek.urls.is_some_and(|u| u.training);
         let kind = kind_hint.unwrap_or(if training_url || peek.output.training_like {
             Kind::Training
         } else {
@@ -404,8 +400,34 @@ struct Peek {
     id: Option<Value>,
     status: Option<Value>,
     model: Option<Value>,
-    urls: Option<Value>,
+    urls: Option<UrlsShape>,
     output: OutputShape,
+}
+
+/// An object key, borrowed from the body when it has no escapes: the intake
+/// reads every top-level key of every webhook, and most are skipped.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
 }
 
 /// Reads a body into [`Peek`], plus the top-level fields in `.0` kept whole.
@@ -427,33 +449,36 @@ impl<'de> serde::de::Visitor<'de> for PeekSeed<'_> {
         use serde::de::Error;
         let (mut peek, mut kept) = (Peek::default(), Map::new());
         let mut output_seen = false;
-        while let Some(key) = map.next_key::<String>()? {
-            let slot = match key.as_str() {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let key = key.as_ref();
+            let slot = match key {
                 "id" => Some(&mut peek.id),
                 "status" => Some(&mut peek.status),
                 "model" => Some(&mut peek.model),
-                "urls" => Some(&mut peek.urls),
                 _ => None,
             };
             // A repeated field would make it ambiguous which one was meant.
             let repeated = match &slot {
                 Some(slot) => slot.is_some(),
+                None if key == "urls" => peek.urls.is_some(),
                 None => key == "output" && std::mem::replace(&mut output_seen, true),
             };
             if repeated {
                 return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
             }
-            if self.0.contains(&key) {
+            if self.0.contains(key) {
                 let value: Value = map.next_value()?;
                 match slot {
                     Some(slot) => *slot = Some(value.clone()),
+                    None if key == "urls" => peek.urls = Some(UrlsShape::of(&value)),
                     None if key == "output" => peek.output = OutputShape::of(&value),
                     None => {}
                 }
-                kept.insert(key, value);
+                kept.insert(key.to_owned(), value);
             } else {
                 match slot {
                     Some(slot) => *slot = Some(map.next_value()?),
+                    None if key == "urls" => peek.urls = Some(map.next_value()?),
                     None if key == "output" => peek.output = map.next_value()?,
                     None => {
                         map.next_value::<IgnoredAny>()?;
@@ -462,6 +487,82 @@ impl<'de> serde::de::Visitor<'de> for PeekSeed<'_> {
             }
         }
         Ok((peek, kept))
+    }
+}
+
+/// Whether `urls.get` names a training (`.../trainings/...`); the other URLs
+/// are skipped. Like a JSON object read whole, a repeated `get` counts last.
+#[derive(Default)]
+struct UrlsShape {
+    training: bool,
+}
+
+impl UrlsShape {
+    /// The shape of `urls` already read whole.
+    fn of(value: &Value) -> Self {
+        UrlsShape {
+            training: value
+                .get("get")
+                .and_then(Value::as_str)
+                .is_some_and(is_training_url),
+        }
+    }
+}
+
+fn is_training_url(url: &str) -> bool {
+    url.contains("/trainings/")
+}
+
+impl<'de> Deserialize<'de> for UrlsShape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = UrlsShape;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UrlsShape, A::Error> {
+                let mut training = false;
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    if key == "get" {
+                        let value: Value = map.next_value()?;
+                        training = value.as_str().is_some_and(is_training_url);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(UrlsShape { training })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<UrlsShape, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(UrlsShape::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<UrlsShape, E> {
+                Ok(UrlsShape::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<UrlsShape, E> {
+                Ok(UrlsShape::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<UrlsShape, E> {
+                Ok(UrlsShape::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<UrlsShape, E> {
+                Ok(UrlsShape::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<UrlsShape, E> {
+                Ok(UrlsShape::default())
+            }
+            fn visit_unit<E>(self) -> Result<UrlsShape, E> {
+                Ok(UrlsShape::default())
+            }
+        }
+        d.deserialize_any(Shape)
     }
 }
 
@@ -712,7 +813,7 @@ pub fn detect_kind(obj: &Map<String, Value>) -> Kind {
         .get("urls")
         .and_then(|u| u.get("get"))
         .and_then(Value::as_str);
-    if get_url.is_some_and(|u| u.contains("/trainings/")) {
+    if get_url.is_some_and(is_training_url) {
         return Kind::Training;
     }
     let output = obj.get("output").and_then(Value::as_object);
@@ -774,10 +875,26 @@ mod tests {
             (json!({"output": {"version": "a/b:c"}}), Kind::Prediction),
             (json!({"output": ["https://x/out.png"]}), Kind::Prediction),
             (json!({"urls": null, "output": null}), Kind::Prediction),
+            (json!({"urls": {"get": 7}}), Kind::Prediction),
+            (json!({"urls": ["/trainings/"]}), Kind::Prediction),
+            (json!({"urls": "/trainings/"}), Kind::Prediction),
+            (
+                json!({"urls": {"cancel": "https://api.replicate.com/v1/trainings/x/cancel",
+                                "get": "https://api.replicate.com/v1/predictions/x"}}),
+                Kind::Prediction,
+            ),
+            (
+                json!({"urls": {"web": "https://replicate.com/p/x",
+                                "get": "https://api.replicate.com/v1/trainings/x",
+                                "stream": "https://stream/x"}}),
+                Kind::Training,
+            ),
         ];
+        let urls_kept: BTreeSet<String> = ["urls".to_owned()].into();
         for (body, want) in cases {
             assert_eq!(detect_kind(&obj(body.clone())), want, "body {body}");
-            // The intake's streaming reader decides the same way.
+            // The intake's streaming reader decides the same way, whether
+            // routes keep `urls` whole or not.
             let mut full = body.clone();
             full["id"] = json!("x");
             full["status"] = json!("succeeded");
@@ -787,6 +904,30 @@ mod tests {
                 want,
                 "read {body}"
             );
+            let (envelope, _) = Envelope::read_keeping(&bytes, None, &urls_kept).unwrap();
+            assert_eq!(envelope.kind, want, "read keeping urls {body}");
+        }
+        // What `json!` cannot write: escapes, and a repeated `get` (the last
+        // counts, as when the object is read whole).
+        for (bytes, want) in [
+            (
+                &br#"{"id":"x","status":"failed","urls":{"get":"https:\/\/a\/v1\/trainings\/x"}}"#[..],
+                Kind::Training,
+            ),
+            (
+                br#"{"id":"x","status":"failed","urls":{"get":"/trainings/","get":"/predictions/"}}"#,
+                Kind::Prediction,
+            ),
+            (
+                br#"{"id":"x","status":"failed","urls":{"get":"/predictions/","g\u0065t":"/trainings/"}}"#,
+                Kind::Training,
+            ),
+        ] {
+            let whole: Value = serde_json::from_slice(bytes).unwrap();
+            assert_eq!(detect_kind(whole.as_object().unwrap()), want);
+            assert_eq!(Envelope::read(bytes, None).unwrap().kind, want);
+            let (envelope, _) = Envelope::read_keeping(bytes, None, &urls_kept).unwrap();
+            assert_eq!(envelope.kind, want);
         }
     }
 
@@ -816,6 +957,7 @@ mod tests {
             &br#"{"id":"a","status":"failed","id":"b"}"#[..],
             br#"{"id":"a","status":"failed","output":1,"output":2}"#,
             br#"{"id":"a","status":"failed","status":"succeeded"}"#,
+            br#"{"id":"a","status":"failed","urls":{},"urls":null}"#,
         ] {
             let err = Envelope::read_keeping(dup, None, &keys).unwrap_err();
             assert!(err.to_string().contains("duplicate field"), "{err}");
