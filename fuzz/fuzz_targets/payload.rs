@@ -17,5 +17,11 @@ fuzz_target!(|data: &[u8]| {
         let later = Event::for_routing(data, "", envelope.kind, envelope.status, &keys)
             .expect("an accepted body reads for routing");
         assert_eq!(later.payload, kept);
+        // `urls` read whole (a route looks at it) or by its shape alone
+        // decides the kind the same way.
+        let with_urls: BTreeSet<String> = ["urls".to_owned()].into();
+        let (whole, _) = Envelope::read_keeping(data, None, &with_urls)
+            .expect("keeping another field does not change acceptance");
+        assert_eq!(whole.kind, envelope.kind);
     }
 });
