@@ -356,7 +356,7 @@ impl Envelope {
             _ => None,
         };
         let training_url = peek.urls.is_some_and(|u| u.training);
-        let kind = kind_hint.unwrap_or(if training_url || peek.output.training_like {
+        let kind = kind_hint.unwrap_or(if training_url || peek.output.training_like() {
             Kind::Training
         } else {
             Kind::Prediction
@@ -490,6 +490,55 @@ impl<'de> serde::de::Visitor<'de> for PeekSeed<'_> {
     }
 }
 
+/// A value of which only an object's entries matter: [`ShapeOf`] reads any
+/// JSON value, hands each entry of an object to `entry`, skips lists, and
+/// gives the default for anything else.
+trait Shape: Default {
+    fn entry<'de, A: serde::de::MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<(), A::Error>;
+}
+
+struct ShapeOf<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Shape> serde::de::Visitor<'de> for ShapeOf<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut shape = T::default();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            shape.entry(&key, &mut map)?;
+        }
+        Ok(shape)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(T::default())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+}
+
 /// Whether `urls.get` names a training (`.../trainings/...`); the other URLs
 /// are skipped. Like a JSON object read whole, a repeated `get` counts last.
 #[derive(Default)]
@@ -513,56 +562,25 @@ fn is_training_url(url: &str) -> bool {
     url.contains("/trainings/")
 }
 
+impl Shape for UrlsShape {
+    fn entry<'de, A: serde::de::MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        if key == "get" {
+            let value: Value = map.next_value()?;
+            self.training = value.as_str().is_some_and(is_training_url);
+        } else {
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
+}
+
 impl<'de> Deserialize<'de> for UrlsShape {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Shape;
-        impl<'de> serde::de::Visitor<'de> for Shape {
-            type Value = UrlsShape;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<UrlsShape, A::Error> {
-                let mut training = false;
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    if key == "get" {
-                        let value: Value = map.next_value()?;
-                        training = value.as_str().is_some_and(is_training_url);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(UrlsShape { training })
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<UrlsShape, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(UrlsShape::default())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<UrlsShape, E> {
-                Ok(UrlsShape::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<UrlsShape, E> {
-                Ok(UrlsShape::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<UrlsShape, E> {
-                Ok(UrlsShape::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<UrlsShape, E> {
-                Ok(UrlsShape::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<UrlsShape, E> {
-                Ok(UrlsShape::default())
-            }
-            fn visit_unit<E>(self) -> Result<UrlsShape, E> {
-                Ok(UrlsShape::default())
-            }
-        }
-        d.deserialize_any(Shape)
+        d.deserialize_any(ShapeOf(std::marker::PhantomData))
     }
 }
 
@@ -570,7 +588,8 @@ impl<'de> Deserialize<'de> for UrlsShape {
 /// (often long lists) are skipped.
 #[derive(Default)]
 struct OutputShape {
-    training_like: bool,
+    version: bool,
+    weights: bool,
 }
 
 impl OutputShape {
@@ -578,63 +597,35 @@ impl OutputShape {
     fn of(value: &Value) -> Self {
         let has = |k: &str| value.as_object().is_some_and(|o| o.contains_key(k));
         OutputShape {
-            training_like: has("version") && has("weights"),
+            version: has("version"),
+            weights: has("weights"),
         }
+    }
+
+    fn training_like(&self) -> bool {
+        self.version && self.weights
+    }
+}
+
+impl Shape for OutputShape {
+    fn entry<'de, A: serde::de::MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        match key {
+            "version" => self.version = true,
+            "weights" => self.weights = true,
+            _ => {}
+        }
+        map.next_value::<IgnoredAny>()?;
+        Ok(())
     }
 }
 
 impl<'de> Deserialize<'de> for OutputShape {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Shape;
-        impl<'de> serde::de::Visitor<'de> for Shape {
-            type Value = OutputShape;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<OutputShape, A::Error> {
-                let (mut version, mut weights) = (false, false);
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "version" => version = true,
-                        "weights" => weights = true,
-                        _ => {}
-                    }
-                    map.next_value::<IgnoredAny>()?;
-                }
-                Ok(OutputShape {
-                    training_like: version && weights,
-                })
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<OutputShape, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(OutputShape::default())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<OutputShape, E> {
-                Ok(OutputShape::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<OutputShape, E> {
-                Ok(OutputShape::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<OutputShape, E> {
-                Ok(OutputShape::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<OutputShape, E> {
-                Ok(OutputShape::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<OutputShape, E> {
-                Ok(OutputShape::default())
-            }
-            fn visit_unit<E>(self) -> Result<OutputShape, E> {
-                Ok(OutputShape::default())
-            }
-        }
-        d.deserialize_any(Shape)
+        d.deserialize_any(ShapeOf(std::marker::PhantomData))
     }
 }
 
