@@ -175,6 +175,10 @@ async fn sigterm_during_100_concurrent_posts_loses_nothing_acknowledged() {
         "{}",
         serve.log()
     );
+    // A new store is created, not "migrated": that is for upgrades.
+    let log = serve.log();
+    assert!(log.contains("Store created."), "{log}");
+    assert!(!log.contains("Migrating"), "{log}");
 
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     for i in 0..100 {

@@ -450,8 +450,10 @@ fn migrate(
     if current as usize == MIGRATIONS.len() {
         return Ok(());
     }
-    // Creating a new store is quick: only an upgrade is worth telling about.
-    let while_migrating = while_migrating.filter(|_| current > 0);
+    // Creating a new store is quick: only an upgrade is worth telling about,
+    // to the service manager and in the log.
+    let upgrading = current > 0;
+    let while_migrating = while_migrating.filter(|_| upgrading);
     // A migration may rebuild a table (drop and rename): with foreign keys
     // on, dropping `events` would delete every delivery. SQLite ignores this
     // pragma inside a transaction, so it is set around them; each migration
@@ -476,10 +478,12 @@ fn migrate(
     let migrated = (|| {
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             let version = index as i64 + 1;
-            tracing::info!(
-                message = "Migrating the store schema; a large store takes a while.",
-                version
-            );
+            if upgrading {
+                tracing::info!(
+                    message = "Migrating the store schema; a large store takes a while.",
+                    version
+                );
+            }
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute_batch(sql)?;
             let broken: Option<String> = tx
@@ -492,7 +496,12 @@ fn migrate(
             }
             tx.pragma_update(None, "user_version", version)?;
             tx.commit()?;
-            tracing::info!(message = "Store schema migrated.", version);
+            if upgrading {
+                tracing::info!(message = "Store schema migrated.", version);
+            }
+        }
+        if !upgrading {
+            tracing::info!(message = "Store created.", path = %path.display(), version = MIGRATIONS.len());
         }
         Ok(())
     })();
