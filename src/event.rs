@@ -355,11 +355,11 @@ impl Envelope {
             Some(Value::String(m)) => Some(m),
             _ => None,
         };
-        let training_url = peek.urls.is_some_and(|u| u.training);
-        let kind = kind_hint.unwrap_or(if training_url || peek.output.training_like() {
-            Kind::Training
-        } else {
-            Kind::Prediction
+        let kind = kind_hint.unwrap_or_else(|| {
+            training_kind(
+                peek.urls.unwrap_or_default(),
+                peek.output.unwrap_or_default(),
+            )
         });
         let envelope = Self {
             id,
@@ -401,7 +401,7 @@ struct Peek {
     status: Option<Value>,
     model: Option<Value>,
     urls: Option<UrlsShape>,
-    output: OutputShape,
+    output: Option<OutputShape>,
 }
 
 /// An object key, borrowed from the body when it has no escapes: the intake
@@ -448,7 +448,6 @@ impl<'de> serde::de::Visitor<'de> for PeekSeed<'_> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         use serde::de::Error;
         let (mut peek, mut kept) = (Peek::default(), Map::new());
-        let mut output_seen = false;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let key = key.as_ref();
             let slot = match key {
@@ -461,7 +460,7 @@ impl<'de> serde::de::Visitor<'de> for PeekSeed<'_> {
             let repeated = match &slot {
                 Some(slot) => slot.is_some(),
                 None if key == "urls" => peek.urls.is_some(),
-                None => key == "output" && std::mem::replace(&mut output_seen, true),
+                None => key == "output" && peek.output.is_some(),
             };
             if repeated {
                 return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
@@ -470,16 +469,18 @@ impl<'de> serde::de::Visitor<'de> for PeekSeed<'_> {
                 let value: Value = map.next_value()?;
                 match slot {
                     Some(slot) => *slot = Some(value.clone()),
-                    None if key == "urls" => peek.urls = Some(UrlsShape::of(&value)),
-                    None if key == "output" => peek.output = OutputShape::of(&value),
+                    None if key == "urls" => peek.urls = Some(ShapeOf::of(Some(&value))),
+                    None if key == "output" => peek.output = Some(ShapeOf::of(Some(&value))),
                     None => {}
                 }
                 kept.insert(key.to_owned(), value);
             } else {
                 match slot {
                     Some(slot) => *slot = Some(map.next_value()?),
-                    None if key == "urls" => peek.urls = Some(map.next_value()?),
-                    None if key == "output" => peek.output = map.next_value()?,
+                    None if key == "urls" => peek.urls = Some(map.next_value_seed(ShapeOf::new())?),
+                    None if key == "output" => {
+                        peek.output = Some(map.next_value_seed(ShapeOf::new())?)
+                    }
                     None => {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -501,7 +502,31 @@ trait Shape: Default {
     ) -> Result<(), A::Error>;
 }
 
+/// Reads a [`Shape`], from the body as it streams by or from a value already
+/// read whole: one definition for both, so they cannot disagree.
 struct ShapeOf<T>(std::marker::PhantomData<T>);
+
+impl<T: Shape> ShapeOf<T> {
+    fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+
+    /// The shape of a field already read whole (kept for routing, or in a
+    /// stored body); a missing field has the default shape.
+    fn of(value: Option<&Value>) -> T {
+        use serde::de::DeserializeSeed;
+        value.map_or_else(T::default, |v| {
+            Self::new().deserialize(v).unwrap_or_default()
+        })
+    }
+}
+
+impl<'de, T: Shape> serde::de::DeserializeSeed<'de> for ShapeOf<T> {
+    type Value = T;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_any(self)
+    }
+}
 
 impl<'de, T: Shape> serde::de::Visitor<'de> for ShapeOf<T> {
     type Value = T;
@@ -546,22 +571,6 @@ struct UrlsShape {
     training: bool,
 }
 
-impl UrlsShape {
-    /// The shape of `urls` already read whole.
-    fn of(value: &Value) -> Self {
-        UrlsShape {
-            training: value
-                .get("get")
-                .and_then(Value::as_str)
-                .is_some_and(is_training_url),
-        }
-    }
-}
-
-fn is_training_url(url: &str) -> bool {
-    url.contains("/trainings/")
-}
-
 impl Shape for UrlsShape {
     fn entry<'de, A: serde::de::MapAccess<'de>>(
         &mut self,
@@ -570,17 +579,11 @@ impl Shape for UrlsShape {
     ) -> Result<(), A::Error> {
         if key == "get" {
             let value: Value = map.next_value()?;
-            self.training = value.as_str().is_some_and(is_training_url);
+            self.training = value.as_str().is_some_and(|u| u.contains("/trainings/"));
         } else {
             map.next_value::<IgnoredAny>()?;
         }
         Ok(())
-    }
-}
-
-impl<'de> Deserialize<'de> for UrlsShape {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ShapeOf(std::marker::PhantomData))
     }
 }
 
@@ -590,21 +593,6 @@ impl<'de> Deserialize<'de> for UrlsShape {
 struct OutputShape {
     version: bool,
     weights: bool,
-}
-
-impl OutputShape {
-    /// The shape of an `output` already read whole.
-    fn of(value: &Value) -> Self {
-        let has = |k: &str| value.as_object().is_some_and(|o| o.contains_key(k));
-        OutputShape {
-            version: has("version"),
-            weights: has("weights"),
-        }
-    }
-
-    fn training_like(&self) -> bool {
-        self.version && self.weights
-    }
 }
 
 impl Shape for OutputShape {
@@ -623,9 +611,11 @@ impl Shape for OutputShape {
     }
 }
 
-impl<'de> Deserialize<'de> for OutputShape {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ShapeOf(std::marker::PhantomData))
+fn training_kind(urls: UrlsShape, output: OutputShape) -> Kind {
+    if urls.training || (output.version && output.weights) {
+        Kind::Training
+    } else {
+        Kind::Prediction
     }
 }
 
@@ -800,18 +790,7 @@ pub fn kind_hint(query: &[(String, String)]) -> Option<Kind> {
 /// pointing at `/trainings/`, or an `output` shaped `{version, weights}`, mean a
 /// training; anything else is a prediction.
 pub fn detect_kind(obj: &Map<String, Value>) -> Kind {
-    let get_url = obj
-        .get("urls")
-        .and_then(|u| u.get("get"))
-        .and_then(Value::as_str);
-    if get_url.is_some_and(is_training_url) {
-        return Kind::Training;
-    }
-    let output = obj.get("output").and_then(Value::as_object);
-    if output.is_some_and(|o| o.contains_key("version") && o.contains_key("weights")) {
-        return Kind::Training;
-    }
-    Kind::Prediction
+    training_kind(ShapeOf::of(obj.get("urls")), ShapeOf::of(obj.get("output")))
 }
 
 /// `deserialize_with` for optional fields: a value of the wrong type becomes `None`
