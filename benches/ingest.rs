@@ -270,8 +270,7 @@ async fn connect(
     hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     Box<dyn std::error::Error + Send + Sync>,
 > {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+    let stream = tcp_connect(addr).await?;
     let (sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
@@ -327,7 +326,7 @@ async fn load(addr: SocketAddr, requests: Vec<Prepared>, connections: usize) -> 
                     let t = Instant::now();
                     let stream = match &mut conn {
                         Some(s) => s,
-                        None => conn.insert(wire_connect(addr).await.unwrap()),
+                        None => conn.insert(tcp_connect(addr).await.unwrap()),
                     };
                     match exchange(stream, &r, &mut buf).await {
                         Ok((status, keep_alive)) => {
@@ -370,7 +369,8 @@ async fn load(addr: SocketAddr, requests: Vec<Prepared>, connections: usize) -> 
     result
 }
 
-async fn wire_connect(addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+/// A TCP connection to `addr` with Nagle off: requests go out in one write.
+async fn tcp_connect(addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
@@ -388,10 +388,14 @@ async fn exchange(
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
     stream.write_all(request).await?;
     buf.clear();
-    loop {
-        if stream.read_buf(buf).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
+    let mut read_more = async |buf: &mut Vec<u8>| match stream.read_buf(buf).await {
+        Ok(0) => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    // The head, read until complete.
+    let (status, head, length, close) = loop {
+        read_more(buf).await?;
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut res = httparse::Response::new(&mut headers);
         let head = match res.parse(buf) {
@@ -409,13 +413,13 @@ async fn exchange(
         let close = res.headers.iter().any(|h| {
             h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
         });
-        while buf.len() < head + length {
-            if stream.read_buf(buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        return Ok((status, !close));
+        break (status, head, length, close);
+    };
+    // Then the body.
+    while buf.len() < head + length {
+        read_more(buf).await?;
     }
+    Ok((status, !close))
 }
 
 /// VmRSS and VmHWM (peak) of a process, in MB.
