@@ -593,13 +593,13 @@ fn commit_batch(
                 .iter()
                 .zip(&outcomes)
                 .any(|(p, o)| matches!(o, Inserted::New(_)) && p.event.routing.is_none());
-            for (pending, outcome) in batch.drain(..).zip(outcomes) {
+            for (Pending { event, reply }, outcome) in batch.drain(..).zip(outcomes) {
                 if let Inserted::New(seq) = outcome {
-                    dedup.stage(pending.event.webhook_id.clone(), seq);
+                    dedup.stage(event.webhook_id, seq);
                 }
                 // The requester may have gone (client hung up); the event is
                 // stored all the same and a retry will be a duplicate.
-                let _ = pending.reply.send(Ok(outcome));
+                let _ = reply.send(Ok(outcome));
             }
             if unrouted {
                 state.unrouted.notify_one();
