@@ -221,7 +221,12 @@ impl SqliteStore {
         configure(&conn, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
         migrate(&mut conn, path, options.while_migrating)?;
         let dedup = dedup::Dedup::open(&conn, options.dedup_batch.max(1))
-            .map_err(|e| open_err(format!("cannot read the dedup index: {e}")))?;
+            .map_err(|e| {
+                open_err(format!(
+                    "cannot read the dedup index ({e}), so the store may be damaged: with the daemon stopped, run `sqlite3 {} 'PRAGMA integrity_check'` and restore the store from a backup if it reports problems",
+                    path.display()
+                ))
+            })?;
 
         // A write-protected file opens read-only without complaint. Say so now
         // and answer 503 (DESIGN.md), rather than refusing to start. The
@@ -1317,6 +1322,23 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, 2);
+    }
+
+    #[test]
+    fn an_unreadable_dedup_index_says_what_to_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("DROP TABLE seen_upto")
+            .unwrap();
+        let err = SqliteStore::open(&path, SqliteOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no such table: seen_upto"), "{err}");
+        assert!(err.contains("PRAGMA integrity_check"), "{err}");
     }
 
     #[test]
