@@ -338,14 +338,25 @@ impl Envelope {
         kind_hint: Option<Kind>,
         keys: &BTreeSet<String>,
     ) -> Result<(Self, Value), BodyError> {
+        // JSON text is UTF-8 (RFC 8259). serde_json checks only the strings it
+        // decodes, not those it skips, so a stray byte in a field read by
+        // nobody here (`logs`, say) was acknowledged and stored, and then the
+        // full read at delivery refused it: an alert lost. So the whole body is
+        // checked once, and the parse below skips its per-string checks.
+        let text = std::str::from_utf8(body).map_err(|e| {
+            BodyError::NotJson(format!(
+                "invalid UTF-8 at byte {} (JSON must be UTF-8)",
+                e.valid_up_to()
+            ))
+        })?;
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') {
-            return match serde_json::from_slice::<IgnoredAny>(body) {
+            return match serde_json::from_str::<IgnoredAny>(text) {
                 Ok(_) => Err(BodyError::NotObject),
                 Err(e) => Err(BodyError::NotJson(e.to_string())),
             };
         }
-        let mut de = serde_json::Deserializer::from_slice(body);
+        let mut de = serde_json::Deserializer::from_str(text);
         let (peek, kept) = serde::de::DeserializeSeed::deserialize(PeekSeed(keys), &mut de)
             .and_then(|v| de.end().map(|()| v))
             .map_err(|e| BodyError::NotJson(e.to_string()))?;
@@ -1000,6 +1011,51 @@ mod tests {
             Envelope::read(b"\xff\xfe", None),
             Err(BodyError::NotJson(_))
         ));
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_wherever_the_bad_byte_is() {
+        let keys: BTreeSet<String> = ["input".to_owned()].into();
+        // (body, accepted): what the intake accepts, the delivery's full read
+        // must read too, or an acknowledged alert is lost at delivery.
+        let cases: [(&[u8], bool); 8] = [
+            (
+                b"{\"id\":\"a\",\"status\":\"failed\",\"logs\":\"caf\xc3\xa9 \xf0\x9f\x94\xa5\"}",
+                true,
+            ),
+            (
+                b"{\"id\":\"a\",\"status\":\"failed\",\"logs\":\"\xff\"}",
+                false,
+            ),
+            (
+                b"{\"id\":\"a\",\"status\":\"failed\",\"logs\":[\"ok\",\"\xc3\"]}",
+                false,
+            ),
+            (
+                b"{\"id\":\"a\",\"status\":\"failed\",\"input\":{\"p\":\"\xed\xa0\x80\"}}",
+                false,
+            ),
+            (b"{\"id\":\"a\",\"status\":\"failed\",\"\xfe\":1}", false),
+            (b"{\"id\":\"a\xff\",\"status\":\"failed\"}", false),
+            (b"[\"\xff\"]", false),
+            (b"{\"id\":\"a\",\"status\":\"failed\"}\n\xff", false),
+        ];
+        for (body, accepted) in cases {
+            let shown = String::from_utf8_lossy(body);
+            let read = Envelope::read_keeping(body, None, &keys);
+            assert_eq!(read.is_ok(), accepted, "{shown}: {read:?}");
+            assert_eq!(
+                Event::from_body(body, "").is_ok(),
+                accepted,
+                "{shown}: the full read agrees"
+            );
+            if let Err(e) = read {
+                assert!(
+                    e.to_string().contains("invalid UTF-8 at byte"),
+                    "{shown}: {e}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -192,6 +192,20 @@ fn cases() -> Vec<Case> {
             b"{\"id\":\"\xff\xfe\",\"status\":\"failed\"}".to_vec(),
             400,
         ),
+        // serde_json does not check the strings it skips: this one was
+        // acknowledged, then refused by the full read at delivery.
+        signed_case(
+            "not UTF-8 in a field the intake skips",
+            "msg_h9b",
+            [
+                br#"{"logs":"loss 0.3 "#.as_slice(),
+                b"\xff\xfe",
+                br#"","#,
+                &valid("h9b")[1..],
+            ]
+            .concat(),
+            400,
+        ),
         signed_case(
             "byte order mark",
             "msg_h10",
