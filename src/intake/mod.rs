@@ -17,7 +17,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use warp::Filter;
-use warp::http::{HeaderMap, Method, StatusCode, header};
+use warp::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
 use crate::dispatch::router;
@@ -275,16 +275,16 @@ where
     let webhook_id = match &setup.verifier {
         Some(verifier) => {
             let signed = SignedHeaders {
-                id: one_header(headers, "webhook-id")?,
-                timestamp: one_header(headers, "webhook-timestamp")?,
-                signature: one_header(headers, "webhook-signature")?,
+                id: one_header(headers, &WEBHOOK_ID)?,
+                timestamp: one_header(headers, &WEBHOOK_TIMESTAMP)?,
+                signature: one_header(headers, &WEBHOOK_SIGNATURE)?,
             };
             verifier.verify(signed, &body)?;
             signed.id.to_owned()
         }
         // Unsigned mode still deduplicates: by the sender's id if it sent one,
         // else by the body's hash (a retry carries the same bytes).
-        None => match one_header(headers, "webhook-id") {
+        None => match one_header(headers, &WEBHOOK_ID) {
             Ok(id) => id.to_owned(),
             Err(_) => {
                 let digest = Sha256::digest(&body);
@@ -349,10 +349,20 @@ where
     Ok(buf.freeze())
 }
 
+// The signature headers' names, parsed once: a lookup by `&str` parses and
+// lowercases the name at every call, on the path to every answer.
+static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+static WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
 /// Exactly one value of a signature header: two values would make it ambiguous
 /// which one was checked, so that is refused like a missing one.
-fn one_header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, VerifyError> {
-    let mut values = headers.get_all(name).iter();
+fn one_header<'a>(
+    headers: &'a HeaderMap,
+    header: &'static HeaderName,
+) -> Result<&'a str, VerifyError> {
+    let name = header.as_str();
+    let mut values = headers.get_all(header).iter();
     let first = values.next().ok_or(VerifyError::MissingHeader(name))?;
     if values.next().is_some() {
         return Err(VerifyError::DuplicateHeader(name));
@@ -381,19 +391,19 @@ mod tests {
     fn one_header_table() {
         let mut headers = HeaderMap::new();
         assert_eq!(
-            one_header(&headers, "webhook-id"),
+            one_header(&headers, &WEBHOOK_ID),
             Err(VerifyError::MissingHeader("webhook-id"))
         );
         headers.append("webhook-id", " ".parse().unwrap());
         assert_eq!(
-            one_header(&headers, "webhook-id"),
+            one_header(&headers, &WEBHOOK_ID),
             Err(VerifyError::MissingHeader("webhook-id"))
         );
         headers.insert("webhook-id", "msg_1".parse().unwrap());
-        assert_eq!(one_header(&headers, "webhook-id"), Ok("msg_1"));
+        assert_eq!(one_header(&headers, &WEBHOOK_ID), Ok("msg_1"));
         headers.append("webhook-id", "msg_2".parse().unwrap());
         assert_eq!(
-            one_header(&headers, "webhook-id"),
+            one_header(&headers, &WEBHOOK_ID),
             Err(VerifyError::DuplicateHeader("webhook-id"))
         );
         headers.insert(
@@ -401,7 +411,7 @@ mod tests {
             header::HeaderValue::from_bytes(b"\xff1").unwrap(),
         );
         assert_eq!(
-            one_header(&headers, "webhook-timestamp"),
+            one_header(&headers, &WEBHOOK_TIMESTAMP),
             Err(VerifyError::UnreadableHeader("webhook-timestamp"))
         );
     }
