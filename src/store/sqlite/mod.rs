@@ -18,6 +18,7 @@
 mod checkpoint;
 mod dedup;
 pub mod outbox;
+mod walbuf;
 
 pub use checkpoint::CheckpointLimits;
 
@@ -217,7 +218,12 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| open_err(format!("cannot create directory {}: {e}", dir.display())))?;
         }
-        let mut conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        // The writer's connection writes each commit's WAL frames in one go
+        // (`walbuf`); it is the only connection that writes frames.
+        walbuf::register().map_err(open_err)?;
+        let mut conn =
+            Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), walbuf::NAME)
+                .map_err(|e| open_err(e.to_string()))?;
         configure(&conn, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
         migrate(&mut conn, path, options.while_migrating)?;
         let dedup = dedup::Dedup::open(&conn, options.dedup_batch.max(1))
