@@ -125,30 +125,20 @@ pub fn register() -> Result<(), String> {
         .clone()
 }
 
-unsafe extern "C" fn delete(_: *mut ffi::sqlite3_vfs, name: *const c_char, sync: c_int) -> c_int {
-    let r = real_vfs();
-    unsafe { ((*r).xDelete.unwrap())(r, name, sync) }
+/// The VFS methods that take a path: the unix VFS's, called with the unix VFS
+/// (they were checked present at registration).
+macro_rules! vfs_pass {
+    ($name:ident ( $($arg:ident : $ty:ty),* ) => $method:ident) => {
+        unsafe extern "C" fn $name(_: *mut ffi::sqlite3_vfs, $($arg: $ty),*) -> c_int {
+            let r = real_vfs();
+            unsafe { ((*r).$method.unwrap())(r, $($arg),*) }
+        }
+    };
 }
 
-unsafe extern "C" fn access(
-    _: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    flags: c_int,
-    out: *mut c_int,
-) -> c_int {
-    let r = real_vfs();
-    unsafe { ((*r).xAccess.unwrap())(r, name, flags, out) }
-}
-
-unsafe extern "C" fn full_pathname(
-    _: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    n: c_int,
-    out: *mut c_char,
-) -> c_int {
-    let r = real_vfs();
-    unsafe { ((*r).xFullPathname.unwrap())(r, name, n, out) }
-}
+vfs_pass!(delete(name: *const c_char, sync: c_int) => xDelete);
+vfs_pass!(access(name: *const c_char, flags: c_int, out: *mut c_int) => xAccess);
+vfs_pass!(full_pathname(name: *const c_char, n: c_int, out: *mut c_char) => xFullPathname);
 
 unsafe extern "C" fn open(
     _: *mut ffi::sqlite3_vfs,
