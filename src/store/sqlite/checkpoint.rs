@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::Reopen;
+
 /// When to checkpoint, in WAL frames (pages).
 #[derive(Debug, Clone, Copy)]
 pub struct CheckpointLimits {
@@ -62,18 +64,22 @@ pub struct WalState {
 /// its commits (the hook its own automatic checkpoint uses).
 pub fn watch_wal(writer: &mut Connection) -> rusqlite::Result<Arc<WalState>> {
     let wal = Arc::new(WalState::default());
+    hook(writer, &wal)?;
+    Ok(wal)
+}
+
+fn hook(writer: &mut Connection, wal: &Arc<WalState>) -> rusqlite::Result<()> {
     let seen = wal.clone();
     writer.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames| {
         seen.frames.store(i64::from(frames), Ordering::Relaxed);
         Ok(())
-    }))?;
-    Ok(wal)
+    }))
 }
 
 /// The writer's side: tells the background thread about commits, and finishes
 /// checkpoints when it is time.
 pub struct Checkpoints<'a> {
-    wal: &'a WalState,
+    wal: &'a Arc<WalState>,
     limits: CheckpointLimits,
     committed: SyncSender<()>,
     /// Set when there is no background thread (it could not start, or it
@@ -86,6 +92,15 @@ pub struct Checkpoints<'a> {
 }
 
 impl Checkpoints<'_> {
+    /// Sets up a new connection of the writer's (one reopened, see
+    /// `Reopen`) as the one it replaces was: the WAL hook, and automatic
+    /// checkpoints off unless they were handed back to SQLite.
+    pub fn adopt(&self, conn: &mut Connection) -> rusqlite::Result<()> {
+        hook(conn, self.wal)?;
+        let every = if self.handed_back.get() { 500 } else { 0 };
+        conn.pragma_update(None, "wal_autocheckpoint", every)
+    }
+
     /// Called by the writer after each round of writes (a batch of inserts,
     /// another write, or both).
     pub fn after_commit(&self, conn: &Connection) {
@@ -140,8 +155,9 @@ impl Checkpoints<'_> {
 /// thread on `conn`, which stops when the writer's loop returns. `wal` comes
 /// from [`watch_wal`] on the writer's connection.
 pub fn run_beside<R>(
-    wal: &WalState,
+    wal: &Arc<WalState>,
     conn: Connection,
+    reopen: Reopen,
     limits: CheckpointLimits,
     with_checkpoints: impl FnOnce(&Checkpoints<'_>) -> R,
 ) -> R {
@@ -149,7 +165,7 @@ pub fn run_beside<R>(
     std::thread::scope(|scope| {
         let spawned = std::thread::Builder::new()
             .name("store-checkpoint".into())
-            .spawn_scoped(scope, || background(conn, wal, commits));
+            .spawn_scoped(scope, || background(conn, reopen, wal, commits));
         let alone = match spawned {
             Ok(_) => false,
             Err(e) => {
@@ -176,7 +192,7 @@ pub fn run_beside<R>(
 /// requests wait for do not queue behind a big one.
 const GATHER: Duration = Duration::from_millis(5);
 
-fn background(conn: Connection, wal: &WalState, commits: Receiver<()>) {
+fn background(mut conn: Connection, reopen: Reopen, wal: &WalState, commits: Receiver<()>) {
     let mut last_error: Option<String> = None;
     // Sleeps until a commit happens: an idle daemon does not wake up.
     while commits.recv().is_ok() {
@@ -196,6 +212,9 @@ fn background(conn: Connection, wal: &WalState, commits: Receiver<()>) {
             Err(e) => {
                 if is_new(&mut last_error, e.to_string()) {
                     tracing::warn!(message = "Background checkpoint failed; will try again (said once while the error stays the same). Check free disk space and that the store file is writable.", error = %e);
+                }
+                if let Some(fresh) = reopen.if_read_only(&conn, |path| Connection::open(path)) {
+                    conn = fresh;
                 }
             }
         }

@@ -22,6 +22,7 @@ mod walbuf;
 
 pub use checkpoint::CheckpointLimits;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -221,9 +222,7 @@ impl SqliteStore {
         // The writer's connection writes each commit's WAL frames in one go
         // (`walbuf`); it is the only connection that writes frames.
         walbuf::register().map_err(open_err)?;
-        let mut conn =
-            Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), walbuf::NAME)
-                .map_err(|e| open_err(e.to_string()))?;
+        let mut conn = open_writer(path).map_err(|e| open_err(e.to_string()))?;
         configure(&conn, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
         migrate(&mut conn, path, options.while_migrating)?;
         let dedup = dedup::Dedup::open(&conn, options.dedup_batch.max(1))
@@ -235,13 +234,13 @@ impl SqliteStore {
             })?;
 
         // A write-protected file opens read-only without complaint. Say so now
-        // and answer 503 (DESIGN.md), rather than refusing to start. The
-        // connection stays read-only after the file is made writable, so the
-        // message says a restart is needed.
+        // and answer 503 (DESIGN.md), rather than refusing to start. SQLite
+        // never makes such a connection writable, so the writer and the
+        // checkpoint thread open theirs again once the file is (`Reopen`).
         let writer_state = Arc::new(WriterState::default());
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             let msg = read_only(&path.display().to_string());
-            tracing::error!(message = "Store opened read-only; answering 503 until it is writable and the daemon restarted.", path = %path.display());
+            tracing::error!(message = "Store opened read-only; answering 503 until it is writable (checked every second).", path = %path.display());
             *writer_state.error.lock().unwrap() = Some((msg, std::time::Instant::now()));
         }
 
@@ -262,11 +261,12 @@ impl SqliteStore {
         let max_batch = options.max_batch.max(1);
         let limits = options.checkpoints;
         let wal = checkpoint::watch_wal(&mut conn).map_err(|e| open_err(e.to_string()))?;
+        let again = Reopen::new(path, options.busy_timeout);
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                checkpoint::run_beside(&wal, checkpointer, limits, |checkpoints| {
-                    writer_loop(conn, rx, &state, max_batch, dedup, checkpoints)
+                checkpoint::run_beside(&wal, checkpointer, again.clone(), limits, |checkpoints| {
+                    writer_loop(conn, again, rx, &state, max_batch, dedup, checkpoints)
                 })
             })
             .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
@@ -414,10 +414,71 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> 
     Ok(())
 }
 
+/// The writer's connection, which writes each commit's WAL frames in one go
+/// (`walbuf`; registered by `SqliteStore::open`). Not yet configured.
+fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), walbuf::NAME)
+}
+
+/// Opens a thread's connection again when the one it holds was opened
+/// read-only (the store was write-protected at start): SQLite never makes
+/// such a connection writable, so without this the store would answer 503
+/// until a restart, long after the file was fixed.
+#[derive(Clone)]
+struct Reopen {
+    path: PathBuf,
+    busy_timeout: Duration,
+    last_try: Cell<Option<std::time::Instant>>,
+}
+
+impl Reopen {
+    /// How often a read-only connection is tried again: an `open` and a few
+    /// pragmas, while every write fails anyway.
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn new(path: &Path, busy_timeout: Duration) -> Self {
+        Self {
+            path: path.to_owned(),
+            busy_timeout,
+            last_try: Cell::new(None),
+        }
+    }
+
+    /// A configured, writable connection opened by `open`, if `conn` is
+    /// read-only, the last try was over a second ago, and the store can now
+    /// be written.
+    fn if_read_only(
+        &self,
+        conn: &Connection,
+        open: impl FnOnce(&Path) -> rusqlite::Result<Connection>,
+    ) -> Option<Connection> {
+        if !conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false)
+            || self
+                .last_try
+                .get()
+                .is_some_and(|at| at.elapsed() < Self::EVERY)
+        {
+            return None;
+        }
+        self.last_try.set(Some(std::time::Instant::now()));
+        let fresh = open(&self.path).ok()?;
+        if fresh.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            return None;
+        }
+        match configure(&fresh, self.busy_timeout) {
+            Ok(()) => Some(fresh),
+            Err(e) => {
+                tracing::warn!(message = "The store is writable again but could not be set up; trying again in a second.", error = %e);
+                None
+            }
+        }
+    }
+}
+
 /// Why a store opened read-only cannot store events, and what to do.
 fn read_only(path: &str) -> String {
     format!(
-        "{path} is read-only (its permissions, an immutable flag, or a read-only mount), so events cannot be stored; make it and its directory writable by the user the daemon runs as, then restart the daemon"
+        "{path} is read-only (its permissions, an immutable flag, or a read-only mount), so events cannot be stored; make it and its directory writable by the user the daemon runs as (the daemon tries it again every second, no restart needed)"
     )
 }
 
@@ -528,6 +589,7 @@ fn migrate(
 
 fn writer_loop(
     mut conn: Connection,
+    reopen: Reopen,
     mut rx: mpsc::Receiver<Cmd>,
     state: &WriterState,
     max_batch: usize,
@@ -548,6 +610,17 @@ fn writer_loop(
                 Ok(Cmd::Insert(p)) => batch.push(p),
                 Ok(Cmd::Run(job)) => after = Some(job),
                 Err(_) => break,
+            }
+        }
+        if let Some(mut fresh) = reopen.if_read_only(&conn, open_writer) {
+            match checkpoints.adopt(&mut fresh) {
+                Ok(()) => {
+                    tracing::info!(message = "The store is writable again.", path = %reopen.path.display());
+                    conn = fresh;
+                }
+                Err(e) => {
+                    tracing::warn!(message = "The store is writable again but could not be set up; trying again in a second.", error = %e)
+                }
             }
         }
         if !batch.is_empty() {
@@ -1144,6 +1217,44 @@ mod tests {
             Ok(Inserted::Duplicate(_))
         ));
         store.close().await;
+    }
+
+    /// (A store write-protected at start, then fixed, is in tests/intake.rs:
+    /// it needs `chattr`, as root bypasses permissions.)
+    #[test]
+    fn a_read_only_connection_is_opened_again_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+        let reopen = Reopen::new(&path, Duration::from_secs(1));
+        let writable = Connection::open(&path).unwrap();
+        assert!(
+            reopen
+                .if_read_only(&writable, |p| Connection::open(p))
+                .is_none(),
+            "a writable connection is kept"
+        );
+        let held =
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let fresh = reopen
+            .if_read_only(&held, |p| Connection::open(p))
+            .expect("opened again");
+        assert!(!fresh.is_readonly(rusqlite::MAIN_DB).unwrap());
+        let pragma =
+            |name: &str| -> i64 { fresh.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
+        assert_eq!(pragma("synchronous"), 2, "configured like the first");
+        assert_eq!(pragma("foreign_keys"), 1);
+        assert!(
+            reopen
+                .if_read_only(&held, |p| Connection::open(p))
+                .is_none(),
+            "not again within a second"
+        );
+        // Still read-only when opened: nothing to swap in.
+        let later = Reopen::new(&path, Duration::from_secs(1));
+        let read_only_open =
+            |p: &Path| Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY);
+        assert!(later.if_read_only(&held, read_only_open).is_none());
     }
 
     #[test]
