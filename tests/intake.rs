@@ -553,10 +553,10 @@ async fn a_request_in_flight_at_shutdown_still_commits_and_later_ones_get_503() 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(first).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let url = daemon.hook_url();
     let stopping = tokio::spawn(daemon.running.shutdown(Duration::from_secs(10)));
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // A new connection is no longer accepted (or answered 503, never 2xx).
     let late = payload("p_late", "succeeded");
@@ -639,7 +639,7 @@ async fn a_store_locked_by_another_process_answers_503_then_recovers() {
     // (a load balancer may send none to an instance it took out): the health
     // check tries a write of its own 5 s after the last failure.
     assert_eq!(
-        wait_healthy(&daemon, std::time::Duration::from_secs(15)).await,
+        wait_healthy(&daemon, Duration::from_secs(15)).await,
         200,
         "healthy again once writable"
     );

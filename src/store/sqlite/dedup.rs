@@ -67,8 +67,7 @@ pub struct Part(usize);
 impl Dedup {
     /// Stages the ids of the events stored after the last flush (a crash),
     /// so that lookups see every stored event. Reads only: a store opened
-    /// read-only still opens (and answers 503, saying to make it writable and
-    /// restart).
+    /// read-only still opens (and answers 503 until it is writable).
     pub fn open(conn: &Connection, flush_at: usize) -> rusqlite::Result<Self> {
         let upto: i64 = conn.query_row("SELECT seq FROM seen_upto", [], |r| r.get(0))?;
         let staged = conn

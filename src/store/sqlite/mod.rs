@@ -694,7 +694,7 @@ fn commit_batch(
         }
         Err(e) => {
             // SQLite's own words for this ("attempt to write a readonly
-            // database") do not say that a restart is needed.
+            // database") do not say what to do about it.
             let reason = if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
                 read_only(conn.path().unwrap_or("the store"))
             } else {
