@@ -261,13 +261,28 @@ impl SqliteStore {
         let max_batch = options.max_batch.max(1);
         let limits = options.checkpoints;
         let wal = checkpoint::watch_wal(&mut conn).map_err(|e| open_err(e.to_string()))?;
-        let again = Reopen::new(path, options.busy_timeout);
+        let writer_again = Reopen::new("writer", path, options.busy_timeout);
+        let checkpoints_again = Reopen::new("checkpoints", path, options.busy_timeout);
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                checkpoint::run_beside(&wal, checkpointer, again.clone(), limits, |checkpoints| {
-                    writer_loop(conn, again, rx, &state, max_batch, dedup, checkpoints)
-                })
+                checkpoint::run_beside(
+                    &wal,
+                    checkpointer,
+                    checkpoints_again,
+                    limits,
+                    |checkpoints| {
+                        writer_loop(
+                            conn,
+                            writer_again,
+                            rx,
+                            &state,
+                            max_batch,
+                            dedup,
+                            checkpoints,
+                        )
+                    },
+                )
             })
             .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
 
@@ -424,8 +439,9 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
 /// read-only (the store was write-protected at start): SQLite never makes
 /// such a connection writable, so without this the store would answer 503
 /// until a restart, long after the file was fixed.
-#[derive(Clone)]
 struct Reopen {
+    /// Whose connection, for the log.
+    role: &'static str,
     path: PathBuf,
     busy_timeout: Duration,
     last_try: Cell<Option<std::time::Instant>>,
@@ -436,21 +452,23 @@ impl Reopen {
     /// pragmas, while every write fails anyway.
     const EVERY: Duration = Duration::from_secs(1);
 
-    fn new(path: &Path, busy_timeout: Duration) -> Self {
+    fn new(role: &'static str, path: &Path, busy_timeout: Duration) -> Self {
         Self {
+            role,
             path: path.to_owned(),
             busy_timeout,
             last_try: Cell::new(None),
         }
     }
 
-    /// A configured, writable connection opened by `open`, if `conn` is
-    /// read-only, the last try was over a second ago, and the store can now
-    /// be written.
+    /// A writable connection opened by `open`, configured as at start and
+    /// then by `setup` (the thread's own settings), if `conn` is read-only,
+    /// the last try was over a second ago, and the store can now be written.
     fn if_read_only(
         &self,
         conn: &Connection,
         open: impl FnOnce(&Path) -> rusqlite::Result<Connection>,
+        setup: impl FnOnce(&mut Connection) -> rusqlite::Result<()>,
     ) -> Option<Connection> {
         if !conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false)
             || self
@@ -461,12 +479,15 @@ impl Reopen {
             return None;
         }
         self.last_try.set(Some(std::time::Instant::now()));
-        let fresh = open(&self.path).ok()?;
+        let mut fresh = open(&self.path).ok()?;
         if fresh.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
             return None;
         }
-        match configure(&fresh, self.busy_timeout) {
-            Ok(()) => Some(fresh),
+        match configure(&fresh, self.busy_timeout).and_then(|()| setup(&mut fresh)) {
+            Ok(()) => {
+                tracing::info!(message = "The store is writable again.", path = %self.path.display(), connection = self.role);
+                Some(fresh)
+            }
             Err(e) => {
                 tracing::warn!(message = "The store is writable again but could not be set up; trying again in a second.", error = %e);
                 None
@@ -612,16 +633,8 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        if let Some(mut fresh) = reopen.if_read_only(&conn, open_writer) {
-            match checkpoints.adopt(&mut fresh) {
-                Ok(()) => {
-                    tracing::info!(message = "The store is writable again.", path = %reopen.path.display());
-                    conn = fresh;
-                }
-                Err(e) => {
-                    tracing::warn!(message = "The store is writable again but could not be set up; trying again in a second.", error = %e)
-                }
-            }
+        if let Some(fresh) = reopen.if_read_only(&conn, open_writer, |c| checkpoints.adopt(c)) {
+            conn = fresh;
         }
         if !batch.is_empty() {
             commit_batch(&mut conn, &mut batch, state, &mut dedup);
@@ -1226,35 +1239,55 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("relay.db");
         drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
-        let reopen = Reopen::new(&path, Duration::from_secs(1));
+        let reopen = Reopen::new("test", &path, Duration::from_secs(1));
         let writable = Connection::open(&path).unwrap();
         assert!(
             reopen
-                .if_read_only(&writable, |p| Connection::open(p))
+                .if_read_only(&writable, |p| Connection::open(p), |_| Ok(()))
                 .is_none(),
             "a writable connection is kept"
         );
         let held =
             Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
         let fresh = reopen
-            .if_read_only(&held, |p| Connection::open(p))
+            .if_read_only(
+                &held,
+                |p| Connection::open(p),
+                |c| c.pragma_update(None, "wal_autocheckpoint", 0),
+            )
             .expect("opened again");
         assert!(!fresh.is_readonly(rusqlite::MAIN_DB).unwrap());
         let pragma =
             |name: &str| -> i64 { fresh.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
         assert_eq!(pragma("synchronous"), 2, "configured like the first");
         assert_eq!(pragma("foreign_keys"), 1);
+        assert_eq!(pragma("wal_autocheckpoint"), 0, "then set up by the thread");
         assert!(
             reopen
-                .if_read_only(&held, |p| Connection::open(p))
+                .if_read_only(&held, |p| Connection::open(p), |_| Ok(()))
                 .is_none(),
             "not again within a second"
         );
         // Still read-only when opened: nothing to swap in.
-        let later = Reopen::new(&path, Duration::from_secs(1));
+        let later = Reopen::new("test", &path, Duration::from_secs(1));
         let read_only_open =
             |p: &Path| Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY);
-        assert!(later.if_read_only(&held, read_only_open).is_none());
+        assert!(
+            later
+                .if_read_only(&held, read_only_open, |_| Ok(()))
+                .is_none()
+        );
+        // The thread's own set-up failing: nothing to swap in either.
+        let failing = Reopen::new("test", &path, Duration::from_secs(1));
+        assert!(
+            failing
+                .if_read_only(
+                    &held,
+                    |p| Connection::open(p),
+                    |c| c.execute_batch("no such statement"),
+                )
+                .is_none()
+        );
     }
 
     #[test]
