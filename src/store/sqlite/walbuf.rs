@@ -321,14 +321,26 @@ unsafe extern "C" fn write(
     ffi::SQLITE_OK
 }
 
-/// The methods that write out what is pending, then do the unix VFS's work.
-macro_rules! flush_then {
-    ($name:ident ( $($arg:ident : $ty:ty),* ) => $method:ident) => {
+/// A file method that does the unix VFS's work: after writing out what is
+/// pending (`flush`) for those that look at the file's bytes, as is
+/// (`pass`) for the others. SQLite calls none of the shared-memory or mmap
+/// ones on a WAL file; a method the unix VFS lacks answers "not found"
+/// rather than panic.
+macro_rules! forward {
+    (flush $name:ident ( $($arg:ident : $ty:ty),* ) => $method:ident) => {
+        forward!(@ true, $name($($arg: $ty),*) => $method);
+    };
+    (pass $name:ident ( $($arg:ident : $ty:ty),* ) => $method:ident) => {
+        forward!(@ false, $name($($arg: $ty),*) => $method);
+    };
+    (@ $flush:expr, $name:ident ( $($arg:ident : $ty:ty),* ) => $method:ident) => {
         unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file, $($arg: $ty),*) -> c_int {
             let w = unsafe { wal(file) };
-            let rc = w.flush();
-            if rc != ffi::SQLITE_OK {
-                return rc;
+            if $flush {
+                let rc = w.flush();
+                if rc != ffi::SQLITE_OK {
+                    return rc;
+                }
             }
             match w.real_methods().$method {
                 Some(f) => unsafe { f(w.real, $($arg),*) },
@@ -338,36 +350,20 @@ macro_rules! flush_then {
     };
 }
 
-flush_then!(sync(flags: c_int) => xSync);
-flush_then!(truncate(size: i64) => xTruncate);
-flush_then!(file_size(size: *mut i64) => xFileSize);
-flush_then!(file_control(op: c_int, arg: *mut c_void) => xFileControl);
-flush_then!(fetch(offset: i64, amt: c_int, out: *mut *mut c_void) => xFetch);
-
-/// The methods that do not look at the file's bytes: the unix VFS's work as
-/// is. (SQLite calls none of the shared-memory or mmap ones on a WAL file; a
-/// method the unix VFS lacks answers "not found" rather than panic.)
-macro_rules! pass {
-    ($name:ident ( $($arg:ident : $ty:ty),* ) => $method:ident) => {
-        unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file, $($arg: $ty),*) -> c_int {
-            let w = unsafe { wal(file) };
-            match w.real_methods().$method {
-                Some(f) => unsafe { f(w.real, $($arg),*) },
-                None => ffi::SQLITE_NOTFOUND,
-            }
-        }
-    };
-}
-
-pass!(lock(level: c_int) => xLock);
-pass!(unlock(level: c_int) => xUnlock);
-pass!(check_reserved_lock(out: *mut c_int) => xCheckReservedLock);
-pass!(sector_size() => xSectorSize);
-pass!(device_characteristics() => xDeviceCharacteristics);
-pass!(shm_map(page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void) => xShmMap);
-pass!(shm_lock(offset: c_int, n: c_int, flags: c_int) => xShmLock);
-pass!(shm_unmap(delete: c_int) => xShmUnmap);
-pass!(unfetch(offset: i64, p: *mut c_void) => xUnfetch);
+forward!(flush sync(flags: c_int) => xSync);
+forward!(flush truncate(size: i64) => xTruncate);
+forward!(flush file_size(size: *mut i64) => xFileSize);
+forward!(flush file_control(op: c_int, arg: *mut c_void) => xFileControl);
+forward!(flush fetch(offset: i64, amt: c_int, out: *mut *mut c_void) => xFetch);
+forward!(pass lock(level: c_int) => xLock);
+forward!(pass unlock(level: c_int) => xUnlock);
+forward!(pass check_reserved_lock(out: *mut c_int) => xCheckReservedLock);
+forward!(pass sector_size() => xSectorSize);
+forward!(pass device_characteristics() => xDeviceCharacteristics);
+forward!(pass shm_map(page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void) => xShmMap);
+forward!(pass shm_lock(offset: c_int, n: c_int, flags: c_int) => xShmLock);
+forward!(pass shm_unmap(delete: c_int) => xShmUnmap);
+forward!(pass unfetch(offset: i64, p: *mut c_void) => xUnfetch);
 
 unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
     let w = unsafe { wal(file) };
