@@ -17,6 +17,10 @@ use serde::de::{DeserializeOwned, Deserializer, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
+
+pub mod json;
+
+use json::Tolerant;
 use time::format_description::well_known::Rfc3339;
 
 /// Prediction or training.
@@ -261,9 +265,10 @@ pub enum Job {
 impl Job {
     /// Reads a body already known to be of `kind`.
     pub fn parse(kind: Kind, body: &[u8]) -> Result<Self, serde_json::Error> {
+        let value = json::read(&String::from_utf8_lossy(body))?;
         Ok(match kind {
-            Kind::Prediction => Job::Prediction(serde_json::from_slice(body)?),
-            Kind::Training => Job::Training(serde_json::from_slice(body)?),
+            Kind::Prediction => Job::Prediction(Prediction::deserialize(&value)?),
+            Kind::Training => Job::Training(Training::deserialize(&value)?),
         })
     }
 
@@ -318,7 +323,15 @@ pub enum BodyError {
     Missing(&'static str),
     #[error("field `{0}` must be a non-empty string")]
     NotString(&'static str),
+    #[error("field `{0}` is longer than {1} bytes (Replicate's are far shorter)")]
+    TooLong(&'static str, usize),
 }
+
+/// The longest `id` and `status` the intake accepts. Replicate's ids are 26
+/// characters and its statuses a word; a message must be able to name both
+/// in full (a Slack header holds 150 characters).
+pub const MAX_ID: usize = 100;
+pub const MAX_STATUS: usize = 32;
 
 impl Envelope {
     /// Validates the body and picks out what the store indexes. `kind_hint` is the
@@ -356,12 +369,21 @@ impl Envelope {
                 Err(e) => Err(BodyError::NotJson(e.to_string())),
             };
         }
-        let mut de = serde_json::Deserializer::from_str(text);
-        let (peek, kept) = serde::de::DeserializeSeed::deserialize(PeekSeed(keys), &mut de)
-            .and_then(|v| de.end().map(|()| v))
-            .map_err(|e| BodyError::NotJson(e.to_string()))?;
+        // Read as delivery will read it (module `json`): one rule for both.
+        let (peek, kept) = json::tolerantly(text, |text| {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let read = serde::de::DeserializeSeed::deserialize(PeekSeed(keys), &mut de)?;
+            de.end().map(|()| read)
+        })
+        .map_err(|e| BodyError::NotJson(e.to_string()))?;
         let id = required_string(peek.id, "id")?;
-        let status = Status::parse(&required_string(peek.status, "status")?);
+        let status = required_string(peek.status, "status")?;
+        for (key, value, max) in [("id", &id, MAX_ID), ("status", &status, MAX_STATUS)] {
+            if value.len() > max {
+                return Err(BodyError::TooLong(key, max));
+            }
+        }
+        let status = Status::parse(&status);
         let model = match peek.model {
             Some(Value::String(m)) => Some(m),
             _ => None,
@@ -477,7 +499,7 @@ impl<'de> serde::de::Visitor<'de> for PeekSeed<'_> {
                 return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
             }
             if self.0.contains(key) {
-                let value: Value = map.next_value()?;
+                let value = map.next_value_seed(Tolerant::FIELD)?;
                 match slot {
                     Some(slot) => *slot = Some(value.clone()),
                     None if key == "urls" => peek.urls = Some(ShapeOf::of(Some(&value))),
@@ -487,7 +509,7 @@ impl<'de> serde::de::Visitor<'de> for PeekSeed<'_> {
                 kept.insert(key.to_owned(), value);
             } else {
                 match slot {
-                    Some(slot) => *slot = Some(map.next_value()?),
+                    Some(slot) => *slot = Some(map.next_value_seed(Tolerant::FIELD)?),
                     None if key == "urls" => peek.urls = Some(map.next_value_seed(ShapeOf::new())?),
                     None if key == "output" => {
                         peek.output = Some(map.next_value_seed(ShapeOf::new())?)
@@ -589,7 +611,8 @@ impl Shape for UrlsShape {
         map: &mut A,
     ) -> Result<(), A::Error> {
         if key == "get" {
-            let value: Value = map.next_value()?;
+            // `urls` is a field of the body, so `get` is at depth 3.
+            let value = map.next_value_seed(Tolerant::at(3))?;
             self.training = value.as_str().is_some_and(|u| u.contains("/trainings/"));
         } else {
             map.next_value::<IgnoredAny>()?;
@@ -651,7 +674,7 @@ impl Event {
     /// now, but earlier builds acknowledged and stored a few (a stray byte in
     /// a field the intake skipped), and their notifications must still go.
     pub fn from_body(body: &[u8], query: &str) -> Result<Self, BodyError> {
-        let payload: Value = serde_json::from_str(&String::from_utf8_lossy(body))
+        let payload = json::read(&String::from_utf8_lossy(body))
             .map_err(|e| BodyError::NotJson(e.to_string()))?;
         Self::from_value(payload, query)
     }
@@ -710,10 +733,12 @@ impl Event {
         status: Status,
         keys: &std::collections::BTreeSet<String>,
     ) -> Result<Self, BodyError> {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let payload = serde::de::DeserializeSeed::deserialize(Fields(keys), &mut de)
-            .and_then(|v| de.end().map(|()| v))
-            .map_err(|e| BodyError::NotJson(e.to_string()))?;
+        let payload = json::tolerantly(&String::from_utf8_lossy(body), |text| {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let payload = serde::de::DeserializeSeed::deserialize(Fields(keys), &mut de)?;
+            de.end().map(|()| payload)
+        })
+        .map_err(|e| BodyError::NotJson(e.to_string()))?;
         Ok(Self::for_routing_from(
             payload,
             parse_query(query),
@@ -770,7 +795,7 @@ impl<'de> serde::de::Visitor<'de> for Fields<'_> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if self.0.contains(&key) {
-                out.insert(key, map.next_value::<Value>()?);
+                out.insert(key, map.next_value_seed(Tolerant::FIELD)?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -1003,10 +1028,48 @@ mod tests {
                 None,
                 Err(BodyError::NotString("status")),
             ),
+            // What serde_json's decoder refuses is read, not refused.
+            (
+                r#"{"id":"a\udc00","status":"failed","logs":"\ud800","input":1e400}"#,
+                None,
+                ok("a\u{fffd}", Status::Failed, Kind::Prediction),
+            ),
+            (
+                r#"{"\udc00":1,"id":"a","status":"failed"}"#,
+                None,
+                ok("a", Status::Failed, Kind::Prediction),
+            ),
         ];
+        let long_id = format!(r#"{{"id":"{}","status":"failed"}}"#, "a".repeat(MAX_ID + 1));
+        let long_status = format!(r#"{{"id":"a","status":"{}"}}"#, "s".repeat(MAX_STATUS + 1));
+        let longest = format!(
+            r#"{{"id":"{}","status":"{}"}}"#,
+            "a".repeat(MAX_ID),
+            "s".repeat(MAX_STATUS)
+        );
+        let mut cases = cases
+            .into_iter()
+            .map(|(b, h, w)| (b.to_owned(), h, w))
+            .collect::<Vec<_>>();
+        cases.push((long_id, None, Err(BodyError::TooLong("id", MAX_ID))));
+        cases.push((long_status, None, Err(BodyError::TooLong("status", MAX_STATUS))));
+        cases.push((
+            longest,
+            None,
+            ok(&"a".repeat(MAX_ID), Status::Other("s".repeat(MAX_STATUS)), Kind::Prediction),
+        ));
         for (body, hint, want) in cases {
             assert_eq!(Envelope::read(body.as_bytes(), hint), want, "body {body}");
         }
+        // A deep `urls.get` is read too (and names no training).
+        let deep_get = format!(
+            r#"{{"id":"a","status":"failed","urls":{{"get":{}}}}}"#,
+            format!("{}{}", "[".repeat(300), "]".repeat(300))
+        );
+        assert_eq!(
+            Envelope::read(deep_get.as_bytes(), None),
+            ok("a", Status::Failed, Kind::Prediction)
+        );
         assert!(matches!(
             Envelope::read(b"{not json", None),
             Err(BodyError::NotJson(_))
