@@ -191,6 +191,15 @@ async fn each_body_of_the_class_is_answered_2xx_and_delivered_with_what_could_be
             }),
         ),
         (
+            "terminallogs",
+            r#""logs":"  0%|          |\r 50%|#####     |\r100%|##########|\r\n\u0000\u001b[31mTraceback\u001b[0m: OOM""#
+                .to_owned(),
+            Box::new(|hook, slack| {
+                assert_eq!(hook["logs_tail"], "100%|##########|\nTraceback: OOM");
+                assert!(slack.contains("100%|##########|\nTraceback: OOM"), "{slack}");
+            }),
+        ),
+        (
             "hugenumber",
             r#""input":{"prompt":"a bird","seed":1e400,"scale":-123456789e999,"steps":30}"#
                 .to_owned(),

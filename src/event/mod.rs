@@ -1052,19 +1052,28 @@ mod tests {
             .map(|(b, h, w)| (b.to_owned(), h, w))
             .collect::<Vec<_>>();
         cases.push((long_id, None, Err(BodyError::TooLong("id", MAX_ID))));
-        cases.push((long_status, None, Err(BodyError::TooLong("status", MAX_STATUS))));
+        cases.push((
+            long_status,
+            None,
+            Err(BodyError::TooLong("status", MAX_STATUS)),
+        ));
         cases.push((
             longest,
             None,
-            ok(&"a".repeat(MAX_ID), Status::Other("s".repeat(MAX_STATUS)), Kind::Prediction),
+            ok(
+                &"a".repeat(MAX_ID),
+                Status::Other("s".repeat(MAX_STATUS)),
+                Kind::Prediction,
+            ),
         ));
         for (body, hint, want) in cases {
             assert_eq!(Envelope::read(body.as_bytes(), hint), want, "body {body}");
         }
         // A deep `urls.get` is read too (and names no training).
         let deep_get = format!(
-            r#"{{"id":"a","status":"failed","urls":{{"get":{}}}}}"#,
-            format!("{}{}", "[".repeat(300), "]".repeat(300))
+            r#"{{"id":"a","status":"failed","urls":{{"get":{}{}}}}}"#,
+            "[".repeat(300),
+            "]".repeat(300)
         );
         assert_eq!(
             Envelope::read(deep_get.as_bytes(), None),

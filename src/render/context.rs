@@ -4,6 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::helpers::{human_duration, tail_lines, truncate_chars};
+use super::text::as_terminal_showed;
 use crate::event::{Event, Job, Kind, Status};
 
 /// How many log lines `logs_tail` keeps, and at most how many characters: a
@@ -61,7 +62,10 @@ pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
     let logs_tail = common
         .logs
         .as_deref()
-        .map(|l| tail_chars(&tail_lines(l, TAIL_LINES), TAIL_CHARS))
+        .map(|l| {
+            let shown = as_terminal_showed(&tail_lines(l, TAIL_LINES));
+            tail_chars(&shown, TAIL_CHARS)
+        })
         .unwrap_or_default();
 
     let mut set = |k: &str, v: Value| {

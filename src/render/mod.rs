@@ -12,6 +12,7 @@ pub mod context;
 pub mod helpers;
 pub mod samples;
 pub mod slack;
+pub mod text;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -319,10 +320,10 @@ impl Templates {
     pub fn email(&self, name: &str, ctx: &Value) -> Rendered<EmailMessage> {
         let attempt = || -> Result<EmailMessage, RenderFailure> {
             let subject = self.render(Format::Subject, name, ctx)?;
-            let subject = clean_subject(&subject);
-            let text = self.render(Format::Text, name, ctx)?;
+            let subject = clean_subject(&text::mail_safe(&subject));
+            let text = text::mail_safe(&self.render(Format::Text, name, ctx)?);
             let html = if self.has(Format::Html, name) {
-                Some(self.render(Format::Html, name, ctx)?)
+                Some(text::mail_safe(&self.render(Format::Html, name, ctx)?))
             } else {
                 None
             };
@@ -482,8 +483,8 @@ fn fallback_email(ctx: &Value, reason: &str) -> EmailMessage {
         "\n(This is replicate-relay's built-in message: the configured template failed: {reason})\n"
     ));
     EmailMessage {
-        subject: clean_subject(&helpers::escape_subject(&plain_title(ctx))),
-        text,
+        subject: clean_subject(&text::mail_safe(&plain_title(ctx))),
+        text: text::mail_safe(&text),
         html: None,
     }
 }
@@ -663,10 +664,12 @@ mod tests {
         ctx["error"] = json!("<!channel> \"x\" & y\r\nBcc: z");
         let email = t.email("esc", &ctx).message;
         assert_eq!(email.subject, "<!channel> \"x\" & y Bcc: z");
-        assert_eq!(email.text, "<!channel> \"x\" & y\r\nBcc: z");
+        // Line breaks as `\n`: lettre writes each as CRLF, and no bare CR
+        // reaches the SMTP server.
+        assert_eq!(email.text, "<!channel> \"x\" & y\nBcc: z");
         assert_eq!(
             email.html.unwrap(),
-            "<p>&lt;!channel&gt; &quot;x&quot; &amp; y\r\nBcc: z</p>"
+            "<p>&lt;!channel&gt; &quot;x&quot; &amp; y\nBcc: z</p>"
         );
         let slack = t.slack("esc", &ctx);
         assert!(slack.fallback.is_none(), "{:?}", slack.fallback);
