@@ -14,7 +14,8 @@ mod rule;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::stand_ins::{SLACK_TOKEN, SlackStandIn, WebhookReceiver};
+use common::smtp::SmtpServer;
+use common::stand_ins::{SLACK_TOKEN, SlackStandIn, WebhookReceiver, free_port};
 use common::*;
 use replicate_relay::event::json::TOO_DEEP;
 use replicate_relay::intake::signature::SystemClock;
@@ -116,12 +117,14 @@ fn failed_body(id: &str, extra: &str) -> Vec<u8> {
 const FIELDS: &str = r#"{"id": "{{id}}", "status": "{{status}}", "input": {{{json input}}},
  "output": {{{json output}}}, "logs_tail": {{{json logs_tail}}}, "error": {{{json error_message}}}}"#;
 
-/// A config with the Slack stand-in (shipped template) and the webhook
-/// receiver (the FIELDS template), every final job routed to both.
-fn two_notifiers(
+/// A config with the Slack stand-in (shipped template), the webhook receiver
+/// (the FIELDS template) and the SMTP server (shipped templates), every final
+/// job routed to all three.
+fn three_notifiers(
     dir: &std::path::Path,
     slack: &SlackStandIn,
     hook: &WebhookReceiver,
+    smtp: &SmtpServer,
 ) -> std::path::PathBuf {
     std::fs::create_dir_all(dir.join("templates/webhook")).unwrap();
     std::fs::write(dir.join("templates/webhook/fields.json.hbs"), FIELDS).unwrap();
@@ -132,9 +135,11 @@ fn two_notifiers(
             "[templates]\ndir = \"templates\"\n\n\
              [notifiers.chat]\ntype = \"slack\"\ntoken = \"{SLACK_TOKEN}\"\nchannel = \"#ml\"\napi_url = \"{}\"\n\n\
              [notifiers.hook]\ntype = \"webhook\"\nurl = \"http://{}/\"\nsecret = \"{SECRET}\"\ntemplate = \"fields\"\n\n\
-             [[routes]]\nname = \"everything\"\nnotify = [\"chat\", \"hook\"]\n",
+             [notifiers.mail]\ntype = \"email\"\nsmtp = \"smtp://127.0.0.1:{}\"\ntls = \"none\"\nfrom = \"relay@example.org\"\nto = [\"ml@example.org\"]\n\n\
+             [[routes]]\nname = \"everything\"\nnotify = [\"chat\", \"hook\", \"mail\"]\n",
             slack.api_url(),
-            hook.addr
+            hook.addr,
+            smtp.port
         ),
     )
 }
@@ -192,7 +197,7 @@ async fn each_body_of_the_class_is_answered_2xx_and_delivered_with_what_could_be
         ),
         (
             "terminallogs",
-            r#""logs":"  0%|          |\r 50%|#####     |\r100%|##########|\r\n\u0000\u001b[31mTraceback\u001b[0m: OOM""#
+            r#""logs":"  0%|          |\r 50%|#####     |\r100%|##########|\r\n\u0000\u001b[31mTraceback\u001b[0m: OOM","input":{"prompt":"left\rright"}"#
                 .to_owned(),
             Box::new(|hook, slack| {
                 assert_eq!(hook["logs_tail"], "100%|##########|\nTraceback: OOM");
@@ -201,7 +206,7 @@ async fn each_body_of_the_class_is_answered_2xx_and_delivered_with_what_could_be
         ),
         (
             "hugenumber",
-            r#""input":{"prompt":"a bird","seed":1e400,"scale":-123456789e999,"steps":30}"#
+            r#""input":{"prompt":"a bird\r\u0000 in flight","seed":1e400,"scale":-123456789e999,"steps":30}"#
                 .to_owned(),
             Box::new(|hook, _| {
                 assert_eq!(hook["input"]["seed"], "1e400");
@@ -213,17 +218,15 @@ async fn each_body_of_the_class_is_answered_2xx_and_delivered_with_what_could_be
     let slack = SlackStandIn::start().await;
     let hook = WebhookReceiver::start(SECRET).await;
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(
-        &two_notifiers(dir.path(), &slack, &hook),
-        Arc::new(SystemClock),
-    )
-    .await;
+    let smtp = SmtpServer::start(free_port(), dir.path(), false, false);
+    let config = three_notifiers(dir.path(), &slack, &hook, &smtp);
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
     for (id, extra, _) in &cases {
         post_signed(&daemon, &format!("msg_{id}"), &failed_body(id, extra)).await;
     }
     let n = cases.len();
     let rows = wait_deliveries(&dir.path().join("relay.db"), Duration::from_secs(20), |r| {
-        r.len() == 2 * n
+        r.len() == 3 * n
             && r.iter()
                 .all(|l| l.delivery.state == DeliveryState::Delivered)
     })
@@ -233,7 +236,7 @@ async fn each_body_of_the_class_is_answered_2xx_and_delivered_with_what_could_be
         .map(|l| (l.delivery.state, l.delivery.last_error.clone()))
         .collect();
     assert!(
-        rows.len() == 2 * n
+        rows.len() == 3 * n
             && rows
                 .iter()
                 .all(|l| l.delivery.state == DeliveryState::Delivered),
@@ -241,6 +244,7 @@ async fn each_body_of_the_class_is_answered_2xx_and_delivered_with_what_could_be
     );
     let hooks = hook.wait_for(n, Duration::from_secs(5)).await;
     let slacks = slack.wait_for(n, Duration::from_secs(5)).await;
+    let mails = smtp.wait_for(n, Duration::from_secs(5)).await;
     for (id, _, shown) in &cases {
         let got = hooks
             .iter()
@@ -259,6 +263,16 @@ async fn each_body_of_the_class_is_answered_2xx_and_delivered_with_what_could_be
         collect(&text, &mut all);
         let slack_text = all.join("\n");
         assert!(slack_text.contains("CUDA out of memory"), "{slack_text}");
+        let mail = mails
+            .iter()
+            .find(|m| m["text"].as_str().is_some_and(|t| t.contains(id)))
+            .unwrap_or_else(|| panic!("{id} reached the mailbox"));
+        assert!(
+            mail["html"]
+                .as_str()
+                .unwrap()
+                .contains("CUDA out of memory")
+        );
         shown(&got, &slack_text);
     }
     daemon.stop().await;
@@ -280,7 +294,8 @@ async fn deliveries_left_dead_by_an_unreadable_body_are_delivered_after_retry_de
     let slack = SlackStandIn::start().await;
     let hook = WebhookReceiver::start(SECRET).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = two_notifiers(dir.path(), &slack, &hook);
+    let smtp = SmtpServer::start(free_port(), dir.path(), false, false);
+    let config = three_notifiers(dir.path(), &slack, &hook, &smtp);
     let db = dir.path().join("relay.db");
     let body = failed_body(
         "olddead",
@@ -302,17 +317,16 @@ async fn deliveries_left_dead_by_an_unreadable_body_are_delivered_after_retry_de
                 received_at_ms: now,
                 routing: Some(Routing {
                     dedup_key: "olddead:failed".into(),
-                    deliveries: vec![
-                        ("everything".into(), "chat".into()),
-                        ("everything".into(), "hook".into()),
-                    ],
+                    deliveries: ["chat", "hook", "mail"]
+                        .map(|n| ("everything".to_owned(), n.to_owned()))
+                        .into(),
                     expires_at_ms: now + 86_400_000,
                 }),
             })
             .await
             .unwrap();
         let later = now + 1_000;
-        for notifier in ["chat", "hook"] {
+        for notifier in ["chat", "hook", "mail"] {
             for claimed in store.claim(notifier, later, 10).await.unwrap() {
                 let error = "the stored event cannot be read: body is not valid JSON: recursion limit exceeded at line 1 column 250".to_owned();
                 store
@@ -324,7 +338,7 @@ async fn deliveries_left_dead_by_an_unreadable_body_are_delivered_after_retry_de
         store.close().await;
     }
     let dead = wait_deliveries(&db, Duration::ZERO, |_| true).await;
-    assert_eq!(dead.len(), 2);
+    assert_eq!(dead.len(), 3);
     assert!(
         dead.iter().all(|l| l.delivery.state == DeliveryState::Dead),
         "{dead:?}"
@@ -340,7 +354,7 @@ async fn deliveries_left_dead_by_an_unreadable_body_are_delivered_after_retry_de
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Requeued 2 deliveries"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Requeued 3 deliveries"));
 
     let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
     let rows = wait_deliveries(&db, Duration::from_secs(15), |r| {
@@ -361,5 +375,6 @@ async fn deliveries_left_dead_by_an_unreadable_body_are_delivered_after_retry_de
     assert_eq!(got["logs_tail"], json!("\u{fffd}"));
     assert!(got["input"]["x"].to_string().contains(TOO_DEEP));
     assert_eq!(slack.wait_for(1, Duration::from_secs(5)).await.len(), 1);
+    assert_eq!(smtp.wait_for(1, Duration::from_secs(5)).await.len(), 1);
     daemon.stop().await;
 }

@@ -178,7 +178,7 @@ async fn serve_stores_events_stops_on_sigterm_and_events_lists_them() {
 #[test]
 fn route_on_the_training_fixture_names_the_route_and_prints_the_messages() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/relay.toml");
-    let fixture = fixtures_dir().join("training-succeeded.json");
+    let fixture = fixture_path("training-succeeded.json");
     let out = relay(&[
         "route",
         fixture.to_str().unwrap(),
@@ -198,11 +198,11 @@ fn route_on_the_training_fixture_names_the_route_and_prints_the_messages() {
         "--explain says why: {stdout}"
     );
     assert!(
-        stdout.contains("Subject: ✅ Training acme-studio/neon-portraits succeeded in 19m 51s"),
+        stdout.contains("Subject: ✅ Training harbor-studio/ink-portraits succeeded in 23m 25s"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("Trained version: acme-studio/neon-portraits:"),
+        stdout.contains("Trained version: harbor-studio/ink-portraits:"),
         "{stdout}"
     );
 
@@ -226,7 +226,7 @@ fn route_on_the_training_fixture_names_the_route_and_prints_the_messages() {
 #[test]
 fn route_explains_why_nothing_matches() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/relay.toml");
-    let fixture = fixtures_dir().join("prediction-processing.json");
+    let fixture = fixture_path("prediction-processing.json");
     let out = relay(&[
         "route",
         fixture.to_str().unwrap(),
@@ -294,7 +294,7 @@ async fn send_posts_a_payload_exactly_as_replicate_does() {
         std::sync::Arc::new(replicate_relay::intake::signature::SystemClock),
     )
     .await;
-    let fixture = fixtures_dir().join("training-succeeded.json");
+    let fixture = fixture_path("training-succeeded.json");
     let url = format!("{}?team=vision", daemon.hook_url());
     let out = tokio::task::spawn_blocking({
         let (fixture, file) = (fixture.clone(), file.clone());

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::smtp::SmtpServer;
 use common::stand_ins::*;
 use common::*;
 use replicate_relay::intake::signature::SystemClock;
@@ -51,7 +52,7 @@ async fn slack_gets_the_block_kit_message_with_token_and_channel() {
     assert_eq!(body["channel"], "#ml-alerts");
     assert_eq!(
         body["text"],
-        "❌ Prediction acme-studio/captioner-prod failed in 0.4s"
+        "❌ Prediction northwind/captioner-prod failed in 1.3s"
     );
     assert_eq!(body["blocks"][0]["type"], "header");
     let rows = one_delivered(&dir.path().join("relay.db")).await;
@@ -131,7 +132,7 @@ async fn slack_incoming_webhook_gets_the_message() {
         body["text"]
             .as_str()
             .unwrap()
-            .contains("Training lumen-labs/flux-lora-trainer failed")
+            .contains("Training pixelforge/flux-lora-trainer failed")
     );
     assert!(body["blocks"].is_array());
     assert!(slack.requests().is_empty());
@@ -172,7 +173,7 @@ async fn webhook_notifier_posts_signed_payloads_the_receiver_verifies() {
     assert_eq!(v["event"], "replicate.training.succeeded");
     assert_eq!(
         v["trained_version"].as_str().unwrap().split(':').next(),
-        Some("acme-studio/neon-portraits")
+        Some("harbor-studio/ink-portraits")
     );
     daemon.stop().await;
 }
@@ -271,12 +272,12 @@ async fn email_arrives_with_both_parts_escaped() {
     );
     assert_eq!(
         m["subject"],
-        "❌ Prediction acme-studio/captioner-prod failed in 0.4s"
+        "❌ Prediction northwind/captioner-prod failed in 1.3s"
     );
     assert_eq!(m["content_type"], "multipart/alternative");
     assert!(m["message_id"].as_str().unwrap().starts_with('<'));
     let text = m["text"].as_str().unwrap();
-    assert!(text.contains("cannot identify image file"), "{text}");
+    assert!(text.contains("CUDA out of memory"), "{text}");
     let html = m["html"].as_str().unwrap();
     assert!(
         html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
@@ -310,7 +311,7 @@ async fn email_over_starttls_with_a_private_ca() {
     assert_eq!(mails[0]["tls"], true, "sent after STARTTLS");
     assert_eq!(
         mails[0]["subject"],
-        "✅ Training acme-studio/neon-portraits succeeded in 19m 51s"
+        "✅ Training harbor-studio/ink-portraits succeeded in 23m 25s"
     );
     daemon.stop().await;
 }

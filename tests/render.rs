@@ -127,16 +127,16 @@ fn failure_messages_carry_the_error_and_log_tail_and_successes_their_outputs() {
     let (slack, email) = render("prediction-failed.json");
     let text = serde_json::to_string(&slack).unwrap();
     assert!(
-        text.contains("*Error*") && text.contains("UnidentifiedImageError"),
+        text.contains("*Error*") && text.contains("torch.OutOfMemoryError"),
         "{text}"
     );
     assert!(email.text.contains("Last log lines:"));
-    assert!(email.html.unwrap().contains("cannot identify image file"));
+    assert!(email.html.unwrap().contains("CUDA out of memory"));
 
     let (slack, email) = render("training-succeeded.json");
     assert_eq!(
         email.subject,
-        "✅ Training acme-studio/neon-portraits succeeded in 19m 51s"
+        "✅ Training harbor-studio/ink-portraits succeeded in 23m 25s"
     );
     let text = serde_json::to_string(&slack).unwrap();
     assert!(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::serve::*;
+use common::smtp::SmtpServer;
 use common::stand_ins::*;
 use common::*;
 

@@ -1,5 +1,5 @@
-//! Shared test support: the shared Replicate fixtures, a settable clock, and a
-//! real daemon on 127.0.0.1:0 over a temporary directory.
+//! Shared test support: the project's Replicate fixtures, a settable clock,
+//! and a real daemon on 127.0.0.1:0 over a temporary directory.
 #![allow(dead_code)] // each test binary uses a different part of this
 
 use std::path::{Path, PathBuf};
@@ -14,19 +14,27 @@ use replicate_relay::store::DeliveryFilter;
 use replicate_relay::store::sqlite::{open_for_cli, outbox};
 
 pub mod serve;
+pub mod smtp;
 pub mod stand_ins;
 
-/// The shared fixtures: `../shared/fixtures/replicate` beside the repository,
-/// or wherever `REPLICATE_FIXTURES` points.
-pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("REPLICATE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/replicate")
-        })
+/// Where the project's Replicate bodies live: the examples users see, and
+/// the rest of the fixture set (see `tests/fixtures/README.md`).
+pub fn fixture_dirs() -> [PathBuf; 2] {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [root.join("examples"), root.join("tests/fixtures")]
 }
 
-/// One fixture body with the headers Replicate sent with it.
+/// The path of fixture `name`, in whichever of [`fixture_dirs`] holds it.
+pub fn fixture_path(name: &str) -> PathBuf {
+    fixture_dirs()
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no fixture {name} in examples/ or tests/fixtures/"))
+}
+
+/// One fixture body with the headers Replicate would send with it, signed
+/// with [`SECRET`] at [`FIXTURE_TIME`].
 #[derive(Debug, Clone)]
 pub struct Fixture {
     pub name: String,
@@ -36,38 +44,41 @@ pub struct Fixture {
     pub signature: String,
 }
 
-/// The fixtures' test secret and every signed fixture, sorted by name.
+/// When every fixture was "sent" (2026-11-24T12:00:00Z): tests that post them as
+/// signed need a clock near it.
+pub const FIXTURE_TIME: i64 = 1_795_521_600;
+
+/// The test secret and every fixture, signed, sorted by name.
 pub fn fixtures() -> (String, Vec<Fixture>) {
-    let dir = fixtures_dir();
-    let text = std::fs::read_to_string(dir.join("signatures.json")).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {}/signatures.json ({e}); set REPLICATE_FIXTURES to the fixtures directory",
-            dir.display()
-        )
-    });
-    let sigs: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let secret = sigs["secret"].as_str().unwrap().to_owned();
     let mut out = Vec::new();
-    for (name, headers) in sigs["deliveries"].as_object().unwrap() {
-        out.push(Fixture {
-            name: name.clone(),
-            body: std::fs::read(dir.join(name)).unwrap(),
-            id: headers["webhook-id"].as_str().unwrap().to_owned(),
-            timestamp: headers["webhook-timestamp"]
-                .as_str()
+    for dir in fixture_dirs() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            let body = std::fs::read(&path).unwrap();
+            let id = format!("msg_{}", name.trim_end_matches(".json"));
+            let signature = Secret::parse(SECRET)
                 .unwrap()
-                .parse()
-                .unwrap(),
-            signature: headers["webhook-signature"].as_str().unwrap().to_owned(),
-        });
+                .sign(&id, FIXTURE_TIME, &body);
+            out.push(Fixture {
+                name,
+                body,
+                id,
+                timestamp: FIXTURE_TIME,
+                signature,
+            });
+        }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     assert!(
-        out.len() >= 6,
-        "expected the six fixtures, found {}",
+        out.len() >= 12,
+        "expected every kind × status, found {}",
         out.len()
     );
-    (secret, out)
+    (SECRET.to_owned(), out)
 }
 
 /// Our own secret for tests that sign their own payloads.
@@ -241,5 +252,5 @@ pub async fn post_signed(daemon: &Daemon, webhook_id: &str, body: &[u8]) {
 
 /// The body of fixture `name`.
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(fixtures_dir().join(name)).unwrap()
+    std::fs::read(fixture_path(name)).unwrap()
 }

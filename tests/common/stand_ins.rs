@@ -1,11 +1,9 @@
 //! Loopback stand-ins for what the daemon talks to: a Slack Web API that checks
-//! what Slack checks, a webhook receiver that verifies signatures, and a real
-//! SMTP server (aiosmtpd, in Python).
+//! what Slack checks, and a webhook receiver that verifies signatures. (The
+//! SMTP server is a real one: `smtp.rs`.)
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -268,87 +266,4 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// aiosmtpd in a child process. `.ci/run` installs it (`pip install aiosmtpd trustme`).
-pub struct SmtpServer {
-    pub port: u16,
-    pub out: PathBuf,
-    /// The test CA's certificate, when started with TLS.
-    pub ca: Option<PathBuf>,
-    child: Child,
-}
-
-impl SmtpServer {
-    pub fn start(port: u16, dir: &Path, tls: bool, reject: bool) -> Self {
-        Self::start_with(port, dir, tls, reject, None)
-    }
-
-    /// With `auth = Some("user:password")`, AUTH is required.
-    pub fn start_with(port: u16, dir: &Path, tls: bool, reject: bool, auth: Option<&str>) -> Self {
-        let out = dir.join(format!("mail-{port}"));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
-        let mut cmd = Command::new("python3");
-        cmd.arg(script)
-            .args(["--port", &port.to_string(), "--out"])
-            .arg(&out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if tls {
-            cmd.arg("--tls-dir").arg(dir);
-        }
-        if reject {
-            cmd.arg("--reject");
-        }
-        if let Some(auth) = auth {
-            cmd.args(["--auth", auth]);
-        }
-        let mut child = cmd
-            .spawn()
-            .expect("python3 runs (the SMTP test server is aiosmtpd; .ci/run installs it)");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-        assert_eq!(
-            line.trim(),
-            "READY",
-            "the SMTP test server did not start; is aiosmtpd installed? (pip install aiosmtpd trustme)"
-        );
-        Self {
-            port,
-            out,
-            ca: tls.then(|| dir.join("ca.pem")),
-            child,
-        }
-    }
-
-    /// The messages received so far, parsed by Python's email package.
-    pub fn messages(&self) -> Vec<Value> {
-        let mut out = Vec::new();
-        for n in 1.. {
-            let Ok(text) = std::fs::read_to_string(self.out.join(format!("{n}.json"))) else {
-                break;
-            };
-            out.push(serde_json::from_str(&text).unwrap());
-        }
-        out
-    }
-
-    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            let got = self.messages();
-            if got.len() >= n || Instant::now() > deadline {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
