@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::root::{Immutable, SmallDisk, root_or_skip};
 use common::stand_ins::*;
 use common::*;
 use replicate_relay::intake::signature::SystemClock;
@@ -26,35 +26,14 @@ async fn post_status(daemon: &Daemon, webhook_id: &str, body: &[u8]) -> u16 {
     .0
 }
 
-/// A small tmpfs, unmounted when dropped.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> Self {
-        let point = dir.join("disk");
-        std::fs::create_dir_all(&point).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&point)
-            .status()
-            .expect("mount runs (this suite needs root, as CI has)")
-            .success();
-        assert!(
-            ok,
-            "mounting a tmpfs failed: this suite needs root (CAP_SYS_ADMIN)"
-        );
-        Self(point)
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_disk_answers_503_and_recovers_when_space_returns() {
+    if !root_or_skip(
+        "a_full_disk_answers_503_and_recovers_when_space_returns",
+        "a small tmpfs",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let disk = SmallDisk::mount(dir.path(), "4m");
     let config = write_config(dir.path(), SECRET, "");
@@ -135,34 +114,14 @@ async fn a_full_disk_answers_503_and_recovers_when_space_returns() {
     daemon.stop().await;
 }
 
-/// Makes `paths` immutable (even for root) until dropped.
-struct Frozen(Vec<PathBuf>);
-
-impl Frozen {
-    fn new(paths: &[PathBuf]) -> Self {
-        for p in paths {
-            let ok = Command::new("chattr")
-                .arg("+i")
-                .arg(p)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chattr +i {}", p.display());
-        }
-        Self(paths.to_vec())
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = Command::new("chattr").arg("-i").arg(p).status();
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_store_made_read_only_mid_run_answers_503_then_recovers() {
+    if !root_or_skip(
+        "a_store_made_read_only_mid_run_answers_503_then_recovers",
+        "chattr +i",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&write_config(dir.path(), SECRET, ""), Arc::new(SystemClock)).await;
     assert_eq!(
@@ -172,7 +131,7 @@ async fn a_store_made_read_only_mid_run_answers_503_then_recovers() {
 
     let db = dir.path().join("relay.db");
     let wal = dir.path().join("relay.db-wal");
-    let frozen = Frozen::new(&[db.clone(), wal.clone()]);
+    let frozen = Immutable::set(&[db.clone(), wal.clone()]);
     let body = payload("p_ro_2", "failed");
     assert_eq!(
         post_status(&daemon, "msg_ro_2", &body).await,

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::root::{Immutable, root_or_skip};
 use common::*;
 use replicate_relay::event::{Job, Kind};
 use replicate_relay::intake::signature::SystemClock;
@@ -387,32 +388,14 @@ async fn concurrent_requests_all_land_exactly_once() {
     daemon.stop().await;
 }
 
-/// Clears the immutable flag even when the test fails, so the temp dir can go.
-struct Immutable(std::path::PathBuf);
-
-impl Immutable {
-    fn set(path: &std::path::Path) -> Self {
-        let status = std::process::Command::new("chattr")
-            .arg("+i")
-            .arg(path)
-            .status()
-            .expect("chattr is installed (Debian package e2fsprogs; .ci/run installs it)");
-        assert!(status.success(), "chattr +i {} failed", path.display());
-        Self(path.to_owned())
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr")
-            .arg("-i")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn a_store_that_cannot_be_written_answers_503_never_2xx() {
+    if !root_or_skip(
+        "a_store_that_cannot_be_written_answers_503_never_2xx",
+        "chattr +i",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), SECRET, "");
     let client = reqwest::Client::new();
@@ -421,7 +404,7 @@ async fn a_store_that_cannot_be_written_answers_503_never_2xx() {
     let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
     daemon.stop().await;
     let db = dir.path().join("relay.db");
-    let guard = Immutable::set(&db);
+    let guard = Immutable::set(std::slice::from_ref(&db));
 
     let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
     let res = client

@@ -13,6 +13,7 @@ use replicate_relay::server::{self, Running};
 use replicate_relay::store::DeliveryFilter;
 use replicate_relay::store::sqlite::{open_for_cli, outbox};
 
+pub mod root;
 pub mod serve;
 pub mod smtp;
 pub mod stand_ins;
