@@ -472,7 +472,10 @@ fn read_matcher(r: &mut Reader, value: &Value, key: &str) -> Option<Matcher> {
                 );
                 return None;
             }
+            // Every operator is read, so each bad one is reported, not just
+            // the first.
             let mut out = Vec::new();
+            let mut all_read = true;
             for (op, arg) in ops {
                 let op_key = format!("{key}.{op}");
                 let num = |r: &mut Reader| match number(arg) {
@@ -516,9 +519,12 @@ fn read_matcher(r: &mut Reader, value: &Value, key: &str) -> Option<Matcher> {
                         None
                     }
                 };
-                out.push(parsed?);
+                match parsed {
+                    Some(op) => out.push(op),
+                    None => all_read = false,
+                }
             }
-            Some(Matcher::All(out))
+            all_read.then_some(Matcher::All(out))
         }
         Value::Null => {
             r.error(key, "has no value");
@@ -833,6 +839,32 @@ mod tests {
                 "when.\"model\".not.regex",
             ),
         ];
+        let several: Vec<(Value, Vec<&str>)> = vec![
+            (
+                json!({"model": {"like": "x", "regex": "("}}),
+                vec!["when.\"model\".like", "when.\"model\".regex"],
+            ),
+            (
+                json!({"metrics.predict_time": {"gt": "a", "lt": "b", "exists": 1}}),
+                vec![
+                    "when.\"metrics.predict_time\".exists",
+                    "when.\"metrics.predict_time\".gt",
+                    "when.\"metrics.predict_time\".lt",
+                ],
+            ),
+            (
+                json!({"model": {"not": {"gt": "x", "lt": "y"}}, "status": []}),
+                vec![
+                    "when.\"model\".not.gt",
+                    "when.\"model\".not.lt",
+                    "when.\"status\"",
+                ],
+            ),
+        ];
+        let cases = cases
+            .into_iter()
+            .map(|(w, key)| (w, vec![key]))
+            .chain(several);
         for (w, key) in cases {
             let mut r = Reader::new(PathBuf::new());
             read_when(
@@ -842,8 +874,9 @@ mod tests {
                     map: w.as_object().unwrap(),
                 },
             );
-            let keys: Vec<_> = r.problems.iter().map(|p| p.key.as_str()).collect();
-            assert_eq!(keys, [key], "when {w}: {:?}", r.problems);
+            let mut keys: Vec<_> = r.problems.iter().map(|p| p.key.as_str()).collect();
+            keys.sort();
+            assert_eq!(keys, key, "when {w}: {:?}", r.problems);
         }
     }
 }

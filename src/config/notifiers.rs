@@ -318,27 +318,35 @@ fn read_email(r: &mut Reader, t: Table<'_>) -> Option<Email> {
 
 /// `smtp://host[:port]` (STARTTLS, default port 587) or `smtps://host[:port]`
 /// (implicit TLS, 465); `tls = "none"` only for a relay on this host.
-fn parse_smtp(url: &str, tls: Option<&str>) -> Result<SmtpServer, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("`{url}` is not an smtp:// or smtps:// URL"))?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || !p.is_empty() => (
-            h,
-            Some(
-                p.parse::<u16>()
-                    .map_err(|_| format!("`{p}` is not a port number"))?,
-            ),
-        ),
-        _ => (rest, None),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains(['/', '@', '?']) {
+fn parse_smtp(text: &str, tls: Option<&str>) -> Result<SmtpServer, String> {
+    if !text.contains("://") {
         return Err(format!(
-            "`{url}` has no usable host; e.g. smtp://smtp.example.org:587"
+            "`{text}` is not an smtp:// or smtps:// URL; e.g. smtp://smtp.example.org:587"
         ));
     }
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;
+    let scheme = url.scheme();
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "`{text}` carries credentials; put them in `username` and `password_file` instead"
+        ));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "`{text}` has a path or query; an SMTP server is only smtp://host[:port]"
+        ));
+    }
+    let host = match url.host() {
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+        _ => {
+            return Err(format!(
+                "`{text}` has no host; e.g. smtp://smtp.example.org:587"
+            ));
+        }
+    };
+    let port = url.port();
     let (mut security, default_port) = match scheme {
         "smtp" => (SmtpTls::StartTls, 587),
         "smtps" => (SmtpTls::Implicit, 465),
@@ -543,6 +551,29 @@ mod tests {
                 Some("none"),
                 ok("::1", 25, SmtpTls::None),
             ),
+            // An IPv6 host without a port takes the scheme's.
+            ("smtp://[::1]", Some("none"), ok("::1", 587, SmtpTls::None)),
+            (
+                "smtps://[2001:db8::25]",
+                None,
+                ok("2001:db8::25", 465, SmtpTls::Implicit),
+            ),
+            (
+                "smtp://[2001:db8::25]:2525/",
+                None,
+                ok("2001:db8::25", 2525, SmtpTls::StartTls),
+            ),
+            (
+                "SMTPS://smtp.example.org:465",
+                None,
+                ok("smtp.example.org", 465, SmtpTls::Implicit),
+            ),
+            ("smtp://[::1", None, Err(())),
+            ("smtp://[2001:db8::25]", Some("none"), Err(())),
+            ("smtp://relay:secret@smtp.example.org", None, Err(())),
+            ("smtp://smtp.example.org/inbox", None, Err(())),
+            ("smtp://smtp.example.org?tls=no", None, Err(())),
+            ("smtp://smtp.example.org:99999", None, Err(())),
             ("smtp://mail.example.org:25", Some("none"), Err(())),
             ("smtps://localhost", Some("none"), Err(())),
             ("smtp://localhost", Some("maybe"), Err(())),
