@@ -451,3 +451,59 @@ fn the_packaged_config_passes_check_with_its_credential() {
     );
     assert!(!stdout.contains("warning"), "{stdout}");
 }
+
+/// The README's quick start on the shipped config: `serve`, then `send` an
+/// example payload, and the rendered alert is in the daemon's log.
+#[tokio::test]
+async fn the_quick_start_shows_the_alert_in_the_daemons_log() {
+    use common::serve::Serve;
+    use std::time::Duration;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shipped = std::path::Path::new(root).join("config/relay.toml");
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped port and store, moved aside so tests never collide.
+    let listen = format!("127.0.0.1:{}", common::stand_ins::free_port());
+    let store = dir.path().join("relay.db");
+    let serve = Serve::start(
+        &shipped,
+        &[
+            ("RELAY__SERVER__LISTEN", &listen),
+            ("RELAY__STORE__PATH", store.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        serve.wait_log("Listening.", Duration::from_secs(10)).await,
+        "{}",
+        serve.log()
+    );
+    let out = Command::new(BIN)
+        .current_dir(root)
+        .args(["send", "examples/training-succeeded.json", "--url"])
+        .arg(format!("http://{listen}/hooks/replicate"))
+        .args(["--config", "config/relay.toml"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("accepted"), "{stdout}");
+    assert!(
+        serve
+            .wait_log("Notification.", Duration::from_secs(10))
+            .await,
+        "{}",
+        serve.log()
+    );
+    let log = serve.log();
+    assert!(
+        log.contains("✅ Training harbor-studio/ink-portraits succeeded in 23m 25s"),
+        "{log}"
+    );
+    assert!(log.contains("notifier=console"), "{log}");
+    serve.signal("TERM");
+    let (code, _) = serve.wait(Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0));
+}
