@@ -260,7 +260,7 @@ async fn each_body_of_the_class_is_answered_2xx_and_delivered_with_what_could_be
             .unwrap_or_else(|| panic!("{id} reached Slack"));
         let text: Value = serde_json::from_str(&message).unwrap();
         let mut all = Vec::new();
-        collect(&text, &mut all);
+        rule::strings(&text, &mut all);
         let slack_text = all.join("\n");
         assert!(slack_text.contains("CUDA out of memory"), "{slack_text}");
         let mail = mails
@@ -276,15 +276,6 @@ async fn each_body_of_the_class_is_answered_2xx_and_delivered_with_what_could_be
         shown(&got, &slack_text);
     }
     daemon.stop().await;
-}
-
-fn collect(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
-        Value::Object(map) => map.values().for_each(|i| collect(i, out)),
-        _ => {}
-    }
 }
 
 /// An earlier build acknowledged such bodies and then left their deliveries

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use replicate_relay::config::{self, Config};
-use replicate_relay::event::{Envelope, Event, json};
+use replicate_relay::event::{Envelope, Event, Status, json};
 use replicate_relay::render::{self, Message};
 use replicate_relay::route;
 use serde_json::Value;
@@ -146,7 +146,8 @@ fn names(message: &Message, id: &str, status: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn strings(v: &Value, out: &mut Vec<String>) {
+/// Every string anywhere in a JSON value.
+pub fn strings(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::String(s) => out.push(s.clone()),
         Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
@@ -266,16 +267,6 @@ pub fn value(rng: &mut Rng, depth: usize) -> String {
     }
 }
 
-const STATUSES: &[&str] = &[
-    "starting",
-    "processing",
-    "succeeded",
-    "failed",
-    "canceled",
-    "aborted",
-    "queued",
-];
-
 /// A webhook body: mostly the shape Replicate sends, with hostile values in
 /// every field, and now and then broken on purpose.
 pub fn body(rng: &mut Rng) -> String {
@@ -287,7 +278,15 @@ pub fn body(rng: &mut Rng) -> String {
     let training = rng.one_in(2);
     let mut fields = vec![
         format!("\"id\":\"{id}\""),
-        format!("\"status\":\"{}\"", rng.pick(STATUSES)),
+        // Every status Replicate sends, and one it may add.
+        format!(
+            "\"status\":\"{}\"",
+            if rng.one_in(7) {
+                "queued"
+            } else {
+                rng.pick(&Status::KNOWN)
+            }
+        ),
     ];
     let optional: Vec<(&str, String)> = vec![
         ("model", string(rng)),
