@@ -7,12 +7,17 @@
 //! peak RSS. In the same run it measures the ceiling — a bare warp server that
 //! answers 200 without reading the body, under the same load generator — and
 //! prints ours / ceiling; measures end to end: events at a fixed rate to a real
-//! SMTP server (aiosmtpd), latency from send to the server's acceptance;
+//! SMTP server (the tests' own, `tests/common/smtp.rs`), latency from send to
+//! the server's acceptance;
 //! measures again with M events already stored; and runs the crash suite at
 //! load scale (`--crash-kills K` SIGKILLs while C connections send, then checks
 //! the store: every acknowledged event is there once, every notification it
 //! called for delivered, every one sent again a duplicate). Results:
 //! BENCHMARKS.md.
+
+#[path = "../tests/common/smtp.rs"]
+#[allow(dead_code)] // the tests use more of it than the benchmark
+mod smtp;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -871,24 +876,8 @@ async fn crash(o: &Options) {
 
 async fn end_to_end(o: &Options) {
     let dir = tempfile::tempdir().unwrap();
-    let smtp_port = free_port();
-    let out = dir.path().join("mail");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
-    let mut smtp = Command::new("python3")
-        .arg(script)
-        .args(["--port", &smtp_port.to_string(), "--out"])
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 with aiosmtpd (pip install aiosmtpd trustme)");
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(smtp.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "READY", "the SMTP server did not start");
-    }
+    let smtp = smtp::SmtpServer::start(free_port(), dir.path(), false, false);
+    let smtp_port = smtp.port;
     let extra = format!(
         "[notifiers.mail]\ntype = \"email\"\nsmtp = \"smtp://127.0.0.1:{smtp_port}\"\ntls = \"none\"\nfrom = \"relay@example.org\"\nto = [\"ml@example.org\"]\n\n[[routes]]\nname = \"all\"\nnotify = [\"mail\"]\n"
     );
@@ -917,16 +906,10 @@ async fn end_to_end(o: &Options) {
     let mut latencies = Vec::new();
     while Instant::now() < deadline {
         latencies.clear();
-        for n in 1..=total {
-            let Ok(meta) = std::fs::metadata(out.join(format!("{n}.json"))) else {
-                break;
-            };
-            let Ok(text) = std::fs::read_to_string(out.join(format!("{n}.json"))) else {
-                break;
-            };
-            let accepted = meta.modified().unwrap();
+        for mail in smtp.messages() {
+            let accepted =
+                UNIX_EPOCH + Duration::from_millis(mail["accepted_at_ms"].as_u64().unwrap());
             // The text part has a "Job:  <id>" line.
-            let mail: serde_json::Value = serde_json::from_str(&text).unwrap();
             let job = mail["text"]
                 .as_str()
                 .and_then(|t| t.split("Job:").nth(1))
@@ -942,8 +925,7 @@ async fn end_to_end(o: &Options) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     daemon.stop();
-    let _ = smtp.kill();
-    let _ = smtp.wait();
+    drop(smtp);
     latencies.sort();
     let pct = |p: f64| {
         latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]

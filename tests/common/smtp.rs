@@ -1,4 +1,4 @@
-//! A real SMTP server for the tests, in process: the `mailin` crate's SMTP
+//! A real SMTP server for the tests (and the benchmark), in process: the `mailin` crate's SMTP
 //! state machine (commands, sequencing, STARTTLS, AUTH, dot-unstuffing)
 //! behind a tokio loop with rustls, and `mail-parser` reading each message
 //! as a mail client would. No Python, nothing to install.
@@ -94,9 +94,10 @@ impl SmtpServer {
         }
     }
 
-    /// The messages received so far, each as JSON: the envelope (`mail_from`,
-    /// `rcpt_tos`, `tls`) and what a mail client shows (`from`, `to`,
-    /// `subject`, `message_id`, `content_type`, `text`, `html`).
+    /// The messages received so far, each as JSON: when it was accepted
+    /// (`accepted_at_ms`), the envelope (`mail_from`, `rcpt_tos`, `tls`) and
+    /// what a mail client shows (`from`, `to`, `subject`, `message_id`,
+    /// `content_type`, `text`, `html`; `raw` is the message as received).
     pub fn messages(&self) -> Vec<Value> {
         self.received.lock().unwrap().clone()
     }
@@ -274,7 +275,12 @@ fn read_mail(raw: &[u8], from: &str, to: &[String], tls: bool) -> Value {
         .content_type()
         .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")))
         .unwrap_or_else(|| "text/plain".to_owned());
+    let accepted_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     json!({
+        "accepted_at_ms": accepted_at_ms,
         "mail_from": from,
         "rcpt_tos": to,
         "tls": tls,
