@@ -24,7 +24,9 @@
 //!   [`live`]: what a reload swaps.
 //! - [`server`]: start (store open, port bound), reload and graceful shutdown.
 //! - [`cli`]: the `replicate-relay` subcommands; [`shutdown`]: stop signals;
-//!   [`telemetry`]: metrics.
+//!   [`telemetry`]: metrics; [`supervise`]: restarting a task that panicked.
+
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
@@ -38,6 +40,7 @@ pub mod route;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 
 /// Installs the process-wide rustls crypto provider (ring). Every TLS client in

@@ -25,6 +25,7 @@ use crate::intake::{self, Intake};
 use crate::live::{Live, Setup};
 use crate::store::sqlite::{SqliteOptions, now_ms};
 use crate::store::{SqliteStore, Store, StoreError};
+use crate::supervise::Supervisor;
 use crate::telemetry;
 
 /// How often old events and finished deliveries are pruned.
@@ -97,10 +98,12 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         .map_err(|source| StartError::Bind { addr, source })?;
 
     let stopping = Arc::new(AtomicBool::new(false));
+    let supervisor = Supervisor::new();
     let intake = Arc::new(Intake {
         live: live.clone(),
         store: store.clone(),
         stopping: stopping.clone(),
+        tasks: supervisor.clone(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(serve_http(
@@ -109,8 +112,9 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         config.server.read_timeout,
         stopped,
     ));
-    let pipeline = dispatch::start(store.clone(), live.clone());
-    let retention = tokio::spawn(retain(store.clone(), live.clone()));
+    let pipeline = dispatch::start(store.clone(), live.clone(), &supervisor);
+    let (s, l) = (store.clone(), live.clone());
+    let retention = supervisor.spawn("retention", move || retain(s.clone(), l.clone()));
     tracing::info!(
         message = "Listening.",
         %addr,

@@ -93,6 +93,14 @@ fn describe() {
         "relay_config_reloads_total",
         "Config reloads by result (ok, failed)."
     );
+    describe_counter!(
+        "relay_task_panics_total",
+        "Panics of a supervised task (dispatcher, router, retention), each restarted."
+    );
+    describe_counter!(
+        "relay_delivery_panics_total",
+        "Panics while rendering or sending one delivery, by notifier (the delivery is retried, then dead)."
+    );
 }
 
 /// Handles for what is recorded at every webhook and every commit, looked up
@@ -175,6 +183,16 @@ pub fn delivery_latency(notifier: &str, seconds: f64) {
 
 pub fn slack_rate_limited(notifier: &str) {
     counter!("relay_slack_rate_limited_total", "notifier" => notifier.to_owned()).increment(1);
+}
+
+/// A supervised task panicked (it is restarted).
+pub fn task_panicked(task: &'static str) {
+    counter!("relay_task_panics_total", "task" => task).increment(1);
+}
+
+/// A notifier panicked while rendering or sending one delivery.
+pub fn delivery_panicked(notifier: &str) {
+    counter!("relay_delivery_panics_total", "notifier" => notifier.to_owned()).increment(1);
 }
 
 pub fn config_reload(ok: bool) {

@@ -583,6 +583,7 @@ async fn a_stopping_daemon_answers_503() {
         live: Arc::new(replicate_relay::live::Live::new(setup)),
         store: Arc::new(store),
         stopping: Arc::new(AtomicBool::new(true)),
+        tasks: replicate_relay::supervise::Supervisor::new(),
     });
     let routes = filter(intake);
     let res = warp::test::request()
@@ -635,4 +636,58 @@ async fn a_store_locked_by_another_process_answers_503_then_recovers() {
         "{answer}"
     );
     daemon.stop().await;
+}
+
+/// A supervised task that keeps panicking turns /healthz to 503, naming the
+/// task and its panic, while webhooks are still stored.
+#[tokio::test]
+async fn a_task_down_after_a_panic_makes_healthz_503_naming_it() {
+    use replicate_relay::intake::{Intake, filter};
+    use replicate_relay::store::sqlite::{SqliteOptions, SqliteStore};
+    use replicate_relay::supervise::Supervisor;
+    use std::sync::atomic::AtomicBool;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("relay.db"), SqliteOptions::default()).unwrap();
+    let config =
+        replicate_relay::config::load_with_env(&write_config(dir.path(), SECRET, ""), []).unwrap();
+    let setup = replicate_relay::live::Setup::build(config, Arc::new(SystemClock)).unwrap();
+    let tasks = Supervisor::new();
+    let intake = Arc::new(Intake {
+        live: Arc::new(replicate_relay::live::Live::new(setup)),
+        store: Arc::new(store),
+        stopping: Arc::new(AtomicBool::new(false)),
+        tasks: tasks.clone(),
+    });
+    let routes = filter(intake);
+    let health = || {
+        warp::test::request()
+            .method("GET")
+            .path("/healthz")
+            .reply(&routes)
+    };
+    assert_eq!(health().await.status(), 200);
+
+    let crashing = tasks.spawn("dispatcher", || async { panic!("lock poisoned") });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let res = health().await;
+    assert_eq!(res.status(), 503);
+    let body: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+    assert_eq!(body["error"], "task_down");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("dispatcher") && message.contains("lock poisoned"),
+        "{message}"
+    );
+
+    // Webhooks are still taken while delivery is down.
+    let body = payload("p_down", "failed");
+    let mut req = warp::test::request()
+        .method("POST")
+        .path("/hooks/replicate");
+    for (k, v) in signed(SECRET, "msg_down", now(), &body) {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.body(body).reply(&routes).await.status(), 200);
+    crashing.abort();
 }

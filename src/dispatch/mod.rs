@@ -17,9 +17,11 @@ pub mod backoff;
 pub mod router;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -28,6 +30,7 @@ use crate::live::{Live, Setup};
 use crate::notify::{Attempt, DeliveryError};
 use crate::store::sqlite::now_ms;
 use crate::store::{Claimed, Outcome, Store};
+use crate::supervise::{Supervisor, panic_message};
 use crate::{render, telemetry};
 
 /// The running router and dispatcher.
@@ -53,21 +56,26 @@ impl Shared {
     fn paused_until(&self, rate_key: &str, now: i64) -> Option<i64> {
         self.pauses
             .lock()
-            .unwrap()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(rate_key)
             .copied()
             .filter(|until| *until > now)
     }
 
     fn pause(&self, rate_key: String, until: i64) {
-        let mut pauses = self.pauses.lock().unwrap();
+        let mut pauses = self.pauses.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = pauses.entry(rate_key).or_insert(until);
         *entry = (*entry).max(until);
     }
 }
 
-/// Starts routing and dispatching, following the config in `live`.
-pub fn start(store: Arc<dyn Store>, live: Arc<Live<Setup>>) -> Pipeline {
+/// Starts routing and dispatching, following the config in `live`, each
+/// task restarted by `supervisor` if it panics.
+pub fn start(
+    store: Arc<dyn Store>,
+    live: Arc<Live<Setup>>,
+    supervisor: &Arc<Supervisor>,
+) -> Pipeline {
     let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
         store,
@@ -75,8 +83,12 @@ pub fn start(store: Arc<dyn Store>, live: Arc<Live<Setup>>) -> Pipeline {
         pauses: Mutex::new(HashMap::new()),
         wake: tokio::sync::Notify::new(),
     });
-    let router = tokio::spawn(router::run(shared.clone(), stopped.clone()));
-    let dispatcher = tokio::spawn(Dispatcher::new(shared.clone()).run(stopped));
+    let (s, stop_rx) = (shared.clone(), stopped.clone());
+    let router = supervisor.spawn("router", move || router::run(s.clone(), stop_rx.clone()));
+    let s = shared.clone();
+    let dispatcher = supervisor.spawn("dispatcher", move || {
+        Dispatcher::new(s.clone()).run(stopped.clone())
+    });
     Pipeline {
         shared,
         stop,
@@ -229,7 +241,14 @@ async fn deliver(
     _slot: OwnedSemaphorePermit,
 ) {
     let d = &claimed.delivery;
-    let outcome = attempt(&shared, &setup, &claimed).await;
+    // A notifier that panics fails this delivery, and nothing else.
+    let outcome = match AssertUnwindSafe(attempt(&shared, &setup, &claimed))
+        .catch_unwind()
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(panic) => panicked(d, &panic_message(panic.as_ref())),
+    };
     let result = match outcome {
         Outcome::Delivered => "sent",
         Outcome::Retry { .. } => "retried",
@@ -251,6 +270,26 @@ async fn deliver(
         }
     }
     shared.wake.notify_one();
+}
+
+/// Attempts at a delivery whose notifier panics before it is dead: a panic is
+/// a bug, and retrying for `max_age` would only repeat it.
+const PANICS_BEFORE_DEAD: i64 = 3;
+
+/// The outcome of an attempt whose rendering or sending panicked: retried
+/// soon, dead with the panic's message after [`PANICS_BEFORE_DEAD`].
+fn panicked(d: &crate::store::Delivery, message: &str) -> Outcome {
+    telemetry::delivery_panicked(&d.notifier);
+    tracing::error!(message = "A notifier panicked on a delivery.", delivery = d.id, notifier = %d.notifier, attempt = d.attempts, panic = %message);
+    let error = format!("the `{}` notifier panicked: {message}", d.notifier);
+    if d.attempts >= PANICS_BEFORE_DEAD {
+        Outcome::Dead { error }
+    } else {
+        Outcome::Retry {
+            at_ms: now_ms() + backoff::delay(d.attempts, backoff::random_unit()).as_millis() as i64,
+            error,
+        }
+    }
 }
 
 async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {

@@ -35,6 +35,9 @@ pub struct Intake {
     /// Set when shutdown begins: new webhooks get 503 so the sender retries
     /// against the next instance instead of being acknowledged by a dying one.
     pub stopping: Arc<AtomicBool>,
+    /// The supervised tasks: while one is down, health is 503 (webhooks are
+    /// still stored, but nothing is being delivered).
+    pub tasks: Arc<crate::supervise::Supervisor>,
 }
 
 /// The whole HTTP surface as one warp filter. Routing by method and path happens
@@ -100,6 +103,13 @@ async fn health(intake: &Intake) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "stopping",
             "the daemon is stopping",
+        );
+    }
+    if let Some((task, panic)) = intake.tasks.down().into_iter().next() {
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "task_down",
+            format!("the {task} task panicked ({panic}) and is being restarted; see the log"),
         );
     }
     match intake.store.health().await {

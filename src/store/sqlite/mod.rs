@@ -18,7 +18,6 @@
 mod checkpoint;
 mod dedup;
 pub mod outbox;
-mod walbuf;
 
 pub use checkpoint::CheckpointLimits;
 
@@ -219,9 +218,6 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| open_err(format!("cannot create directory {}: {e}", dir.display())))?;
         }
-        // The writer's connection writes each commit's WAL frames in one go
-        // (`walbuf`); it is the only connection that writes frames.
-        walbuf::register().map_err(open_err)?;
         let mut conn = open_writer(path).map_err(|e| open_err(e.to_string()))?;
         configure(&conn, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
         migrate(&mut conn, path, options.while_migrating)?;
@@ -241,7 +237,7 @@ impl SqliteStore {
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             let msg = read_only(&path.display().to_string());
             tracing::error!(message = "Store opened read-only; answering 503 until it is writable (checked every second).", path = %path.display());
-            *writer_state.error.lock().unwrap() = Some((msg, std::time::Instant::now()));
+            *lock(&writer_state.error) = Some((msg, std::time::Instant::now()));
         }
 
         let reader = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
@@ -314,7 +310,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let sender = self.sender.lock().unwrap().clone();
+        let sender = lock(&self.sender).clone();
         Box::pin(async move {
             let sender = sender.ok_or(StoreError::Closed)?;
             let (reply, answer) = oneshot::channel();
@@ -343,7 +339,7 @@ impl SqliteStore {
                 tx.execute("UPDATE seen_upto SET seq = seq - 1", [])?;
                 tx.commit()
             })();
-            let mut error = state.error.lock().unwrap();
+            let mut error = lock(&state.error);
             match &result {
                 Ok(()) => *error = None,
                 Err(_) => {
@@ -365,7 +361,7 @@ impl SqliteStore {
         let reader = self.reader.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                f(&reader.lock().unwrap()).map_err(|e| StoreError::Read(e.to_string()))
+                f(&lock(&reader)).map_err(|e| StoreError::Read(e.to_string()))
             })
             .await
             .map_err(|e| StoreError::Read(e.to_string()))?
@@ -429,10 +425,17 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> 
     Ok(())
 }
 
-/// The writer's connection, which writes each commit's WAL frames in one go
-/// (`walbuf`; registered by `SqliteStore::open`). Not yet configured.
+/// A mutex's guard even when a thread panicked holding it: what these guard
+/// (the writer's sender, the last write error, the reader's connection)
+/// stays valid, and a poisoned lock must not turn every later webhook and
+/// health check into a panic.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The writer's connection. Not yet configured.
 fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
-    Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), walbuf::NAME)
+    Connection::open(path)
 }
 
 /// Opens a thread's connection again when the one it holds was opened
@@ -681,7 +684,7 @@ fn commit_batch(
                 dedup.committed(part);
             }
             crate::telemetry::store_commit(started.elapsed().as_secs_f64(), batch.len());
-            state.error.lock().unwrap().take();
+            lock(&state.error).take();
             state.commits.fetch_add(1, Ordering::Relaxed);
             state
                 .events
@@ -714,7 +717,7 @@ fn commit_batch(
                 e.to_string()
             };
             tracing::error!(message = "Store commit failed; answering 503 so the sender retries. Check free disk space and that the store file and its directory are writable.", error = %reason, batch = batch.len());
-            *state.error.lock().unwrap() = Some((reason.clone(), std::time::Instant::now()));
+            *lock(&state.error) = Some((reason.clone(), std::time::Instant::now()));
             for pending in batch.drain(..) {
                 let _ = pending.reply.send(Err(StoreError::Write(reason.clone())));
             }
@@ -788,7 +791,7 @@ fn query_recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<StoredE
 
 impl Store for SqliteStore {
     fn insert(&self, event: NewEvent) -> BoxFuture<'static, Result<Inserted, StoreError>> {
-        let sender = self.sender.lock().unwrap().clone();
+        let sender = lock(&self.sender).clone();
         Box::pin(async move {
             let sender = sender.ok_or(StoreError::Closed)?;
             let (reply, answer) = oneshot::channel();
@@ -807,8 +810,8 @@ impl Store for SqliteStore {
 
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         let reader = self.reader.clone();
-        let write_error = self.writer_state.error.lock().unwrap().clone();
-        let open = self.sender.lock().unwrap().is_some();
+        let write_error = lock(&self.writer_state.error).clone();
+        let open = lock(&self.sender).is_some();
         Box::pin(async move {
             if !open {
                 return Err(StoreError::Closed);
@@ -919,8 +922,8 @@ impl Store for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         // Dropping the last sender lets the writer drain what is queued and exit.
-        self.sender.lock().unwrap().take();
-        let writer = self.writer.lock().unwrap().take();
+        lock(&self.sender).take();
+        let writer = lock(&self.writer).take();
         Box::pin(async move {
             if let Some(handle) = writer {
                 let _ = tokio::task::spawn_blocking(move || handle.join()).await;
