@@ -375,3 +375,41 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Delivery, DeliveryState};
+
+    #[test]
+    fn a_panicking_notifier_is_retried_then_dead_with_the_panic_message() {
+        let delivery = |attempts| Delivery {
+            id: 7,
+            event_seq: 1,
+            route: "r".into(),
+            notifier: "chat".into(),
+            state: DeliveryState::Sending,
+            attempts,
+            created_at_ms: 0,
+            next_attempt_at_ms: 0,
+            expires_at_ms: i64::MAX,
+            last_error: None,
+        };
+        for attempts in 1..PANICS_BEFORE_DEAD {
+            let before = now_ms();
+            match panicked(&delivery(attempts), "index out of bounds") {
+                Outcome::Retry { at_ms, error } => {
+                    assert!(at_ms > before, "attempt {attempts} waits");
+                    assert_eq!(error, "the `chat` notifier panicked: index out of bounds");
+                }
+                other => panic!("attempt {attempts}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            panicked(&delivery(PANICS_BEFORE_DEAD), "index out of bounds"),
+            Outcome::Dead {
+                error: "the `chat` notifier panicked: index out of bounds".into()
+            }
+        );
+    }
+}
