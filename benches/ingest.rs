@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use replicate_relay::intake::signature::Secret;
+use replicate_relay::signature::Secret;
 
 const SECRET: &str = "whsec_YmVuY2htYXJrLXNlY3JldC1mb3ItcmVwbGljYXRlLXJlbGF5";
 /// The daemon under test; `RELAY_BENCH_BIN` points at another build of it, so

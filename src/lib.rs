@@ -7,9 +7,10 @@
 //! ## Layout — the data flow, one module per stage
 //!
 //! - [`intake`]: the HTTP front door (warp). Size limit, Standard Webhooks
-//!   signature check over the raw bytes ([`intake::signature`]), JSON check,
-//!   routing, then hands the event and its deliveries to the store and answers
-//!   only after the commit.
+//!   signature check over the raw bytes ([`signature`], a leaf module the
+//!   config and the webhook notifier use too), JSON check, routing, then
+//!   hands the event and its deliveries to the store and answers only after
+//!   the commit.
 //! - [`event`]: the typed prediction/training model and kind detection.
 //! - [`store`]: the durable store and outbox behind a small trait;
 //!   [`store::sqlite`] is the SQLite implementation with WAL and group commit.
@@ -24,11 +25,13 @@
 //!   [`live`]: what a reload swaps.
 //! - [`server`]: start (store open, port bound), reload and graceful shutdown.
 //! - [`cli`]: the `replicate-relay` subcommands; [`shutdown`]: stop signals;
-//!   [`telemetry`]: metrics; [`supervise`]: restarting a task that panicked.
+//!   [`telemetry`]: metrics; [`supervise`]: restarting a task that panicked;
+//!   [`clock`]: "now", one place.
 
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod event;
@@ -39,6 +42,7 @@ pub mod render;
 pub mod route;
 pub mod server;
 pub mod shutdown;
+pub mod signature;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;

@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::intake::signature::{Clock, Verifier};
 use crate::notify::{self, BuildError, Notify};
+use crate::signature::Verifier;
 
 /// A value replaced as a whole; `load` is a lock and an `Arc` clone.
 #[derive(Debug)]

@@ -18,12 +18,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::dispatch::{self, Pipeline};
-use crate::intake::signature::Clock;
 use crate::intake::{self, Intake};
 use crate::live::{Live, Setup};
-use crate::store::sqlite::{SqliteOptions, now_ms};
+use crate::store::sqlite::SqliteOptions;
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::supervise::Supervisor;
 use crate::telemetry;

@@ -11,7 +11,6 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::event::{Kind, Status};
-use crate::store::OutboxStats;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -200,11 +199,11 @@ pub fn config_reload(ok: bool) {
         .increment(1);
 }
 
-pub fn outbox(stats: &OutboxStats, now_ms: i64) {
-    gauge!("relay_outbox_pending").set(stats.pending as f64);
-    gauge!("relay_outbox_dead").set(stats.dead as f64);
-    let age = stats
-        .oldest_pending_ms
-        .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);
+/// The outbox's gauges: deliveries waiting and dead, and how long the
+/// oldest waiting one has waited (0 when none does).
+pub fn outbox(pending: i64, dead: i64, oldest_pending_age_ms: Option<i64>) {
+    gauge!("relay_outbox_pending").set(pending as f64);
+    gauge!("relay_outbox_dead").set(dead as f64);
+    let age = oldest_pending_age_ms.map_or(0.0, |ms| ms.max(0) as f64 / 1000.0);
     gauge!("relay_outbox_oldest_pending_seconds").set(age);
 }

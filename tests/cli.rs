@@ -291,7 +291,7 @@ async fn send_posts_a_payload_exactly_as_replicate_does() {
     let file = write_config(dir.path(), SECRET, "");
     let daemon = Daemon::start(
         &file,
-        std::sync::Arc::new(replicate_relay::intake::signature::SystemClock),
+        std::sync::Arc::new(replicate_relay::clock::SystemClock),
     )
     .await;
     let fixture = fixture_path("training-succeeded.json");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::smtp::SmtpServer;
 use common::stand_ins::*;
 use common::*;
-use replicate_relay::intake::signature::SystemClock;
+use replicate_relay::clock::SystemClock;
 use replicate_relay::store::DeliveryState;
 
 const ALL_FINAL: &str = "[[routes]]\nname = \"everything\"\nnotify = [\"n\"]\n";
@@ -221,7 +221,7 @@ async fn an_event_stored_without_routing_is_routed_at_start() {
             model: None,
             query: String::new(),
             body: body.clone().into(),
-            received_at_ms: replicate_relay::store::sqlite::now_ms(),
+            received_at_ms: replicate_relay::clock::now_ms(),
             // As an older version stored events: the router task routes them.
             routing: None,
         })

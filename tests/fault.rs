@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::root::{Immutable, SmallDisk, root_or_skip};
 use common::stand_ins::*;
 use common::*;
-use replicate_relay::intake::signature::SystemClock;
+use replicate_relay::clock::SystemClock;
 
 async fn post_status(daemon: &Daemon, webhook_id: &str, body: &[u8]) -> u16 {
     let headers = signed(SECRET, webhook_id, now(), body);

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use replicate_relay::intake::signature::{Secret, SystemClock};
+use replicate_relay::clock::SystemClock;
+use replicate_relay::signature::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What the daemon must do with a request.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::root::{Immutable, root_or_skip};
 use common::*;
+use replicate_relay::clock::SystemClock;
 use replicate_relay::event::{Job, Kind};
-use replicate_relay::intake::signature::SystemClock;
 use replicate_relay::store::sqlite::read_recent;
 
 #[tokio::test]

@@ -216,11 +216,7 @@ async fn sigterm_during_100_concurrent_posts_loses_nothing_acknowledged() {
     assert!(acknowledged.len() >= 10);
 
     // After a restart on the same store, every acknowledged event is there.
-    let daemon = Daemon::start(
-        &config,
-        Arc::new(replicate_relay::intake::signature::SystemClock),
-    )
-    .await;
+    let daemon = Daemon::start(&config, Arc::new(replicate_relay::clock::SystemClock)).await;
     let stored = daemon.running.store().recent(1000).await.unwrap();
     for id in &acknowledged {
         assert!(

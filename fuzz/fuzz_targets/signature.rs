@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use replicate_relay::intake::signature::{FixedClock, Secret, SignedHeaders, Verifier};
+use replicate_relay::clock::FixedClock;
+use replicate_relay::signature::{Secret, SignedHeaders, Verifier};
 
 const SECRET: &str = "whsec_ZnV6ei1zZWNyZXQtZm9yLXNpZ25hdHVyZXM=";
 

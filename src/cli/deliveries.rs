@@ -8,10 +8,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::events::{format_time, write_table};
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::render::helpers::truncate_chars;
+use crate::store::sqlite::open_for_cli;
 use crate::store::sqlite::outbox::{self, RetrySelector};
-use crate::store::sqlite::{now_ms, open_for_cli};
 use crate::store::{DeliveryFilter, DeliveryState};
 
 pub fn list(

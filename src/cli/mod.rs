@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::clock::SystemClock;
 use crate::config::{self, Config};
-use crate::intake::signature::SystemClock;
 use crate::shutdown::{Signal, Signals};
 use crate::{render, server};
 

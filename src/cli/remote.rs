@@ -13,10 +13,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use warp::http::{Method, Request, header};
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::dispatch::backoff::random_unit;
-use crate::intake::signature::{Clock, Secret, SystemClock};
 use crate::notify::http::Client;
+use crate::signature::Secret;
 
 const USER_AGENT: &str = concat!("replicate-relay/", env!("CARGO_PKG_VERSION"));
 

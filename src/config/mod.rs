@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::intake::signature::Secret;
 use crate::render::Templates;
 use crate::route::Route;
+use crate::signature::Secret;
 pub use notifiers::{Notifier, NotifierKind};
 pub use read::{Problem, Sensitive};
 use read::{Reader, Table};

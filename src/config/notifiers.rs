@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::read::{Reader, Sensitive, Table};
-use crate::intake::signature::Secret;
 use crate::render::{Format, Templates};
+use crate::signature::Secret;
 
 /// A configured notifier.
 #[derive(Debug, Clone)]

@@ -25,10 +25,10 @@ use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::clock::now_ms;
 use crate::event::Event;
 use crate::live::{Live, Setup};
 use crate::notify::{Attempt, DeliveryError};
-use crate::store::sqlite::now_ms;
 use crate::store::{Claimed, Outcome, Store};
 use crate::supervise::{Supervisor, panic_message};
 use crate::{render, telemetry};

@@ -6,8 +6,6 @@
 //! here so its deliveries share the event's commit; sending happens later, from
 //! the store, never on this path.
 
-pub mod signature;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,9 +21,9 @@ use warp::reply::{Reply, Response};
 use crate::dispatch::router;
 use crate::event::{Envelope, Event, Kind, kind_hint, parse_query};
 use crate::live::{Live, Setup};
+use crate::signature::{SignedHeaders, VerifyError};
 use crate::store::{Inserted, NewEvent, Store, StoreError};
 use crate::telemetry;
-use signature::{SignedHeaders, VerifyError};
 
 /// Everything a request handler needs, shared by all requests.
 pub struct Intake {
@@ -125,7 +123,9 @@ async fn health(intake: &Intake) -> Response {
 /// Prometheus text; outbox gauges are read from the store at scrape time.
 async fn metrics(intake: &Intake) -> Response {
     if let Ok(stats) = intake.store.outbox_stats().await {
-        telemetry::outbox(&stats, crate::store::sqlite::now_ms());
+        let now = crate::clock::now_ms();
+        let age = stats.oldest_pending_ms.map(|t| now - t);
+        telemetry::outbox(stats.pending, stats.dead, age);
     }
     let text = telemetry::handle().render();
     let mut res = Response::new(text.into());
@@ -310,7 +310,7 @@ where
     // write per event, and nothing to read back later.
     let pairs = parse_query(&query);
     let (envelope, fields) = Envelope::read_keeping(&body, kind_hint(&pairs), &setup.route_keys)?;
-    let received_at_ms = crate::store::sqlite::now_ms();
+    let received_at_ms = crate::clock::now_ms();
     let kind = envelope.kind;
     let status = envelope.status.as_str().to_owned();
     let view = Event::for_routing_from(fields, pairs, kind, envelope.status.clone());

@@ -10,9 +10,10 @@ use warp::http::{HeaderName, HeaderValue, Method, Request, header};
 
 use super::http::Client;
 use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
+use crate::clock::{Clock, SystemClock};
 use crate::config::notifiers::Webhook;
-use crate::intake::signature::{Clock, Secret, SystemClock};
 use crate::render::Message;
+use crate::signature::Secret;
 use crate::store::BoxFuture;
 
 pub struct WebhookNotifier {

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use replicate_relay::clock::Clock;
 use replicate_relay::config::{self, Config};
-use replicate_relay::intake::signature::{Clock, Secret};
 use replicate_relay::server::{self, Running};
+use replicate_relay::signature::Secret;
 use replicate_relay::store::DeliveryFilter;
 use replicate_relay::store::sqlite::{open_for_cli, outbox};
 

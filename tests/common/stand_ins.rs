@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use replicate_relay::intake::signature::{Secret, SignedHeaders, SystemClock, Verifier};
+use replicate_relay::clock::SystemClock;
+use replicate_relay::signature::{Secret, SignedHeaders, Verifier};
 use serde_json::{Value, json};
 use warp::Filter;
 use warp::http::StatusCode;

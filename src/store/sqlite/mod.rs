@@ -21,6 +21,7 @@ pub mod outbox;
 
 pub use checkpoint::CheckpointLimits;
 
+use crate::clock::now_ms;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -504,14 +505,6 @@ fn read_only(path: &str) -> String {
     format!(
         "{path} is read-only (its permissions, an immutable flag, or a read-only mount), so events cannot be stored; make it and its directory writable by the user the daemon runs as (the daemon tries it again every second, no restart needed)"
     )
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn check_version(found: i64, path: &Path) -> Result<(), StoreError> {

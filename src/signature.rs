@@ -7,9 +7,10 @@
 //! signing one (for tests, and for `send` later). It does no I/O; time comes from
 //! an injectable [`Clock`] so the fixtures' old timestamps can be checked.
 
+use crate::clock::Clock;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -81,35 +82,6 @@ fn feed(mac: &mut HmacSha256, id: &str, timestamp: &str, body: &[u8]) {
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
-}
-
-/// Where "now" comes from. Production uses the system clock; tests pin it.
-pub trait Clock: Send + Sync + 'static {
-    /// Seconds since the Unix epoch.
-    fn now_unix(&self) -> i64;
-}
-
-/// The real clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_unix(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
-    }
-}
-
-/// A clock stuck at one instant, for tests.
-#[derive(Debug, Clone, Copy)]
-pub struct FixedClock(pub i64);
-
-impl Clock for FixedClock {
-    fn now_unix(&self) -> i64 {
-        self.0
-    }
 }
 
 /// Why a request's signature was refused. Each variant becomes a 401 whose body
@@ -216,6 +188,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FixedClock;
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const OTHER: &str = "whsec_c2VjcmV0LW51bWJlci10d28=";
