@@ -38,6 +38,7 @@ pub mod event;
 pub mod intake;
 pub mod live;
 pub mod notify;
+pub mod read;
 pub mod render;
 pub mod route;
 pub mod server;

@@ -21,8 +21,8 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::config::read::{Reader, Table};
 use crate::event::{Event, Kind, Status};
+use crate::read::{Reader, Table};
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone)]

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use super::OutputFormat;
 use crate::config::{Config, NotifierKind};
 use crate::event::Event;
-use crate::render::{self, Message};
+use crate::notify;
+use crate::render::Message;
 use crate::route::{self, Verdict};
 
 pub fn run(
@@ -48,7 +49,7 @@ pub fn run(
         }
         for name in &r.notify {
             let notifier = &config.notifiers[name];
-            let message = render::message(&config.templates, notifier, &r.name, &event, &body);
+            let message = notify::message(&config.templates, notifier, &r.name, &event, &body);
             messages.push((r.name.as_str(), notifier, message));
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! Loading is two steps, as in Vector's config compiler: the `config` crate merges
 //! the file and the environment into one tree, then a validation pass reads each
-//! key on its own ([`read::Reader`]) and builds [`Config`] — templates compiled,
+//! key on its own ([`crate::read::Reader`]) and builds [`Config`] — templates compiled,
 //! routes parsed, cross-references checked — collecting *every* problem with its
 //! full key path and what to do about it, so `replicate-relay check` lists them
 //! all at once. Unknown keys are errors: a typo must never pass silently.
@@ -11,7 +11,6 @@
 //! same file works whatever directory the daemon is started from.
 
 pub mod notifiers;
-pub mod read;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -22,12 +21,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use crate::read::{Problem, Sensitive};
+use crate::read::{Reader, Table};
 use crate::render::Templates;
 use crate::route::Route;
 use crate::signature::Secret;
 pub use notifiers::{Notifier, NotifierKind};
-pub use read::{Problem, Sensitive};
-use read::{Reader, Table};
 
 /// The development secret in the shipped `config/relay.toml`. It is public, so the
 /// daemon warns loudly whenever it is in use.
@@ -445,7 +444,7 @@ fn read_delivery(r: &mut Reader, value: Option<&Value>) -> DeliveryConfig {
 }
 
 fn read_templates(r: &mut Reader, value: Option<&Value>) -> Templates {
-    let mut dir = read::resolve(&r.base, "templates");
+    let mut dir = crate::read::resolve(&r.base, "templates");
     let mut explicit = false;
     if let Some(t) = r.table(value, "templates") {
         r.known_keys(t, &["dir"]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::read::{Reader, Sensitive, Table};
+use crate::read::{Reader, Sensitive, Table};
 use crate::render::{Format, Templates};
 use crate::signature::Secret;
 

@@ -31,7 +31,7 @@ use crate::live::{Live, Setup};
 use crate::notify::{Attempt, DeliveryError};
 use crate::store::{Claimed, Outcome, Store};
 use crate::supervise::{Supervisor, panic_message};
-use crate::{render, telemetry};
+use crate::{notify, telemetry};
 
 /// The running router and dispatcher.
 pub struct Pipeline {
@@ -310,7 +310,7 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
             };
         }
     };
-    let message = render::message(
+    let message = notify::message(
         &setup.config.templates,
         notifier,
         &d.route,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Notifier, NotifierKind};
-use crate::render::Message;
+use crate::render::{Message, Templates};
 use crate::store::BoxFuture;
 
 /// Why a send failed, and whether trying again can help.
@@ -175,6 +175,30 @@ pub fn build_all(
         out.insert(name.clone(), sender);
     }
     Ok(out)
+}
+
+/// Renders what `notifier` would send for `event`, matched by `route`.
+pub fn message(
+    templates: &Templates,
+    notifier: &Notifier,
+    route: &str,
+    event: &crate::event::Event,
+    original: &[u8],
+) -> Message {
+    let ctx = crate::render::context::context(event, route, &notifier.name);
+    let name = notifier.template.as_deref().unwrap_or("default");
+    match &notifier.kind {
+        NotifierKind::Email(_) => Message::Email(templates.email(name, &ctx)),
+        NotifierKind::Log => {
+            let mut rendered = templates.email(name, &ctx);
+            rendered.message.html = None; // a log line has no use for HTML
+            Message::Log(rendered)
+        }
+        NotifierKind::Slack(_) => Message::Slack(templates.slack(name, &ctx)),
+        NotifierKind::Webhook(_) => {
+            Message::Webhook(templates.webhook(notifier.template.as_deref(), &ctx, original))
+        }
+    }
 }
 
 /// A message of the wrong shape for a notifier: a bug, never retried.

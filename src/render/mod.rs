@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use handlebars::Handlebars;
 use serde_json::{Value, json};
 
-use crate::config::Problem;
+use crate::read::Problem;
 
 /// The output formats, each with its own registry, directory and file suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -401,31 +401,6 @@ impl Message {
             Message::Email(r) | Message::Log(r) => r.fallback.as_deref(),
             Message::Slack(r) => r.fallback.as_deref(),
             Message::Webhook(r) => r.fallback.as_deref(),
-        }
-    }
-}
-
-/// Renders what `notifier` would send for `event`, matched by `route`.
-pub fn message(
-    templates: &Templates,
-    notifier: &crate::config::Notifier,
-    route: &str,
-    event: &crate::event::Event,
-    original: &[u8],
-) -> Message {
-    use crate::config::NotifierKind;
-    let ctx = context::context(event, route, &notifier.name);
-    let name = notifier.template.as_deref().unwrap_or("default");
-    match &notifier.kind {
-        NotifierKind::Email(_) => Message::Email(templates.email(name, &ctx)),
-        NotifierKind::Log => {
-            let mut rendered = templates.email(name, &ctx);
-            rendered.message.html = None; // a log line has no use for HTML
-            Message::Log(rendered)
-        }
-        NotifierKind::Slack(_) => Message::Slack(templates.slack(name, &ctx)),
-        NotifierKind::Webhook(_) => {
-            Message::Webhook(templates.webhook(notifier.template.as_deref(), &ctx, original))
         }
     }
 }

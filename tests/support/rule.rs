@@ -13,7 +13,8 @@ use std::path::Path;
 
 use replicate_relay::config::{self, Config};
 use replicate_relay::event::{Envelope, Event, Status, json};
-use replicate_relay::render::{self, Message};
+use replicate_relay::notify;
+use replicate_relay::render::Message;
 use replicate_relay::route;
 use serde_json::Value;
 
@@ -98,7 +99,7 @@ pub fn check(config: &Config, body: &[u8], query: &str) -> Result<bool, String> 
         ));
     }
     for notifier in config.notifiers.values() {
-        let message = render::message(&config.templates, notifier, "everything", &event, body);
+        let message = notify::message(&config.templates, notifier, "everything", &event, body);
         names(&message, id, status)
             .map_err(|why| format!("notifier `{}`: {why}", notifier.name))?;
     }
