@@ -301,7 +301,7 @@ async fn deliveries_left_dead_by_an_unreadable_body_are_delivered_after_retry_de
                 webhook_id: "msg_olddead".into(),
                 object_id: "olddead".into(),
                 kind: replicate_relay::event::Kind::Prediction,
-                status: "failed".into(),
+                status: replicate_relay::event::Status::Failed,
                 model: Some("acme/captioner".into()),
                 query: String::new(),
                 body: body.into(),

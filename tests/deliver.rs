@@ -217,7 +217,7 @@ async fn an_event_stored_without_routing_is_routed_at_start() {
             webhook_id: "msg_before_crash".into(),
             object_id: "u72tyaj9ypswr8wk48hjmhzjnz".into(),
             kind: Kind::Prediction,
-            status: "failed".into(),
+            status: replicate_relay::event::Status::Failed,
             model: None,
             query: String::new(),
             body: body.clone().into(),

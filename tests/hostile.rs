@@ -481,6 +481,6 @@ async fn every_hostile_request_gets_the_right_answer_and_the_daemon_keeps_servin
         stored.iter().map(|e| &e.webhook_id).collect::<Vec<_>>()
     );
     let hinted = stored.iter().find(|e| e.webhook_id == "msg_h24").unwrap();
-    assert_eq!(hinted.kind, "training");
+    assert_eq!(hinted.kind, replicate_relay::event::Kind::Training);
     daemon.stop().await;
 }

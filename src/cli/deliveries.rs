@@ -35,9 +35,9 @@ pub fn list(
                 "created_at": format_time(d.created_at_ms),
                 "notifier": d.notifier,
                 "route": d.route,
-                "kind": l.kind,
+                "kind": l.kind.as_str(),
                 "event_id": l.object_id,
-                "event_status": l.status,
+                "event_status": l.status.as_str(),
                 "last_error": d.last_error,
             });
             writeln!(out, "{line}")?;

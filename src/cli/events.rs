@@ -14,9 +14,9 @@ pub fn run(config: &Config, limit: usize, json: bool) -> anyhow::Result<ExitCode
             let line = serde_json::json!({
                 "seq": e.seq,
                 "received_at": format_time(e.received_at_ms),
-                "kind": e.kind,
+                "kind": e.kind.as_str(),
                 "id": e.object_id,
-                "status": e.status,
+                "status": e.status.as_str(),
                 "model": e.model,
                 "webhook_id": e.webhook_id,
                 "query": e.query,
@@ -38,8 +38,8 @@ pub fn run(config: &Config, limit: usize, json: bool) -> anyhow::Result<ExitCode
         .map(|e| {
             [
                 format_time(e.received_at_ms),
-                e.kind.clone(),
-                e.status.clone(),
+                e.kind.to_string(),
+                e.status.to_string(),
                 e.object_id.clone(),
                 e.model.clone().unwrap_or_else(|| "-".into()),
                 e.webhook_id.clone(),

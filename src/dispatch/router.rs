@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::Shared;
 use crate::config::Config;
-use crate::event::{Event, Kind, Status};
+use crate::event::Event;
 use crate::route;
 use crate::store::{Routing, RoutingPlan, StoredEvent};
 
@@ -92,8 +92,7 @@ pub fn plan(config: &Config, events: &[StoredEvent]) -> Vec<RoutingPlan> {
     events
         .iter()
         .map(|stored| {
-            let kind = stored.kind.parse().unwrap_or(Kind::Prediction);
-            let status = Status::parse(&stored.status);
+            let (kind, status) = (stored.kind, stored.status.clone());
             let received = Received {
                 webhook_id: &stored.webhook_id,
                 object_id: &stored.object_id,
@@ -124,6 +123,7 @@ pub fn plan(config: &Config, events: &[StoredEvent]) -> Vec<RoutingPlan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Kind, Status};
 
     const CONFIG: &str = r#"
 [verify]

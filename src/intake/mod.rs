@@ -324,7 +324,7 @@ where
         webhook_id: webhook_id.clone(),
         object_id: envelope.id,
         kind,
-        status: status.clone(),
+        status: view.status.clone(),
         model: envelope.model,
         query,
         body,

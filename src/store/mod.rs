@@ -14,7 +14,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
-use crate::event::Kind;
+use crate::event::{Kind, Status};
 
 pub use sqlite::SqliteStore;
 
@@ -29,7 +29,7 @@ pub struct NewEvent {
     /// The prediction or training id.
     pub object_id: String,
     pub kind: Kind,
-    pub status: String,
+    pub status: Status,
     pub model: Option<String>,
     /// The webhook URL's raw query string (routing hints such as `team=vision`).
     pub query: String,
@@ -59,8 +59,8 @@ pub struct StoredEvent {
     pub seq: i64,
     pub webhook_id: String,
     pub object_id: String,
-    pub kind: String,
-    pub status: String,
+    pub kind: Kind,
+    pub status: Status,
     pub model: Option<String>,
     pub query: String,
     pub body: Vec<u8>,

@@ -3,6 +3,7 @@
 //! the daemon runs them on its writer thread and the command line (`deliveries`,
 //! `retry`) on its own connection beside a running daemon.
 
+use crate::event::{Kind, Status};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::store::{
@@ -15,13 +16,42 @@ pub(super) const EVENT_COLUMNS: &str =
 const DELIVERY_COLUMNS: &str = "id, event_seq, route, notifier, state, attempts, created_at_ms, \
      next_attempt_at_ms, expires_at_ms, last_error";
 
+/// Column `i` read as `T` by `parse`; a value it does not know is an error
+/// naming the column, not a default: a store written by a newer version, or
+/// damaged, must say so rather than be misread.
+fn parsed<T>(
+    r: &Row<'_>,
+    i: usize,
+    what: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown {what} `{text}` in the store").into(),
+        )
+    })
+}
+
+fn kind_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Kind> {
+    parsed(r, i, "kind", |s| s.parse().ok())
+}
+
+fn status_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Status> {
+    let text: String = r.get(i)?;
+    // Replicate may add statuses: an unknown one is kept, as at intake.
+    Ok(Status::parse(&text))
+}
+
 pub(super) fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
         seq: r.get(0)?,
         webhook_id: r.get(1)?,
         object_id: r.get(2)?,
-        kind: r.get(3)?,
-        status: r.get(4)?,
+        kind: kind_at(r, 3)?,
+        status: status_at(r, 4)?,
         model: r.get(5)?,
         query: r.get(6)?,
         body: r.get(7)?,
@@ -30,13 +60,12 @@ pub(super) fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
 }
 
 fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
-    let state: String = r.get(4)?;
     Ok(Delivery {
         id: r.get(0)?,
         event_seq: r.get(1)?,
         route: r.get(2)?,
         notifier: r.get(3)?,
-        state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
+        state: parsed(r, 4, "delivery state", DeliveryState::parse)?,
         attempts: r.get(5)?,
         created_at_ms: r.get(6)?,
         next_attempt_at_ms: r.get(7)?,
@@ -271,9 +300,9 @@ pub fn stats(conn: &Connection) -> rusqlite::Result<OutboxStats> {
 #[derive(Debug, Clone)]
 pub struct Listed {
     pub delivery: Delivery,
-    pub kind: String,
+    pub kind: Kind,
     pub object_id: String,
-    pub status: String,
+    pub status: Status,
 }
 
 pub fn list(
@@ -299,9 +328,9 @@ pub fn list(
     stmt.query_map([limit as i64], |r| {
         Ok(Listed {
             delivery: delivery_from_row(r)?,
-            kind: r.get(10)?,
+            kind: kind_at(r, 10)?,
             object_id: r.get(11)?,
-            status: r.get(12)?,
+            status: status_at(r, 12)?,
         })
     })?
     .collect()
@@ -368,6 +397,40 @@ mod tests {
             .unwrap();
         }
         (dir, conn)
+    }
+
+    /// A kind or delivery state the store does not know is an error naming
+    /// it, never read as a default; an unknown status is kept, as at intake.
+    #[test]
+    fn stored_rows_read_typed_or_say_what_is_wrong() {
+        let (_dir, mut conn) = setup();
+        let events = unrouted(&conn, 10).unwrap();
+        assert_eq!(events[0].kind, Kind::Prediction);
+        assert_eq!(events[2].status, Status::Processing);
+        conn.execute("UPDATE events SET status = 'queued' WHERE seq = 1", [])
+            .unwrap();
+        assert_eq!(
+            unrouted(&conn, 10).unwrap()[0].status,
+            Status::Other("queued".into())
+        );
+        conn.execute("UPDATE events SET kind = 'gizmo' WHERE seq = 2", [])
+            .unwrap();
+        let error = unrouted(&conn, 10).unwrap_err().to_string();
+        assert!(
+            error.contains("unknown kind `gizmo` in the store"),
+            "{error}"
+        );
+
+        record_routing(&mut conn, &[plan(1, "p1:queued", &[("r", "n")])], 1_000).unwrap();
+        conn.execute("UPDATE deliveries SET state = 'lost'", [])
+            .unwrap();
+        let error = list(&conn, DeliveryFilter::All, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unknown delivery state `lost` in the store"),
+            "{error}"
+        );
     }
 
     fn plan(seq: i64, key: &str, pairs: &[(&str, &str)]) -> RoutingPlan {
