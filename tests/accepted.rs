@@ -98,6 +98,19 @@ fn the_bodies_that_broke_the_rule_hold_it_now() {
             "{name}"
         );
     }
+    // Found by the fuzz target: a status with a CR was accepted, and mail
+    // (which carries no bare CR) then showed another status. A control
+    // character in `id` or `status` is refused now, before the 2xx.
+    for body in [
+        r#"{"id":"pgk3v2anxhrmc0ckxv","status":"abo\rted"}"#,
+        r#"{"id":"pgk3v2\u0000anxhrm","status":"failed"}"#,
+    ] {
+        assert_eq!(
+            rule::check(&config, body.as_bytes(), ""),
+            Ok(false),
+            "{body}"
+        );
+    }
 }
 
 /// `[[…[leaf]…]]` with `levels` lists.

@@ -325,6 +325,8 @@ pub enum BodyError {
     NotString(&'static str),
     #[error("field `{0}` is longer than {1} bytes (Replicate's are far shorter)")]
     TooLong(&'static str, usize),
+    #[error("field `{0}` contains a control character (Replicate's never do)")]
+    ControlCharacter(&'static str),
 }
 
 /// The longest `id` and `status` the intake accepts. Replicate's ids are 26
@@ -381,6 +383,11 @@ impl Envelope {
         for (key, value, max) in [("id", &id, MAX_ID), ("status", &status, MAX_STATUS)] {
             if value.len() > max {
                 return Err(BodyError::TooLong(key, max));
+            }
+            // A line break or NUL here would change how every message shows
+            // the job (mail carries none), so such a body is refused.
+            if value.chars().any(char::is_control) {
+                return Err(BodyError::ControlCharacter(key));
             }
         }
         let status = Status::parse(&status);
@@ -1052,6 +1059,16 @@ mod tests {
             .map(|(b, h, w)| (b.to_owned(), h, w))
             .collect::<Vec<_>>();
         cases.push((long_id, None, Err(BodyError::TooLong("id", MAX_ID))));
+        cases.push((
+            r#"{"id":"a","status":"abo\rted"}"#.to_owned(),
+            None,
+            Err(BodyError::ControlCharacter("status")),
+        ));
+        cases.push((
+            r#"{"id":"p\u0000","status":"failed"}"#.to_owned(),
+            None,
+            Err(BodyError::ControlCharacter("id")),
+        ));
         cases.push((
             long_status,
             None,
