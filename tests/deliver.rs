@@ -25,13 +25,13 @@ async fn start(dir: &std::path::Path, extra: &str) -> Daemon {
     Daemon::start(&write_config(dir, SECRET, extra), Arc::new(SystemClock)).await
 }
 
-fn states(rows: &[replicate_relay::store::sqlite::outbox::Listed]) -> Vec<DeliveryState> {
+fn states(rows: &[replicate_relay::store::Listed]) -> Vec<DeliveryState> {
     rows.iter().map(|l| l.delivery.state).collect()
 }
 
 /// The outbox of the store at `db` once it holds one delivered delivery (or
 /// whatever it holds after 5 s).
-async fn one_delivered(db: &Path) -> Vec<replicate_relay::store::sqlite::outbox::Listed> {
+async fn one_delivered(db: &Path) -> Vec<replicate_relay::store::Listed> {
     wait_deliveries(db, Duration::from_secs(5), |r| {
         states(r) == [DeliveryState::Delivered]
     })

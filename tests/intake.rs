@@ -11,7 +11,7 @@ use common::root::{Immutable, root_or_skip};
 use common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::event::{Job, Kind};
-use replicate_relay::store::sqlite::read_recent;
+use replicate_relay::store::open_beside;
 
 #[tokio::test]
 async fn every_fixture_is_accepted_and_stored_with_its_kind_and_status() {
@@ -342,7 +342,12 @@ async fn events_survive_a_restart_on_the_same_store() {
     );
     daemon.stop().await;
     assert_eq!(
-        read_recent(&dir.path().join("relay.db"), 10).unwrap().len(),
+        open_beside(&dir.path().join("relay.db"))
+            .unwrap()
+            .recent(10)
+            .await
+            .unwrap()
+            .len(),
         5
     );
 }
@@ -562,7 +567,11 @@ async fn a_request_in_flight_at_shutdown_still_commits_and_later_ones_get_503() 
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(stopping.await.unwrap(), "drained within the deadline");
 
-    let stored = read_recent(&dir.path().join("relay.db"), 10).unwrap();
+    let stored = open_beside(&dir.path().join("relay.db"))
+        .unwrap()
+        .recent(10)
+        .await
+        .unwrap();
     let ids: Vec<_> = stored.iter().map(|e| e.webhook_id.as_str()).collect();
     assert_eq!(ids, ["msg_inflight"]);
 }

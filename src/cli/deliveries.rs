@@ -1,6 +1,6 @@
 //! `replicate-relay deliveries` and `retry`: what the outbox holds, and requeuing
-//! by hand. They open the store directly, beside a running daemon (which picks
-//! requeued deliveries up within a second).
+//! by hand, through the store's [`Admin`](crate::store::Admin) door beside a
+//! running daemon (which picks requeued deliveries up within a second).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,18 +11,19 @@ use super::events::{format_time, write_table};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::render::helpers::truncate_chars;
-use crate::store::sqlite::open_for_cli;
-use crate::store::sqlite::outbox::{self, RetrySelector};
-use crate::store::{DeliveryFilter, DeliveryState};
+use crate::store::{DeliveryFilter, DeliveryState, RetrySelector, open_beside};
 
-pub fn list(
+pub async fn list(
     config: &Config,
     filter: DeliveryFilter,
     limit: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let conn = open_for_cli(&config.store.path)?;
-    let rows = outbox::list(&conn, filter, limit).context("cannot read the outbox")?;
+    let store = open_beside(&config.store.path)?;
+    let rows = store
+        .deliveries(filter, limit)
+        .await
+        .context("cannot read the outbox")?;
     let mut out = std::io::stdout().lock();
     if json {
         for l in &rows {
@@ -102,7 +103,7 @@ pub fn list(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn retry(config: &Config, id: Option<i64>, dead: bool) -> anyhow::Result<ExitCode> {
+pub async fn retry(config: &Config, id: Option<i64>, dead: bool) -> anyhow::Result<ExitCode> {
     let selector = match (id, dead) {
         (Some(id), false) => RetrySelector::One(id),
         (None, true) => RetrySelector::AllDead,
@@ -110,9 +111,12 @@ pub fn retry(config: &Config, id: Option<i64>, dead: bool) -> anyhow::Result<Exi
             anyhow::bail!("give a delivery ID or --dead (see `replicate-relay deliveries --dead`)")
         }
     };
-    let conn = open_for_cli(&config.store.path)?;
+    let store = open_beside(&config.store.path)?;
     let max_age = config.delivery.max_age.as_millis() as i64;
-    let n = outbox::retry(&conn, selector, now_ms(), max_age).context("cannot requeue")?;
+    let n = store
+        .retry(selector, now_ms(), max_age)
+        .await
+        .context("cannot requeue")?;
     match (selector, n) {
         (RetrySelector::One(id), 0) => {
             eprintln!(

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use crate::config::Config;
 use crate::store;
 
-pub fn run(config: &Config, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
-    let events = store::sqlite::read_recent(&config.store.path, limit)?;
+pub async fn run(config: &Config, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let events = store::open_beside(&config.store.path)?
+        .recent(limit)
+        .await?;
     let mut out = std::io::stdout().lock();
     if json {
         for e in &events {

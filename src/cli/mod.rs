@@ -160,7 +160,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             limit,
             json,
-        } => events::run(&load(&config)?, limit, json),
+        } => events::run(&load(&config)?, limit, json).await,
         Command::Deliveries {
             config,
             dead,
@@ -173,9 +173,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (_, true) => crate::store::DeliveryFilter::Pending,
                 _ => crate::store::DeliveryFilter::All,
             };
-            deliveries::list(&load(&config)?, filter, limit, json)
+            deliveries::list(&load(&config)?, filter, limit, json).await
         }
-        Command::Retry { id, dead, config } => deliveries::retry(&load(&config)?, id, dead),
+        Command::Retry { id, dead, config } => deliveries::retry(&load(&config)?, id, dead).await,
         Command::Send {
             payload,
             url,

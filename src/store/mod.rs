@@ -200,14 +200,59 @@ pub enum StoreError {
     },
 }
 
+/// A delivery with a summary of its event, for `replicate-relay deliveries`.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub delivery: Delivery,
+    pub kind: Kind,
+    pub object_id: String,
+    pub status: Status,
+}
+
+/// What `replicate-relay retry` requeues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrySelector {
+    One(i64),
+    AllDead,
+}
+
+/// What the command line asks of a store, beside a running daemon or in
+/// it: the events and the outbox, and requeuing by hand. Every [`Store`]
+/// answers these; [`open_beside`] opens a store for them alone.
+pub trait Admin: Send + Sync {
+    /// The most recent events, newest first.
+    fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// Deliveries matching `filter`, newest first, with their events' summary.
+    fn deliveries(
+        &self,
+        filter: DeliveryFilter,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Listed>, StoreError>>;
+
+    /// Requeues deliveries for an attempt now, with a fresh `max_age_ms`
+    /// window. A delivered one is sent again only when named by id (a
+    /// deliberate resend); one being sent is left alone. Returns how many.
+    fn retry(
+        &self,
+        selector: RetrySelector,
+        now_ms: i64,
+        max_age_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>>;
+}
+
+/// Opens the store at `path` for [`Admin`] work beside a daemon that may be
+/// running on it: it creates nothing and migrates nothing, and leaves what
+/// the daemon owns (its writer, the dedup index) alone.
+pub fn open_beside(path: &std::path::Path) -> Result<Box<dyn Admin>, StoreError> {
+    Ok(Box::new(sqlite::beside::Beside::open(path)?))
+}
+
 /// The durable event store.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Admin + Send + Sync + 'static {
     /// Stores `event` and resolves once it is committed to disk (or known to be a
     /// duplicate). Never resolves `Ok` for data that is not durable.
     fn insert(&self, event: NewEvent) -> BoxFuture<'static, Result<Inserted, StoreError>>;
-
-    /// The most recent events, newest first.
-    fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
 
     /// `Ok` when the store can be read and takes writes: its last write
     /// succeeded, or, after one failed, a write made to check succeeds.

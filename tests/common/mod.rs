@@ -11,8 +11,7 @@ use replicate_relay::clock::Clock;
 use replicate_relay::config::{self, Config};
 use replicate_relay::server::{self, Running};
 use replicate_relay::signature::Secret;
-use replicate_relay::store::DeliveryFilter;
-use replicate_relay::store::sqlite::{open_for_cli, outbox};
+use replicate_relay::store::{DeliveryFilter, Listed, open_beside};
 
 pub mod root;
 pub mod serve;
@@ -209,14 +208,17 @@ pub async fn post(
 pub async fn wait_deliveries(
     db: &Path,
     within: Duration,
-    done: impl Fn(&[outbox::Listed]) -> bool,
-) -> Vec<outbox::Listed> {
+    done: impl Fn(&[Listed]) -> bool,
+) -> Vec<Listed> {
     let deadline = std::time::Instant::now() + within;
     loop {
-        let rows = open_for_cli(db)
-            .ok()
-            .and_then(|conn| outbox::list(&conn, DeliveryFilter::All, 1000).ok())
-            .unwrap_or_default();
+        let rows = match open_beside(db) {
+            Ok(store) => store
+                .deliveries(DeliveryFilter::All, 1000)
+                .await
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
         if done(&rows) || std::time::Instant::now() > deadline {
             return rows;
         }

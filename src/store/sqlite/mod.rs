@@ -15,13 +15,13 @@
 //! the `events` command) use their own connection, which WAL lets run beside
 //! the writer without blocking it, and so do checkpoints (see `checkpoint`).
 
+pub mod beside;
 mod checkpoint;
 mod dedup;
 pub mod outbox;
 
 pub use checkpoint::CheckpointLimits;
 
-use crate::clock::now_ms;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::clock::now_ms;
 
 use super::{
     BoxFuture, Claimed, Inserted, NewEvent, OutboxStats, Outcome, RoutingPlan, Store, StoreError,
@@ -370,8 +372,9 @@ impl SqliteStore {
     }
 }
 
-/// Opens the store at `path` for the command line (`deliveries`, `retry`),
-/// beside a running daemon: no migrations, no writer thread.
+/// Opens the store at `path` beside a running daemon, as a plain connection:
+/// no migrations, no writer thread ([`beside`] is built on it; tests use it
+/// to put a store in a state only a crash leaves).
 pub fn open_for_cli(path: &Path) -> Result<Connection, StoreError> {
     let open_err = |reason: String| StoreError::Open {
         path: path.display().to_string(),
@@ -395,12 +398,6 @@ pub fn open_for_cli(path: &Path) -> Result<Connection, StoreError> {
         )));
     }
     Ok(conn)
-}
-
-/// Reads the newest events from the store at `path` without starting a writer or
-/// migrating: for the command line, beside a running daemon.
-pub fn read_recent(path: &Path, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-    query_recent(&open_for_cli(path)?, limit).map_err(|e| StoreError::Read(e.to_string()))
 }
 
 fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
@@ -773,13 +770,36 @@ fn write_batch(
     Ok((outcomes, planned, part))
 }
 
-fn query_recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
+pub(crate) fn query_recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {} FROM events ORDER BY seq DESC LIMIT ?1",
         outbox::EVENT_COLUMNS
     ))?;
     stmt.query_map([limit as i64], outbox::event_from_row)?
         .collect()
+}
+
+impl crate::store::Admin for SqliteStore {
+    fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.read(move |conn| query_recent(conn, limit))
+    }
+
+    fn deliveries(
+        &self,
+        filter: crate::store::DeliveryFilter,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::Listed>, StoreError>> {
+        self.read(move |conn| outbox::list(conn, filter, limit))
+    }
+
+    fn retry(
+        &self,
+        selector: crate::store::RetrySelector,
+        now_ms: i64,
+        max_age_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| outbox::retry(conn, selector, now_ms, max_age_ms))
+    }
 }
 
 impl Store for SqliteStore {
@@ -795,10 +815,6 @@ impl Store for SqliteStore {
             // A dropped reply means the writer died before answering: not stored.
             answer.await.map_err(|_| StoreError::Closed)?
         })
-    }
-
-    fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.read(move |conn| query_recent(conn, limit))
     }
 
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -939,6 +955,7 @@ impl Drop for SqliteStore {
 mod tests {
     use super::*;
     use crate::event::Kind;
+    use crate::store::Admin;
 
     fn event(webhook_id: &str) -> NewEvent {
         NewEvent {
@@ -981,7 +998,9 @@ mod tests {
             store.insert(event("msg_c")).await,
             Err(StoreError::Closed)
         ));
-        assert_eq!(read_recent(&path, 1).unwrap()[0].webhook_id, "msg_b");
+        // Beside the store, as the command line reads it.
+        let beside = crate::store::open_beside(&path).unwrap();
+        assert_eq!(beside.recent(1).await.unwrap()[0].webhook_id, "msg_b");
     }
 
     #[tokio::test]
@@ -1503,8 +1522,10 @@ mod tests {
     }
 
     #[test]
-    fn read_recent_on_a_missing_store_says_what_to_do() {
-        let err = read_recent(Path::new("/nonexistent/relay.db"), 5).unwrap_err();
+    fn opening_a_missing_store_beside_says_what_to_do() {
+        let Err(err) = crate::store::open_beside(Path::new("/nonexistent/relay.db")) else {
+            panic!("opened a missing store")
+        };
         assert!(err.to_string().contains("replicate-relay serve"), "{err}");
     }
 }

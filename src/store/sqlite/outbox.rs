@@ -3,12 +3,12 @@
 //! the daemon runs them on its writer thread and the command line (`deliveries`,
 //! `retry`) on its own connection beside a running daemon.
 
-use crate::event::{Kind, Status};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use crate::event::{Kind, Status};
 use crate::store::{
-    Claimed, Delivery, DeliveryFilter, DeliveryState, OutboxStats, Outcome, Routing, RoutingPlan,
-    StoredEvent,
+    Claimed, Delivery, DeliveryFilter, DeliveryState, Listed, OutboxStats, Outcome, RetrySelector,
+    Routing, RoutingPlan, StoredEvent,
 };
 
 pub(super) const EVENT_COLUMNS: &str =
@@ -296,15 +296,6 @@ pub fn stats(conn: &Connection) -> rusqlite::Result<OutboxStats> {
     )
 }
 
-/// A delivery with a summary of its event, for `replicate-relay deliveries`.
-#[derive(Debug, Clone)]
-pub struct Listed {
-    pub delivery: Delivery,
-    pub kind: Kind,
-    pub object_id: String,
-    pub status: Status,
-}
-
 pub fn list(
     conn: &Connection,
     filter: DeliveryFilter,
@@ -334,13 +325,6 @@ pub fn list(
         })
     })?
     .collect()
-}
-
-/// What `replicate-relay retry` requeues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetrySelector {
-    One(i64),
-    AllDead,
 }
 
 /// Requeues deliveries for an immediate attempt, with a fresh `max_age` window.

@@ -1,0 +1,78 @@
+//! The SQLite store opened beside a daemon that may be running on it, for
+//! the command line's [`Admin`] work (`events`, `deliveries`, `retry`): one
+//! plain connection, no writer thread, no migration, and no dedup index —
+//! the daemon stages webhook ids in memory and writes them in batches, so a
+//! second writer of that index would race it. SQLite's locks keep the two
+//! processes' transactions apart; a running daemon picks requeued
+//! deliveries up within a second.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::Connection;
+
+use super::{open_for_cli, outbox, query_recent};
+use crate::store::{
+    Admin, BoxFuture, DeliveryFilter, Listed, RetrySelector, StoreError, StoredEvent,
+};
+
+pub struct Beside {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Beside {
+    /// Opens the store at `path`, which must exist and be of this version's
+    /// schema (a daemon of this version creates and migrates it).
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            conn: Arc::new(Mutex::new(open_for_cli(path)?)),
+        })
+    }
+
+    /// Runs `f` on the connection, off the async threads.
+    fn with<T, F>(
+        &self,
+        f: F,
+        error: fn(String) -> StoreError,
+    ) -> BoxFuture<'_, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                f(&conn).map_err(|e| error(e.to_string()))
+            })
+            .await
+            .map_err(|e| error(e.to_string()))?
+        })
+    }
+}
+
+impl Admin for Beside {
+    fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.with(move |c| query_recent(c, limit), StoreError::Read)
+    }
+
+    fn deliveries(
+        &self,
+        filter: DeliveryFilter,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Listed>, StoreError>> {
+        self.with(move |c| outbox::list(c, filter, limit), StoreError::Read)
+    }
+
+    fn retry(
+        &self,
+        selector: RetrySelector,
+        now_ms: i64,
+        max_age_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.with(
+            move |c| outbox::retry(c, selector, now_ms, max_age_ms),
+            StoreError::Write,
+        )
+    }
+}
