@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::OutputFormat;
-use crate::config::{Config, NotifierKind};
+use crate::config::Config;
 use crate::event::Event;
 use crate::notify;
 use crate::render::Message;
@@ -116,7 +116,7 @@ pub fn run(
                     out,
                     "\n━━ {route} → {} ({}) ━━",
                     notifier.name,
-                    notifier.kind.type_name()
+                    notifier.settings.kind().name()
                 )?;
                 if let Some(why) = message.fallback() {
                     writeln!(
@@ -136,11 +136,11 @@ fn write_message(
     notifier: &crate::config::Notifier,
     message: &Message,
 ) -> std::io::Result<()> {
+    for line in notifier.settings.describe() {
+        writeln!(out, "{line}")?;
+    }
     match message {
         Message::Email(r) | Message::Log(r) => {
-            if let NotifierKind::Email(e) = &notifier.kind {
-                writeln!(out, "From: {}\nTo: {}", e.from, e.to.join(", "))?;
-            }
             writeln!(out, "Subject: {}\n", r.message.subject)?;
             writeln!(out, "{}", r.message.text.trim_end())?;
             if let Some(html) = &r.message.html {
@@ -151,37 +151,19 @@ fn write_message(
                 )?;
             }
         }
-        Message::Slack(r) => {
-            if let NotifierKind::Slack(s) = &notifier.kind {
-                let target = match &s.target {
-                    crate::config::notifiers::SlackTarget::Api { channel, .. } => {
-                        format!("chat.postMessage to {channel}")
-                    }
-                    crate::config::notifiers::SlackTarget::IncomingWebhook { .. } => {
-                        "incoming webhook".into()
-                    }
-                };
-                writeln!(out, "Slack: {target}")?;
-            }
-            writeln!(
+        Message::Slack(r) => writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&r.message).unwrap_or_default()
+        )?,
+        Message::Webhook(r) => match serde_json::from_slice::<Value>(&r.message) {
+            Ok(v) => writeln!(
                 out,
                 "{}",
-                serde_json::to_string_pretty(&r.message).unwrap_or_default()
-            )?;
-        }
-        Message::Webhook(r) => {
-            if let NotifierKind::Webhook(w) = &notifier.kind {
-                writeln!(out, "POST {}", w.url)?;
-            }
-            match serde_json::from_slice::<Value>(&r.message) {
-                Ok(v) => writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&v).unwrap_or_default()
-                )?,
-                Err(_) => writeln!(out, "{}", String::from_utf8_lossy(&r.message))?,
-            }
-        }
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            )?,
+            Err(_) => writeln!(out, "{}", String::from_utf8_lossy(&r.message))?,
+        },
     }
     Ok(())
 }
@@ -190,7 +172,7 @@ fn message_json(route: &str, notifier: &crate::config::Notifier, message: &Messa
     let mut v = json!({
         "route": route,
         "notifier": notifier.name,
-        "type": notifier.kind.type_name(),
+        "type": notifier.settings.kind().name(),
         "fallback": message.fallback(),
     });
     match message {

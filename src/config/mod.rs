@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use crate::notify::Notifier;
 pub use crate::read::{Problem, Sensitive};
 use crate::read::{Reader, Table};
 use crate::render::Templates;
 use crate::route::Route;
 use crate::signature::Secret;
-pub use notifiers::{Notifier, NotifierKind};
 
 /// The development secret in the shipped `config/relay.toml`. It is public, so the
 /// daemon warns loudly whenever it is in use.

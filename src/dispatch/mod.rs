@@ -348,7 +348,7 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         }) => {
             let mut delay = backoff::delay(d.attempts, backoff::random_unit());
             if let Some(after) = retry_after {
-                if matches!(notifier.kind, crate::config::NotifierKind::Slack(_)) {
+                if notifier.settings.kind().name() == "slack" {
                     telemetry::slack_rate_limited(&d.notifier);
                 }
                 shared.pause(sender.rate_key(), now + after.as_millis() as i64);

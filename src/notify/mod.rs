@@ -1,10 +1,13 @@
-//! Notify: sending a rendered message to its destination. One file per kind of
-//! notifier behind one trait, [`Notify`]; every failure is a [`DeliveryError`]
-//! that says whether to retry (transient) or give up now (permanent). That
-//! decision is made in one place, [`classify`], tested by one table.
+//! Notify: sending a rendered message to its destination. One folder per kind
+//! of notifier (`email/`, `slack/`, `webhook/`, `log/`), listed once in the
+//! registry ([`kind`]); each sends through one trait, [`Notify`]. Every
+//! failure is a [`DeliveryError`] that says whether to retry (transient) or
+//! give up now (permanent). That decision is made in one place, [`classify`],
+//! tested by one table.
 
 pub mod email;
 pub mod http;
+pub mod kind;
 pub mod log;
 pub mod slack;
 pub mod webhook;
@@ -13,9 +16,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Notifier, NotifierKind};
 use crate::render::{Message, Templates};
 use crate::store::BoxFuture;
+
+/// A configured notifier: what every one has, and its kind's settings.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    pub name: String,
+    /// Template name (`default` unless set); `None` when the kind sends a
+    /// message of its own without one (a webhook: the original payload).
+    pub template: Option<String>,
+    /// Its kind's settings, read by the kind ([`kind::Kind::read`]).
+    pub settings: Arc<dyn kind::Settings>,
+    /// How many messages may be in flight to this notifier at once.
+    pub concurrency: usize,
+}
 
 /// Why a send failed, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,27 +166,16 @@ pub fn build_all(
     notifiers: &BTreeMap<String, Notifier>,
 ) -> Result<BTreeMap<String, Arc<dyn Notify>>, BuildError> {
     crate::install_crypto_provider();
-    // Built on first use: loading the system's root certificates can fail, and
-    // a config with only log or email notifiers must not depend on it.
-    let mut client: Option<http::Client> = None;
+    let mut shared = kind::Shared::default();
     let mut out: BTreeMap<String, Arc<dyn Notify>> = BTreeMap::new();
     for (name, n) in notifiers {
-        let err = |reason: String| BuildError {
-            name: name.clone(),
-            reason,
-        };
-        let sender: Arc<dyn Notify> = match &n.kind {
-            NotifierKind::Log => Arc::new(log::LogNotifier::new(name)),
-            NotifierKind::Webhook(w) => {
-                let shared = match &client {
-                    Some(c) => c.clone(),
-                    None => client.insert(http::Client::new().map_err(err)?).clone(),
-                };
-                Arc::new(webhook::WebhookNotifier::new(name, w, shared))
-            }
-            NotifierKind::Slack(s) => Arc::new(slack::SlackNotifier::new(name, s).map_err(err)?),
-            NotifierKind::Email(e) => Arc::new(email::EmailNotifier::new(name, e).map_err(err)?),
-        };
+        let sender = n
+            .settings
+            .build(name, &mut shared)
+            .map_err(|reason| BuildError {
+                name: name.clone(),
+                reason,
+            })?;
         out.insert(name.clone(), sender);
     }
     Ok(out)
@@ -186,19 +190,9 @@ pub fn message(
     original: &[u8],
 ) -> Message {
     let ctx = crate::render::context::context(event, route, &notifier.name);
-    let name = notifier.template.as_deref().unwrap_or("default");
-    match &notifier.kind {
-        NotifierKind::Email(_) => Message::Email(templates.email(name, &ctx)),
-        NotifierKind::Log => {
-            let mut rendered = templates.email(name, &ctx);
-            rendered.message.html = None; // a log line has no use for HTML
-            Message::Log(rendered)
-        }
-        NotifierKind::Slack(_) => Message::Slack(templates.slack(name, &ctx)),
-        NotifierKind::Webhook(_) => {
-            Message::Webhook(templates.webhook(notifier.template.as_deref(), &ctx, original))
-        }
-    }
+    notifier
+        .settings
+        .render(templates, notifier.template.as_deref(), &ctx, original)
 }
 
 /// A message of the wrong shape for a notifier: a bug, never retried.

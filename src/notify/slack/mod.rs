@@ -10,10 +10,70 @@ use sha2::{Digest, Sha256};
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
+use std::sync::Arc;
+
+use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
-use crate::config::notifiers::{Slack, SlackTarget};
-use crate::render::Message;
+use crate::read::{Reader, Table};
+use crate::render::{Format, Message, Templates};
 use crate::store::BoxFuture;
+
+mod config;
+pub use config::{Slack, SlackTarget};
+
+/// `type = "slack"`.
+pub struct SlackKind;
+
+impl Kind for SlackKind {
+    fn name(&self) -> &'static str {
+        "slack"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        config::KEYS
+    }
+
+    fn formats(&self) -> &'static [Format] {
+        &[Format::Slack]
+    }
+
+    /// Slack allows about one message per second per channel: one at a time
+    /// keeps a burst from turning into 429s.
+    fn default_concurrency(&self) -> usize {
+        1
+    }
+
+    fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
+        config::read(r, t).map(|s| Arc::new(s) as Arc<dyn Settings>)
+    }
+}
+
+impl Settings for Slack {
+    fn kind(&self) -> &'static dyn Kind {
+        &SlackKind
+    }
+
+    fn build(&self, name: &str, _shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+        Ok(Arc::new(SlackNotifier::new(name, self)?))
+    }
+
+    fn render(
+        &self,
+        templates: &Templates,
+        template: Option<&str>,
+        ctx: &Value,
+        _: &[u8],
+    ) -> Message {
+        Message::Slack(templates.slack(template.unwrap_or("default"), ctx))
+    }
+
+    fn describe(&self) -> Vec<String> {
+        vec![match &self.target {
+            SlackTarget::Api { channel, .. } => format!("Slack: chat.postMessage to {channel}"),
+            SlackTarget::IncomingWebhook { .. } => "Slack: incoming webhook".to_owned(),
+        }]
+    }
+}
 
 /// When Slack sends a 429 without `Retry-After` (it should not), wait this long.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);

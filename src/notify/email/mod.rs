@@ -7,10 +7,66 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor};
 
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
-use crate::config::notifiers::{Email, SmtpTls};
-use crate::render::Message;
+use crate::read::{Reader, Table};
+use crate::render::{Format, Message, Templates};
 use crate::store::BoxFuture;
+
+mod config;
+pub use config::{Email, SmtpServer, SmtpTls};
+
+/// `type = "email"`.
+pub struct EmailKind;
+
+impl Kind for EmailKind {
+    fn name(&self) -> &'static str {
+        "email"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        config::KEYS
+    }
+
+    fn formats(&self) -> &'static [Format] {
+        &[Format::Subject, Format::Text]
+    }
+
+    fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
+        config::read(r, t).map(|e| Arc::new(e) as Arc<dyn Settings>)
+    }
+}
+
+impl Settings for Email {
+    fn kind(&self) -> &'static dyn Kind {
+        &EmailKind
+    }
+
+    fn build(&self, name: &str, _shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+        Ok(Arc::new(EmailNotifier::new(name, self)?))
+    }
+
+    fn render(
+        &self,
+        templates: &Templates,
+        template: Option<&str>,
+        ctx: &Value,
+        _: &[u8],
+    ) -> Message {
+        Message::Email(templates.email(template.unwrap_or("default"), ctx))
+    }
+
+    fn describe(&self) -> Vec<String> {
+        vec![
+            format!("From: {}", self.from),
+            format!("To: {}", self.to.join(", ")),
+        ]
+    }
+}
 
 pub struct EmailNotifier {
     name: String,

@@ -8,13 +8,71 @@ use bytes::Bytes;
 use http_body_util::Full;
 use warp::http::{HeaderName, HeaderValue, Method, Request, header};
 
+use std::sync::Arc;
+
+use serde_json::Value;
+
 use super::http::Client;
+use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
 use crate::clock::{Clock, SystemClock};
-use crate::config::notifiers::Webhook;
-use crate::render::Message;
+use crate::read::{Reader, Table};
+use crate::render::{Format, Message, Templates};
 use crate::signature::Secret;
 use crate::store::BoxFuture;
+
+mod config;
+pub use config::Webhook;
+
+/// `type = "webhook"`.
+pub struct WebhookKind;
+
+impl Kind for WebhookKind {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        config::KEYS
+    }
+
+    fn formats(&self) -> &'static [Format] {
+        &[Format::Webhook]
+    }
+
+    /// Without a template, the original payload is sent.
+    fn default_template(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
+        config::read(r, t).map(|w| Arc::new(w) as Arc<dyn Settings>)
+    }
+}
+
+impl Settings for Webhook {
+    fn kind(&self) -> &'static dyn Kind {
+        &WebhookKind
+    }
+
+    fn build(&self, name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+        Ok(Arc::new(WebhookNotifier::new(name, self, shared.http()?)))
+    }
+
+    fn render(
+        &self,
+        templates: &Templates,
+        template: Option<&str>,
+        ctx: &Value,
+        original: &[u8],
+    ) -> Message {
+        Message::Webhook(templates.webhook(template, ctx, original))
+    }
+
+    fn describe(&self) -> Vec<String> {
+        vec![format!("POST {}", self.url)]
+    }
+}
 
 pub struct WebhookNotifier {
     name: String,

@@ -1,0 +1,115 @@
+//! The registry of notifier kinds. Each kind lives in its own folder
+//! (`notify/<kind>/`: its config keys, the templates it renders, its
+//! rendering and its sending) behind the two traits here, and [`KINDS`] is
+//! the one list that config reading, `check`, `route` previews and the
+//! dispatcher consult. Adding a kind is a folder and a line in [`KINDS`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Notify, email, http, log, slack, webhook};
+use crate::read::{Reader, Table};
+use crate::render::{Format, Message, Templates};
+
+/// A kind of notifier: `type = "<name>"` in a `[notifiers.<name>]` table.
+pub trait Kind: Send + Sync + 'static {
+    /// Its `type`.
+    fn name(&self) -> &'static str;
+
+    /// The keys it reads besides `type`, `template` and `concurrency`.
+    fn keys(&self) -> &'static [&'static str];
+
+    /// The template formats a notifier of this kind renders: each must exist
+    /// under the name its `template` gives.
+    fn formats(&self) -> &'static [Format];
+
+    /// The template used when `template` is not set; `None` means the kind
+    /// has a message of its own without one (a webhook sends the payload).
+    fn default_template(&self) -> Option<&'static str> {
+        Some("default")
+    }
+
+    /// Messages in flight at once unless `concurrency` says otherwise.
+    fn default_concurrency(&self) -> usize {
+        4
+    }
+
+    /// Reads and checks its keys from table `t`, reporting every problem to
+    /// `r`; `None` when any was wrong.
+    fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>>;
+}
+
+/// One notifier's settings, as its kind read them: what builds its sender
+/// and renders its messages.
+pub trait Settings: fmt::Debug + Send + Sync {
+    /// The kind that read these settings.
+    fn kind(&self) -> &'static dyn Kind;
+
+    /// The live sender (clients, TLS setup) for notifier `name`.
+    fn build(&self, name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String>;
+
+    /// The message for template context `ctx`, from template `template`
+    /// (the built-in fallback if it fails); `original` is the webhook body.
+    fn render(
+        &self,
+        templates: &Templates,
+        template: Option<&str>,
+        ctx: &Value,
+        original: &[u8],
+    ) -> Message;
+
+    /// Lines that say where the message goes, for previews ("POST …").
+    fn describe(&self) -> Vec<String>;
+}
+
+/// What senders built together share: one pooled HTTP client, made on first
+/// use (loading the system's root certificates can fail, and a config with
+/// only log or email notifiers must not depend on it).
+#[derive(Default)]
+pub struct Shared {
+    http: Option<http::Client>,
+}
+
+impl Shared {
+    pub fn http(&mut self) -> Result<http::Client, String> {
+        if let Some(client) = &self.http {
+            return Ok(client.clone());
+        }
+        Ok(self.http.insert(http::Client::new()?).clone())
+    }
+}
+
+/// Every kind, in the order `check` lists them.
+pub static KINDS: &[&dyn Kind] = &[
+    &email::EmailKind,
+    &slack::SlackKind,
+    &webhook::WebhookKind,
+    &log::LogKind,
+];
+
+/// The kind named `name`.
+pub fn find(name: &str) -> Option<&'static dyn Kind> {
+    KINDS.iter().copied().find(|k| k.name() == name)
+}
+
+/// Every kind's name.
+pub fn names() -> Vec<&'static str> {
+    KINDS.iter().map(|k| k.name()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_found_by_its_name_once() {
+        let names = names();
+        for name in &names {
+            assert_eq!(find(name).map(|k| k.name()), Some(*name));
+            assert_eq!(names.iter().filter(|n| *n == name).count(), 1, "{name}");
+        }
+        assert!(find("pigeon").is_none());
+    }
+}

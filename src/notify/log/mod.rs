@@ -1,0 +1,101 @@
+//! The log notifier: writes the message to the daemon's log. Useful to try the
+//! whole path without any account, and as a record beside real notifiers.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::kind::{Kind, Settings, Shared};
+use super::{Attempt, DeliveryError, Notify, wrong_message};
+use crate::read::{Reader, Table};
+use crate::render::{Format, Message, Templates};
+use crate::store::BoxFuture;
+
+/// `type = "log"`: the message's subject and text in the daemon's log.
+pub struct LogKind;
+
+/// A log notifier has no keys of its own.
+#[derive(Debug)]
+pub struct Log;
+
+impl Kind for LogKind {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn formats(&self) -> &'static [Format] {
+        &[Format::Subject, Format::Text]
+    }
+
+    fn read(&self, _: &mut Reader, _: Table<'_>) -> Option<Arc<dyn Settings>> {
+        Some(Arc::new(Log))
+    }
+}
+
+impl Settings for Log {
+    fn kind(&self) -> &'static dyn Kind {
+        &LogKind
+    }
+
+    fn build(&self, name: &str, _shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+        Ok(Arc::new(LogNotifier::new(name)))
+    }
+
+    fn render(
+        &self,
+        templates: &Templates,
+        template: Option<&str>,
+        ctx: &Value,
+        _: &[u8],
+    ) -> Message {
+        let mut rendered = templates.email(template.unwrap_or("default"), ctx);
+        rendered.message.html = None; // a log line has no use for HTML
+        Message::Log(rendered)
+    }
+
+    fn describe(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+pub struct LogNotifier {
+    name: String,
+}
+
+impl LogNotifier {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Notify for LogNotifier {
+    fn send<'a>(
+        &'a self,
+        message: &'a Message,
+        attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let (Message::Log(rendered) | Message::Email(rendered)) = message else {
+                return Err(wrong_message("log"));
+            };
+            tracing::info!(
+                message = "Notification.",
+                notifier = %self.name,
+                route = attempt.route,
+                subject = %rendered.message.subject,
+                text = %rendered.message.text.trim_end(),
+            );
+            Ok(())
+        })
+    }
+
+    fn rate_key(&self) -> String {
+        format!("log:{}", self.name)
+    }
+}
