@@ -69,7 +69,7 @@ pub fn run(
                     };
                     json!({"name": r.name, "matched": matched, "reason": reason, "notify": r.notify})
                 }).collect::<Vec<_>>(),
-                "messages": messages.iter().map(|(route, n, m)| message_json(route, n, m)).collect::<Vec<_>>(),
+                "messages": messages.iter().map(|(route, n, m)| message_json(route, n, m.as_ref())).collect::<Vec<_>>(),
             });
             writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         }
@@ -124,7 +124,7 @@ pub fn run(
                         "⚠ the template failed, so the built-in message below would be sent: {why}"
                     )?;
                 }
-                write_message(&mut out, notifier, message)?;
+                write_message(&mut out, notifier, message.as_ref())?;
             }
         }
     }
@@ -134,58 +134,23 @@ pub fn run(
 fn write_message(
     out: &mut impl Write,
     notifier: &crate::config::Notifier,
-    message: &Message,
+    message: &dyn Message,
 ) -> std::io::Result<()> {
     for line in notifier.settings.describe() {
         writeln!(out, "{line}")?;
     }
-    match message {
-        Message::Email(r) | Message::Log(r) => {
-            writeln!(out, "Subject: {}\n", r.message.subject)?;
-            writeln!(out, "{}", r.message.text.trim_end())?;
-            if let Some(html) = &r.message.html {
-                writeln!(
-                    out,
-                    "\n[and an HTML part of {} bytes; --format json shows it]",
-                    html.len()
-                )?;
-            }
-        }
-        Message::Slack(r) => writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&r.message).unwrap_or_default()
-        )?,
-        Message::Webhook(r) => match serde_json::from_slice::<Value>(&r.message) {
-            Ok(v) => writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&v).unwrap_or_default()
-            )?,
-            Err(_) => writeln!(out, "{}", String::from_utf8_lossy(&r.message))?,
-        },
-    }
-    Ok(())
+    writeln!(out, "{}", message.preview())
 }
 
-fn message_json(route: &str, notifier: &crate::config::Notifier, message: &Message) -> Value {
+fn message_json(route: &str, notifier: &crate::config::Notifier, message: &dyn Message) -> Value {
     let mut v = json!({
         "route": route,
         "notifier": notifier.name,
         "type": notifier.settings.kind().name(),
         "fallback": message.fallback(),
     });
-    match message {
-        Message::Email(r) | Message::Log(r) => {
-            v["subject"] = json!(r.message.subject);
-            v["text"] = json!(r.message.text);
-            v["html"] = json!(r.message.html);
-        }
-        Message::Slack(r) => v["slack"] = r.message.clone(),
-        Message::Webhook(r) => {
-            v["body"] = serde_json::from_slice(&r.message)
-                .unwrap_or_else(|_| json!(String::from_utf8_lossy(&r.message)))
-        }
+    if let (Some(v), Value::Object(fields)) = (v.as_object_mut(), message.preview_json()) {
+        v.extend(fields);
     }
     v
 }

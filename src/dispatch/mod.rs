@@ -322,7 +322,7 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         number: d.attempts,
         route: &d.route,
     };
-    let result = sender.send(&message, attempt).await;
+    let result = sender.send(message.as_ref(), attempt).await;
     let now = now_ms();
     match result {
         Ok(()) => {

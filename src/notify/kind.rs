@@ -58,7 +58,7 @@ pub trait Settings: fmt::Debug + Send + Sync {
         template: Option<&str>,
         ctx: &Value,
         original: &[u8],
-    ) -> Message;
+    ) -> Box<dyn Message>;
 
     /// Lines that say where the message goes, for previews ("POST …").
     fn describe(&self) -> Vec<String>;

@@ -144,7 +144,7 @@ pub trait Notify: Send + Sync {
     /// Sends one rendered message.
     fn send<'a>(
         &'a self,
-        message: &'a Message,
+        message: &'a dyn Message,
         attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>>;
 
@@ -188,7 +188,7 @@ pub fn message(
     route: &str,
     event: &crate::event::Event,
     original: &[u8],
-) -> Message {
+) -> Box<dyn Message> {
     let ctx = crate::render::context::context(event, route, &notifier.name);
     notifier
         .settings

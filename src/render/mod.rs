@@ -10,9 +10,12 @@
 
 pub mod context;
 pub mod helpers;
+pub mod message;
 pub mod samples;
 pub mod slack;
 pub mod text;
+
+pub use message::Message;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -381,27 +384,6 @@ impl Templates {
             Ok(text.into_bytes())
         };
         Rendered::or_fallback(attempt(), "webhook", name, |_| original.to_vec())
-    }
-}
-
-/// A message rendered for one notifier.
-#[derive(Debug, Clone)]
-pub enum Message {
-    Email(Rendered<EmailMessage>),
-    Slack(Rendered<Value>),
-    Webhook(Rendered<Vec<u8>>),
-    /// The log notifier writes an email's subject and text.
-    Log(Rendered<EmailMessage>),
-}
-
-impl Message {
-    /// Why the built-in fallback was used, if it was.
-    pub fn fallback(&self) -> Option<&str> {
-        match self {
-            Message::Email(r) | Message::Log(r) => r.fallback.as_deref(),
-            Message::Slack(r) => r.fallback.as_deref(),
-            Message::Webhook(r) => r.fallback.as_deref(),
-        }
     }
 }
 

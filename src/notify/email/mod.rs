@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
 use crate::read::{Reader, Table};
-use crate::render::{Format, Message, Templates};
+use crate::render::{EmailMessage, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
 
 mod config;
@@ -56,8 +56,8 @@ impl Settings for Email {
         template: Option<&str>,
         ctx: &Value,
         _: &[u8],
-    ) -> Message {
-        Message::Email(templates.email(template.unwrap_or("default"), ctx))
+    ) -> Box<dyn Message> {
+        Box::new(templates.email(template.unwrap_or("default"), ctx))
     }
 
     fn describe(&self) -> Vec<String> {
@@ -165,11 +165,11 @@ impl EmailNotifier {
 impl Notify for EmailNotifier {
     fn send<'a>(
         &'a self,
-        message: &'a Message,
+        message: &'a dyn Message,
         _attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let Message::Email(rendered) = message else {
+            let Some(rendered) = message.as_any().downcast_ref::<Rendered<EmailMessage>>() else {
                 return Err(wrong_message("email"));
             };
             let m = &rendered.message;

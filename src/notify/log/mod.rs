@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify, wrong_message};
 use crate::read::{Reader, Table};
-use crate::render::{Format, Message, Templates};
+use crate::render::{EmailMessage, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
 
 /// `type = "log"`: the message's subject and text in the daemon's log.
@@ -51,10 +51,10 @@ impl Settings for Log {
         template: Option<&str>,
         ctx: &Value,
         _: &[u8],
-    ) -> Message {
+    ) -> Box<dyn Message> {
         let mut rendered = templates.email(template.unwrap_or("default"), ctx);
         rendered.message.html = None; // a log line has no use for HTML
-        Message::Log(rendered)
+        Box::new(rendered)
     }
 
     fn describe(&self) -> Vec<String> {
@@ -77,11 +77,11 @@ impl LogNotifier {
 impl Notify for LogNotifier {
     fn send<'a>(
         &'a self,
-        message: &'a Message,
+        message: &'a dyn Message,
         attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let (Message::Log(rendered) | Message::Email(rendered)) = message else {
+            let Some(rendered) = message.as_any().downcast_ref::<Rendered<EmailMessage>>() else {
                 return Err(wrong_message("log"));
             };
             tracing::info!(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
 use crate::read::{Reader, Table};
-use crate::render::{Format, Message, Templates};
+use crate::render::{Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
 
 mod config;
@@ -63,8 +63,8 @@ impl Settings for Slack {
         template: Option<&str>,
         ctx: &Value,
         _: &[u8],
-    ) -> Message {
-        Message::Slack(templates.slack(template.unwrap_or("default"), ctx))
+    ) -> Box<dyn Message> {
+        Box::new(templates.slack(template.unwrap_or("default"), ctx))
     }
 
     fn describe(&self) -> Vec<String> {
@@ -174,11 +174,11 @@ impl SlackNotifier {
 impl Notify for SlackNotifier {
     fn send<'a>(
         &'a self,
-        message: &'a Message,
+        message: &'a dyn Message,
         _attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let Message::Slack(rendered) = message else {
+            let Some(rendered) = message.as_any().downcast_ref::<Rendered<Value>>() else {
                 return Err(wrong_message("slack"));
             };
             match tokio::time::timeout(self.timeout, self.post(&rendered.message)).await {

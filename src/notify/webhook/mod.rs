@@ -17,7 +17,7 @@ use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
 use crate::clock::{Clock, SystemClock};
 use crate::read::{Reader, Table};
-use crate::render::{Format, Message, Templates};
+use crate::render::{Format, Message, Rendered, Templates};
 use crate::signature::Secret;
 use crate::store::BoxFuture;
 
@@ -65,8 +65,8 @@ impl Settings for Webhook {
         template: Option<&str>,
         ctx: &Value,
         original: &[u8],
-    ) -> Message {
-        Message::Webhook(templates.webhook(template, ctx, original))
+    ) -> Box<dyn Message> {
+        Box::new(templates.webhook(template, ctx, original))
     }
 
     fn describe(&self) -> Vec<String> {
@@ -148,11 +148,11 @@ impl WebhookNotifier {
 impl Notify for WebhookNotifier {
     fn send<'a>(
         &'a self,
-        message: &'a Message,
+        message: &'a dyn Message,
         attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let Message::Webhook(rendered) = message else {
+            let Some(rendered) = message.as_any().downcast_ref::<Rendered<Vec<u8>>>() else {
                 return Err(wrong_message("webhook"));
             };
             let request = self.request(&rendered.message, attempt)?;

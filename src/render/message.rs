@@ -1,0 +1,172 @@
+//! A rendered message, as the rest of the daemon sees it: each notifier kind
+//! renders a message of its own type and its sender takes it back by that
+//! type ([`Message::as_any`]); previews, the log and checks read any kind's
+//! message through this trait. The three shapes the shipped kinds render
+//! (an email's parts, a JSON message, a body of bytes) are here.
+
+use std::any::Any;
+use std::fmt;
+
+use serde_json::{Value, json};
+
+use super::{EmailMessage, Rendered};
+
+/// A message rendered for one notifier.
+pub trait Message: fmt::Debug + Send + Sync + 'static {
+    /// Why the built-in fallback was used, if it was.
+    fn fallback(&self) -> Option<&str>;
+
+    /// The message as `replicate-relay route` prints it.
+    fn preview(&self) -> String;
+
+    /// The message's fields for `route --format json`.
+    fn preview_json(&self) -> Value;
+
+    /// Everything its reader sees, as plain text, markup decoded: what
+    /// checks read (does the message name its job?).
+    fn seen_text(&self) -> String;
+
+    /// For the kind's sender, to take its own message type back.
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl Message for Rendered<EmailMessage> {
+    fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    fn preview(&self) -> String {
+        let m = &self.message;
+        let mut out = format!("Subject: {}\n\n{}", m.subject, m.text.trim_end());
+        if let Some(html) = &m.html {
+            out.push_str(&format!(
+                "\n\n[and an HTML part of {} bytes; --format json shows it]",
+                html.len()
+            ));
+        }
+        out
+    }
+
+    fn preview_json(&self) -> Value {
+        json!({"subject": self.message.subject, "text": self.message.text, "html": self.message.html})
+    }
+
+    fn seen_text(&self) -> String {
+        format!("{}\n{}", self.message.subject, self.message.text)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A JSON message (Slack's Block Kit): its strings are what a reader sees,
+/// with the three entities Slack's mrkdwn decodes.
+impl Message for Rendered<Value> {
+    fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    fn preview(&self) -> String {
+        serde_json::to_string_pretty(&self.message).unwrap_or_default()
+    }
+
+    fn preview_json(&self) -> Value {
+        json!({"slack": self.message})
+    }
+
+    fn seen_text(&self) -> String {
+        let mut all = Vec::new();
+        strings(&self.message, &mut all);
+        all.join("\n")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A request body (a webhook's): JSON shown pretty, anything else as text.
+impl Message for Rendered<Vec<u8>> {
+    fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    fn preview(&self) -> String {
+        match serde_json::from_slice::<Value>(&self.message) {
+            Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+            Err(_) => String::from_utf8_lossy(&self.message).into_owned(),
+        }
+    }
+
+    fn preview_json(&self) -> Value {
+        let body = serde_json::from_slice(&self.message)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&self.message)));
+        json!({ "body": body })
+    }
+
+    fn seen_text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.message);
+        match crate::event::json::read(&text) {
+            Ok(body) => {
+                let mut all = Vec::new();
+                strings(&body, &mut all);
+                all.join("\n")
+            }
+            Err(_) => text.into_owned(),
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Every string anywhere in a JSON value, depth first.
+fn strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+        Value::Object(map) => map.values().for_each(|i| strings(i, out)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_shape_says_what_its_reader_sees() {
+        let email = Rendered {
+            message: EmailMessage {
+                subject: "❌ Training failed".into(),
+                text: "Job: t1\n".into(),
+                html: Some("<p>t1</p>".into()),
+            },
+            fallback: None,
+        };
+        assert_eq!(email.seen_text(), "❌ Training failed\nJob: t1\n");
+        assert!(email.preview().contains("[and an HTML part of 9 bytes"));
+        let slack = Rendered {
+            message: json!({"text": "a &lt;b&gt; &amp; c", "blocks": [{"text": "t1"}]}),
+            fallback: Some("broke".into()),
+        };
+        assert_eq!(slack.seen_text(), "t1\na <b> & c");
+        assert_eq!(slack.fallback(), Some("broke"));
+        let body = Rendered {
+            message: br#"{"id":"p\u00e9","status":"failed"}"#.to_vec(),
+            fallback: None,
+        };
+        assert_eq!(body.seen_text(), "pé\nfailed");
+        assert_eq!(body.preview_json()["body"]["id"], "pé");
+        let text = Rendered {
+            message: b"not json".to_vec(),
+            fallback: None,
+        };
+        assert_eq!(text.seen_text(), "not json");
+    }
+}
