@@ -6,14 +6,17 @@ use std::path::Path;
 
 use common::fixtures;
 use replicate_relay::event::Event;
+use replicate_relay::notify::slack::limits::{
+    MAX_BLOCKS, MAX_FIELD, MAX_FIELDS, MAX_HEADER, MAX_SECTION,
+};
+use replicate_relay::notify::{email, kind, slack, webhook};
+use replicate_relay::render::Templates;
 use replicate_relay::render::context::context;
-use replicate_relay::render::slack::{MAX_BLOCKS, MAX_FIELD, MAX_FIELDS, MAX_HEADER, MAX_SECTION};
-use replicate_relay::render::{Format, Templates};
 use serde_json::{Value, json};
 
 fn shipped() -> Templates {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-    let (templates, problems) = Templates::load(Some(&dir), false);
+    let (templates, problems) = kind::load_templates(Some(&dir), false);
     assert!(problems.is_empty(), "{problems:?}");
     templates
 }
@@ -73,7 +76,7 @@ fn every_fixture_renders_through_every_shipped_template() {
         let event = Event::from_body(&f.body, "team=vision").unwrap();
         let ctx = context(&event, "test route", "test-notifier");
 
-        let slack = templates.slack("default", &ctx);
+        let slack = slack::render::render(&templates, "default", &ctx);
         assert_eq!(slack.fallback, None, "{}", f.name);
         assert_within_limits(&slack.message, &f.name);
         let header = slack.message["blocks"][0]["text"]["text"].as_str().unwrap();
@@ -83,7 +86,7 @@ fn every_fixture_renders_through_every_shipped_template() {
             f.name
         );
 
-        let email = templates.email("default", &ctx);
+        let email = email::render::render(&templates, "default", &ctx);
         assert_eq!(email.fallback, None, "{}", f.name);
         let m = &email.message;
         assert!(!m.subject.contains(['\r', '\n']), "{}", f.name);
@@ -101,8 +104,8 @@ fn every_fixture_renders_through_every_shipped_template() {
             "inline styles only"
         );
 
-        for name in templates.names(Format::Webhook) {
-            let body = templates.webhook(Some(&name), &ctx, &f.body);
+        for name in templates.names(webhook::WEBHOOK) {
+            let body = webhook::render(&templates, Some(&name), &ctx, &f.body);
             assert_eq!(body.fallback, None, "{} webhook/{name}", f.name);
             let v: Value = serde_json::from_slice(&body.message).unwrap();
             assert_eq!(v["id"], event.job().common().id.as_str());
@@ -119,8 +122,8 @@ fn failure_messages_carry_the_error_and_log_tail_and_successes_their_outputs() {
         let event = Event::from_body(&find(name).body, "").unwrap();
         let ctx = context(&event, "r", "n");
         (
-            templates.slack("default", &ctx).message,
-            templates.email("default", &ctx).message,
+            slack::render::render(&templates, "default", &ctx).message,
+            email::render::render(&templates, "default", &ctx).message,
         )
     };
 
@@ -172,7 +175,7 @@ fn hostile_prompts_are_escaped_for_every_target() {
     let templates = shipped();
 
     // Slack: no live mention or tag anywhere in the message.
-    let slack = templates.slack("default", &ctx).message;
+    let slack = slack::render::render(&templates, "default", &ctx).message;
     let mut all = Vec::new();
     strings(&slack, &mut all);
     let joined = all.join("\n");
@@ -185,7 +188,7 @@ fn hostile_prompts_are_escaped_for_every_target() {
 
     // Email: HTML escaped, subject on one line even when a template puts the
     // prompt in it.
-    let email = templates.email("default", &ctx).message;
+    let email = email::render::render(&templates, "default", &ctx).message;
     let html = email.html.unwrap();
     assert!(!html.contains("<script>") && html.contains("&lt;script&gt;"));
     assert!(!html.contains("<!channel>"));
@@ -197,9 +200,9 @@ fn hostile_prompts_are_escaped_for_every_target() {
     )
     .unwrap();
     std::fs::write(dir.path().join("email/p.txt.hbs"), "{{input.prompt}}").unwrap();
-    let (custom, problems) = Templates::load(Some(dir.path()), false);
+    let (custom, problems) = kind::load_templates(Some(dir.path()), false);
     assert!(problems.is_empty());
-    let subject = custom.email("p", &ctx).message.subject;
+    let subject = email::render::render(&custom, "p", &ctx).message.subject;
     assert!(!subject.contains(['\r', '\n']), "{subject:?}");
     assert_eq!(
         subject,
@@ -222,13 +225,13 @@ fn a_megabyte_of_logs_is_cut_not_sent_whole() {
         let event = Event::from_value(payload, "").unwrap();
         let ctx = context(&event, "r", "n");
         let templates = shipped();
-        let slack = templates.slack("default", &ctx).message;
+        let slack = slack::render::render(&templates, "default", &ctx).message;
         assert_within_limits(&slack, name);
         assert!(
             serde_json::to_string(&slack).unwrap().len() < 20_000,
             "{name}"
         );
-        let email = templates.email("default", &ctx).message;
+        let email = email::render::render(&templates, "default", &ctx).message;
         assert!(email.text.len() < 20_000, "{name}: {}", email.text.len());
         assert!(email.html.unwrap().len() < 30_000, "{name}");
     }

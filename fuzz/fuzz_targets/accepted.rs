@@ -30,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
     if let Some(seed) = data.get(..8) {
         let seed = u64::from_le_bytes(seed.try_into().unwrap());
         let body = rule::body(&mut rule::Rng::new(seed));
-        let query = if data.len() % 3 == 0 { "kind=training" } else { "" };
+        let query = if data.len() % 3 == 0 {
+            "kind=training"
+        } else {
+            ""
+        };
         if let Err(why) = rule::check(config, body.as_bytes(), query) {
             panic!("{why}\nbody: {body}");
         }

@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use replicate_relay::event::{Envelope, Event};
 
 fuzz_target!(|data: &[u8]| {
-    let keys: BTreeSet<String> = ["status", "output", "metrics", "input"].map(String::from).into();
+    let keys: BTreeSet<String> = ["status", "output", "metrics", "input"]
+        .map(String::from)
+        .into();
     if let Ok((envelope, kept)) = Envelope::read_keeping(data, None, &keys) {
         let event = Event::from_body(data, "").expect("an accepted body reads as an event");
         assert_eq!(event.kind, envelope.kind);

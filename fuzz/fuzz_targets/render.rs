@@ -7,15 +7,16 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use replicate_relay::event::Event;
+use replicate_relay::notify::slack::limits::{MAX_BLOCKS, MAX_HEADER, MAX_SECTION};
+use replicate_relay::notify::{email, kind, slack, webhook};
 use replicate_relay::render::Templates;
 use replicate_relay::render::context::context;
-use replicate_relay::render::slack::{MAX_BLOCKS, MAX_HEADER, MAX_SECTION};
 
 fn templates() -> &'static Templates {
     static T: OnceLock<Templates> = OnceLock::new();
     T.get_or_init(|| {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates");
-        let (t, problems) = Templates::load(Some(&dir), false);
+        let (t, problems) = kind::load_templates(Some(&dir), false);
         assert!(problems.is_empty());
         t
     })
@@ -27,9 +28,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let ctx = context(&event, "route", "notifier");
     let t = templates();
-    let email = t.email("default", &ctx).message;
+    let email = email::render::render(&t, "default", &ctx).message;
     assert!(!email.subject.contains(['\r', '\n']));
-    let slack = t.slack("default", &ctx).message;
+    let slack = slack::render::render(&t, "default", &ctx).message;
     let blocks = slack["blocks"].as_array().expect("blocks");
     assert!(blocks.len() <= MAX_BLOCKS);
     for b in blocks {
@@ -40,5 +41,5 @@ fuzz_target!(|data: &[u8]| {
             _ => {}
         }
     }
-    let _ = t.webhook(Some("summary"), &ctx, data);
+    let _ = webhook::render(&t, Some("summary"), &ctx, data);
 });

@@ -16,8 +16,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::clock::SystemClock;
 use crate::config::{self, Config};
+use crate::server;
 use crate::shutdown::{Signal, Signals};
-use crate::{render, server};
 
 /// Where the packaged service keeps its config.
 pub const DEFAULT_CONFIG: &str = "/etc/replicate-relay/relay.toml";
@@ -248,7 +248,8 @@ async fn serve(arg: ConfigArg) -> anyhow::Result<ExitCode> {
 fn reload(running: &server::Running, arg: &ConfigArg) -> Option<Duration> {
     let problems = match config::load(&arg.config) {
         Ok(config) => {
-            let template_problems = render::check(config.templates.dir.as_deref());
+            let template_problems =
+                crate::notify::kind::check_templates(config.templates.dir.as_deref());
             if template_problems.is_empty() {
                 for warning in &config.warnings {
                     tracing::warn!(message = "Config warning.", %warning);
@@ -308,7 +309,7 @@ fn check(arg: ConfigArg) -> ExitCode {
     };
     // Compiling is part of loading; rendering every template against samples of
     // every kind and status, in strict mode, is what finds misspelled variables.
-    let problems = render::check(config.templates.dir.as_deref());
+    let problems = crate::notify::kind::check_templates(config.templates.dir.as_deref());
     if !problems.is_empty() {
         let errors = config::ConfigErrors {
             file: arg.config.clone(),

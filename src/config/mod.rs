@@ -462,7 +462,8 @@ fn read_templates(r: &mut Reader, value: Option<&Value>) -> Templates {
             ),
         );
     }
-    let (templates, problems) = Templates::load(dir.is_dir().then_some(dir.as_path()), false);
+    let (templates, problems) =
+        crate::notify::kind::load_templates(dir.is_dir().then_some(dir.as_path()), false);
     for p in problems {
         r.problems.push(p);
     }

@@ -70,7 +70,7 @@ fn read_one(r: &mut Reader, t: Table<'_>, name: &str, templates: &Templates) -> 
         .string(t, "template")
         .or_else(|| kind.default_template().map(str::to_owned));
     if let Some(template) = &template {
-        for format in kind.formats() {
+        for format in kind.required() {
             if !templates.has(*format, template) {
                 r.error(
                     t.key("template"),

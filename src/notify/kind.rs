@@ -10,8 +10,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{Notify, email, http, log, slack, webhook};
+use crate::read::Problem;
 use crate::read::{Reader, Table};
-use crate::render::{Format, Message, Templates};
+use crate::render::{BuiltIn, Format, Message, Templates};
 
 /// A kind of notifier: `type = "<name>"` in a `[notifiers.<name>]` table.
 pub trait Kind: Send + Sync + 'static {
@@ -21,9 +22,19 @@ pub trait Kind: Send + Sync + 'static {
     /// The keys it reads besides `type`, `template` and `concurrency`.
     fn keys(&self) -> &'static [&'static str];
 
-    /// The template formats a notifier of this kind renders: each must exist
-    /// under the name its `template` gives.
+    /// Every template format a notifier of this kind renders.
     fn formats(&self) -> &'static [Format];
+
+    /// The formats that must exist under the name a notifier's `template`
+    /// gives (the others are optional, like an email's HTML part).
+    fn required(&self) -> &'static [Format] {
+        self.formats()
+    }
+
+    /// Its shipped templates, named `default`, built into the binary.
+    fn built_in(&self) -> &'static [BuiltIn] {
+        &[]
+    }
 
     /// The template used when `template` is not set; `None` means the kind
     /// has a message of its own without one (a webhook sends the payload).
@@ -89,6 +100,34 @@ pub static KINDS: &[&dyn Kind] = &[
     &log::LogKind,
 ];
 
+/// Every format some kind renders, once each.
+pub fn formats() -> Vec<Format> {
+    let mut all: Vec<Format> = KINDS.iter().flat_map(|k| k.formats()).copied().collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// Every kind's shipped templates, once each (kinds may share a format).
+pub fn built_in() -> Vec<BuiltIn> {
+    let mut all: Vec<BuiltIn> = KINDS.iter().flat_map(|k| k.built_in()).copied().collect();
+    all.sort_by_key(|(format, _)| *format);
+    all.dedup_by_key(|(format, _)| *format);
+    all
+}
+
+/// The shipped templates and those of every kind's formats under `dir`
+/// (see [`Templates::load`]).
+pub fn load_templates(dir: Option<&std::path::Path>, strict: bool) -> (Templates, Vec<Problem>) {
+    Templates::load(dir, strict, &formats(), &built_in())
+}
+
+/// Every template under `dir` and built in, rendered against every sample in
+/// strict mode (see [`crate::render::check`]).
+pub fn check_templates(dir: Option<&std::path::Path>) -> Vec<Problem> {
+    crate::render::check(dir, &formats(), &built_in())
+}
+
 /// The kind named `name`.
 pub fn find(name: &str) -> Option<&'static dyn Kind> {
     KINDS.iter().copied().find(|k| k.name() == name)
@@ -98,6 +137,10 @@ pub fn find(name: &str) -> Option<&'static dyn Kind> {
 pub fn names() -> Vec<&'static str> {
     KINDS.iter().map(|k| k.name()).collect()
 }
+
+#[cfg(test)]
+#[path = "kind_tests.rs"]
+mod templates;
 
 #[cfg(test)]
 mod tests {

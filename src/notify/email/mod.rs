@@ -14,10 +14,11 @@ use serde_json::Value;
 use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
 use crate::read::{Reader, Table};
-use crate::render::{EmailMessage, Format, Message, Rendered, Templates};
+use crate::render::{BuiltIn, EmailMessage, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
 
 mod config;
+pub mod render;
 pub use config::{Email, SmtpServer, SmtpTls};
 
 /// `type = "email"`.
@@ -33,7 +34,15 @@ impl Kind for EmailKind {
     }
 
     fn formats(&self) -> &'static [Format] {
-        &[Format::Subject, Format::Text]
+        &[render::SUBJECT, render::TEXT, render::HTML]
+    }
+
+    fn required(&self) -> &'static [Format] {
+        &[render::SUBJECT, render::TEXT]
+    }
+
+    fn built_in(&self) -> &'static [BuiltIn] {
+        render::BUILT_IN
     }
 
     fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
@@ -57,7 +66,11 @@ impl Settings for Email {
         ctx: &Value,
         _: &[u8],
     ) -> Box<dyn Message> {
-        Box::new(templates.email(template.unwrap_or("default"), ctx))
+        Box::new(render::render(
+            templates,
+            template.unwrap_or("default"),
+            ctx,
+        ))
     }
 
     fn describe(&self) -> Vec<String> {

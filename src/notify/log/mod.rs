@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::email::render as email;
 use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify, wrong_message};
 use crate::read::{Reader, Table};
-use crate::render::{EmailMessage, Format, Message, Rendered, Templates};
+use crate::render::{BuiltIn, EmailMessage, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
 
 /// `type = "log"`: the message's subject and text in the daemon's log.
@@ -28,7 +29,11 @@ impl Kind for LogKind {
     }
 
     fn formats(&self) -> &'static [Format] {
-        &[Format::Subject, Format::Text]
+        &[email::SUBJECT, email::TEXT]
+    }
+
+    fn built_in(&self) -> &'static [BuiltIn] {
+        email::BUILT_IN
     }
 
     fn read(&self, _: &mut Reader, _: Table<'_>) -> Option<Arc<dyn Settings>> {
@@ -52,7 +57,7 @@ impl Settings for Log {
         ctx: &Value,
         _: &[u8],
     ) -> Box<dyn Message> {
-        let mut rendered = templates.email(template.unwrap_or("default"), ctx);
+        let mut rendered = email::render(templates, template.unwrap_or("default"), ctx);
         rendered.message.html = None; // a log line has no use for HTML
         Box::new(rendered)
     }

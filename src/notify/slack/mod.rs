@@ -15,10 +15,12 @@ use std::sync::Arc;
 use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
 use crate::read::{Reader, Table};
-use crate::render::{Format, Message, Rendered, Templates};
+use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
 
 mod config;
+pub mod limits;
+pub mod render;
 pub use config::{Slack, SlackTarget};
 
 /// `type = "slack"`.
@@ -34,7 +36,11 @@ impl Kind for SlackKind {
     }
 
     fn formats(&self) -> &'static [Format] {
-        &[Format::Slack]
+        &[render::SLACK]
+    }
+
+    fn built_in(&self) -> &'static [BuiltIn] {
+        render::BUILT_IN
     }
 
     /// Slack allows about one message per second per channel: one at a time
@@ -64,7 +70,11 @@ impl Settings for Slack {
         ctx: &Value,
         _: &[u8],
     ) -> Box<dyn Message> {
-        Box::new(templates.slack(template.unwrap_or("default"), ctx))
+        Box::new(render::render(
+            templates,
+            template.unwrap_or("default"),
+            ctx,
+        ))
     }
 
     fn describe(&self) -> Vec<String> {

@@ -17,12 +17,37 @@ use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
 use crate::clock::{Clock, SystemClock};
 use crate::read::{Reader, Table};
-use crate::render::{Format, Message, Rendered, Templates};
+use crate::render::{Format, Message, RenderFailure, Rendered, Templates, helpers, parse_json};
 use crate::signature::Secret;
 use crate::store::BoxFuture;
 
 mod config;
 pub use config::Webhook;
+
+/// `webhook/NAME.json.hbs`: a JSON body, values JSON-escaped.
+pub const WEBHOOK: Format = Format::new("webhook", ".json.hbs", helpers::escape_json, true);
+
+/// A webhook body: the original payload (`name` unset), or the template's
+/// JSON; the original payload if the template fails.
+pub fn render(
+    templates: &Templates,
+    name: Option<&str>,
+    ctx: &Value,
+    original: &[u8],
+) -> Rendered<Vec<u8>> {
+    let Some(name) = name else {
+        return Rendered {
+            message: original.to_vec(),
+            fallback: None,
+        };
+    };
+    let attempt = || -> Result<Vec<u8>, RenderFailure> {
+        let text = templates.render(WEBHOOK, name, ctx)?;
+        parse_json(&text, WEBHOOK, name)?;
+        Ok(text.into_bytes())
+    };
+    Rendered::or_fallback(attempt(), "webhook", name, |_| original.to_vec())
+}
 
 /// `type = "webhook"`.
 pub struct WebhookKind;
@@ -37,7 +62,7 @@ impl Kind for WebhookKind {
     }
 
     fn formats(&self) -> &'static [Format] {
-        &[Format::Webhook]
+        &[WEBHOOK]
     }
 
     /// Without a template, the original payload is sent.
@@ -66,7 +91,7 @@ impl Settings for Webhook {
         ctx: &Value,
         original: &[u8],
     ) -> Box<dyn Message> {
-        Box::new(templates.webhook(template, ctx, original))
+        Box::new(render(templates, template, ctx, original))
     }
 
     fn describe(&self) -> Vec<String> {

@@ -1,0 +1,77 @@
+//! A Slack message's format, its shipped template, and assembling the Block
+//! Kit message: JSON checked for shape, a fallback `text` always present,
+//! Slack's limits enforced by truncating; the built-in plain message when
+//! the template fails.
+
+use serde_json::{Value, json};
+
+use super::limits::enforce_limits;
+use crate::render::{
+    BuiltIn, Format, RenderFailure, Rendered, Templates, field, helpers, parse_json, plain_title,
+};
+
+/// `slack/NAME.json.hbs`: Block Kit, values escaped for JSON and mrkdwn.
+pub const SLACK: Format = Format::new("slack", ".json.hbs", helpers::escape_slack, true);
+
+/// The shipped Slack template, built into the binary.
+pub const BUILT_IN: &[BuiltIn] = &[(
+    SLACK,
+    include_str!("../../../templates/slack/default.json.hbs"),
+)];
+
+/// The Block Kit message (`{"text", "blocks"}`) for `ctx`, within Slack's
+/// limits; the built-in plain message if the template fails.
+pub fn render(templates: &Templates, name: &str, ctx: &Value) -> Rendered<Value> {
+    let attempt = || -> Result<Value, RenderFailure> {
+        let text = templates.render(SLACK, name, ctx)?;
+        let mut message = parse_json(&text, SLACK, name)?;
+        let Some(object) = message.as_object_mut() else {
+            return Err(RenderFailure {
+                location: SLACK.relative_path(name),
+                reason: "renders JSON that is not an object with `text` and `blocks`".into(),
+            });
+        };
+        if !object.get("text").is_some_and(Value::is_string) {
+            // The notification/fallback text is required for a good message.
+            object.insert("text".into(), json!(plain_title(ctx)));
+        }
+        if object.get("blocks").is_some_and(|b| !b.is_array()) {
+            return Err(RenderFailure {
+                location: SLACK.relative_path(name),
+                reason: "`blocks` must be a list".into(),
+            });
+        }
+        enforce_limits(&mut message);
+        Ok(message)
+    };
+    Rendered::or_fallback(attempt(), "slack", name, |_| fallback(ctx))
+}
+
+/// The Slack message sent when a template fails, escaped for mrkdwn.
+fn fallback(ctx: &Value) -> Value {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut lines = vec![format!("*{}*", esc(&plain_title(ctx)))];
+    for key in ["id", "error_message"] {
+        let value = field(ctx, key);
+        if !value.is_empty() {
+            lines.push(format!(
+                "{key}: {}",
+                esc(&helpers::truncate_chars(value, 1_000))
+            ));
+        }
+    }
+    let url = field(ctx, "web_url");
+    if !url.is_empty() {
+        lines.push(format!("<{}|Open on Replicate>", esc(url)));
+    }
+    let mut message = json!({
+        "text": esc(&plain_title(ctx)),
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}}]
+    });
+    enforce_limits(&mut message);
+    message
+}
