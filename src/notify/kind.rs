@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Notify, email, http, log, slack, webhook};
+use super::{Notify, email, http, log, ntfy, slack, webhook};
 use crate::read::Problem;
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Templates};
@@ -98,6 +98,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &slack::SlackKind,
     &webhook::WebhookKind,
     &log::LogKind,
+    &ntfy::NtfyKind,
 ];
 
 /// Every format some kind renders, once each.

@@ -9,6 +9,7 @@ pub mod email;
 pub mod http;
 pub mod kind;
 pub mod log;
+pub mod ntfy;
 pub mod slack;
 pub mod webhook;
 

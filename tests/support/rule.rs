@@ -51,6 +51,9 @@ url = "http://127.0.0.1:9/summary"
 template = "summary"
 [notifiers.console]
 type = "log"
+[notifiers.phone]
+type = "ntfy"
+url = "http://127.0.0.1:9/ml-alerts"
 [[routes]]
 name = "prompted"
 when = { "input.prompt" = { exists = true }, "metrics.predict_time" = { gt = 1 } }
@@ -59,7 +62,7 @@ continue = true
 [[routes]]
 name = "everything"
 when = { status = ["starting", "processing", "succeeded", "failed", "canceled", "aborted"] }
-notify = ["mail", "chat", "hook", "summary", "console"]
+notify = ["mail", "chat", "hook", "summary", "console", "phone"]
 "##,
     )
     .unwrap();
