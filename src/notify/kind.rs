@@ -5,7 +5,7 @@
 //! dispatcher consult. Adding a kind is a folder and a line in [`KINDS`].
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use serde_json::Value;
 
@@ -101,9 +101,33 @@ pub static KINDS: &[&dyn Kind] = &[
     &ntfy::NtfyKind,
 ];
 
+/// Kinds added beside [`KINDS`] by [`register`].
+static EXTRA: RwLock<Vec<&'static dyn Kind>> = RwLock::new(Vec::new());
+
+/// Adds a kind beside the built-in ones, for a program that embeds the
+/// relay with a kind of its own, or a test that needs one (a notifier that
+/// panics, say). A kind whose name is already taken is ignored: the first
+/// one wins.
+pub fn register(kind: &'static dyn Kind) {
+    let mut extra = EXTRA.write().unwrap_or_else(PoisonError::into_inner);
+    let taken = KINDS
+        .iter()
+        .chain(extra.iter())
+        .any(|k| k.name() == kind.name());
+    if !taken {
+        extra.push(kind);
+    }
+}
+
+/// Every kind: the built-in ones, then those registered.
+pub fn all() -> Vec<&'static dyn Kind> {
+    let extra = EXTRA.read().unwrap_or_else(PoisonError::into_inner);
+    KINDS.iter().copied().chain(extra.iter().copied()).collect()
+}
+
 /// Every format some kind renders, once each.
 pub fn formats() -> Vec<Format> {
-    let mut all: Vec<Format> = KINDS.iter().flat_map(|k| k.formats()).copied().collect();
+    let mut all: Vec<Format> = all().iter().flat_map(|k| k.formats()).copied().collect();
     all.sort();
     all.dedup();
     all
@@ -111,7 +135,7 @@ pub fn formats() -> Vec<Format> {
 
 /// Every kind's shipped templates, once each (kinds may share a format).
 pub fn built_in() -> Vec<BuiltIn> {
-    let mut all: Vec<BuiltIn> = KINDS.iter().flat_map(|k| k.built_in()).copied().collect();
+    let mut all: Vec<BuiltIn> = all().iter().flat_map(|k| k.built_in()).copied().collect();
     all.sort_by_key(|(format, _)| *format);
     all.dedup_by_key(|(format, _)| *format);
     all
@@ -131,12 +155,12 @@ pub fn check_templates(dir: Option<&std::path::Path>) -> Vec<Problem> {
 
 /// The kind named `name`.
 pub fn find(name: &str) -> Option<&'static dyn Kind> {
-    KINDS.iter().copied().find(|k| k.name() == name)
+    all().into_iter().find(|k| k.name() == name)
 }
 
 /// Every kind's name.
 pub fn names() -> Vec<&'static str> {
-    KINDS.iter().map(|k| k.name()).collect()
+    all().iter().map(|k| k.name()).collect()
 }
 
 #[cfg(test)]
