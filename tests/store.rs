@@ -1,0 +1,236 @@
+//! The store's conformance suite: what any backend behind the `Store` trait
+//! must do, checked through the trait alone. It runs against SQLite here; a
+//! PostgreSQL backend adds one line to `backends()` and must pass it too.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use replicate_relay::clock::now_ms;
+use replicate_relay::event::{Kind, Status};
+use replicate_relay::store::sqlite::{SqliteOptions, SqliteStore};
+use replicate_relay::store::{
+    DeliveryFilter, DeliveryState, Inserted, NewEvent, Outcome, RetrySelector, Routing,
+    RoutingPlan, Store, StoreError,
+};
+
+/// Each backend under test: a name and how to open a fresh store in a dir.
+type Open = fn(&Path) -> Arc<dyn Store>;
+
+fn backends() -> Vec<(&'static str, Open)> {
+    vec![("sqlite", |dir| {
+        Arc::new(SqliteStore::open(&dir.join("relay.db"), SqliteOptions::default()).unwrap())
+    })]
+}
+
+fn event(webhook_id: &str, object_id: &str, status: Status, routes: &[(&str, &str)]) -> NewEvent {
+    let now = now_ms();
+    NewEvent {
+        webhook_id: webhook_id.into(),
+        object_id: object_id.into(),
+        kind: Kind::Prediction,
+        status: status.clone(),
+        model: Some("acme/m".into()),
+        query: "team=ml".into(),
+        body: format!(r#"{{"id":"{object_id}","status":"{status}"}}"#).into(),
+        received_at_ms: now,
+        routing: (!routes.is_empty()).then(|| Routing {
+            dedup_key: format!("{object_id}:{status}"),
+            deliveries: routes
+                .iter()
+                .map(|(r, n)| (r.to_string(), n.to_string()))
+                .collect(),
+            expires_at_ms: now + 3_600_000,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn every_backend_conforms() {
+    for (name, open) in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        conformance(name, store.as_ref()).await;
+        store.close().await;
+        assert!(
+            matches!(
+                store.insert(event("late", "p9", Status::Failed, &[])).await,
+                Err(StoreError::Closed)
+            ),
+            "{name}: an insert after close is refused"
+        );
+    }
+}
+
+async fn conformance(name: &str, store: &dyn Store) {
+    // Insert, duplicate, and reading back.
+    let first = store
+        .insert(event(
+            "msg_1",
+            "p1",
+            Status::Failed,
+            &[("r", "chat"), ("r", "mail")],
+        ))
+        .await
+        .unwrap();
+    let Inserted::New(seq) = first else {
+        panic!("{name}: {first:?}")
+    };
+    assert_eq!(
+        store
+            .insert(event("msg_1", "p1", Status::Failed, &[("r", "chat")]))
+            .await
+            .unwrap(),
+        Inserted::Duplicate(seq),
+        "{name}: a repeated webhook id is a duplicate"
+    );
+    // The same final state under another webhook id: stored, but no new
+    // deliveries (one job's end notifies each route and notifier once).
+    let again = store
+        .insert(event("msg_2", "p1", Status::Failed, &[("r", "chat")]))
+        .await
+        .unwrap();
+    assert!(matches!(again, Inserted::New(s) if s > seq), "{name}");
+    let recent = store.recent(10).await.unwrap();
+    assert_eq!(recent.len(), 2, "{name}");
+    assert_eq!(recent[0].webhook_id, "msg_2", "{name}: newest first");
+    assert_eq!(recent[1].kind, Kind::Prediction);
+    assert_eq!(recent[1].status, Status::Failed);
+    assert_eq!(recent[1].query, "team=ml");
+    let all = store.deliveries(DeliveryFilter::All, 10).await.unwrap();
+    assert_eq!(all.len(), 2, "{name}: {all:?}");
+    assert!(
+        all.iter()
+            .all(|l| l.delivery.state == DeliveryState::Pending)
+    );
+
+    // Unrouted events, and routing them later.
+    let Inserted::New(unrouted) = store
+        .insert(event("msg_3", "p2", Status::Succeeded, &[]))
+        .await
+        .unwrap()
+    else {
+        panic!("{name}: not new")
+    };
+    let waiting = store.unrouted(10).await.unwrap();
+    assert_eq!(
+        waiting.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [unrouted],
+        "{name}"
+    );
+    let created = store
+        .record_routing(vec![RoutingPlan {
+            event_seq: unrouted,
+            routing: Routing {
+                dedup_key: "p2:succeeded".into(),
+                deliveries: vec![("r".into(), "chat".into())],
+                expires_at_ms: now_ms() + 3_600_000,
+            },
+        }])
+        .await
+        .unwrap();
+    assert_eq!(created, 1, "{name}");
+    assert!(store.unrouted(10).await.unwrap().is_empty(), "{name}");
+
+    // Claiming: only due deliveries of that notifier, at most `limit`.
+    let now = now_ms() + 1_000;
+    let claimed = store.claim("chat", now, 1).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{name}: the limit holds");
+    assert_eq!(claimed[0].delivery.state, DeliveryState::Sending);
+    assert_eq!(claimed[0].delivery.attempts, 1);
+    assert_eq!(claimed[0].event.object_id, "p1");
+    let second = store.claim("chat", now, 10).await.unwrap();
+    assert_eq!(second.len(), 1, "{name}: the other chat delivery");
+    assert!(
+        store.claim("chat", now, 10).await.unwrap().is_empty(),
+        "{name}"
+    );
+
+    // Outcomes: delivered, retried later, dead.
+    store
+        .finish(claimed[0].delivery.id, Outcome::Delivered, now)
+        .await
+        .unwrap();
+    store
+        .finish(
+            second[0].delivery.id,
+            Outcome::Retry {
+                at_ms: now + 60_000,
+                error: "HTTP 503".into(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_due(vec!["chat".into()]).await.unwrap(),
+        Some(now + 60_000),
+        "{name}: the retry is due then"
+    );
+    assert!(
+        store.claim("chat", now + 1, 10).await.unwrap().is_empty(),
+        "{name}: not before"
+    );
+    let mail = store.claim("mail", now, 10).await.unwrap();
+    store
+        .finish(
+            mail[0].delivery.id,
+            Outcome::Dead {
+                error: "550 no such user".into(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let dead = store.deliveries(DeliveryFilter::Dead, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{name}");
+    assert_eq!(
+        dead[0].delivery.last_error.as_deref(),
+        Some("550 no such user")
+    );
+    let stats = store.outbox_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.dead), (1, 1), "{name}: {stats:?}");
+
+    // Requeuing by hand, and recovery at start.
+    assert_eq!(
+        store
+            .retry(RetrySelector::AllDead, now, 3_600_000)
+            .await
+            .unwrap(),
+        1,
+        "{name}"
+    );
+    assert!(
+        store
+            .deliveries(DeliveryFilter::Dead, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let sending = store.claim("mail", now + 1, 10).await.unwrap();
+    assert_eq!(sending.len(), 1, "{name}: requeued, due now");
+    let (requeued, orphaned) = store
+        .recover(vec!["chat".into(), "mail".into()], now + 2, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (requeued, orphaned),
+        (1, 0),
+        "{name}: sending goes back to pending"
+    );
+    let (_, orphaned) = store
+        .recover(vec!["chat".into()], now + 3, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        orphaned, 1,
+        "{name}: a notifier gone from the config kills its deliveries"
+    );
+
+    // Health, and retention (nothing recent is pruned).
+    store.health().await.unwrap();
+    assert_eq!(
+        store.prune(now - 3_600_000).await.unwrap(),
+        (0, 0),
+        "{name}"
+    );
+}
