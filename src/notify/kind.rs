@@ -75,6 +75,11 @@ pub trait Settings: fmt::Debug + Send + Sync {
     fn describe(&self) -> Vec<String>;
 }
 
+/// A kind's settings as the registry holds them (for [`Kind::read`]).
+pub fn settings<T: Settings + 'static>(read: Option<T>) -> Option<Arc<dyn Settings>> {
+    read.map(|s| Arc::new(s) as Arc<dyn Settings>)
+}
+
 /// What senders built together share: one pooled HTTP client, made on first
 /// use (loading the system's root certificates can fail, and a config with
 /// only log or email notifiers must not depend on it).

@@ -196,11 +196,18 @@ pub fn message(
         .render(templates, notifier.template.as_deref(), &ctx, original)
 }
 
-/// A message of the wrong shape for a notifier: a bug, never retried.
-fn wrong_message(kind: &str) -> DeliveryError {
-    DeliveryError::Permanent {
-        reason: format!("internal error: a {kind} notifier was handed another kind of message"),
-    }
+/// `message` as the type kind `kind` renders; any other is a bug, never
+/// retried.
+pub fn expect<'m, T: 'static>(
+    message: &'m dyn Message,
+    kind: &str,
+) -> Result<&'m T, DeliveryError> {
+    message
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| DeliveryError::Permanent {
+            reason: format!("internal error: a {kind} notifier was handed another kind of message"),
+        })
 }
 
 #[cfg(test)]

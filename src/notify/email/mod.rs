@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::kind::{Kind, Settings, Shared};
-use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
+use super::{Attempt, Cause, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, EmailMessage, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
@@ -46,7 +46,7 @@ impl Kind for EmailKind {
     }
 
     fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
-        config::read(r, t).map(|e| Arc::new(e) as Arc<dyn Settings>)
+        super::kind::settings(config::read(r, t))
     }
 }
 
@@ -182,9 +182,7 @@ impl Notify for EmailNotifier {
         _attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let Some(rendered) = message.as_any().downcast_ref::<Rendered<EmailMessage>>() else {
-                return Err(wrong_message("email"));
-            };
+            let rendered = super::expect::<Rendered<EmailMessage>>(message, "email")?;
             let m = &rendered.message;
             let mail = self.build(&m.subject, &m.text, m.html.as_deref())?;
             self.transport

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::email::render as email;
 use super::kind::{Kind, Settings, Shared};
-use super::{Attempt, DeliveryError, Notify, wrong_message};
+use super::{Attempt, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, EmailMessage, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
@@ -86,9 +86,7 @@ impl Notify for LogNotifier {
         attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let Some(rendered) = message.as_any().downcast_ref::<Rendered<EmailMessage>>() else {
-                return Err(wrong_message("log"));
-            };
+            let rendered = super::expect::<Rendered<EmailMessage>>(message, "log")?;
             tracing::info!(
                 message = "Notification.",
                 notifier = %self.name,

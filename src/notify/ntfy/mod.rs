@@ -15,7 +15,7 @@ use warp::http::{Method, Request, header};
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
 use super::webhook::retry_after;
-use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
+use super::{Attempt, Cause, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
@@ -46,7 +46,7 @@ impl Kind for NtfyKind {
     }
 
     fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
-        config::read(r, t).map(|n| Arc::new(n) as Arc<dyn Settings>)
+        super::kind::settings(config::read(r, t))
     }
 }
 
@@ -126,9 +126,7 @@ impl Notify for NtfyNotifier {
         _attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let Some(rendered) = message.as_any().downcast_ref::<Rendered<Publish>>() else {
-                return Err(wrong_message("ntfy"));
-            };
+            let rendered = super::expect::<Rendered<Publish>>(message, "ntfy")?;
             let request = self.request(&rendered.message.0)?;
             let server = &self.settings.server;
             let timeout = self.settings.timeout;

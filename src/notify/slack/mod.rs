@@ -13,7 +13,7 @@ use slack_morphism::prelude::*;
 use std::sync::Arc;
 
 use super::kind::{Kind, Settings, Shared};
-use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
+use super::{Attempt, Cause, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
@@ -50,7 +50,7 @@ impl Kind for SlackKind {
     }
 
     fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
-        config::read(r, t).map(|s| Arc::new(s) as Arc<dyn Settings>)
+        super::kind::settings(config::read(r, t))
     }
 }
 
@@ -188,9 +188,7 @@ impl Notify for SlackNotifier {
         _attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let Some(rendered) = message.as_any().downcast_ref::<Rendered<Value>>() else {
-                return Err(wrong_message("slack"));
-            };
+            let rendered = super::expect::<Rendered<Value>>(message, "slack")?;
             match tokio::time::timeout(self.timeout, self.post(&rendered.message)).await {
                 Err(_) => Err(DeliveryError::new(
                     Cause::Timeout,

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
-use super::{Attempt, Cause, DeliveryError, Notify, wrong_message};
+use super::{Attempt, Cause, DeliveryError, Notify};
 use crate::clock::{Clock, SystemClock};
 use crate::read::{Reader, Table};
 use crate::render::{Format, Message, RenderFailure, Rendered, Templates, helpers, parse_json};
@@ -71,7 +71,7 @@ impl Kind for WebhookKind {
     }
 
     fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
-        config::read(r, t).map(|w| Arc::new(w) as Arc<dyn Settings>)
+        super::kind::settings(config::read(r, t))
     }
 }
 
@@ -177,9 +177,7 @@ impl Notify for WebhookNotifier {
         attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let Some(rendered) = message.as_any().downcast_ref::<Rendered<Vec<u8>>>() else {
-                return Err(wrong_message("webhook"));
-            };
+            let rendered = super::expect::<Rendered<Vec<u8>>>(message, "webhook")?;
             let request = self.request(&rendered.message, attempt)?;
             let sent = tokio::time::timeout(self.timeout, self.client.send(request)).await;
             let (response, body) = match sent {
