@@ -5,6 +5,7 @@
 //! give up now (permanent). That decision is made in one place, [`classify`],
 //! tested by one table.
 
+pub mod discord;
 pub mod email;
 pub mod http;
 pub mod kind;

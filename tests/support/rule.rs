@@ -54,6 +54,9 @@ type = "log"
 [notifiers.phone]
 type = "ntfy"
 url = "http://127.0.0.1:9/ml-alerts"
+[notifiers.channel]
+type = "discord"
+webhook_url = "http://127.0.0.1:9/api/webhooks/1/t"
 [[routes]]
 name = "prompted"
 when = { "input.prompt" = { exists = true }, "metrics.predict_time" = { gt = 1 } }
@@ -62,7 +65,7 @@ continue = true
 [[routes]]
 name = "everything"
 when = { status = ["starting", "processing", "succeeded", "failed", "canceled", "aborted"] }
-notify = ["mail", "chat", "hook", "summary", "console", "phone"]
+notify = ["mail", "chat", "hook", "summary", "console", "phone", "channel"]
 "##,
     )
     .unwrap();

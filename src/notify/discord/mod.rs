@@ -1,0 +1,239 @@
+//! The Discord notifier: a channel webhook (Execute Webhook) posting an embed
+//! coloured by status. A 429 carries `retry_after` (seconds, in the JSON body
+//! and the `Retry-After` header), which the dispatcher honours for the whole
+//! webhook before anything else is sent there, as for Slack. A 401 or 404
+//! (a deleted webhook, a wrong token) is dead at once with Discord's reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use warp::http::{Method, Request, header};
+
+use super::http::Client;
+use super::kind::{Kind, Settings, Shared};
+use super::webhook::{error_chain, retry_after, shown_url};
+use super::{Attempt, Cause, DeliveryError, Notify};
+use crate::read::{Reader, Table};
+use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
+use crate::store::BoxFuture;
+
+mod config;
+pub mod render;
+pub use config::Discord;
+use render::Post;
+
+/// When Discord sends a 429 without saying how long to wait.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// `type = "discord"`.
+pub struct DiscordKind;
+
+impl Kind for DiscordKind {
+    fn name(&self) -> &'static str {
+        "discord"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        config::KEYS
+    }
+
+    fn formats(&self) -> &'static [Format] {
+        &[render::DISCORD]
+    }
+
+    fn built_in(&self) -> &'static [BuiltIn] {
+        render::BUILT_IN
+    }
+
+    /// Discord allows about five posts per webhook in two seconds: one at a
+    /// time keeps a burst from turning into 429s.
+    fn default_concurrency(&self) -> usize {
+        1
+    }
+
+    fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
+        super::kind::settings(config::read(r, t))
+    }
+}
+
+impl Settings for Discord {
+    fn kind(&self) -> &'static dyn Kind {
+        &DiscordKind
+    }
+
+    fn build(&self, _name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+        let digest = Sha256::digest(self.webhook_url.expose().as_bytes());
+        let rate_key = format!(
+            "discord:{}",
+            digest[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        Ok(Arc::new(DiscordNotifier {
+            url: self.webhook_url.expose().to_owned(),
+            shown: shown_webhook(self.webhook_url.expose()),
+            timeout: self.timeout,
+            rate_key,
+            client: shared.http()?,
+        }))
+    }
+
+    fn render(
+        &self,
+        templates: &Templates,
+        template: Option<&str>,
+        ctx: &Value,
+        _: &[u8],
+    ) -> Box<dyn Message> {
+        Box::new(render::render(
+            self,
+            templates,
+            template.unwrap_or("default"),
+            ctx,
+        ))
+    }
+
+    fn describe(&self) -> Vec<String> {
+        vec![format!(
+            "Discord: webhook {}",
+            shown_webhook(self.webhook_url.expose())
+        )]
+    }
+}
+
+/// The webhook URL without its token (the last path segment), for messages.
+fn shown_webhook(url: &str) -> String {
+    let shown = shown_url(url);
+    match shown.rsplit_once('/') {
+        Some((base, _token)) => format!("{base}/…"),
+        None => shown,
+    }
+}
+
+pub struct DiscordNotifier {
+    url: String,
+    shown: String,
+    timeout: Duration,
+    rate_key: String,
+    client: Client,
+}
+
+/// Discord's error text (`{"message": "Unknown Webhook", "code": 10015}`).
+fn discord_error(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| body.trim().to_owned())
+}
+
+/// `retry_after` from a 429's JSON body, in (possibly fractional) seconds.
+fn body_retry_after(body: &str) -> Option<Duration> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    let secs = v.get("retry_after")?.as_f64()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3_600.0)))
+}
+
+impl Notify for DiscordNotifier {
+    fn send<'a>(
+        &'a self,
+        message: &'a dyn Message,
+        _attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let rendered = super::expect::<Rendered<Post>>(message, "discord")?;
+            let body = serde_json::to_vec(&rendered.message.0).unwrap_or_default();
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri(&self.url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(
+                    header::USER_AGENT,
+                    concat!("replicate-relay/", env!("CARGO_PKG_VERSION")),
+                )
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| {
+                    DeliveryError::new(
+                        Cause::BadAddress,
+                        format!("cannot build a request to {}: {e}", self.shown),
+                    )
+                })?;
+            let (response, text) =
+                match tokio::time::timeout(self.timeout, self.client.send(request)).await {
+                    Err(_) => {
+                        return Err(DeliveryError::new(
+                            Cause::Timeout,
+                            format!(
+                                "no answer from Discord at {} within {:?}",
+                                self.shown, self.timeout
+                            ),
+                        ));
+                    }
+                    Ok(Err(e)) => {
+                        return Err(DeliveryError::new(
+                            Cause::Connect,
+                            format!(
+                                "cannot reach Discord at {}: {}",
+                                self.shown,
+                                error_chain(&e)
+                            ),
+                        ));
+                    }
+                    Ok(Ok(answer)) => answer,
+                };
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let wait = (status.as_u16() == 429).then(|| {
+                body_retry_after(&text)
+                    .or_else(|| retry_after(response.headers()))
+                    .unwrap_or(DEFAULT_RETRY_AFTER)
+            });
+            let hint = match status.as_u16() {
+                401 | 403 | 404 => {
+                    " (the webhook was deleted or its URL is wrong: copy it again from the channel's Integrations)"
+                }
+                _ => "",
+            };
+            Err(DeliveryError::new(
+                Cause::Http(status.as_u16()),
+                format!(
+                    "Discord at {} answered HTTP {status}: {}{hint}",
+                    self.shown,
+                    discord_error(&text)
+                ),
+            )
+            .with_retry_after(wait))
+        })
+    }
+
+    fn rate_key(&self) -> String {
+        self.rate_key.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_429_says_how_long_in_its_body() {
+        assert_eq!(
+            body_retry_after(
+                r#"{"message":"You are being rate limited.","retry_after":1.5,"global":false}"#
+            ),
+            Some(Duration::from_millis(1_500))
+        );
+        assert_eq!(body_retry_after("{}"), None);
+        assert_eq!(body_retry_after("not json"), None);
+        assert_eq!(
+            shown_webhook("https://discord.com/api/webhooks/123/secret-token"),
+            "https://discord.com/api/webhooks/123/…"
+        );
+    }
+}
