@@ -11,6 +11,7 @@ pub mod http;
 pub mod kind;
 pub mod log;
 pub mod ntfy;
+pub mod pagerduty;
 pub mod slack;
 pub mod webhook;
 

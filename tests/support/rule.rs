@@ -57,6 +57,10 @@ url = "http://127.0.0.1:9/ml-alerts"
 [notifiers.channel]
 type = "discord"
 webhook_url = "http://127.0.0.1:9/api/webhooks/1/t"
+[notifiers.oncall]
+type = "pagerduty"
+routing_key = "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY00"
+url = "http://127.0.0.1:9/v2/enqueue"
 [[routes]]
 name = "prompted"
 when = { "input.prompt" = { exists = true }, "metrics.predict_time" = { gt = 1 } }
@@ -65,7 +69,7 @@ continue = true
 [[routes]]
 name = "everything"
 when = { status = ["starting", "processing", "succeeded", "failed", "canceled", "aborted"] }
-notify = ["mail", "chat", "hook", "summary", "console", "phone", "channel"]
+notify = ["mail", "chat", "hook", "summary", "console", "phone", "channel", "oncall"]
 "##,
     )
     .unwrap();

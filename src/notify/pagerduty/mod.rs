@@ -1,0 +1,204 @@
+//! The PagerDuty notifier: Events API v2. A failed or aborted job triggers an
+//! incident whose dedup key is the job id, so repeats group into one; a
+//! success of the same job resolves it. A 400 (a wrong routing key, an
+//! invalid event) is dead at once with PagerDuty's errors; 429 and 5xx are
+//! retried.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::Value;
+use warp::http::{Method, Request, header};
+
+use super::http::Client;
+use super::kind::{Kind, Settings, Shared};
+use super::webhook::{error_chain, retry_after, shown_url};
+use super::{Attempt, Cause, DeliveryError, Notify};
+use crate::read::{Reader, Table};
+use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
+use crate::store::BoxFuture;
+
+mod config;
+pub mod render;
+pub use config::PagerDuty;
+use render::Event;
+
+/// `type = "pagerduty"`.
+pub struct PagerDutyKind;
+
+impl Kind for PagerDutyKind {
+    fn name(&self) -> &'static str {
+        "pagerduty"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        config::KEYS
+    }
+
+    fn formats(&self) -> &'static [Format] {
+        &[render::PAGERDUTY]
+    }
+
+    fn built_in(&self) -> &'static [BuiltIn] {
+        render::BUILT_IN
+    }
+
+    fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
+        super::kind::settings(config::read(r, t))
+    }
+}
+
+impl Settings for PagerDuty {
+    fn kind(&self) -> &'static dyn Kind {
+        &PagerDutyKind
+    }
+
+    fn build(&self, _name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+        Ok(Arc::new(PagerDutyNotifier {
+            url: self.url.clone(),
+            shown: shown_url(&self.url),
+            timeout: self.timeout,
+            client: shared.http()?,
+        }))
+    }
+
+    fn render(
+        &self,
+        templates: &Templates,
+        template: Option<&str>,
+        ctx: &Value,
+        _: &[u8],
+    ) -> Box<dyn Message> {
+        Box::new(render::render(
+            self,
+            templates,
+            template.unwrap_or("default"),
+            ctx,
+        ))
+    }
+
+    fn describe(&self) -> Vec<String> {
+        vec![format!(
+            "PagerDuty: Events API v2 at {}, severity {}",
+            shown_url(&self.url),
+            self.severity
+        )]
+    }
+}
+
+pub struct PagerDutyNotifier {
+    url: String,
+    shown: String,
+    timeout: Duration,
+    client: Client,
+}
+
+/// PagerDuty's reason (`{"status":"invalid event","message":"Event object is
+/// invalid","errors":["…"]}`): the message and every error.
+fn pagerduty_error(body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return body.trim().to_owned();
+    };
+    let message = v.get("message").and_then(Value::as_str).unwrap_or("");
+    let errors: Vec<&str> = v
+        .get("errors")
+        .and_then(Value::as_array)
+        .map(|e| e.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if errors.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{message}: {}", errors.join("; "))
+    }
+}
+
+impl Notify for PagerDutyNotifier {
+    fn send<'a>(
+        &'a self,
+        message: &'a dyn Message,
+        _attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let rendered = super::expect::<Rendered<Event>>(message, "pagerduty")?;
+            let body = serde_json::to_vec(&rendered.message.0).unwrap_or_default();
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri(&self.url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(
+                    header::USER_AGENT,
+                    concat!("replicate-relay/", env!("CARGO_PKG_VERSION")),
+                )
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| {
+                    DeliveryError::new(
+                        Cause::BadAddress,
+                        format!("cannot build a request to {}: {e}", self.shown),
+                    )
+                })?;
+            let (response, text) =
+                match tokio::time::timeout(self.timeout, self.client.send(request)).await {
+                    Err(_) => {
+                        return Err(DeliveryError::new(
+                            Cause::Timeout,
+                            format!(
+                                "no answer from PagerDuty at {} within {:?}",
+                                self.shown, self.timeout
+                            ),
+                        ));
+                    }
+                    Ok(Err(e)) => {
+                        return Err(DeliveryError::new(
+                            Cause::Connect,
+                            format!(
+                                "cannot reach PagerDuty at {}: {}",
+                                self.shown,
+                                error_chain(&e)
+                            ),
+                        ));
+                    }
+                    Ok(Ok(answer)) => answer,
+                };
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let hint = if status.as_u16() == 400 {
+                " (check routing_key_file: the key of an Events API v2 integration)"
+            } else {
+                ""
+            };
+            Err(DeliveryError::new(
+                Cause::Http(status.as_u16()),
+                format!(
+                    "PagerDuty at {} answered HTTP {status}: {}{hint}",
+                    self.shown,
+                    pagerduty_error(&text)
+                ),
+            )
+            .with_retry_after(retry_after(response.headers())))
+        })
+    }
+
+    fn rate_key(&self) -> String {
+        format!("pagerduty:{}", self.shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagerdutys_reasons_are_kept_whole() {
+        assert_eq!(
+            pagerduty_error(
+                r#"{"status":"invalid event","message":"Event object is invalid","errors":["'routing_key' is invalid","'payload.summary' is missing"]}"#
+            ),
+            "Event object is invalid: 'routing_key' is invalid; 'payload.summary' is missing"
+        );
+        assert_eq!(pagerduty_error("<html>"), "<html>");
+    }
+}

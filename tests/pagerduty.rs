@@ -1,0 +1,190 @@
+//! The PagerDuty notifier end to end: the real daemon sending Events API v2
+//! events to a loopback stand-in that checks what PagerDuty checks — the
+//! routing key, the action, the dedup key, and for a trigger a summary
+//! (at most 1,024 characters), a source and a severity — and keeps the
+//! incidents those events open and resolve.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use replicate_relay::clock::SystemClock;
+use replicate_relay::store::DeliveryState;
+use serde_json::{Value, json};
+use warp::Filter;
+use warp::http::StatusCode;
+
+const KEY: &str = "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY00";
+
+#[derive(Clone, Default)]
+struct Service {
+    events: Arc<Mutex<Vec<Value>>>,
+    /// dedup key → "triggered" or "resolved".
+    incidents: Arc<Mutex<HashMap<String, &'static str>>>,
+}
+
+fn invalid(errors: &[&str]) -> warp::reply::Response {
+    use warp::Reply;
+    warp::reply::with_status(
+        warp::reply::json(&json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors})),
+        StatusCode::BAD_REQUEST,
+    )
+    .into_response()
+}
+
+async fn pagerduty() -> (String, Service) {
+    use warp::Reply;
+    let service = Service::default();
+    let s = service.clone();
+    let route = warp::post()
+        .and(warp::path!("v2" / "enqueue"))
+        .and(warp::body::bytes())
+        .map(move |body: bytes::Bytes| {
+            let Ok(e) = serde_json::from_slice::<Value>(&body) else {
+                return invalid(&["Event object is not JSON"]);
+            };
+            if e["routing_key"] != KEY {
+                return invalid(&["Invalid routing key"]);
+            }
+            let action = e["event_action"].as_str().unwrap_or("");
+            let key = e["dedup_key"].as_str().unwrap_or("");
+            if !["trigger", "acknowledge", "resolve"].contains(&action) {
+                return invalid(&["'event_action' is invalid"]);
+            }
+            if key.is_empty() || key.len() > 255 {
+                return invalid(&["'dedup_key' is invalid"]);
+            }
+            if action == "trigger" {
+                let p = &e["payload"];
+                let summary = p["summary"].as_str().unwrap_or("");
+                if summary.is_empty() || summary.chars().count() > 1_024 {
+                    return invalid(&["'payload.summary' is invalid"]);
+                }
+                if p["source"].as_str().unwrap_or("").is_empty() {
+                    return invalid(&["'payload.source' is missing"]);
+                }
+                if !["critical", "error", "warning", "info"]
+                    .contains(&p["severity"].as_str().unwrap_or(""))
+                {
+                    return invalid(&["'payload.severity' is invalid"]);
+                }
+            }
+            let state = if action == "resolve" {
+                "resolved"
+            } else {
+                "triggered"
+            };
+            s.incidents.lock().unwrap().insert(key.to_owned(), state);
+            s.events.lock().unwrap().push(e.clone());
+            warp::reply::with_status(
+                warp::reply::json(
+                    &json!({"status": "success", "message": "Event processed", "dedup_key": key}),
+                ),
+                StatusCode::ACCEPTED,
+            )
+            .into_response()
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    (format!("http://{addr}/v2/enqueue"), service)
+}
+
+fn config(dir: &std::path::Path, url: &str, key: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("pd-key"), key).unwrap();
+    write_config(
+        dir,
+        SECRET,
+        &format!(
+            "[notifiers.oncall]\ntype = \"pagerduty\"\nrouting_key_file = \"pd-key\"\nseverity = \"critical\"\nurl = \"{url}\"\n\n\
+             [[routes]]\nname = \"everything\"\nnotify = [\"oncall\"]\n"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_failure_opens_an_incident_keyed_by_the_job_and_its_success_resolves_it() {
+    let (url, service) = pagerduty().await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&config(dir.path(), &url, KEY), Arc::new(SystemClock)).await;
+    let mut failed: Value = serde_json::from_slice(&payload("p_pd_1", "failed")).unwrap();
+    failed["error"] = json!("x".repeat(3_000));
+    post_signed(&daemon, "msg_pd_1", &serde_json::to_vec(&failed).unwrap()).await;
+    for _ in 0..100 {
+        if !service.events.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        service.incidents.lock().unwrap().get("p_pd_1"),
+        Some(&"triggered")
+    );
+    post_signed(&daemon, "msg_pd_2", &payload("p_pd_1", "succeeded")).await;
+    let rows = wait_deliveries(&dir.path().join("relay.db"), Duration::from_secs(10), |r| {
+        r.len() == 2
+            && r.iter()
+                .all(|l| l.delivery.state == DeliveryState::Delivered)
+    })
+    .await;
+    assert!(
+        rows.iter()
+            .all(|l| l.delivery.state == DeliveryState::Delivered),
+        "{rows:?}"
+    );
+    let events = service.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 2);
+    let trigger = &events[0];
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(trigger["payload"]["severity"], "critical");
+    assert_eq!(trigger["payload"]["source"], "acme/test-model");
+    assert!(
+        trigger["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("❌ Prediction acme/test-model failed")
+    );
+    assert_eq!(
+        trigger["links"][0]["href"],
+        "https://replicate.com/p/p_pd_1"
+    );
+    assert_eq!(events[1]["event_action"], "resolve");
+    assert_eq!(events[1]["dedup_key"], "p_pd_1", "one incident per job");
+    assert_eq!(
+        service.incidents.lock().unwrap().get("p_pd_1"),
+        Some(&"resolved")
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_routing_key_is_dead_at_once_with_pagerdutys_reason() {
+    let (url, service) = pagerduty().await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &config(dir.path(), &url, "WR0NGKEYWR0NGKEYWR0NGKEYWR0NGKEY"),
+        Arc::new(SystemClock),
+    )
+    .await;
+    post_signed(&daemon, "msg_pd_3", &payload("p_pd_3", "failed")).await;
+    let rows = wait_deliveries(&dir.path().join("relay.db"), Duration::from_secs(10), |r| {
+        r.iter().any(|l| l.delivery.state == DeliveryState::Dead)
+    })
+    .await;
+    assert_eq!(rows[0].delivery.state, DeliveryState::Dead, "{rows:?}");
+    assert_eq!(rows[0].delivery.attempts, 1, "not retried");
+    let error = rows[0].delivery.last_error.clone().unwrap();
+    assert!(
+        error.contains("HTTP 400") && error.contains("Invalid routing key"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("WR0NGKEY"),
+        "the key never appears: {error}"
+    );
+    assert!(service.events.lock().unwrap().is_empty());
+    daemon.stop().await;
+}
