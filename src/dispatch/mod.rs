@@ -351,6 +351,9 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
                 if notifier.settings.kind().name() == "slack" {
                     telemetry::slack_rate_limited(&d.notifier);
                 }
+                // `now` is whole milliseconds, cut down: one more keeps the
+                // pause from ending a fraction early. Retry-After is a minimum.
+                let after = after + Duration::from_millis(1);
                 shared.pause(sender.rate_key(), now + after.as_millis() as i64);
                 delay = delay.max(after);
             }
