@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use serde_json::Value;
 
-use super::{Notify, discord, email, http, log, ntfy, pagerduty, slack, webhook};
+use super::{Notify, discord, email, http, log, ntfy, pagerduty, slack, teams, webhook};
 use crate::read::Problem;
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Templates};
@@ -106,6 +106,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &ntfy::NtfyKind,
     &discord::DiscordKind,
     &pagerduty::PagerDutyKind,
+    &teams::TeamsKind,
 ];
 
 /// Kinds added beside [`KINDS`] by [`register`].

@@ -13,6 +13,7 @@ pub mod log;
 pub mod ntfy;
 pub mod pagerduty;
 pub mod slack;
+pub mod teams;
 pub mod webhook;
 
 use std::collections::BTreeMap;

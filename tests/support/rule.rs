@@ -61,6 +61,9 @@ webhook_url = "http://127.0.0.1:9/api/webhooks/1/t"
 type = "pagerduty"
 routing_key = "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY00"
 url = "http://127.0.0.1:9/v2/enqueue"
+[notifiers.team]
+type = "teams"
+webhook_url = "http://127.0.0.1:9/workflows/x"
 [[routes]]
 name = "prompted"
 when = { "input.prompt" = { exists = true }, "metrics.predict_time" = { gt = 1 } }
@@ -69,7 +72,7 @@ continue = true
 [[routes]]
 name = "everything"
 when = { status = ["starting", "processing", "succeeded", "failed", "canceled", "aborted"] }
-notify = ["mail", "chat", "hook", "summary", "console", "phone", "channel", "oncall"]
+notify = ["mail", "chat", "hook", "summary", "console", "phone", "channel", "oncall", "team"]
 "##,
     )
     .unwrap();

@@ -1,0 +1,191 @@
+//! The Teams notifier: an Adaptive Card posted to a Workflows webhook (the
+//! replacement for Office 365 connectors). The workflow answers 202 once it
+//! has the message; a 401, 403 or 404 (a deleted flow, a wrong or expired
+//! signature) is dead at once with its reason; 429 and 5xx are retried.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use warp::http::{Method, Request, header};
+
+use super::http::Client;
+use super::kind::{Kind, Settings, Shared};
+use super::webhook::{error_chain, retry_after, shown_url};
+use super::{Attempt, Cause, DeliveryError, Notify};
+use crate::read::{Reader, Table};
+use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
+use crate::store::BoxFuture;
+
+mod config;
+pub mod render;
+pub use config::Teams;
+use render::Post;
+
+/// `type = "teams"`.
+pub struct TeamsKind;
+
+impl Kind for TeamsKind {
+    fn name(&self) -> &'static str {
+        "teams"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        config::KEYS
+    }
+
+    fn formats(&self) -> &'static [Format] {
+        &[render::TEAMS]
+    }
+
+    fn built_in(&self) -> &'static [BuiltIn] {
+        render::BUILT_IN
+    }
+
+    fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
+        super::kind::settings(config::read(r, t))
+    }
+}
+
+impl Settings for Teams {
+    fn kind(&self) -> &'static dyn Kind {
+        &TeamsKind
+    }
+
+    fn build(&self, _name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+        let digest = Sha256::digest(self.webhook_url.expose().as_bytes());
+        Ok(Arc::new(TeamsNotifier {
+            url: self.webhook_url.expose().to_owned(),
+            shown: shown_url(self.webhook_url.expose()),
+            timeout: self.timeout,
+            rate_key: format!(
+                "teams:{}",
+                digest[..8]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ),
+            client: shared.http()?,
+        }))
+    }
+
+    fn render(
+        &self,
+        templates: &Templates,
+        template: Option<&str>,
+        ctx: &Value,
+        _: &[u8],
+    ) -> Box<dyn Message> {
+        Box::new(render::render(
+            templates,
+            template.unwrap_or("default"),
+            ctx,
+        ))
+    }
+
+    fn describe(&self) -> Vec<String> {
+        vec![format!(
+            "Teams: workflow {}",
+            shown_url(self.webhook_url.expose())
+        )]
+    }
+}
+
+pub struct TeamsNotifier {
+    url: String,
+    /// The URL without its query, which holds the signature.
+    shown: String,
+    timeout: Duration,
+    rate_key: String,
+    client: Client,
+}
+
+/// The workflow's reason (`{"error":{"code":…,"message":…}}`), or the body.
+fn teams_error(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            let e = v.get("error")?;
+            let code = e.get("code").and_then(Value::as_str).unwrap_or("");
+            let message = e.get("message").and_then(Value::as_str).unwrap_or("");
+            Some(format!("{code}: {message}"))
+        })
+        .unwrap_or_else(|| body.trim().to_owned())
+}
+
+impl Notify for TeamsNotifier {
+    fn send<'a>(
+        &'a self,
+        message: &'a dyn Message,
+        _attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let rendered = super::expect::<Rendered<Post>>(message, "teams")?;
+            let body = serde_json::to_vec(&rendered.message.0).unwrap_or_default();
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri(&self.url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(
+                    header::USER_AGENT,
+                    concat!("replicate-relay/", env!("CARGO_PKG_VERSION")),
+                )
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| {
+                    DeliveryError::new(
+                        Cause::BadAddress,
+                        format!("cannot build a request to {}: {e}", self.shown),
+                    )
+                })?;
+            let (response, text) =
+                match tokio::time::timeout(self.timeout, self.client.send(request)).await {
+                    Err(_) => {
+                        return Err(DeliveryError::new(
+                            Cause::Timeout,
+                            format!(
+                                "no answer from the Teams workflow at {} within {:?}",
+                                self.shown, self.timeout
+                            ),
+                        ));
+                    }
+                    Ok(Err(e)) => {
+                        return Err(DeliveryError::new(
+                            Cause::Connect,
+                            format!(
+                                "cannot reach the Teams workflow at {}: {}",
+                                self.shown,
+                                error_chain(&e)
+                            ),
+                        ));
+                    }
+                    Ok(Ok(answer)) => answer,
+                };
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let hint = match status.as_u16() {
+                401 | 403 | 404 => {
+                    " (the workflow was turned off or deleted, or its URL changed: copy it again from the flow's trigger)"
+                }
+                _ => "",
+            };
+            Err(DeliveryError::new(
+                Cause::Http(status.as_u16()),
+                format!(
+                    "the Teams workflow at {} answered HTTP {status}: {}{hint}",
+                    self.shown,
+                    teams_error(&text)
+                ),
+            )
+            .with_retry_after(retry_after(response.headers())))
+        })
+    }
+
+    fn rate_key(&self) -> String {
+        self.rate_key.clone()
+    }
+}
