@@ -2,13 +2,24 @@
 //! system's root certificates. Plain `http://` is allowed because the operator
 //! chose the URL (a service on the same host, a test receiver).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use warp::http::{Request, Response};
+use warp::http::{HeaderMap, Method, Request, Response, StatusCode, header};
+
+use super::{Cause, DeliveryError};
+
+/// A receiver's answer: its status, headers, and the start of its body.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
 
 /// How much of a response body is kept for error messages.
 const BODY_KEPT: usize = 512;
@@ -41,6 +52,55 @@ impl Client {
             .unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_KEPT)]).into_owned();
         Ok((Response::from_parts(parts, ()), text))
+    }
+}
+
+impl Client {
+    /// POSTs `body` as JSON to `url` with `headers`, and waits at most
+    /// `timeout` for the answer. No answer in time, or no connection, is the
+    /// transient error that says so; `what` names the receiver in it
+    /// ("Discord at https://discord.com/api/webhooks/1/…"), never the secret
+    /// parts of its URL.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        headers: &[(header::HeaderName, String)],
+        body: Vec<u8>,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<Answer, DeliveryError> {
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("replicate-relay/", env!("CARGO_PKG_VERSION")),
+            );
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        let request = builder.body(Full::new(Bytes::from(body))).map_err(|e| {
+            DeliveryError::new(
+                Cause::BadAddress,
+                format!("cannot build a request to {what}: {e}"),
+            )
+        })?;
+        match tokio::time::timeout(timeout, self.send(request)).await {
+            Err(_) => Err(DeliveryError::new(
+                Cause::Timeout,
+                format!("no answer from {what} within {timeout:?}"),
+            )),
+            Ok(Err(e)) => Err(DeliveryError::new(
+                Cause::Connect,
+                format!("cannot reach {what}: {}", super::webhook::error_chain(&e)),
+            )),
+            Ok(Ok((response, body))) => Ok(Answer {
+                status: response.status(),
+                headers: response.headers().clone(),
+                body,
+            }),
+        }
     }
 }
 

@@ -7,15 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use warp::http::{Method, Request, header};
 
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
-use super::webhook::{error_chain, retry_after, shown_url};
+use super::webhook::{retry_after, shown_url};
 use super::{Attempt, Cause, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
@@ -146,52 +143,23 @@ impl Notify for DiscordNotifier {
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             let rendered = super::expect::<Rendered<Post>>(message, "discord")?;
-            let body = serde_json::to_vec(&rendered.message.0).unwrap_or_default();
-            let request = Request::builder()
-                .method(Method::POST)
-                .uri(&self.url)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(
-                    header::USER_AGENT,
-                    concat!("replicate-relay/", env!("CARGO_PKG_VERSION")),
+            let answer = self
+                .client
+                .post_json(
+                    &self.url,
+                    &[],
+                    serde_json::to_vec(&rendered.message.0).unwrap_or_default(),
+                    self.timeout,
+                    &format!("Discord at {}", self.shown),
                 )
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|e| {
-                    DeliveryError::new(
-                        Cause::BadAddress,
-                        format!("cannot build a request to {}: {e}", self.shown),
-                    )
-                })?;
-            let (response, text) =
-                match tokio::time::timeout(self.timeout, self.client.send(request)).await {
-                    Err(_) => {
-                        return Err(DeliveryError::new(
-                            Cause::Timeout,
-                            format!(
-                                "no answer from Discord at {} within {:?}",
-                                self.shown, self.timeout
-                            ),
-                        ));
-                    }
-                    Ok(Err(e)) => {
-                        return Err(DeliveryError::new(
-                            Cause::Connect,
-                            format!(
-                                "cannot reach Discord at {}: {}",
-                                self.shown,
-                                error_chain(&e)
-                            ),
-                        ));
-                    }
-                    Ok(Ok(answer)) => answer,
-                };
-            let status = response.status();
+                .await?;
+            let status = answer.status;
             if status.is_success() {
                 return Ok(());
             }
             let wait = (status.as_u16() == 429).then(|| {
-                body_retry_after(&text)
-                    .or_else(|| retry_after(response.headers()))
+                body_retry_after(&answer.body)
+                    .or_else(|| retry_after(&answer.headers))
                     .unwrap_or(DEFAULT_RETRY_AFTER)
             });
             let hint = match status.as_u16() {
@@ -205,7 +173,7 @@ impl Notify for DiscordNotifier {
                 format!(
                     "Discord at {} answered HTTP {status}: {}{hint}",
                     self.shown,
-                    discord_error(&text)
+                    discord_error(&answer.body)
                 ),
             )
             .with_retry_after(wait))

@@ -7,10 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use serde_json::Value;
-use warp::http::{Method, Request, header};
+use warp::http::header;
 
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
@@ -87,29 +85,6 @@ pub struct NtfyNotifier {
     client: Client,
 }
 
-impl NtfyNotifier {
-    fn request(&self, body: &Value) -> Result<Request<Full<Bytes>>, DeliveryError> {
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(self.settings.server.as_str())
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("replicate-relay/", env!("CARGO_PKG_VERSION")),
-            );
-        if let Some(token) = &self.settings.token {
-            builder = builder.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
-        }
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
-        builder.body(Full::new(Bytes::from(bytes))).map_err(|e| {
-            DeliveryError::new(
-                Cause::BadAddress,
-                format!("cannot build a request to {}: {e}", self.settings.server),
-            )
-        })
-    }
-}
-
 /// ntfy's error text (`{"code":40101,"http":401,"error":"unauthorized"}`),
 /// or the body as sent.
 fn ntfy_error(body: &str) -> String {
@@ -127,29 +102,24 @@ impl Notify for NtfyNotifier {
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             let rendered = super::expect::<Rendered<Publish>>(message, "ntfy")?;
-            let request = self.request(&rendered.message.0)?;
             let server = &self.settings.server;
-            let timeout = self.settings.timeout;
-            let (response, body) =
-                match tokio::time::timeout(timeout, self.client.send(request)).await {
-                    Err(_) => {
-                        return Err(DeliveryError::new(
-                            Cause::Timeout,
-                            format!("no answer from ntfy at {server} within {timeout:?}"),
-                        ));
-                    }
-                    Ok(Err(e)) => {
-                        return Err(DeliveryError::new(
-                            Cause::Connect,
-                            format!(
-                                "cannot reach ntfy at {server}: {}",
-                                super::webhook::error_chain(&e)
-                            ),
-                        ));
-                    }
-                    Ok(Ok(answer)) => answer,
-                };
-            let status = response.status();
+            let headers: Vec<_> = self
+                .settings
+                .token
+                .iter()
+                .map(|t| (header::AUTHORIZATION, format!("Bearer {}", t.expose())))
+                .collect();
+            let answer = self
+                .client
+                .post_json(
+                    server.as_str(),
+                    &headers,
+                    serde_json::to_vec(&rendered.message.0).unwrap_or_default(),
+                    self.settings.timeout,
+                    &format!("ntfy at {server}"),
+                )
+                .await?;
+            let status = answer.status;
             if status.is_success() {
                 return Ok(());
             }
@@ -164,11 +134,11 @@ impl Notify for NtfyNotifier {
                 Cause::Http(status.as_u16()),
                 format!(
                     "ntfy at {server} answered HTTP {status}: {}{hint}",
-                    ntfy_error(&body)
+                    ntfy_error(&answer.body)
                 ),
             )
             .with_retry_after(
-                retry_after(response.headers())
+                retry_after(&answer.headers)
                     .or((status.as_u16() == 429).then_some(Duration::from_secs(10))),
             ))
         })
