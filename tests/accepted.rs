@@ -273,7 +273,7 @@ async fn each_body_of_the_class_is_answered_2xx_and_delivered_with_what_could_be
             .unwrap_or_else(|| panic!("{id} reached Slack"));
         let text: Value = serde_json::from_str(&message).unwrap();
         let mut all = Vec::new();
-        rule::strings(&text, &mut all);
+        replicate_relay::render::message::strings(&text, &mut all);
         let slack_text = all.join("\n");
         assert!(slack_text.contains("CUDA out of memory"), "{slack_text}");
         let mail = mails

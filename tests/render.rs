@@ -12,6 +12,7 @@ use replicate_relay::notify::slack::limits::{
 use replicate_relay::notify::{email, kind, slack, webhook};
 use replicate_relay::render::Templates;
 use replicate_relay::render::context::context;
+use replicate_relay::render::message::strings;
 use serde_json::{Value, json};
 
 fn shipped() -> Templates {
@@ -55,16 +56,6 @@ fn assert_within_limits(message: &Value, what: &str) {
             "actions" | "context" | "divider" => {}
             other => panic!("{what}: unexpected block type {other}"),
         }
-    }
-}
-
-/// Every string anywhere in a JSON value.
-fn strings(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
-        Value::Object(map) => map.values().for_each(|i| strings(i, out)),
-        _ => {}
     }
 }
 

@@ -199,6 +199,16 @@ pub fn message(
         .render(templates, notifier.template.as_deref(), &ctx, original)
 }
 
+/// A rate key for a receiver known by a secret (a token, a webhook URL):
+/// `kind:` and a hash of it, so notifiers sharing it share a pause and the
+/// secret never appears in the key.
+pub fn secret_rate_key(kind: &str, secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(secret.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{kind}:{hex}")
+}
+
 /// `message` as the type kind `kind` renders; any other is a bug, never
 /// retried.
 pub fn expect<'m, T: 'static>(

@@ -126,7 +126,7 @@ impl Message for Rendered<Vec<u8>> {
 }
 
 /// Every string anywhere in a JSON value, depth first.
-fn strings(v: &Value, out: &mut Vec<String>) {
+pub fn strings(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::String(s) => out.push(s.clone()),
         Value::Array(items) => items.iter().for_each(|i| strings(i, out)),

@@ -16,7 +16,6 @@ use replicate_relay::event::{Envelope, Event, Status};
 use replicate_relay::notify;
 use replicate_relay::render::{EmailMessage, Message, Rendered};
 use replicate_relay::route;
-use serde_json::Value;
 
 /// One notifier of every kind, and routes that keep fields for routing, in a
 /// config under `dir` that reads the shipped templates from `templates`.
@@ -137,16 +136,6 @@ fn names(message: &dyn Message, id: &str, status: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Every string anywhere in a JSON value.
-pub fn strings(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
-        Value::Object(map) => map.values().for_each(|i| strings(i, out)),
-        _ => {}
-    }
 }
 
 /// A small, seedable generator (splitmix64): enough for bodies, no crate.

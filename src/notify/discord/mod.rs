@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
@@ -63,14 +62,7 @@ impl Settings for Discord {
     }
 
     fn build(&self, _name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
-        let digest = Sha256::digest(self.webhook_url.expose().as_bytes());
-        let rate_key = format!(
-            "discord:{}",
-            digest[..8]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let rate_key = super::secret_rate_key("discord", self.webhook_url.expose());
         Ok(Arc::new(DiscordNotifier {
             url: self.webhook_url.expose().to_owned(),
             shown: shown_webhook(self.webhook_url.expose()),

@@ -226,21 +226,12 @@ impl Message for Rendered<Post> {
 
     fn seen_text(&self) -> String {
         let mut all = Vec::new();
-        strings(&self.message.0, &mut all);
+        crate::render::message::strings(&self.message.0, &mut all);
         all.join("\n")
     }
 
     fn as_any(&self) -> &dyn Any {
         self
-    }
-}
-
-fn strings(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
-        Value::Object(map) => map.values().for_each(|i| strings(i, out)),
-        _ => {}
     }
 }
 

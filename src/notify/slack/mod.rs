@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
@@ -130,14 +129,7 @@ impl SlackNotifier {
                 url.expose().to_owned(),
             ),
         };
-        let digest = Sha256::digest(identity.as_bytes());
-        let rate_key = format!(
-            "slack:{}",
-            digest[..8]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let rate_key = super::secret_rate_key("slack", &identity);
         Ok(Self {
             name: name.to_owned(),
             client: SlackClient::new(connector),

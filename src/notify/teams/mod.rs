@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
@@ -53,18 +52,11 @@ impl Settings for Teams {
     }
 
     fn build(&self, _name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
-        let digest = Sha256::digest(self.webhook_url.expose().as_bytes());
         Ok(Arc::new(TeamsNotifier {
             url: self.webhook_url.expose().to_owned(),
             shown: shown_url(self.webhook_url.expose()),
             timeout: self.timeout,
-            rate_key: format!(
-                "teams:{}",
-                digest[..8]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            ),
+            rate_key: super::secret_rate_key("teams", self.webhook_url.expose()),
             client: shared.http()?,
         }))
     }
