@@ -19,6 +19,34 @@ pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: String,
+    /// Who answered, for messages ("Discord at https://…").
+    pub what: String,
+}
+
+impl Answer {
+    /// `Ok` for a 2xx; otherwise the error its status calls for (transient or
+    /// permanent), saying who refused, the receiver's own `reason` (read from
+    /// the body by the caller) and `hint`, what to check; a `Retry-After` is
+    /// kept.
+    pub fn result(
+        &self,
+        reason: impl FnOnce(&str) -> String,
+        hint: &str,
+    ) -> Result<(), DeliveryError> {
+        if self.status.is_success() {
+            return Ok(());
+        }
+        Err(DeliveryError::new(
+            Cause::Http(self.status.as_u16()),
+            format!(
+                "{} answered HTTP {}: {}{hint}",
+                self.what,
+                self.status,
+                reason(&self.body)
+            ),
+        )
+        .with_retry_after(super::webhook::retry_after(&self.headers)))
+    }
 }
 
 /// How much of a response body is kept for error messages.
@@ -65,7 +93,7 @@ impl Client {
         &self,
         url: &str,
         headers: &[(header::HeaderName, String)],
-        body: Vec<u8>,
+        body: &serde_json::Value,
         timeout: Duration,
         what: &str,
     ) -> Result<Answer, DeliveryError> {
@@ -80,6 +108,7 @@ impl Client {
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
+        let body = serde_json::to_vec(body).unwrap_or_default();
         let request = builder.body(Full::new(Bytes::from(body))).map_err(|e| {
             DeliveryError::new(
                 Cause::BadAddress,
@@ -99,6 +128,7 @@ impl Client {
                 status: response.status(),
                 headers: response.headers().clone(),
                 body,
+                what: what.to_owned(),
             }),
         }
     }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
 use super::webhook::{retry_after, shown_url};
-use super::{Attempt, Cause, DeliveryError, Notify};
+use super::{Attempt, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
@@ -140,35 +140,26 @@ impl Notify for DiscordNotifier {
                 .post_json(
                     &self.url,
                     &[],
-                    serde_json::to_vec(&rendered.message.0).unwrap_or_default(),
+                    &rendered.message.0,
                     self.timeout,
                     &format!("Discord at {}", self.shown),
                 )
                 .await?;
-            let status = answer.status;
-            if status.is_success() {
-                return Ok(());
-            }
-            let wait = (status.as_u16() == 429).then(|| {
-                body_retry_after(&answer.body)
-                    .or_else(|| retry_after(&answer.headers))
-                    .unwrap_or(DEFAULT_RETRY_AFTER)
-            });
-            let hint = match status.as_u16() {
+            let hint = match answer.status.as_u16() {
                 401 | 403 | 404 => {
                     " (the webhook was deleted or its URL is wrong: copy it again from the channel's Integrations)"
                 }
                 _ => "",
             };
-            Err(DeliveryError::new(
-                Cause::Http(status.as_u16()),
-                format!(
-                    "Discord at {} answered HTTP {status}: {}{hint}",
-                    self.shown,
-                    discord_error(&answer.body)
-                ),
-            )
-            .with_retry_after(wait))
+            // Discord says how long in the body, to the millisecond.
+            let wait = (answer.status.as_u16() == 429).then(|| {
+                body_retry_after(&answer.body)
+                    .or_else(|| retry_after(&answer.headers))
+                    .unwrap_or(DEFAULT_RETRY_AFTER)
+            });
+            answer
+                .result(discord_error, hint)
+                .map_err(|e| e.with_retry_after(wait))
         })
     }
 

@@ -13,7 +13,7 @@ use warp::http::header;
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
 use super::webhook::retry_after;
-use super::{Attempt, Cause, DeliveryError, Notify};
+use super::{Attempt, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
@@ -22,6 +22,9 @@ mod config;
 pub mod render;
 pub use config::Ntfy;
 use render::Publish;
+
+/// How long to wait after a 429 that says nothing of it.
+const NTFY_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// `type = "ntfy"`.
 pub struct NtfyKind;
@@ -114,33 +117,27 @@ impl Notify for NtfyNotifier {
                 .post_json(
                     server.as_str(),
                     &headers,
-                    serde_json::to_vec(&rendered.message.0).unwrap_or_default(),
+                    &rendered.message.0,
                     self.settings.timeout,
                     &format!("ntfy at {server}"),
                 )
                 .await?;
-            let status = answer.status;
-            if status.is_success() {
-                return Ok(());
-            }
-            let hint = match status.as_u16() {
+            let hint = match answer.status.as_u16() {
                 401 | 403 => {
                     " (check token_file: the topic needs an access token that may publish)"
                 }
                 404 => " (check url: it must be the topic URL on an ntfy server)",
                 _ => "",
             };
-            Err(DeliveryError::new(
-                Cause::Http(status.as_u16()),
-                format!(
-                    "ntfy at {server} answered HTTP {status}: {}{hint}",
-                    ntfy_error(&answer.body)
-                ),
-            )
-            .with_retry_after(
-                retry_after(&answer.headers)
-                    .or((status.as_u16() == 429).then_some(Duration::from_secs(10))),
-            ))
+            // ntfy sends no Retry-After with its 429.
+            let limited = answer.status.as_u16() == 429 && retry_after(&answer.headers).is_none();
+            answer.result(ntfy_error, hint).map_err(|e| {
+                if limited {
+                    e.with_retry_after(Some(NTFY_RETRY_AFTER))
+                } else {
+                    e
+                }
+            })
         })
     }
 

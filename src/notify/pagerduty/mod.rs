@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
-use super::webhook::{retry_after, shown_url};
-use super::{Attempt, Cause, DeliveryError, Notify};
+use super::webhook::shown_url;
+use super::{Attempt, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
@@ -124,29 +124,17 @@ impl Notify for PagerDutyNotifier {
                 .post_json(
                     &self.url,
                     &[],
-                    serde_json::to_vec(&rendered.message.0).unwrap_or_default(),
+                    &rendered.message.0,
                     self.timeout,
                     &format!("PagerDuty at {}", self.shown),
                 )
                 .await?;
-            let status = answer.status;
-            if status.is_success() {
-                return Ok(());
-            }
-            let hint = if status.as_u16() == 400 {
+            let hint = if answer.status.as_u16() == 400 {
                 " (check routing_key_file: the key of an Events API v2 integration)"
             } else {
                 ""
             };
-            Err(DeliveryError::new(
-                Cause::Http(status.as_u16()),
-                format!(
-                    "PagerDuty at {} answered HTTP {status}: {}{hint}",
-                    self.shown,
-                    pagerduty_error(&answer.body)
-                ),
-            )
-            .with_retry_after(retry_after(&answer.headers)))
+            answer.result(pagerduty_error, hint)
         })
     }
 

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
-use super::webhook::{retry_after, shown_url};
-use super::{Attempt, Cause, DeliveryError, Notify};
+use super::webhook::shown_url;
+use super::{Attempt, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
@@ -118,30 +118,18 @@ impl Notify for TeamsNotifier {
                 .post_json(
                     &self.url,
                     &[],
-                    serde_json::to_vec(&rendered.message.0).unwrap_or_default(),
+                    &rendered.message.0,
                     self.timeout,
                     &format!("the Teams workflow at {}", self.shown),
                 )
                 .await?;
-            let status = answer.status;
-            if status.is_success() {
-                return Ok(());
-            }
-            let hint = match status.as_u16() {
+            let hint = match answer.status.as_u16() {
                 401 | 403 | 404 => {
                     " (the workflow was turned off or deleted, or its URL changed: copy it again from the flow's trigger)"
                 }
                 _ => "",
             };
-            Err(DeliveryError::new(
-                Cause::Http(status.as_u16()),
-                format!(
-                    "the Teams workflow at {} answered HTTP {status}: {}{hint}",
-                    self.shown,
-                    teams_error(&answer.body)
-                ),
-            )
-            .with_retry_after(retry_after(&answer.headers)))
+            answer.result(teams_error, hint)
         })
     }
 
