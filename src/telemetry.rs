@@ -85,8 +85,8 @@ fn describe() {
         "Age of the oldest delivery still waiting."
     );
     describe_counter!(
-        "relay_slack_rate_limited_total",
-        "Slack 429 answers (each pauses the workspace until Retry-After), by notifier."
+        "relay_rate_limited_total",
+        "Answers that asked to wait (a 429 or 503 with Retry-After, Discord's retry_after), each pausing that receiver, by notifier."
     );
     describe_counter!(
         "relay_config_reloads_total",
@@ -180,8 +180,8 @@ pub fn delivery_latency(notifier: &str, seconds: f64) {
     histogram!("relay_delivery_latency_seconds", "notifier" => notifier.to_owned()).record(seconds);
 }
 
-pub fn slack_rate_limited(notifier: &str) {
-    counter!("relay_slack_rate_limited_total", "notifier" => notifier.to_owned()).increment(1);
+pub fn rate_limited(notifier: &str) {
+    counter!("relay_rate_limited_total", "notifier" => notifier.to_owned()).increment(1);
 }
 
 /// A supervised task panicked (it is restarted).

@@ -209,6 +209,18 @@ async fn a_failure_arrives_as_a_red_embed_after_a_429_is_honoured() {
             .unwrap()
             .contains("w2ax6h0gbsrmc0ckxvat5c3kfe")
     );
+    let metrics = reqwest::get(format!("{}/metrics", daemon.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "relay_rate_limited_total{notifier=\"chat\"} 1"),
+        "the pause is counted, whatever the kind: {metrics}"
+    );
     daemon.stop().await;
 }
 

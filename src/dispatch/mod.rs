@@ -348,9 +348,7 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         }) => {
             let mut delay = backoff::delay(d.attempts, backoff::random_unit());
             if let Some(after) = retry_after {
-                if notifier.settings.kind().name() == "slack" {
-                    telemetry::slack_rate_limited(&d.notifier);
-                }
+                telemetry::rate_limited(&d.notifier);
                 // `now` is whole milliseconds, cut down: one more keeps the
                 // pause from ending a fraction early. Retry-After is a minimum.
                 let after = after + Duration::from_millis(1);
