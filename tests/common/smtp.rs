@@ -97,7 +97,7 @@ impl SmtpServer {
     /// The messages received so far, each as JSON: when it was accepted
     /// (`accepted_at_ms`), the envelope (`mail_from`, `rcpt_tos`, `tls`) and
     /// what a mail client shows (`from`, `to`, `subject`, `message_id`,
-    /// `content_type`, `text`, `html`; `raw` is the message as received).
+    /// `content_type`, `text`, `html`).
     pub fn messages(&self) -> Vec<Value> {
         self.received.lock().unwrap().clone()
     }
@@ -291,7 +291,6 @@ fn read_mail(raw: &[u8], from: &str, to: &[String], tls: bool) -> Value {
         "content_type": content_type,
         "text": part(false),
         "html": part(true),
-        "raw": String::from_utf8_lossy(raw),
     })
 }
 
