@@ -14,15 +14,17 @@
 //! - [`event`]: the typed prediction/training model and kind detection.
 //! - [`store`]: the durable store and outbox behind a small trait;
 //!   [`store::sqlite`] is the SQLite implementation with WAL and group commit.
-//! - [`route`]: which routes match an event (pure); [`dispatch::router`] turns
-//!   that into deliveries with their dedup key and expiry.
+//! - [`route`]: which routes match an event (pure; the rules themselves are
+//!   read by [`config::routes`]); [`dispatch::router`] turns that into
+//!   deliveries with their dedup key and expiry.
 //! - [`render`]: handlebars templates per output format, with a built-in
 //!   fallback.
 //! - [`dispatch`]: claims due deliveries, sends them, records the outcome.
 //! - [`notify`]: one sender per notifier kind, each error transient or
 //!   permanent.
 //! - [`config`]: loading and validating the TOML config, all errors at once;
-//!   [`live`]: what a reload swaps.
+//!   [`live`]: what is built from it (compiled templates, senders) and what a
+//!   reload swaps.
 //! - [`server`]: start (store open, port bound), reload and graceful shutdown.
 //! - [`cli`]: the `replicate-relay` subcommands; [`shutdown`]: stop signals;
 //!   [`telemetry`]: metrics; [`supervise`]: restarting a task that panicked;

@@ -38,7 +38,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Notifier(#[from] crate::notify::BuildError),
+    Setup(#[from] crate::live::SetupError),
     #[error(
         "cannot listen on {addr}: {source} (is another replicate-relay running? change server.listen)"
     )]
@@ -211,7 +211,7 @@ async fn retain(store: Arc<dyn Store>, live: Arc<Live<Setup>>) {
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error(transparent)]
-    Notifier(#[from] crate::notify::BuildError),
+    Setup(#[from] crate::live::SetupError),
 }
 
 impl Running {

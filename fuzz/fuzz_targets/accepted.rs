@@ -7,13 +7,12 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use replicate_relay::config::Config;
 
 #[path = "../../tests/support/rule.rs"]
 mod rule;
 
-fn config() -> &'static Config {
-    static C: OnceLock<Config> = OnceLock::new();
+fn config() -> &'static rule::Compiled {
+    static C: OnceLock<rule::Compiled> = OnceLock::new();
     C.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("relay-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

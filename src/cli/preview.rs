@@ -41,6 +41,7 @@ pub fn run(
         )
     })?;
 
+    let templates = crate::live::templates(config)?;
     let verdicts = route::explain(&config.routes, &event);
     let mut messages = Vec::new();
     for (r, verdict) in &verdicts {
@@ -49,7 +50,7 @@ pub fn run(
         }
         for name in &r.notify {
             let notifier = &config.notifiers[name];
-            let message = notify::message(&config.templates, notifier, &r.name, &event, &body);
+            let message = notify::message(&templates, notifier, &r.name, &event, &body);
             messages.push((r.name.as_str(), notifier, message));
         }
     }

@@ -2,21 +2,26 @@
 //!
 //! Loading is two steps, as in Vector's config compiler: the `config` crate merges
 //! the file and the environment into one tree, then a validation pass reads each
-//! key on its own ([`crate::read::Reader`]) and builds [`Config`] — templates compiled,
-//! routes parsed, cross-references checked — collecting *every* problem with its
-//! full key path and what to do about it, so `replicate-relay check` lists them
-//! all at once. Unknown keys are errors: a typo must never pass silently.
+//! key on its own ([`crate::read::Reader`]) and builds [`Config`] — routes
+//! parsed, cross-references checked, every template a notifier names found —
+//! collecting *every* problem with its full key path and what to do about it,
+//! so `replicate-relay check` lists them all at once. Unknown keys are errors:
+//! a typo must never pass silently.
+//!
+//! The config holds values and paths only. What is built from them (compiled
+//! templates, notifier clients) is [`crate::live::Setup`]'s, so this module
+//! depends on no later stage of the pipeline.
 //!
 //! Relative paths are resolved against the directory of the config file, so the
 //! same file works whatever directory the daemon is started from.
 
 pub mod notifiers;
+pub mod routes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -24,8 +29,6 @@ use serde_json::Value;
 pub use crate::notify::Notifier;
 pub use crate::read::{Problem, Sensitive};
 use crate::read::{Reader, Table};
-use crate::render::Templates;
-use crate::route::Route;
 use crate::signature::Secret;
 
 /// The development secret in the shipped `config/relay.toml`. It is public, so the
@@ -51,12 +54,12 @@ pub struct Config {
     pub server: ServerConfig,
     pub verify: VerifyConfig,
     pub store: StoreConfig,
-    /// Compiled templates: the built-in defaults, overridden by `[templates] dir`.
-    pub templates: Arc<Templates>,
+    /// Where templates come from; compiled when the config goes live.
+    pub templates: TemplatesConfig,
     /// Notifiers by name.
     pub notifiers: BTreeMap<String, Notifier>,
     /// Routes in file order.
-    pub routes: Vec<Route>,
+    pub routes: Vec<routes::Route>,
     pub delivery: DeliveryConfig,
     /// Things that work but deserve attention; `serve` logs them, `check` prints them.
     pub warnings: Vec<String>,
@@ -92,6 +95,13 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// How long events and finished deliveries are kept.
     pub keep: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TemplatesConfig {
+    /// The directory whose templates override the built-in ones: `[templates]
+    /// dir`, or `templates/` beside the config file when it exists.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,13 +197,13 @@ pub fn load_with_env(
     let verify = read_verify(&mut r, root.get("verify"));
     let store = read_store(&mut r, root.get("store"));
     let templates = read_templates(&mut r, root.get("templates"));
-    let notifiers = notifiers::read(&mut r, root.get("notifiers"), &templates);
+    let notifiers = notifiers::read(&mut r, root.get("notifiers"), templates.dir.as_deref());
     let declared = root
         .get("notifiers")
         .and_then(Value::as_object)
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
-    let routes = crate::route::read_routes(&mut r, root.get("routes"), &declared);
+    let routes = routes::read_routes(&mut r, root.get("routes"), &declared);
     let delivery = read_delivery(&mut r, root.get("delivery"));
 
     if r.problems.is_empty() {
@@ -202,7 +212,7 @@ pub fn load_with_env(
             server,
             verify,
             store,
-            templates: Arc::new(templates),
+            templates,
             notifiers,
             routes,
             delivery,
@@ -443,7 +453,7 @@ fn read_delivery(r: &mut Reader, value: Option<&Value>) -> DeliveryConfig {
     delivery
 }
 
-fn read_templates(r: &mut Reader, value: Option<&Value>) -> Templates {
+fn read_templates(r: &mut Reader, value: Option<&Value>) -> TemplatesConfig {
     let mut dir = crate::read::resolve(&r.base, "templates");
     let mut explicit = false;
     if let Some(t) = r.table(value, "templates") {
@@ -462,12 +472,9 @@ fn read_templates(r: &mut Reader, value: Option<&Value>) -> Templates {
             ),
         );
     }
-    let (templates, problems) =
-        crate::notify::kind::load_templates(dir.is_dir().then_some(dir.as_path()), false);
-    for p in problems {
-        r.problems.push(p);
+    TemplatesConfig {
+        dir: dir.is_dir().then_some(dir),
     }
-    templates
 }
 
 #[cfg(test)]

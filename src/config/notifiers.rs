@@ -3,20 +3,21 @@
 //! the kind itself (`notify/<kind>/`), found in the registry by `type`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde_json::Value;
 
 use crate::notify::{Notifier, kind};
 use crate::read::{Reader, Table};
-use crate::render::Templates;
 
 const COMMON: &[&str] = &["type", "template", "concurrency"];
 
-/// Reads every `[notifiers.<name>]`, checking that each names templates that exist.
+/// Reads every `[notifiers.<name>]`, checking that each names templates that
+/// exist: built in, or under the `templates` directory.
 pub fn read(
     r: &mut Reader,
     value: Option<&Value>,
-    templates: &Templates,
+    templates: Option<&Path>,
 ) -> BTreeMap<String, Notifier> {
     let mut out = BTreeMap::new();
     let Some(all) = r.table(value, "notifiers") else {
@@ -44,7 +45,12 @@ pub fn read(
     out
 }
 
-fn read_one(r: &mut Reader, t: Table<'_>, name: &str, templates: &Templates) -> Option<Notifier> {
+fn read_one(
+    r: &mut Reader,
+    t: Table<'_>,
+    name: &str,
+    templates: Option<&Path>,
+) -> Option<Notifier> {
     let type_name = r.string(t, "type");
     let known = kind::names().join(", ");
     let kind = match type_name.as_deref() {
@@ -71,7 +77,7 @@ fn read_one(r: &mut Reader, t: Table<'_>, name: &str, templates: &Templates) -> 
         .or_else(|| kind.default_template().map(str::to_owned));
     if let Some(template) = &template {
         for format in kind.required() {
-            if !templates.has(*format, template) {
+            if !kind::template_exists(templates, *format, template) {
                 r.error(
                     t.key("template"),
                     format!(

@@ -311,7 +311,7 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         }
     };
     let message = notify::message(
-        &setup.config.templates,
+        &setup.templates,
         notifier,
         &d.route,
         &event,

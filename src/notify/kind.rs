@@ -155,6 +155,13 @@ pub fn load_templates(dir: Option<&std::path::Path>, strict: bool) -> (Templates
     Templates::load(dir, strict, &formats(), &built_in())
 }
 
+/// Whether template `name` of `format` exists, built in or as a file under
+/// `dir`. Whether it compiles is checked when the config goes live.
+pub fn template_exists(dir: Option<&std::path::Path>, format: Format, name: &str) -> bool {
+    let built_in = name == "default" && built_in().iter().any(|(f, _)| *f == format);
+    built_in || dir.is_some_and(|d| d.join(format.relative_path(name)).is_file())
+}
+
 /// Every template under `dir` and built in, rendered against every sample in
 /// strict mode (see [`crate::render::check`]).
 pub fn check_templates(dir: Option<&std::path::Path>) -> Vec<Problem> {

@@ -14,12 +14,18 @@ use std::path::Path;
 use replicate_relay::config::{self, Config};
 use replicate_relay::event::{Envelope, Event, Status};
 use replicate_relay::notify;
-use replicate_relay::render::{EmailMessage, Message, Rendered};
+use replicate_relay::render::{EmailMessage, Message, Rendered, Templates};
 use replicate_relay::route;
+
+/// A config and its compiled templates.
+pub struct Compiled {
+    pub config: Config,
+    pub templates: Templates,
+}
 
 /// One notifier of every kind, and routes that keep fields for routing, in a
 /// config under `dir` that reads the shipped templates from `templates`.
-pub fn config(dir: &Path, templates: &Path) -> Config {
+pub fn config(dir: &Path, templates: &Path) -> Compiled {
     let file = dir.join("relay.toml");
     std::fs::write(
         &file,
@@ -75,12 +81,15 @@ notify = ["mail", "chat", "hook", "summary", "console", "phone", "channel", "onc
 "##,
     )
     .unwrap();
-    config::load_with_env(&file, []).unwrap_or_else(|e| panic!("{e}"))
+    let config = config::load_with_env(&file, []).unwrap_or_else(|e| panic!("{e}"));
+    let templates = replicate_relay::live::templates(&config).unwrap_or_else(|e| panic!("{e}"));
+    Compiled { config, templates }
 }
 
 /// Checks the rule for `body`: `Ok(false)` when the intake refuses it,
 /// `Ok(true)` when it accepts it and the rule holds, `Err` saying how it broke.
-pub fn check(config: &Config, body: &[u8], query: &str) -> Result<bool, String> {
+pub fn check(compiled: &Compiled, body: &[u8], query: &str) -> Result<bool, String> {
+    let config = &compiled.config;
     let keys = route::payload_keys(&config.routes);
     let pairs = replicate_relay::event::parse_query(query);
     let hint = replicate_relay::event::kind_hint(&pairs);
@@ -111,7 +120,7 @@ pub fn check(config: &Config, body: &[u8], query: &str) -> Result<bool, String> 
         ));
     }
     for notifier in config.notifiers.values() {
-        let message = notify::message(&config.templates, notifier, "everything", &event, body);
+        let message = notify::message(&compiled.templates, notifier, "everything", &event, body);
         names(message.as_ref(), id, status)
             .map_err(|why| format!("notifier `{}`: {why}", notifier.name))?;
     }
