@@ -1,7 +1,8 @@
 //! Starting, reloading and stopping the daemon.
 //!
 //! [`start`] opens the store, builds the notifiers, binds the port and starts the
-//! intake, the router/dispatcher and retention; it returns only once the
+//! intake, the dispatcher and retention (after routing whatever an earlier
+//! release stored unrouted); it returns only once the
 //! listener is bound and the store is open, so the caller (the `serve` command
 //! tells systemd READY=1 then) knows the daemon is really ready.
 //! [`Running::reload`] swaps in a new, already validated config atomically.
@@ -87,6 +88,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, options))
         .await
         .expect("store open does not panic")?;
+    dispatch::router::route_leftovers(&store, config).await?;
     let store: Arc<dyn Store> = Arc::new(store);
     let live = Arc::new(Live::new(Setup::build(config.clone(), clock.clone())?));
 

@@ -1,4 +1,4 @@
-//! Supervision of the daemon's long-running tasks (dispatcher, router,
+//! Supervision of the daemon's long-running tasks (dispatcher,
 //! retention): a panic in one is caught, logged with its message, counted in
 //! `/metrics`, and the task is started again after a backoff that doubles up
 //! to a minute. While a task is down, `/healthz` answers 503 naming it, so a

@@ -319,13 +319,13 @@ async fn deliveries_left_dead_by_an_unreadable_body_are_delivered_after_retry_de
                 query: String::new(),
                 body: body.into(),
                 received_at_ms: now,
-                routing: Some(Routing {
+                routing: Routing {
                     dedup_key: "olddead:failed".into(),
                     deliveries: ["chat", "hook", "mail"]
                         .map(|n| ("everything".to_owned(), n.to_owned()))
                         .into(),
                     expires_at_ms: now + 86_400_000,
-                }),
+                },
             })
             .await
             .unwrap();

@@ -202,33 +202,45 @@ async fn one_final_state_notifies_once_whatever_the_number_of_webhooks() {
     daemon.stop().await;
 }
 
+/// A store upgraded from schema 2, whose release stored events unrouted
+/// and routed them later: the daemon routes such leftovers at start.
 #[tokio::test]
-async fn an_event_stored_without_routing_is_routed_at_start() {
+async fn an_event_an_earlier_release_left_unrouted_is_routed_at_start() {
     use replicate_relay::event::Kind;
     use replicate_relay::store::sqlite::{SqliteOptions, SqliteStore};
-    use replicate_relay::store::{NewEvent, Store};
+    use replicate_relay::store::{NewEvent, Routing, Store};
 
     let hook = WebhookReceiver::start(SECRET).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("relay.db"), SqliteOptions::default()).unwrap();
+    let path = dir.path().join("relay.db");
+    let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
     let body = fixture("prediction-failed.json");
+    let now = replicate_relay::clock::now_ms();
     store
         .insert(NewEvent {
-            webhook_id: "msg_before_crash".into(),
+            webhook_id: "msg_before_upgrade".into(),
             object_id: "u72tyaj9ypswr8wk48hjmhzjnz".into(),
             kind: Kind::Prediction,
             status: replicate_relay::event::Status::Failed,
             model: None,
             query: String::new(),
             body: body.clone().into(),
-            received_at_ms: replicate_relay::clock::now_ms(),
-            // As an older version stored events: the router task routes them.
-            routing: None,
+            received_at_ms: now,
+            routing: Routing {
+                dedup_key: "webhook:msg_before_upgrade".into(),
+                deliveries: Vec::new(),
+                expires_at_ms: now,
+            },
         })
         .await
         .unwrap();
     store.close().await;
     drop(store);
+    // What that release left: the event, never routed.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE events SET routed_at_ms = NULL", [])
+        .unwrap();
 
     let extra = format!(
         "[notifiers.n]\ntype = \"webhook\"\nurl = \"http://{}/x\"\n\n{ALL_FINAL}",

@@ -1,10 +1,10 @@
 //! Dispatch: from stored events to sent messages, through the outbox.
 //!
-//! Two tasks, both driven by the store so a restart loses nothing:
-//! - the [router] routes events stored without routing (the intake routes
-//!   each event as it stores it, with [`router::route_event`]), writing their
-//!   deliveries and marking them routed in one transaction;
-//! - the [`Dispatcher`] claims due deliveries per notifier (within each
+//! - the [router] decides an event's deliveries (the intake calls
+//!   [`router::route_event`] for each event as it stores it, so they are
+//!   written in the event's own transaction);
+//! - the [`Dispatcher`], a task driven by the store so a restart loses
+//!   nothing, claims due deliveries per notifier (within each
 //!   notifier's concurrency limit, and never while its workspace is paused by a
 //!   429), renders and sends them, and records the result: delivered, retried
 //!   later with exponential backoff, or dead with the reason.
@@ -33,15 +33,14 @@ use crate::store::{Claimed, Outcome, Store};
 use crate::supervise::{Supervisor, panic_message};
 use crate::{notify, telemetry};
 
-/// The running router and dispatcher.
+/// The running dispatcher.
 pub struct Pipeline {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    router: JoinHandle<()>,
     dispatcher: JoinHandle<()>,
 }
 
-/// What the router, the dispatcher and every delivery task share.
+/// What the dispatcher and every delivery task share.
 struct Shared {
     store: Arc<dyn Store>,
     /// The current config and notifier clients; swapped by a reload.
@@ -69,8 +68,8 @@ impl Shared {
     }
 }
 
-/// Starts routing and dispatching, following the config in `live`, each
-/// task restarted by `supervisor` if it panics.
+/// Starts dispatching, following the config in `live`, restarted by
+/// `supervisor` if it panics.
 pub fn start(
     store: Arc<dyn Store>,
     live: Arc<Live<Setup>>,
@@ -83,8 +82,6 @@ pub fn start(
         pauses: Mutex::new(HashMap::new()),
         wake: tokio::sync::Notify::new(),
     });
-    let (s, stop_rx) = (shared.clone(), stopped.clone());
-    let router = supervisor.spawn("router", move || router::run(s.clone(), stop_rx.clone()));
     let s = shared.clone();
     let dispatcher = supervisor.spawn("dispatcher", move || {
         Dispatcher::new(s.clone()).run(stopped.clone())
@@ -92,7 +89,6 @@ pub fn start(
     Pipeline {
         shared,
         stop,
-        router,
         dispatcher,
     }
 }
@@ -108,7 +104,6 @@ impl Pipeline {
     /// everything in flight finished in time.
     pub async fn shutdown(self, deadline: Duration) -> bool {
         let _ = self.stop.send(true);
-        let _ = self.router.await;
         let mut dispatcher = self.dispatcher;
         match tokio::time::timeout(deadline, &mut dispatcher).await {
             Ok(_) => true,

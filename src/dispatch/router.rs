@@ -2,20 +2,13 @@
 //! and expiry, around the pure `route` module.
 //!
 //! The intake routes each event as it stores it, so the deliveries are written
-//! in the event's own transaction. The router task here covers the rest: events
-//! stored without routing (by an older version), which it routes from the store
-//! and marks routed.
+//! in the event's own transaction. [`route_leftovers`] covers what releases
+//! before that left stored unrouted, once at start.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::watch;
-
-use super::Shared;
 use crate::config::Config;
 use crate::event::Event;
 use crate::route;
-use crate::store::{Routing, RoutingPlan, StoredEvent};
+use crate::store::{Routing, RoutingPlan, StoreError, StoredEvent, Unrouted};
 
 /// Events routed per transaction.
 const BATCH: usize = 256;
@@ -50,40 +43,29 @@ pub fn route_event(config: &Config, event: &Event, received: Received<'_>) -> Ro
     }
 }
 
-pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        let events = match shared.store.unrouted(BATCH).await {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::error!(message = "Cannot read unrouted events.", error = %e);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
+/// Routes every event an earlier release stored without routing, in
+/// batches, before the daemon listens: routing at intake leaves no more of
+/// them, so this runs once, not as a task. Returns how many events it
+/// routed.
+pub async fn route_leftovers(store: &dyn Unrouted, config: &Config) -> Result<usize, StoreError> {
+    let mut routed = 0;
+    loop {
+        let events = store.unrouted(BATCH).await?;
         if events.is_empty() {
-            tokio::select! {
-                _ = shared.store.unrouted_arrived() => {}
-                _ = stop.changed() => {}
-            }
-            continue;
+            break;
         }
-        let plans = plan(&shared.live.load().config, &events);
-        match shared.store.record_routing(plans).await {
-            Ok(0) => {}
-            Ok(created) => {
-                tracing::debug!(
-                    message = "Routed.",
-                    events = events.len(),
-                    deliveries = created
-                );
-                shared.wake.notify_one();
-            }
-            Err(e) => {
-                tracing::error!(message = "Cannot record routing; will retry.", error = %e);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+        routed += events.len();
+        // An event that cannot be read gets no deliveries but is marked
+        // routed all the same, so this always ends.
+        store.record_routing(plan(config, &events)).await?;
     }
+    if routed > 0 {
+        tracing::info!(
+            message = "Routed the events an earlier version stored without routing.",
+            events = routed
+        );
+    }
+    Ok(routed)
 }
 
 /// The deliveries each stored event should get under `config`.

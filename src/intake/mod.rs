@@ -329,7 +329,7 @@ where
         query,
         body,
         received_at_ms,
-        routing: Some(routing),
+        routing,
     };
     let inserted = intake.store.insert(event).await?;
     Ok(Accepted {

@@ -7,6 +7,7 @@
 //! or dispatch. Writes are asynchronous (the caller awaits its own commit, which
 //! may be shared with other requests).
 
+mod error;
 pub mod sqlite;
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 
 use crate::event::{Kind, Status};
 
+pub use error::{Cause, StoreError};
 pub use sqlite::SqliteStore;
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn Store>`).
@@ -39,9 +41,7 @@ pub struct NewEvent {
     pub received_at_ms: i64,
     /// The deliveries routing decided on at intake, written in the same
     /// transaction as the event (no second write, no reading the body back).
-    /// `None` leaves the event to the router task, which routes whatever is
-    /// stored unrouted.
-    pub routing: Option<Routing>,
+    pub routing: Routing,
 }
 
 /// What an insert did.
@@ -67,9 +67,9 @@ pub struct StoredEvent {
     pub received_at_ms: i64,
 }
 
-/// What routing decided for one event: the deliveries to create. Written in
-/// the same transaction that marks the event routed, so a crash either leaves
-/// the event unrouted (it is routed again at start) or fully routed.
+/// What routing decided for one event: the deliveries to create, written in
+/// the transaction that stores the event, so an event is never stored
+/// without them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
     /// Deliveries with the same key, route and notifier are created once: for a
@@ -82,7 +82,7 @@ pub struct Routing {
     pub expires_at_ms: i64,
 }
 
-/// [`Routing`] for an event already stored under `event_seq`.
+/// [`Routing`] for an event already stored under `event_seq` (see [`Unrouted`]).
 #[derive(Debug, Clone)]
 pub struct RoutingPlan {
     pub event_seq: i64,
@@ -178,28 +178,6 @@ pub struct OutboxStats {
     pub oldest_pending_ms: Option<i64>,
 }
 
-/// Store failures. Every one of them means "do not acknowledge": the intake turns
-/// them into 503 so the sender retries.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot open the store at {path}: {reason}")]
-    Open { path: String, reason: String },
-    #[error("the store could not commit: {0}")]
-    Write(String),
-    #[error("the store could not be read: {0}")]
-    Read(String),
-    #[error("the store is closed (the daemon is stopping)")]
-    Closed,
-    #[error(
-        "the store at {path} has schema version {found}, newer than this binary knows ({known}); run a newer replicate-relay"
-    )]
-    TooNew {
-        path: String,
-        found: i64,
-        known: i64,
-    },
-}
-
 /// A delivery with a summary of its event, for `replicate-relay deliveries`.
 #[derive(Debug, Clone)]
 pub struct Listed {
@@ -262,19 +240,8 @@ pub trait Store: Admin + Send + Sync + 'static {
     /// [`StoreError::Closed`].
     fn close(&self) -> BoxFuture<'_, ()>;
 
-    /// Resolves when events may have been stored without routing (or after a
-    /// while).
-    fn unrouted_arrived(&self) -> BoxFuture<'_, ()>;
-
     /// Resolves when an insert has created deliveries (or after a while).
     fn deliveries_arrived(&self) -> BoxFuture<'_, ()>;
-
-    /// Events not yet routed, oldest first.
-    fn unrouted(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
-
-    /// Creates the planned deliveries and marks their events routed, atomically.
-    /// Returns how many deliveries were created (duplicates are not).
-    fn record_routing(&self, plans: Vec<RoutingPlan>) -> BoxFuture<'_, Result<usize, StoreError>>;
 
     /// Marks up to `limit` due deliveries of `notifier` as sending and returns them.
     fn claim(
@@ -313,4 +280,18 @@ pub trait Store: Admin + Send + Sync + 'static {
 
     /// Outbox counters.
     fn outbox_stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>>;
+}
+
+/// Events stored without routing by the releases before routing moved into
+/// the intake (SQLite schema 2, whose router task routed them afterwards).
+/// A store upgraded from one may still hold some; the daemon routes them
+/// once at start, before it listens. A backend that never held such events
+/// (every new one) does not implement this.
+pub trait Unrouted {
+    /// Events not yet routed, oldest first.
+    fn unrouted(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// Creates the planned deliveries and marks their events routed, atomically.
+    /// Returns how many deliveries were created (duplicates are not).
+    fn record_routing(&self, plans: Vec<RoutingPlan>) -> BoxFuture<'_, Result<usize, StoreError>>;
 }

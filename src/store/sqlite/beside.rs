@@ -13,7 +13,7 @@ use rusqlite::Connection;
 
 use super::{open_for_cli, outbox, query_recent};
 use crate::store::{
-    Admin, BoxFuture, DeliveryFilter, Listed, RetrySelector, StoreError, StoredEvent,
+    Admin, BoxFuture, Cause, DeliveryFilter, Listed, RetrySelector, StoreError, StoredEvent,
 };
 
 pub struct Beside {
@@ -33,7 +33,7 @@ impl Beside {
     fn with<T, F>(
         &self,
         f: F,
-        error: fn(String) -> StoreError,
+        error: fn(Cause) -> StoreError,
     ) -> BoxFuture<'_, Result<T, StoreError>>
     where
         T: Send + 'static,
@@ -43,10 +43,10 @@ impl Beside {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-                f(&conn).map_err(|e| error(e.to_string()))
+                f(&conn).map_err(|e| error(Cause::new(e)))
             })
             .await
-            .map_err(|e| error(e.to_string()))?
+            .map_err(|e| error(Cause::new(e)))?
         })
     }
 }

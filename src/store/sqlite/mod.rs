@@ -7,11 +7,11 @@
 //! each request awaits the outcome of the commit that carried it. Under load many
 //! requests share one fsync; alone, a request pays exactly one.
 //!
-//! An event routed at intake carries its deliveries, which are inserted in the
-//! event's transaction. Other outbox writes (routing what was stored unrouted,
-//! claims, results) run on the same writer thread, between batches, so there is
-//! never a second writer to wait for. Duplicate webhook ids are found by
-//! `dedup`, which the writer owns. Reads (health checks, unrouted events,
+//! An event arrives routed, carrying its deliveries, which are inserted in the
+//! event's transaction. Other outbox writes (claims, results, routing what a
+//! schema-2 release left unrouted) run on the same writer thread, between
+//! batches, so there is never a second writer to wait for. Duplicate webhook
+//! ids are found by `dedup`, which the writer owns. Reads (health checks,
 //! the `events` command) use their own connection, which WAL lets run beside
 //! the writer without blocking it, and so do checkpoints (see `checkpoint`).
 
@@ -36,8 +36,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::clock::now_ms;
 
 use super::{
-    BoxFuture, Claimed, Inserted, NewEvent, OutboxStats, Outcome, RoutingPlan, Store, StoreError,
-    StoredEvent,
+    BoxFuture, Cause, Claimed, Inserted, NewEvent, OutboxStats, Outcome, RoutingPlan, Store,
+    StoreError, StoredEvent, Unrouted,
 };
 
 /// Forward-only schema migrations; `PRAGMA user_version` is the index of the last
@@ -191,13 +191,11 @@ const POLL: Duration = Duration::from_secs(1);
 struct WriterState {
     /// The last write error and when it happened (or was last confirmed),
     /// cleared by the next successful commit.
-    error: Mutex<Option<(String, std::time::Instant)>>,
+    error: Mutex<Option<(Cause, std::time::Instant)>>,
     /// Transactions committed, and events they carried: their ratio is the
     /// group-commit batch size.
     commits: AtomicU64,
     events: AtomicU64,
-    /// Signalled after a commit that stored events without routing them.
-    unrouted: Notify,
     /// Signalled after a commit that created deliveries.
     planned: Notify,
 }
@@ -213,23 +211,28 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, migrates it, and starts the
     /// writer thread.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
-        let open_err = |reason: String| StoreError::Open {
+        let open_err = |cause: Cause| StoreError::Open {
             path: path.display().to_string(),
-            reason,
+            cause,
         };
+        let sqlite = |e: rusqlite::Error| open_err(Cause::new(e));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| open_err(format!("cannot create directory {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                open_err(Cause::explained(
+                    format!("cannot create directory {}", dir.display()),
+                    e,
+                ))
+            })?;
         }
-        let mut conn = open_writer(path).map_err(|e| open_err(e.to_string()))?;
-        configure(&conn, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
+        let mut conn = open_writer(path).map_err(sqlite)?;
+        configure(&conn, options.busy_timeout).map_err(sqlite)?;
         migrate(&mut conn, path, options.while_migrating)?;
         let dedup = dedup::Dedup::open(&conn, options.dedup_batch.max(1))
             .map_err(|e| {
-                open_err(format!(
-                    "cannot read the dedup index ({e}), so the store may be damaged: with the daemon stopped, run `sqlite3 {} 'PRAGMA integrity_check'` and restore the store from a backup if it reports problems",
+                open_err(Cause::explained(format!(
+                    "cannot read the dedup index, so the store may be damaged: with the daemon stopped, run `sqlite3 {} 'PRAGMA integrity_check'` and restore the store from a backup if it reports problems",
                     path.display()
-                ))
+                ), e))
             })?;
 
         // A write-protected file opens read-only without complaint. Say so now
@@ -240,26 +243,26 @@ impl SqliteStore {
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             let msg = read_only(&path.display().to_string());
             tracing::error!(message = "Store opened read-only; answering 503 until it is writable (checked every second).", path = %path.display());
-            *lock(&writer_state.error) = Some((msg, std::time::Instant::now()));
+            *lock(&writer_state.error) = Some((Cause::text(msg), std::time::Instant::now()));
         }
 
-        let reader = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
-        configure(&reader, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
+        let reader = Connection::open(path).map_err(sqlite)?;
+        configure(&reader, options.busy_timeout).map_err(sqlite)?;
         reader
             .pragma_update(None, "query_only", true)
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(sqlite)?;
 
         // Checkpoints run beside the writer, on their own connection.
-        let checkpointer = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
-        configure(&checkpointer, options.busy_timeout).map_err(|e| open_err(e.to_string()))?;
+        let checkpointer = Connection::open(path).map_err(sqlite)?;
+        configure(&checkpointer, options.busy_timeout).map_err(sqlite)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(sqlite)?;
 
         let (tx, rx) = mpsc::channel(options.queue);
         let state = writer_state.clone();
         let max_batch = options.max_batch.max(1);
         let limits = options.checkpoints;
-        let wal = checkpoint::watch_wal(&mut conn).map_err(|e| open_err(e.to_string()))?;
+        let wal = checkpoint::watch_wal(&mut conn).map_err(sqlite)?;
         let writer_again = Reopen::new("writer", path, options.busy_timeout);
         let checkpoints_again = Reopen::new("checkpoints", path, options.busy_timeout);
         let writer = std::thread::Builder::new()
@@ -283,7 +286,7 @@ impl SqliteStore {
                     },
                 )
             })
-            .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| open_err(Cause::explained("cannot start the writer thread", e)))?;
 
         Ok(Self {
             path: path.to_owned(),
@@ -318,7 +321,7 @@ impl SqliteStore {
             let sender = sender.ok_or(StoreError::Closed)?;
             let (reply, answer) = oneshot::channel();
             let job = Box::new(move |conn: &mut Connection| {
-                let _ = reply.send(f(conn).map_err(|e| StoreError::Write(e.to_string())));
+                let _ = reply.send(f(conn).map_err(|e| StoreError::Write(Cause::new(e))));
             });
             sender
                 .send(Cmd::Run(job))
@@ -364,10 +367,10 @@ impl SqliteStore {
         let reader = self.reader.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                f(&lock(&reader)).map_err(|e| StoreError::Read(e.to_string()))
+                f(&lock(&reader)).map_err(|e| StoreError::Read(Cause::new(e)))
             })
             .await
-            .map_err(|e| StoreError::Read(e.to_string()))?
+            .map_err(|e| StoreError::Read(Cause::new(e)))?
         })
     }
 }
@@ -376,26 +379,26 @@ impl SqliteStore {
 /// no migrations, no writer thread ([`beside`] is built on it; tests use it
 /// to put a store in a state only a crash leaves).
 pub fn open_for_cli(path: &Path) -> Result<Connection, StoreError> {
-    let open_err = |reason: String| StoreError::Open {
+    let open_err = |cause: Cause| StoreError::Open {
         path: path.display().to_string(),
-        reason,
+        cause,
     };
+    let sqlite = |e: rusqlite::Error| open_err(Cause::new(e));
     if !path.exists() {
-        return Err(open_err(
-            "no such file (has `replicate-relay serve` run with this config yet?)".into(),
-        ));
+        return Err(open_err(Cause::text(
+            "no such file (has `replicate-relay serve` run with this config yet?)",
+        )));
     }
-    let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(|e| open_err(e.to_string()))?;
+    let conn = Connection::open(path).map_err(sqlite)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| open_err(e.to_string()))?;
+        .map_err(sqlite)?;
     check_version(version, path)?;
     if version < MIGRATIONS.len() as i64 {
-        return Err(open_err(format!(
+        return Err(open_err(Cause::text(format!(
             "schema version {version} is older than this binary's; start `replicate-relay serve` once to migrate it"
-        )));
+        ))));
     }
     Ok(conn)
 }
@@ -523,10 +526,11 @@ fn migrate(
 ) -> Result<(), StoreError> {
     let fail = |e: rusqlite::Error| StoreError::Open {
         path: path.display().to_string(),
-        reason: format!(
-            "migrating the schema failed and was rolled back, so the store is as it was: {e}. \
+        cause: Cause::explained(
+            "migrating the schema failed and was rolled back, so the store is as it was. \
              Free disk space (a migration may need about twice the store's size), make the \
-             store writable, or stop whatever else has it open, then start again"
+             store writable, or stop whatever else has it open, then start again",
+            e,
         ),
     };
     let current: i64 = conn
@@ -679,10 +683,6 @@ fn commit_batch(
             state
                 .events
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let unrouted = batch
-                .iter()
-                .zip(&outcomes)
-                .any(|(p, o)| matches!(o, Inserted::New(_)) && p.event.routing.is_none());
             for (Pending { event, reply }, outcome) in batch.drain(..).zip(outcomes) {
                 if let Inserted::New(seq) = outcome {
                     dedup.stage(event.webhook_id, seq);
@@ -691,9 +691,6 @@ fn commit_batch(
                 // stored all the same and a retry will be a duplicate.
                 let _ = reply.send(Ok(outcome));
             }
-            if unrouted {
-                state.unrouted.notify_one();
-            }
             if planned > 0 {
                 state.planned.notify_one();
             }
@@ -701,15 +698,15 @@ fn commit_batch(
         Err(e) => {
             // SQLite's own words for this ("attempt to write a readonly
             // database") do not say what to do about it.
-            let reason = if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
-                read_only(conn.path().unwrap_or("the store"))
+            let cause = if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+                Cause::explained(read_only(conn.path().unwrap_or("the store")), e)
             } else {
-                e.to_string()
+                Cause::new(e)
             };
-            tracing::error!(message = "Store commit failed; answering 503 so the sender retries. Check free disk space and that the store file and its directory are writable.", error = %reason, batch = batch.len());
-            *lock(&state.error) = Some((reason.clone(), std::time::Instant::now()));
+            tracing::error!(message = "Store commit failed; answering 503 so the sender retries. Check free disk space and that the store file and its directory are writable.", error = %cause, batch = batch.len());
+            *lock(&state.error) = Some((cause.clone(), std::time::Instant::now()));
             for pending in batch.drain(..) {
-                let _ = pending.reply.send(Err(StoreError::Write(reason.clone())));
+                let _ = pending.reply.send(Err(StoreError::Write(cause.clone())));
             }
         }
     }
@@ -755,13 +752,11 @@ fn write_batch(
                 e.query,
                 &e.body[..],
                 e.received_at_ms,
-                e.routing.as_ref().map(|_| now),
+                now,
             ])?;
             let seq = tx.last_insert_rowid();
             fresh.insert(&e.webhook_id, seq);
-            if let Some(routing) = &e.routing {
-                planned += outbox::insert_deliveries(&tx, seq, routing, now)?;
-            }
+            planned += outbox::insert_deliveries(&tx, seq, &e.routing, now)?;
             outcomes.push(Inserted::New(seq));
         }
     }
@@ -825,7 +820,7 @@ impl Store for SqliteStore {
             if !open {
                 return Err(StoreError::Closed);
             }
-            if let Some((reason, at)) = write_error {
+            if let Some((cause, at)) = write_error {
                 // Only a commit clears a write error, and a load balancer that
                 // takes a 503 instance out of rotation sends it no webhooks to
                 // commit. So once writes have failed for a while with none
@@ -834,28 +829,20 @@ impl Store for SqliteStore {
                 // one-page write can pass where the webhook just refused did
                 // not (a nearly full disk), and health would contradict it.
                 if at.elapsed() < self.recheck_after || self.probe_write().await.is_err() {
-                    return Err(StoreError::Write(reason));
+                    return Err(StoreError::Write(cause));
                 }
             }
             tokio::task::spawn_blocking(move || {
-                reader
-                    .lock()
-                    .unwrap()
+                lock(&reader)
                     .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
                         r.get::<_, i64>(0)
                     })
                     .optional()
                     .map(|_| ())
-                    .map_err(|e| StoreError::Read(e.to_string()))
+                    .map_err(|e| StoreError::Read(Cause::new(e)))
             })
             .await
-            .map_err(|e| StoreError::Read(e.to_string()))?
-        })
-    }
-
-    fn unrouted_arrived(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let _ = tokio::time::timeout(POLL, self.writer_state.unrouted.notified()).await;
+            .map_err(|e| StoreError::Read(Cause::new(e)))?
         })
     }
 
@@ -863,15 +850,6 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let _ = tokio::time::timeout(POLL, self.writer_state.planned.notified()).await;
         })
-    }
-
-    fn unrouted(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.read(move |conn| outbox::unrouted(conn, limit))
-    }
-
-    fn record_routing(&self, plans: Vec<RoutingPlan>) -> BoxFuture<'_, Result<usize, StoreError>> {
-        let now = now_ms();
-        self.write(move |conn| outbox::record_routing(conn, &plans, now))
     }
 
     fn claim(
@@ -951,11 +929,22 @@ impl Drop for SqliteStore {
     }
 }
 
+impl Unrouted for SqliteStore {
+    fn unrouted(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.read(move |conn| outbox::unrouted(conn, limit))
+    }
+
+    fn record_routing(&self, plans: Vec<RoutingPlan>) -> BoxFuture<'_, Result<usize, StoreError>> {
+        let now = now_ms();
+        self.write(move |conn| outbox::record_routing(conn, &plans, now))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::Kind;
-    use crate::store::Admin;
+    use crate::store::{Admin, Unrouted};
 
     fn event(webhook_id: &str) -> NewEvent {
         NewEvent {
@@ -967,7 +956,11 @@ mod tests {
             query: "team=vision".into(),
             body: bytes::Bytes::from_static(br#"{"id":"p1","status":"succeeded"}"#),
             received_at_ms: 1_700_000_000_000,
-            routing: None,
+            routing: crate::store::Routing {
+                dedup_key: format!("webhook:{webhook_id}"),
+                deliveries: Vec::new(),
+                expires_at_ms: 1_700_000_600_000,
+            },
         }
     }
 
@@ -1009,14 +1002,14 @@ mod tests {
         let path = dir.path().join("relay.db");
         let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
         let routed = |webhook_id: &str| NewEvent {
-            routing: Some(crate::store::Routing {
+            routing: crate::store::Routing {
                 dedup_key: "p1:succeeded".into(),
                 deliveries: vec![
                     ("done".into(), "slack".into()),
                     ("done".into(), "mail".into()),
                 ],
                 expires_at_ms: 1_700_000_600_000,
-            }),
+            },
             ..event(webhook_id)
         };
         let Inserted::New(first) = store.insert(routed("msg_a")).await.unwrap() else {
@@ -1026,10 +1019,8 @@ mod tests {
         // state: neither creates a delivery.
         store.insert(routed("msg_a")).await.unwrap();
         store.insert(routed("msg_b")).await.unwrap();
-        // Stored without routing: left to the router.
-        let Inserted::New(unrouted) = store.insert(event("msg_c")).await.unwrap() else {
-            panic!("not new")
-        };
+        // Routed to no notifier: stored, marked routed, no delivery.
+        store.insert(event("msg_c")).await.unwrap();
         store.close().await;
 
         let conn = open_for_cli(&path).unwrap();
@@ -1047,15 +1038,9 @@ mod tests {
                 (first, "mail".into(), "pending".into(), 1_700_000_600_000),
             ]
         );
-        let left: Vec<i64> = outbox::unrouted(&conn, 10)
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
-        assert_eq!(
-            left,
-            [unrouted],
-            "routed events are marked in the same commit"
+        assert!(
+            outbox::unrouted(&conn, 10).unwrap().is_empty(),
+            "every event is marked routed in its own commit"
         );
     }
 
@@ -1225,7 +1210,7 @@ mod tests {
         let Err(StoreError::Write(again)) = store.health().await else {
             panic!("health is failed while the lock is held")
         };
-        assert_eq!(again, first);
+        assert_eq!(again.to_string(), first.to_string());
 
         // Writable again: not said at once (the failure was just confirmed),
         // then said without any webhook, by a commit that changed nothing.
@@ -1425,7 +1410,7 @@ mod tests {
             Inserted::Duplicate(3)
         );
         let unrouted = store.unrouted(10).await.unwrap();
-        assert_eq!(unrouted.len(), 2, "the unrouted old event and the new one");
+        assert_eq!(unrouted.len(), 1, "the old event; new ones arrive routed");
         assert_eq!((unrouted[0].seq, unrouted[0].query.as_str()), (2, "team=x"));
         store.close().await;
 
@@ -1500,8 +1485,9 @@ mod tests {
             .unwrap();
         let err = SqliteStore::open(&path, SqliteOptions::default())
             .err()
-            .unwrap()
-            .to_string();
+            .unwrap();
+        // As `serve` prints it: the advice, then SQLite's own words.
+        let err = format!("{:#}", anyhow::Error::from(err));
         assert!(err.contains("no such table: seen_upto"), "{err}");
         assert!(err.contains("PRAGMA integrity_check"), "{err}");
     }
