@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::Connection;
 
-use super::{open_for_cli, outbox, query_recent};
+use super::{open_for_cli, outbox};
 use crate::store::{
     Admin, BoxFuture, Cause, DeliveryFilter, Listed, RetrySelector, StoreError, StoredEvent,
 };
@@ -53,7 +53,7 @@ impl Beside {
 
 impl Admin for Beside {
     fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
-        self.with(move |c| query_recent(c, limit), StoreError::Read)
+        self.with(move |c| outbox::recent(c, limit), StoreError::Read)
     }
 
     fn deliveries(

@@ -74,6 +74,15 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
+/// The most recent events, newest first.
+pub fn recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {} FROM events ORDER BY seq DESC LIMIT ?1",
+        EVENT_COLUMNS
+    ))?;
+    stmt.query_map([limit as i64], event_from_row)?.collect()
+}
+
 /// Events not yet routed, oldest first.
 pub fn unrouted(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<StoredEvent>> {
     let mut stmt = conn.prepare_cached(&format!(
