@@ -1,5 +1,5 @@
-//! Supervision of the daemon's long-running tasks (dispatcher,
-//! retention): a panic in one is caught, logged with its message, counted in
+//! Supervision of the daemon's long-running tasks (dispatcher and retention
+//! on tokio, the store's writer and checkpoint threads): a panic in one is caught, logged with its message, counted in
 //! `/metrics`, and the task is started again after a backoff that doubles up
 //! to a minute. While a task is down, `/healthz` answers 503 naming it, so a
 //! load balancer or an operator sees that delivery has stopped even though
@@ -44,26 +44,15 @@ impl Supervisor {
     {
         let this = self.clone();
         tokio::spawn(async move {
-            let mut backoff = FIRST_BACKOFF;
+            let mut backoff = Backoff::default();
             loop {
-                let started = tokio::time::Instant::now();
+                let started = std::time::Instant::now();
                 let Err(panic) = AssertUnwindSafe(make()).catch_unwind().await else {
                     return;
                 };
-                let message = panic_message(panic.as_ref());
-                if started.elapsed() >= HEALTHY_AFTER {
-                    backoff = FIRST_BACKOFF;
-                }
-                crate::telemetry::task_panicked(task);
-                tracing::error!(
-                    message = "A task panicked; restarting it.",
-                    task,
-                    panic = %message,
-                    restart_in_ms = backoff.as_millis() as u64,
-                );
+                let (message, wait) = backoff.panicked(task, panic.as_ref(), started);
                 this.set_down(task, Some(message));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(wait).await;
                 this.set_down(task, None);
             }
         })
@@ -85,6 +74,70 @@ impl Supervisor {
     // A poisoned map is still a valid map: take it.
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, String>> {
         self.down.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs `run` on this thread until it returns, and again after a backoff
+/// each time it panics: [`Supervisor::spawn`]'s policy, for a task that is a
+/// thread of its own (the store's writer and checkpointer). `down` is told
+/// the panic's message while the thread waits, and `None` as it runs again.
+pub fn run_restarting<R>(
+    task: &'static str,
+    mut run: impl FnMut() -> R,
+    mut down: impl FnMut(Option<String>),
+) -> R {
+    let mut backoff = Backoff::default();
+    loop {
+        let started = std::time::Instant::now();
+        match std::panic::catch_unwind(AssertUnwindSafe(&mut run)) {
+            Ok(result) => return result,
+            Err(panic) => {
+                let (message, wait) = backoff.panicked(task, panic.as_ref(), started);
+                down(Some(message));
+                std::thread::sleep(wait);
+                down(None);
+            }
+        }
+    }
+}
+
+/// The wait before a task that panicked runs again: doubling from
+/// [`FIRST_BACKOFF`] to [`MAX_BACKOFF`] while it keeps panicking.
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: FIRST_BACKOFF,
+        }
+    }
+}
+
+impl Backoff {
+    /// Counts and logs the panic of `task`, which started at `started`;
+    /// returns its message and how long to wait before running it again.
+    fn panicked(
+        &mut self,
+        task: &'static str,
+        panic: &(dyn std::any::Any + Send),
+        started: std::time::Instant,
+    ) -> (String, Duration) {
+        let message = panic_message(panic);
+        if started.elapsed() >= HEALTHY_AFTER {
+            self.next = FIRST_BACKOFF;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        crate::telemetry::task_panicked(task);
+        tracing::error!(
+            message = "A task panicked; restarting it.",
+            task,
+            panic = %message,
+            restart_in_ms = wait.as_millis() as u64,
+        );
+        (message, wait)
     }
 }
 

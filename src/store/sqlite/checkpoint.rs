@@ -53,11 +53,14 @@ pub struct WalState {
     /// Frames in the WAL after the writer's last commit (SQLite reports it).
     frames: AtomicI64,
     /// Frames in the WAL when a background pass last copied all of them.
-    caught_up: AtomicI64,
+    pub(super) caught_up: AtomicI64,
     /// Held by whoever checkpoints: SQLite refuses a second checkpoint at once
     /// (without waiting), so the writer would otherwise miss its turn every
     /// time a background pass happens to be running.
     turn: Mutex<()>,
+    /// Makes the next background pass panic.
+    #[cfg(test)]
+    pub panic_next_pass: std::sync::atomic::AtomicBool,
 }
 
 /// Has SQLite tell the writer's connection how long the WAL is after each of
@@ -192,12 +195,43 @@ pub fn run_beside<R>(
 /// requests wait for do not queue behind a big one.
 const GATHER: Duration = Duration::from_millis(5);
 
-fn background(mut conn: Connection, reopen: Reopen, wal: &WalState, commits: Receiver<()>) {
+/// The checkpoint thread: [`copy_after_commits`] until the writer stops,
+/// run again on a new connection after a backoff if it panics. Meanwhile
+/// the writer's own checkpoints past the hard limit keep the WAL bounded.
+fn background(conn: Connection, reopen: Reopen, wal: &WalState, commits: Receiver<()>) {
+    let mut first = Some(conn);
+    crate::supervise::run_restarting(
+        "store-checkpoint",
+        || {
+            let conn = first.take().unwrap_or_else(|| {
+                reopen
+                    .open()
+                    .unwrap_or_else(|e| panic!("cannot open the checkpoint connection again: {e}"))
+            });
+            copy_after_commits(conn, &reopen, wal, &commits)
+        },
+        |_| {},
+    )
+}
+
+fn copy_after_commits(
+    mut conn: Connection,
+    reopen: &Reopen,
+    wal: &WalState,
+    commits: &Receiver<()>,
+) {
     let mut last_error: Option<String> = None;
     // Sleeps until a commit happens: an idle daemon does not wake up.
     while commits.recv().is_ok() {
         std::thread::sleep(GATHER);
         while commits.try_recv().is_ok() {}
+        #[cfg(test)]
+        if wal
+            .panic_next_pass
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("a panic a test asked for, in a checkpoint pass");
+        }
         let result = {
             let _turn = wal.turn.lock().unwrap_or_else(|e| e.into_inner());
             checkpoint(&conn, "PASSIVE")

@@ -102,6 +102,14 @@ impl Reopen {
         }
     }
 
+    /// A new connection, configured as at start (for a thread that starts
+    /// again after a panic).
+    pub(super) fn open(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open(&self.path)?;
+        configure(&conn, self.busy_timeout)?;
+        Ok(conn)
+    }
+
     /// A writable connection opened by `open`, configured as at start and
     /// then by `setup` (the thread's own settings), if `conn` is read-only,
     /// the last try was over a second ago, and the store can now be written.

@@ -28,7 +28,7 @@ pub use connection::open_for_cli;
 
 use connection::{Reopen, configure, lock, open_writer, read_only};
 use schema::migrate;
-use writer::{Cmd, Pending, WriterState, writer_loop};
+use writer::{Cmd, Pending, WriterState};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -96,6 +96,9 @@ pub struct SqliteStore {
     /// What the writer reports back: last error, commit counts.
     writer_state: Arc<WriterState>,
     recheck_after: Duration,
+    /// The WAL as the checkpoint thread sees it.
+    #[cfg(test)]
+    wal: Arc<checkpoint::WalState>,
 }
 
 /// How often the dispatcher looks at the store even without a
@@ -163,8 +166,11 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(options.queue);
         let state = writer_state.clone();
         let max_batch = options.max_batch.max(1);
+        let dedup_batch = options.dedup_batch.max(1);
         let limits = options.checkpoints;
         let wal = checkpoint::watch_wal(&mut conn).map_err(sqlite)?;
+        #[cfg(test)]
+        let wal_seen = wal.clone();
         let writer_again = Reopen::new("writer", path, options.busy_timeout);
         let checkpoints_again = Reopen::new("checkpoints", path, options.busy_timeout);
         let writer = std::thread::Builder::new()
@@ -176,13 +182,13 @@ impl SqliteStore {
                     checkpoints_again,
                     limits,
                     |checkpoints| {
-                        writer_loop(
-                            conn,
-                            writer_again,
+                        writer::run(
+                            (conn, dedup),
+                            &writer_again,
                             rx,
                             &state,
                             max_batch,
-                            dedup,
+                            dedup_batch,
                             checkpoints,
                         )
                     },
@@ -197,6 +203,8 @@ impl SqliteStore {
             reader: Arc::new(Mutex::new(reader)),
             writer_state,
             recheck_after: options.recheck_after,
+            #[cfg(test)]
+            wal: wal_seen,
         })
     }
 
@@ -229,7 +237,7 @@ impl SqliteStore {
                 .send(Cmd::Run(job))
                 .await
                 .map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
+            answer.await.map_err(|_| writer::stopped())?
         })
     }
 
@@ -303,7 +311,13 @@ impl crate::store::Admin for SqliteStore {
 impl Store for SqliteStore {
     fn insert(&self, event: NewEvent) -> BoxFuture<'static, Result<Inserted, StoreError>> {
         let sender = lock(&self.sender).clone();
+        // While the writer restarts after a panic, answer at once (503)
+        // rather than queue a request the sender will have given up on.
+        let down = self.writer_state.down();
         Box::pin(async move {
+            if let Some(error) = down {
+                return Err(error);
+            }
             let sender = sender.ok_or(StoreError::Closed)?;
             let (reply, answer) = oneshot::channel();
             sender
@@ -311,7 +325,7 @@ impl Store for SqliteStore {
                 .await
                 .map_err(|_| StoreError::Closed)?;
             // A dropped reply means the writer died before answering: not stored.
-            answer.await.map_err(|_| StoreError::Closed)?
+            answer.await.map_err(|_| writer::stopped())?
         })
     }
 
@@ -322,6 +336,9 @@ impl Store for SqliteStore {
         Box::pin(async move {
             if !open {
                 return Err(StoreError::Closed);
+            }
+            if let Some(error) = self.writer_state.down() {
+                return Err(error);
             }
             if let Some((cause, at)) = write_error {
                 // Only a commit clears a write error, and a load balancer that
@@ -425,8 +442,8 @@ impl Store for SqliteStore {
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         // Without an explicit close, still let queued commits finish.
-        self.sender.get_mut().unwrap().take();
-        if let Some(handle) = self.writer.get_mut().unwrap().take() {
+        lock(&self.sender).take();
+        if let Some(handle) = lock(&self.writer).take() {
             let _ = handle.join();
         }
     }

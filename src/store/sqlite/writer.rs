@@ -42,12 +42,80 @@ pub(super) struct WriterState {
     pub(super) events: AtomicU64,
     /// Signalled after a commit that created deliveries.
     pub(super) planned: Notify,
+    /// While the writer restarts after a panic: the panic's message.
+    pub(super) restarting: Mutex<Option<String>>,
+    /// Times the writer started again after a panic.
+    pub(super) restarts: AtomicU64,
+    /// Makes the next commit panic once it has committed: the worst moment,
+    /// with events on disk that the writer's memory does not know.
+    #[cfg(test)]
+    pub(super) panic_after_commit: std::sync::atomic::AtomicBool,
 }
 
-pub(super) fn writer_loop(
-    mut conn: Connection,
-    reopen: Reopen,
+impl WriterState {
+    /// The error writes get while the writer is down.
+    pub(super) fn down(&self) -> Option<StoreError> {
+        lock(&self.restarting).as_ref().map(|panic| {
+            StoreError::Write(Cause::text(format!(
+                "the store's writer panicked ({panic}) and is being restarted; see the log"
+            )))
+        })
+    }
+}
+
+/// The error of a write whose reply never came: the writer panicked while
+/// it was in its hands (and is being restarted).
+pub(super) fn stopped() -> StoreError {
+    StoreError::Write(Cause::text(
+        "the store's writer stopped before this write was answered (see the log); it is restarted",
+    ))
+}
+
+/// The writer thread: [`writer_loop`] until the channel closes. When it
+/// panics, it runs again on a connection and dedup state read afresh from
+/// disk, after a backoff ([`crate::supervise::run_restarting`]): whatever
+/// the panic interrupted (a transaction rolled back, ids committed but not
+/// staged) is known again from the store itself, as after a crash. The
+/// requests of the interrupted batch get 503, so their senders retry.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run(
+    first: (Connection, dedup::Dedup),
+    reopen: &Reopen,
     mut rx: mpsc::Receiver<Cmd>,
+    state: &WriterState,
+    max_batch: usize,
+    dedup_batch: usize,
+    checkpoints: &checkpoint::Checkpoints<'_>,
+) {
+    let mut first = Some(first);
+    crate::supervise::run_restarting(
+        "store-writer",
+        || {
+            let (conn, dedup) = first.take().unwrap_or_else(|| {
+                let again = reopen.open().and_then(|mut conn| {
+                    checkpoints.adopt(&mut conn)?;
+                    let dedup = dedup::Dedup::open(&conn, dedup_batch)?;
+                    Ok((conn, dedup))
+                });
+                // Failing again is one more panic: logged, counted and
+                // retried after a longer wait.
+                again.unwrap_or_else(|e| panic!("cannot open the store's writer again: {e}"))
+            });
+            writer_loop(conn, reopen, &mut rx, state, max_batch, dedup, checkpoints)
+        },
+        |down| {
+            if down.is_none() {
+                state.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            *lock(&state.restarting) = down;
+        },
+    )
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    reopen: &Reopen,
+    rx: &mut mpsc::Receiver<Cmd>,
     state: &WriterState,
     max_batch: usize,
     mut dedup: dedup::Dedup,
@@ -115,6 +183,10 @@ fn commit_batch(
         Ok((outcomes, planned, part)) => {
             if let Some(part) = part {
                 dedup.committed(part);
+            }
+            #[cfg(test)]
+            if state.panic_after_commit.swap(false, Ordering::SeqCst) {
+                panic!("a panic a test asked for, after a commit");
             }
             crate::telemetry::store_commit(started.elapsed().as_secs_f64(), batch.len());
             lock(&state.error).take();
