@@ -180,3 +180,7 @@ pub(super) fn migrate(
         .map_err(fail)?;
     migrated.map_err(fail)
 }
+
+#[cfg(test)]
+#[path = "schema_tests.rs"]
+mod tests;

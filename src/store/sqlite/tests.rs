@@ -1,18 +1,17 @@
 //! The SQLite store's own tests: what only this backend does (group
-//! commit, migrations, checkpoints, the dedup index, read-only disks).
+//! commit, checkpoints, the dedup index, read-only disks, restarts after a
+//! panic; the schema's are beside it).
 //! What every backend must do is in `tests/store.rs`.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 
 use rusqlite::params;
 
-use super::schema::MIGRATIONS;
 use super::*;
 use crate::event::Kind;
 use crate::store::{Admin, Unrouted};
 
-fn event(webhook_id: &str) -> NewEvent {
+pub(super) fn event(webhook_id: &str) -> NewEvent {
     NewEvent {
         webhook_id: webhook_id.into(),
         object_id: "p1".into(),
@@ -356,28 +355,6 @@ fn a_read_only_connection_is_opened_again_at_most_once_a_second() {
     );
 }
 
-#[test]
-fn pragmas_and_schema_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
-    let conn = Connection::open(&path).unwrap();
-    let mode: String = conn
-        .pragma_query_value(None, "journal_mode", |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, MIGRATIONS.len() as i64);
-    // What each of the store's connections runs with.
-    configure(&conn, Duration::from_secs(1)).unwrap();
-    let pragma = |name: &str| -> i64 { conn.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
-    assert_eq!(pragma("synchronous"), 2, "FULL: a commit is fsynced");
-    assert_eq!(pragma("wal_autocheckpoint"), 500);
-    assert_eq!(pragma("foreign_keys"), 1);
-}
-
 /// Random ids, many repeated, through small dedup batches and reopens:
 /// each answer must be what a plain set of seen ids says, and the first
 /// event's seq for a repeat.
@@ -425,159 +402,6 @@ async fn dedup_agrees_with_a_model_across_batches_and_reopens() {
         .unwrap();
     let ids = model.len() as i64;
     assert_eq!((events, seen), (ids, ids));
-}
-
-#[tokio::test]
-async fn a_version_2_store_keeps_its_events_deliveries_and_dedup() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    {
-        // What the previous release left: schema 2, events with the dedup
-        // key as a unique column, and a pending delivery.
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(MIGRATIONS[0]).unwrap();
-        conn.execute_batch(MIGRATIONS[1]).unwrap();
-        conn.pragma_update(None, "user_version", 2).unwrap();
-        conn.execute_batch(
-            "INSERT INTO events (webhook_id, object_id, kind, status, model, query, body,
-                                 received_at_ms, routed_at_ms)
-             VALUES ('msg_old1', 'p1', 'prediction', 'failed', NULL, '', X'7B7D', 1000, 1000),
-                    ('msg_old2', 'p2', 'training', 'succeeded', 'a/b', 'team=x', X'7B7D', 2000, NULL);
-             INSERT INTO deliveries (event_seq, dedup_key, route, notifier, state,
-                                     created_at_ms, next_attempt_at_ms, expires_at_ms)
-             VALUES (1, 'k1', 'r', 'n', 'pending', 1000, 1000, 9000);",
-        )
-        .unwrap();
-    }
-    static TICKS: AtomicU64 = AtomicU64::new(0);
-    let options = SqliteOptions {
-        while_migrating: Some(|going| {
-            TICKS.fetch_add(if going { 1 } else { 10 }, Ordering::SeqCst);
-        }),
-        ..SqliteOptions::default()
-    };
-    let store = SqliteStore::open(&path, options.clone()).unwrap();
-    assert_eq!(
-        TICKS.load(Ordering::SeqCst),
-        11,
-        "told the service manager, twice"
-    );
-    assert_eq!(
-        store.insert(event("msg_old1")).await.unwrap(),
-        Inserted::Duplicate(1)
-    );
-    assert_eq!(
-        store.insert(event("msg_new")).await.unwrap(),
-        Inserted::New(3)
-    );
-    assert_eq!(
-        store.insert(event("msg_new")).await.unwrap(),
-        Inserted::Duplicate(3)
-    );
-    let unrouted = store.unrouted(10).await.unwrap();
-    assert_eq!(unrouted.len(), 1, "the old event; new ones arrive routed");
-    assert_eq!((unrouted[0].seq, unrouted[0].query.as_str()), (2, "team=x"));
-    store.close().await;
-
-    let conn = Connection::open(&path).unwrap();
-    let delivery: (i64, String) = conn
-        .query_row("SELECT event_seq, state FROM deliveries", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    assert_eq!(
-        delivery,
-        (1, "pending".to_string()),
-        "dropping the old table deleted nothing"
-    );
-    let fk: i64 = conn
-        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(fk, 0);
-    // The foreign key still cascades from the rebuilt table.
-    conn.pragma_update(None, "foreign_keys", true).unwrap();
-    conn.execute("DELETE FROM events WHERE seq = 1", [])
-        .unwrap();
-    let left: i64 = conn
-        .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(left, 0);
-    drop(conn);
-
-    // Up to date: nothing to migrate, nothing to say.
-    drop(SqliteStore::open(&path, options.clone()).unwrap());
-    assert_eq!(TICKS.load(Ordering::SeqCst), 11);
-    // A new store: quick, nothing to say either.
-    drop(SqliteStore::open(&dir.path().join("new.db"), options).unwrap());
-    assert_eq!(TICKS.load(Ordering::SeqCst), 11);
-}
-
-#[test]
-fn a_failed_migration_leaves_the_store_as_it_was_and_says_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let conn = Connection::open(&path).unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.execute_batch(MIGRATIONS[0]).unwrap();
-    conn.execute_batch(MIGRATIONS[1]).unwrap();
-    conn.pragma_update(None, "user_version", 2).unwrap();
-    // Another process holds the write lock for longer than we wait.
-    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let options = SqliteOptions {
-        busy_timeout: Duration::from_millis(10),
-        ..SqliteOptions::default()
-    };
-    let err = SqliteStore::open(&path, options).err().unwrap().to_string();
-    assert!(err.contains("rolled back"), "{err}");
-    assert!(err.contains("then start again"), "{err}");
-    conn.execute_batch("ROLLBACK").unwrap();
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, 2);
-}
-
-#[test]
-fn an_unreadable_dedup_index_says_what_to_check() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
-    Connection::open(&path)
-        .unwrap()
-        .execute_batch("DROP TABLE seen_upto")
-        .unwrap();
-    let err = SqliteStore::open(&path, SqliteOptions::default())
-        .err()
-        .unwrap();
-    // As `serve` prints it: the advice, then SQLite's own words.
-    let err = format!("{:#}", anyhow::Error::from(err));
-    assert!(err.contains("no such table: seen_upto"), "{err}");
-    assert!(err.contains("PRAGMA integrity_check"), "{err}");
-}
-
-#[test]
-fn a_store_from_a_newer_binary_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    Connection::open(&path)
-        .unwrap()
-        .pragma_update(None, "user_version", 99)
-        .unwrap();
-    let err = SqliteStore::open(&path, SqliteOptions::default())
-        .err()
-        .unwrap();
-    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
-    assert!(err.to_string().contains("newer replicate-relay"));
-}
-
-#[test]
-fn opening_a_missing_store_beside_says_what_to_do() {
-    let Err(err) = crate::store::open_beside(Path::new("/nonexistent/relay.db")) else {
-        panic!("opened a missing store")
-    };
-    assert!(err.to_string().contains("replicate-relay serve"), "{err}");
 }
 
 /// The count of `relay_task_panics_total` for `task` in the metrics text.

@@ -1,0 +1,209 @@
+//! The config's tables: defaults, every problem with its key, environment
+//! overrides, secrets from files.
+
+use super::*;
+
+fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(&file, text).unwrap();
+    std::fs::write(dir.path().join("secret"), "whsec_c2VjcmV0\n").unwrap();
+    load_with_env(
+        &file,
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+fn keys(r: Result<Config, ConfigErrors>) -> Vec<String> {
+    match r {
+        Ok(_) => vec![],
+        Err(e) => e.problems.into_iter().map(|p| p.key).collect(),
+    }
+}
+
+#[test]
+fn defaults_and_relative_paths() {
+    let cfg = load_text(
+        "[verify]\nsecret_file = \"secret\"\n[store]\npath = \"../data/relay.db\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8787");
+    assert_eq!(cfg.server.path, "/hooks/replicate");
+    assert_eq!(cfg.server.max_body, 10 * 1024 * 1024);
+    assert_eq!(cfg.verify.tolerance, Duration::from_secs(300));
+    assert_eq!(cfg.verify.secrets.len(), 1);
+    assert!(cfg.store.path.ends_with("data/relay.db"));
+    assert!(!cfg.store.path.to_string_lossy().contains(".."));
+    assert!(cfg.routes.is_empty() && cfg.notifiers.is_empty());
+}
+
+#[test]
+fn problem_table() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[server]\nlisten = \"localhost\"\n[verify]\ninsecure = true",
+            &["server.listen"],
+        ),
+        (
+            "[server]\nlistn = \"127.0.0.1:1\"\n[verify]\ninsecure = true",
+            &["server.listn"],
+        ),
+        ("server = 5\n[verify]\ninsecure = true", &["server"]),
+        (
+            "[server]\nlisten = [1]\n[verify]\ninsecure = true",
+            &["server.listen"],
+        ),
+        (
+            "[server]\npath = \"hooks\"\n[verify]\ninsecure = true",
+            &["server.path"],
+        ),
+        (
+            "[server]\nmax_body = \"ten megs\"\n[verify]\ninsecure = true",
+            &["server.max_body"],
+        ),
+        (
+            "[server]\nmax_body = 10\n[verify]\ninsecure = true",
+            &["server.max_body"],
+        ),
+        ("[verify]\nsecret = \"abc\"", &["verify.secret"]),
+        (
+            "[verify]\nsecret = [\"whsec_c2VjcmV0\", \"nope\"]",
+            &["verify.secret[1]"],
+        ),
+        (
+            "[verify]\nsecret_file = \"missing\"",
+            &["verify.secret_file"],
+        ),
+        (
+            "[verify]\ntolerance = \"soon\"\nsecret_file = \"secret\"",
+            &["verify.tolerance"],
+        ),
+        ("[verify]\ninsecure = \"maybe\"", &["verify.insecure"]),
+        (
+            "[verify]\nsecret = 5\ntolerance = [1]",
+            &["verify.tolerance", "verify.secret"],
+        ),
+        ("", &["verify"]),
+        ("[verfy]\ninsecure = true", &["verfy", "verify"]),
+        (
+            "[verify]\nsecret_file = \"secret\"\nsecret = \"whsec_c2VjcmV0\"",
+            &[],
+        ),
+        (
+            "[verify]\ninsecure = true\n[templates]\ndir = \"nowhere\"",
+            &["templates.dir"],
+        ),
+        (
+            "[verify]\ninsecure = true\n[delivery]\nmax_age = \"5s\"",
+            &["delivery.max_age"],
+        ),
+        (
+            "[verify]\ninsecure = true\n[delivery]\nmax_ag = \"5h\"",
+            &["delivery.max_ag"],
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(keys(load_text(text, &[])), *want, "config:\n{text}");
+    }
+}
+
+#[test]
+fn three_mistakes_are_all_reported() {
+    let err = load_text(
+        "[server]\nlisten = \"nowhere\"\n[verify]\nsecret = \"plain\"\n[store]\npth = \"x\"\n",
+        &[],
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.problems.len(), 3, "{text}");
+    assert!(text.contains("3 problems"), "{text}");
+    assert!(text.contains("server.listen"), "{text}");
+    assert!(
+        text.contains("verify.secret: does not start with `whsec_`"),
+        "{text}"
+    );
+    assert!(text.contains("store.pth: unknown key"), "{text}");
+}
+
+#[test]
+fn environment_overrides_keys() {
+    let cfg = load_text(
+        "[verify]\nsecret = \"whsec_c2VjcmV0\"\n",
+        &[
+            ("RELAY__SERVER__LISTEN", "0.0.0.0:9000"),
+            ("RELAY__SERVER__MAX_BODY", "2048"),
+            ("RELAY__VERIFY__TOLERANCE", "1m"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(cfg.server.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(cfg.server.max_body, 2048);
+    assert_eq!(cfg.verify.tolerance, Duration::from_secs(60));
+
+    // A secret only in the environment is enough.
+    let cfg = load_text("", &[("RELAY__VERIFY__SECRET", "whsec_c2VjcmV0")]).unwrap();
+    assert_eq!(cfg.verify.secrets.len(), 1);
+    let cfg = load_text("", &[("RELAY__VERIFY__INSECURE", "true")]).unwrap();
+    assert!(cfg.verify.insecure);
+}
+
+#[test]
+fn credentials_directory_in_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("webhook-secret"), "whsec_c2VjcmV0\n").unwrap();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(
+        &file,
+        "[verify]\nsecret_file = \"${CREDENTIALS_DIRECTORY}/webhook-secret\"\n",
+    )
+    .unwrap();
+    let env = [(
+        "CREDENTIALS_DIRECTORY".to_string(),
+        dir.path().display().to_string(),
+    )];
+    assert_eq!(load_with_env(&file, env).unwrap().verify.secrets.len(), 1);
+    let err = load_with_env(&file, []).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("${CREDENTIALS_DIRECTORY}, which is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secret_file_with_several_secrets_and_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("secrets"),
+        "# old key, remove after rotation\nwhsec_c2VjcmV0\n\nwhsec_b3RoZXI=\n",
+    )
+    .unwrap();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(&file, "[verify]\nsecret_file = \"secrets\"\n").unwrap();
+    let cfg = load_with_env(&file, []).unwrap();
+    assert_eq!(cfg.verify.secrets.len(), 2);
+}
+
+#[test]
+fn the_development_secret_warns_and_secret_values_never_show() {
+    let cfg = load_text(
+        &format!("[verify]\nsecret = \"{DEVELOPMENT_SECRET}\"\n"),
+        &[],
+    )
+    .unwrap();
+    assert!(
+        cfg.warnings
+            .iter()
+            .any(|w| w.contains("development secret"))
+    );
+    let err = load_text("[verify]\nsecret = \"supersecretvalue\"\n", &[]).unwrap_err();
+    assert!(!err.to_string().contains("supersecretvalue"), "{err}");
+    assert!(!format!("{cfg:?}").contains(&DEVELOPMENT_SECRET[6..]));
+}
+
+#[test]
+fn toml_syntax_errors_name_the_line() {
+    let err = load_text("[server\nlisten = 1", &[]).unwrap_err();
+    assert!(err.to_string().contains("line 1"), "{err}");
+}
