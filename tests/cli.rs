@@ -507,3 +507,61 @@ async fn the_quick_start_shows_the_alert_in_the_daemons_log() {
     let (code, _) = serve.wait(Duration::from_secs(15)).await;
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn preview_writes_every_kind_for_every_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gallery");
+    let run = relay(&["preview", "--out", out.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("index.html"), "{stdout}");
+    let read =
+        |p: &str| std::fs::read_to_string(out.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    // Email: a page a browser shows, and its text part.
+    let html = read("email/example-training-failed.html");
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("Open on Replicate"));
+    assert!(read("email/example-training-failed.txt").starts_with("Subject: ❌ Training"));
+    // Slack: Block Kit, and a link to see it in the Block Kit Builder.
+    let blocks: serde_json::Value =
+        serde_json::from_str(&read("slack/sample-prediction-succeeded.json")).unwrap();
+    assert!(blocks["blocks"].as_array().is_some_and(|b| !b.is_empty()));
+    assert!(
+        read("slack/sample-prediction-succeeded.builder-url.txt")
+            .starts_with("https://app.slack.com/block-kit-builder/#%7B%22blocks%22")
+    );
+    // Every kind, every sample, linked from the index.
+    let index = read("index.html");
+    for kind in [
+        "discord",
+        "email",
+        "log",
+        "ntfy",
+        "pagerduty",
+        "slack",
+        "teams",
+        "webhook",
+    ] {
+        assert!(index.contains(&format!("<h2>{kind}</h2>")), "{kind}");
+        let files = std::fs::read_dir(out.join(kind)).unwrap().count();
+        assert!(files >= 16, "{kind}: {files} files");
+    }
+    // A broken template of yours is reported, not written over.
+    let mine = dir.path().join("templates/slack");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("default.json.hbs"), "{{#if x}}").unwrap();
+    let run = relay(&[
+        "preview",
+        "--out",
+        out.to_str().unwrap(),
+        "--templates",
+        dir.path().join("templates").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("slack/default.json.hbs"), "{stderr}");
+}

@@ -52,9 +52,92 @@ async fn slack_gets_the_block_kit_message_with_token_and_channel() {
     assert_eq!(body["channel"], "#ml-alerts");
     assert_eq!(
         body["text"],
-        "❌ Prediction northwind/captioner-prod failed in 1.3s"
+        "❌ Prediction northwind/captioner-prod failed: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 22.19 GiB of which 1.12 GiB is free."
     );
     assert_eq!(body["blocks"][0]["type"], "header");
+    let rows = one_delivered(&dir.path().join("relay.db")).await;
+    assert_eq!(states(&rows), [DeliveryState::Delivered]);
+    daemon.stop().await;
+}
+
+/// Prompts and errors are full of `*`, `_` and code fences; in Slack they
+/// must read as written, never as formatting.
+#[tokio::test]
+async fn slack_shows_user_text_as_written() {
+    let slack = SlackStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path(), &slack_config(&slack.api_url())).await;
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(&fixture("prediction-failed.json")).unwrap();
+    let prompt = "*bold* _it_ ~s~ ``` <!channel>";
+    let error = "boom ```\n*not bold*";
+    payload["input"]["prompt"] = serde_json::json!(prompt);
+    payload["error"] = serde_json::json!(error);
+    post_signed(
+        &daemon,
+        "msg_literal",
+        &serde_json::to_vec(&payload).unwrap(),
+    )
+    .await;
+
+    let got = slack.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].answer.contains("\"ok\":true"), "{}", got[0].answer);
+    let body = &got[0].body;
+    let mut texts = Vec::new();
+    replicate_relay::render::message::strings(body, &mut texts);
+    assert!(
+        texts.contains(&"*bold* _it_ ~s~ ``` <\u{200B}!channel>".to_owned()),
+        "the prompt as written, its mention inert: {texts:?}"
+    );
+    assert!(texts.contains(&error.to_owned()), "{texts:?}");
+    let raw = body.to_string();
+    assert!(!raw.contains("<!channel>"), "{raw}");
+    daemon.stop().await;
+}
+
+/// Slack refuses a message whose image it cannot fetch; Replicate deletes an
+/// API job's files after an hour, so a late retry must still arrive.
+#[tokio::test]
+async fn slack_gets_the_message_without_images_it_cannot_fetch() {
+    let slack = SlackStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path(), &slack_config(&slack.api_url())).await;
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(&fixture("prediction-succeeded-object.json")).unwrap();
+    payload["output"] = serde_json::json!([
+        "https://replicate.delivery/expired/out-0.png",
+        "https://replicate.delivery/expired/out-1.png"
+    ]);
+    post_signed(
+        &daemon,
+        "msg_images",
+        &serde_json::to_vec(&payload).unwrap(),
+    )
+    .await;
+
+    let got = slack.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].answer.contains("invalid_blocks"),
+        "{}",
+        got[0].answer
+    );
+    let images = |b: &serde_json::Value| {
+        b["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == "image")
+            .count()
+    };
+    assert_eq!(images(&got[0].body), 2, "first with the images");
+    assert_eq!(images(&got[1].body), 0, "then without");
+    assert!(got[1].answer.contains("\"ok\":true"), "{}", got[1].answer);
+    assert!(
+        got[1].body.to_string().contains("out-0.png"),
+        "the links stay"
+    );
     let rows = one_delivered(&dir.path().join("relay.db")).await;
     assert_eq!(states(&rows), [DeliveryState::Delivered]);
     daemon.stop().await;
@@ -132,7 +215,7 @@ async fn slack_incoming_webhook_gets_the_message() {
         body["text"]
             .as_str()
             .unwrap()
-            .contains("Training pixelforge/flux-lora-trainer failed")
+            .contains("Training pixelforge/flux-lora-trainer (“PETPX”) failed: no images found")
     );
     assert!(body["blocks"].is_array());
     assert!(slack.requests().is_empty());
@@ -284,7 +367,7 @@ async fn email_arrives_with_both_parts_escaped() {
     );
     assert_eq!(
         m["subject"],
-        "❌ Prediction northwind/captioner-prod failed in 1.3s"
+        "❌ Prediction northwind/captioner-prod failed: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 22.19 GiB of which 1.12 GiB is free."
     );
     assert_eq!(m["content_type"], "multipart/alternative");
     assert!(m["message_id"].as_str().unwrap().starts_with('<'));

@@ -158,7 +158,7 @@ async fn a_failed_training_reaches_the_topic_with_priority_tags_and_a_click() {
     );
     let title = training["title"].as_str().unwrap();
     assert!(
-        title.starts_with("❌ Training pixelforge/flux-lora-trainer failed"),
+        title.starts_with("❌ Training pixelforge/flux-lora-trainer (“PETPX”) failed"),
         "{title}"
     );
     assert!(

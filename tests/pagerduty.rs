@@ -145,7 +145,7 @@ async fn a_failure_opens_an_incident_keyed_by_the_job_and_its_success_resolves_i
         trigger["payload"]["summary"]
             .as_str()
             .unwrap()
-            .starts_with("❌ Prediction acme/test-model failed")
+            .starts_with("❌ Prediction acme/test-model (“a test”) failed: xxx")
     );
     assert_eq!(
         trigger["links"][0]["href"],

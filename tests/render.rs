@@ -53,7 +53,7 @@ fn assert_within_limits(message: &Value, what: &str) {
                     assert!(chars(&f["text"]) <= MAX_FIELD, "{what}: field");
                 }
             }
-            "actions" | "context" | "divider" => {}
+            "actions" | "context" | "divider" | "rich_text" | "image" => {}
             other => panic!("{what}: unexpected block type {other}"),
         }
     }
@@ -90,9 +90,17 @@ fn every_fixture_renders_through_every_shipped_template() {
         assert!(m.text.contains(&event.job().common().id), "{}", f.name);
         let html = m.html.as_deref().unwrap();
         assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+        assert!(!html.contains("<script"), "{}", f.name);
+        // Every style a client needs is inline (some drop <style>); the one
+        // <style>, in <head>, only adds dark mode and phone widths.
+        let head = &html[..html.find("</head>").unwrap()];
+        assert_eq!(html.matches("<style").count(), 1, "{}", f.name);
+        assert!(head.contains("<style") && head.contains("prefers-color-scheme: dark"));
+        assert!(head.contains(r#"<meta name="color-scheme" content="light dark">"#));
         assert!(
-            !html.contains("<style") && !html.contains("<script"),
-            "inline styles only"
+            !html.contains("width=\"600\"") && html.contains("max-width:600px"),
+            "fluid, not a fixed 600 px: {}",
+            f.name
         );
 
         for name in templates.names(webhook::WEBHOOK) {
@@ -121,7 +129,8 @@ fn failure_messages_carry_the_error_and_log_tail_and_successes_their_outputs() {
     let (slack, email) = render("prediction-failed.json");
     let text = serde_json::to_string(&slack).unwrap();
     assert!(
-        text.contains("*Error*") && text.contains("torch.OutOfMemoryError"),
+        text.contains(r#"{"style":{"bold":true},"text":"Error","type":"text"}"#)
+            && text.contains("torch.OutOfMemoryError"),
         "{text}"
     );
     assert!(email.text.contains("Last log lines:"));
@@ -141,8 +150,12 @@ fn failure_messages_carry_the_error_and_log_tail_and_successes_their_outputs() {
     let (slack, _) = render("prediction-succeeded.json");
     let text = serde_json::to_string(&slack).unwrap();
     assert!(
-        text.contains("|out-0.webp>") && text.contains("Open on Replicate"),
+        text.contains(r#""text":"out-0.webp","type":"link""#) && text.contains("Open on Replicate"),
         "{text}"
+    );
+    assert!(
+        text.contains(r#""type":"image""#),
+        "image outputs shown: {text}"
     );
 }
 
@@ -171,10 +184,13 @@ fn hostile_prompts_are_escaped_for_every_target() {
     strings(&slack, &mut all);
     let joined = all.join("\n");
     assert!(!joined.contains("<!channel>"), "{joined}");
-    assert!(!joined.contains("<script>"), "{joined}");
     assert!(
         joined.contains("&lt;!channel&gt;"),
-        "the text is kept, escaped: {joined}"
+        "in mrkdwn and plain text, escaped: {joined}"
+    );
+    assert!(
+        joined.contains("<\u{200B}!channel> <script>"),
+        "in rich text, shown as written but inert: {joined}"
     );
 
     // Email: HTML escaped, subject on one line even when a template puts the
@@ -226,4 +242,115 @@ fn a_megabyte_of_logs_is_cut_not_sent_whole() {
         assert!(email.text.len() < 20_000, "{name}: {}", email.text.len());
         assert!(email.html.unwrap().len() < 30_000, "{name}");
     }
+}
+
+/// The body of a fixture, changed by `edit`, rendered for Slack and email.
+fn rendered(
+    name: &str,
+    edit: impl FnOnce(&mut Value),
+) -> (Value, replicate_relay::render::EmailMessage) {
+    let (_, fixtures) = fixtures();
+    let mut payload: Value =
+        serde_json::from_slice(&fixtures.iter().find(|f| f.name == name).unwrap().body).unwrap();
+    edit(&mut payload);
+    let query = if name.starts_with("training") {
+        "kind=training"
+    } else {
+        ""
+    };
+    let event = Event::from_value(payload, query).unwrap();
+    let ctx = context(&event, "r", "n");
+    let templates = shipped();
+    (
+        slack::render::render(&templates, "default", &ctx).message,
+        email::render::render(&templates, "default", &ctx).message,
+    )
+}
+
+#[test]
+fn a_failed_training_without_a_web_url_still_links_to_its_page() {
+    let (slack, email) = rendered("training-failed.json", |p| {
+        p.as_object_mut().unwrap().remove("urls");
+        p.as_object_mut().unwrap().remove("destination");
+    });
+    let page = "https://replicate.com/p/";
+    let button = &slack["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "actions")
+        .expect("a button")["elements"][0]["url"];
+    assert!(button.as_str().unwrap().starts_with(page), "{button}");
+    assert!(
+        email.text.contains(&format!("Open on Replicate: {page}")),
+        "{}",
+        email.text
+    );
+    assert!(email.html.unwrap().contains(&format!("href=\"{page}")));
+    // The title names the run, and the reason leads.
+    assert!(
+        email.subject.contains("(“") && email.subject.contains("failed: "),
+        "{}",
+        email.subject
+    );
+}
+
+#[test]
+fn mrkdwn_and_code_fences_in_user_text_reach_slack_as_literal_text() {
+    let prompt = "*bold* _it_ ~s~ ``` `code`";
+    let error = "Traceback ``` *not bold*\n``` end";
+    let (slack, _) = rendered("prediction-failed.json", |p| {
+        p["input"]["prompt"] = json!(prompt);
+        p["error"] = json!(error);
+        p.as_object_mut().unwrap().remove("deployment");
+    });
+    // Every mrkdwn text object: none carries the user's text.
+    fn mrkdwn(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if m.get("type") == Some(&json!("mrkdwn")) {
+                    out.push(m["text"].as_str().unwrap_or("").to_owned());
+                }
+                m.values().for_each(|v| mrkdwn(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| mrkdwn(v, out)),
+            _ => {}
+        }
+    }
+    let mut formatted = Vec::new();
+    mrkdwn(&slack, &mut formatted);
+    for text in &formatted {
+        assert!(!text.contains("*bold*") && !text.contains("```"), "{text}");
+    }
+    assert_eq!(slack["mrkdwn"], false, "the fallback text is not formatted");
+    // Rich text elements carry them whole, as written.
+    let mut all = Vec::new();
+    strings(&slack, &mut all);
+    assert!(all.iter().any(|t| t == prompt), "{all:?}");
+    assert!(all.iter().any(|t| t == error), "{all:?}");
+}
+
+#[test]
+fn timing_splits_run_from_queue() {
+    let (slack, email) = rendered("training-failed.json", |p| {
+        p["metrics"] = json!({"predict_time": 6.534453, "total_time": 41.807566});
+    });
+    assert!(
+        email
+            .text
+            .contains("Time: run 6.5s · queue 35s · total 42s"),
+        "{}",
+        email.text
+    );
+    assert!(
+        email
+            .html
+            .unwrap()
+            .contains("run 6.5s · queue 35s · total 42s")
+    );
+    assert!(
+        serde_json::to_string(&slack)
+            .unwrap()
+            .contains("run 6.5s · queue 35s · total 42s")
+    );
 }

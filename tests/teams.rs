@@ -116,12 +116,14 @@ async fn a_failure_arrives_as_an_adaptive_card() {
     assert_eq!(rows[0].delivery.state, DeliveryState::Delivered, "{rows:?}");
     let posts = flow.0.lock().unwrap().clone();
     let card = &posts[0]["attachments"][0]["content"];
-    let title = &card["body"][0];
+    let title = &card["body"][0]["inlines"][0];
+    assert_eq!(card["body"][0]["type"], "RichTextBlock", "shown as written");
     assert!(
         title["text"]
             .as_str()
             .unwrap()
-            .starts_with("❌ Training pixelforge/flux-lora-trainer failed")
+            .starts_with("❌ Training pixelforge/flux-lora-trainer (“PETPX”) failed"),
+        "{title}"
     );
     assert_eq!(title["color"], "Attention");
     let text = card.to_string();

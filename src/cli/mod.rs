@@ -4,6 +4,7 @@
 
 mod deliveries;
 mod events;
+mod gallery;
 mod preview;
 mod remote;
 
@@ -79,6 +80,17 @@ pub enum Command {
         explain: bool,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+    },
+    /// Write every notifier kind's template rendered against every sample
+    /// event into a directory, to look at before changing a template.
+    Preview {
+        /// Where to write the files (created if needed); open DIR/index.html.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Your templates directory (as `[templates] dir`), instead of the
+        /// shipped templates.
+        #[arg(long, value_name = "DIR")]
+        templates: Option<PathBuf>,
     },
     /// List deliveries in the outbox: what, where, attempts, next attempt, last error.
     Deliveries {
@@ -156,6 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             explain,
             format,
         } => preview::run(&load(&config)?, &payload, &query, explain, format),
+        Command::Preview { out, templates } => gallery::run(&out, templates.as_deref()),
         Command::Events {
             config,
             limit,

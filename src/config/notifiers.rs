@@ -12,6 +12,31 @@ use crate::read::{Reader, Table};
 
 const COMMON: &[&str] = &["type", "template", "concurrency"];
 
+/// Notifiers read from `text`, TOML holding `[notifiers.<name>]` tables
+/// alone (previews build theirs so), with templates under `templates`.
+pub fn from_toml(
+    text: &str,
+    templates: Option<&Path>,
+) -> Result<BTreeMap<String, Notifier>, Vec<crate::read::Problem>> {
+    let root: Value = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| {
+            vec![crate::read::Problem {
+                key: String::new(),
+                message: e.to_string(),
+            }]
+        })?;
+    let mut r = Reader::new(std::path::PathBuf::new());
+    let notifiers = read(&mut r, root.get("notifiers"), templates);
+    if r.problems.is_empty() {
+        Ok(notifiers)
+    } else {
+        Err(r.problems)
+    }
+}
+
 /// Reads every `[notifiers.<name>]`, checking that each names templates that
 /// exist: built in, or under the `templates` directory.
 pub fn read(

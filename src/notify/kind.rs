@@ -42,6 +42,12 @@ pub trait Kind: Send + Sync + 'static {
         Some("default")
     }
 
+    /// The keys of a small notifier of this kind, as TOML, with made-up
+    /// values: what `preview --out` renders its shipped templates with.
+    fn example(&self) -> &'static str {
+        ""
+    }
+
     /// Messages in flight at once unless `concurrency` says otherwise.
     fn default_concurrency(&self) -> usize {
         4

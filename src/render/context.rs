@@ -16,11 +16,14 @@ const MAX_OUTPUTS: usize = 20;
 
 /// Builds the template context for `event`, sent by `route` to `notifier`.
 ///
-/// Derived fields: `kind`, `query` (object), `route`, `notifier`, `title`
-/// ("Training acme/neon succeeded"), `emoji`, `target` (destination, deployment
-/// or model), `duration` (human), `duration_seconds`, `web_url`, `outputs` (URLs
-/// found in `output`), `logs_tail`, `error_message`, `is_success`, `is_failure`,
-/// `is_training`, and for trainings `trained_version` and `weights`.
+/// Derived fields: `kind`, `query` (object), `route`, `notifier`, `emoji`,
+/// `target` (destination, deployment or model), `duration` (human),
+/// `duration_seconds`, `outputs` (URLs found in `output`), `logs_tail`,
+/// `error_message`, `is_success`, `is_failure`, `is_training`, and for
+/// trainings `trained_version` and `weights`; and what [`super::run`] says
+/// of the run: `title`, `run_name`, `reason`, `headline`, `web_url` (always
+/// a link), `prompt`, `inputs`, `progress`, `timing`, `files`, `images`,
+/// `outputs_expire_at`.
 pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
     let mut ctx: Map<String, Value> = match &event.payload {
         Value::Object(map) => map.clone(),
@@ -40,23 +43,10 @@ pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
         Job::Prediction(p) => p.deployment.clone().or_else(|| common.model.clone()),
     }
     .unwrap_or_else(|| common.id.clone());
-    let kind_word = match kind {
-        Kind::Prediction => "Prediction",
-        Kind::Training => "Training",
-    };
     let seconds = job
         .run_time()
         .map(|d| d.as_seconds_f64())
         .or_else(|| common.metrics.as_ref().and_then(|m| m.predict_time));
-    let web_url = common
-        .urls
-        .as_ref()
-        .and_then(|u| u.web.clone())
-        .or_else(|| {
-            (kind == Kind::Prediction).then(|| format!("https://replicate.com/p/{}", common.id))
-        })
-        // Only web links: a template puts this in an href.
-        .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
     let mut outputs = Vec::new();
     collect_urls(&common.output, &mut outputs);
     let logs_tail = common
@@ -76,14 +66,9 @@ pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
     set("route", json!(route));
     set("notifier", json!(notifier));
     set("target", json!(target));
-    set(
-        "title",
-        json!(format!("{kind_word} {target} {}", event.status)),
-    );
     set("emoji", json!(emoji(&event.status)));
     set("duration", json!(seconds.map(human_duration)));
     set("duration_seconds", json!(seconds));
-    set("web_url", json!(web_url));
     set("outputs", json!(outputs));
     set("logs_tail", json!(logs_tail));
     set(
@@ -105,6 +90,8 @@ pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
     };
     set("trained_version", json!(version));
     set("weights", json!(weights));
+    let logs_tail = ctx["logs_tail"].as_str().unwrap_or_default().to_owned();
+    ctx.extend(super::run::derive(job, kind, &event.status, &logs_tail));
     Value::Object(ctx)
 }
 
@@ -122,7 +109,7 @@ pub fn emoji(status: &Status) -> &'static str {
 }
 
 /// Every http(s) URL in `value`, depth first, up to [`MAX_OUTPUTS`].
-fn collect_urls(value: &Value, out: &mut Vec<String>) {
+pub(super) fn collect_urls(value: &Value, out: &mut Vec<String>) {
     if out.len() >= MAX_OUTPUTS {
         return;
     }
@@ -170,11 +157,7 @@ mod tests {
         assert_eq!(ctx["weights"], "https://x/w.tar");
         assert_eq!(ctx["outputs"], json!(["https://x/w.tar"]));
         assert_eq!(ctx["query"]["team"], "vision");
-        assert_eq!(
-            ctx["web_url"],
-            Value::Null,
-            "trainings have no derived page"
-        );
+        assert_eq!(ctx["web_url"], "https://replicate.com/p/t1");
         let tail = ctx["logs_tail"].as_str().unwrap();
         assert_eq!(tail.lines().count(), 20);
         assert!(tail.ends_with("line 99"));

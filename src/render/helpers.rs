@@ -22,6 +22,10 @@ pub fn register(hb: &mut Handlebars<'static>) {
     hb.register_helper("date", Box::new(date));
     hb.register_helper("join", Box::new(join));
     hb.register_helper("basename", Box::new(basename));
+    hb.register_helper("indent", Box::new(indent));
+    hb.register_helper("md", Box::new(md));
+    hb.register_helper("fenced", Box::new(fenced));
+    hb.register_helper("literal", Box::new(literal));
 }
 
 // `{{humanize metrics.predict_time}}` → "19m 51s" (seconds to a human duration;
@@ -58,6 +62,85 @@ handlebars_helper!(basename: |url: Json| {
     let path = text.split(['?', '#']).next().unwrap_or("");
     path.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_owned()
 });
+
+// `{{indent error 2}}` → every line but the first indented by 2 spaces, for
+// a multi-line value after a label in plain text (the template indents the
+// first).
+handlebars_helper!(indent: |text: Json, width: u64| {
+    let pad = " ".repeat(width.min(16) as usize);
+    as_text(text).lines().collect::<Vec<_>>().join(&format!("\n{pad}"))
+});
+
+// `{{md prompt}}` → text that Markdown (Discord's) shows as it is: every
+// character that could format, link or quote is backslash-escaped.
+handlebars_helper!(md: |text: Json| escape_markdown(&as_text(text)));
+// `{{fenced logs}}` → text that cannot end a ``` code block it is put in
+// (a zero-width space between backticks in a row); inside a code block
+// Markdown shows everything else as it is.
+handlebars_helper!(fenced: |text: Json| unfence(&as_text(text)));
+
+// `{{{literal prompt}}}` → a complete JSON string for a Slack rich text
+// element, which Slack shows as it is; a `<` before `!`, `@` or `#` gets a
+// zero-width space after it, so no text can ever read as a mention.
+handlebars_helper!(literal: |text: Json| {
+    serde_json::to_string(&unmention(&as_text(text))).unwrap_or_default()
+});
+
+/// `<!channel>`, `<@U123>`, `<#C1>` made inert by a zero-width space after
+/// the `<`, which a reader does not see.
+pub fn unmention(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '<' && matches!(chars.peek(), Some('!' | '@' | '#')) {
+            out.push('\u{200B}');
+        }
+    }
+    out
+}
+
+/// Markdown's formatting characters backslash-escaped.
+pub fn escape_markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '*'
+                | '_'
+                | '~'
+                | '`'
+                | '|'
+                | '>'
+                | '<'
+                | '#'
+                | '['
+                | ']'
+                | '('
+                | ')'
+                | '-'
+                | ':'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A zero-width space after every backtick that another follows, so no run
+/// of three can close a code block.
+pub fn unfence(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '`' && chars.peek() == Some(&'`') {
+            out.push('\u{200B}');
+        }
+    }
+    out
+}
 
 fn as_f64(value: &Value) -> Option<f64> {
     match value {
@@ -166,7 +249,9 @@ mod tests {
         let data = json!({
             "t": 1191.13, "short": 3.32, "s": "abcdef", "logs": "a\nb\nc\n",
             "ts": "2026-11-22T18:20:31.046810Z", "list": ["x", 1], "url": "https://x/y/out-0.webp?sig=1",
-            "empty": "", "n": null
+            "empty": "", "n": null,
+            "mention": "<!channel> <@U1> a<b *x*",
+            "md": "*b* _i_ ~s~ `c` <@1> # [x](y) \\", "fence": "a ``` b ` c"
         });
         let cases = [
             ("{{humanize t}}", "19m 51s"),
@@ -191,6 +276,18 @@ mod tests {
             ("{{date \"yesterday\"}}", "yesterday"),
             ("{{join list \", \"}}", "x, 1"),
             ("{{basename url}}", "out-0.webp"),
+            ("  {{indent logs 2}}", "  a\n  b\n  c"),
+            ("{{indent s 4}}", "abcdef"),
+            ("{{indent n 2}}", ""),
+            (
+                "{{md md}}",
+                "\\*b\\* \\_i\\_ \\~s\\~ \\`c\\` \\<@1\\> \\# \\[x\\]\\(y\\) \\\\",
+            ),
+            ("{{fenced fence}}", "a `\u{200B}`\u{200B}` b ` c"),
+            (
+                "{{literal mention}}",
+                "\"<\u{200B}!channel> <\u{200B}@U1> a<b *x*\"",
+            ),
             ("{{missing}}", ""),
         ];
         for (template, want) in cases {

@@ -28,6 +28,18 @@ pub trait Message: fmt::Debug + Send + Sync + 'static {
 
     /// For the kind's sender, to take its own message type back.
     fn as_any(&self) -> &dyn Any;
+
+    /// The message as files to look at, `(extension, contents)`, for
+    /// `preview --out`: JSON as `.json`, anything else as `.txt`.
+    fn files(&self) -> Vec<(&'static str, String)> {
+        let text = self.preview();
+        let ext = if serde_json::from_str::<Value>(&text).is_ok() {
+            "json"
+        } else {
+            "txt"
+        };
+        vec![(ext, text)]
+    }
 }
 
 impl Message for Rendered<EmailMessage> {
@@ -53,6 +65,16 @@ impl Message for Rendered<EmailMessage> {
 
     fn seen_text(&self) -> String {
         format!("{}\n{}", self.message.subject, self.message.text)
+    }
+
+    /// The HTML part as a page a browser shows, and the plain-text part.
+    fn files(&self) -> Vec<(&'static str, String)> {
+        let m = &self.message;
+        let mut out = vec![("txt", format!("Subject: {}\n\n{}", m.subject, m.text))];
+        if let Some(html) = &m.html {
+            out.push(("html", html.clone()));
+        }
+        out
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -82,6 +104,22 @@ impl Message for Rendered<Value> {
             .replace("&lt;", "<")
             .replace("&gt;", ">")
             .replace("&amp;", "&")
+    }
+
+    /// The Block Kit JSON, and a link that opens it in Slack's Block Kit
+    /// Builder to see it as Slack lays it out.
+    fn files(&self) -> Vec<(&'static str, String)> {
+        let blocks = json!({"blocks": self.message.get("blocks").cloned().unwrap_or(json!([]))});
+        vec![
+            ("json", self.preview()),
+            (
+                "builder-url.txt",
+                format!(
+                    "https://app.slack.com/block-kit-builder/#{}\n",
+                    percent_encode(&blocks.to_string())
+                ),
+            ),
+        ]
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -125,6 +163,20 @@ impl Message for Rendered<Vec<u8>> {
     }
 }
 
+/// `text` with everything but RFC 3986's unreserved characters
+/// percent-encoded, for a URL fragment.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Every string anywhere in a JSON value, depth first.
 pub fn strings(v: &Value, out: &mut Vec<String>) {
     match v {
@@ -156,6 +208,13 @@ mod tests {
             fallback: Some("broke".into()),
         };
         assert_eq!(slack.seen_text(), "t1\na <b> & c");
+        let files = slack.files();
+        assert_eq!(files[0].0, "json");
+        assert_eq!(
+            files[1].1,
+            "https://app.slack.com/block-kit-builder/#%7B%22blocks%22%3A%5B%7B%22text%22%3A%22t1%22%7D%5D%7D\n"
+        );
+        assert_eq!(email.files()[1], ("html", "<p>t1</p>".to_owned()));
         assert_eq!(slack.fallback(), Some("broke"));
         let body = Rendered {
             message: br#"{"id":"p\u00e9","status":"failed"}"#.to_vec(),

@@ -15,6 +15,7 @@
 pub mod context;
 pub mod helpers;
 pub mod message;
+pub mod run;
 pub mod samples;
 pub mod text;
 

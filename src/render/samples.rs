@@ -20,6 +20,43 @@ pub fn samples() -> Vec<(String, Event)> {
     out
 }
 
+/// The payloads in `examples/`, as `(label, event, body)`: real-looking jobs
+/// (a training that found no images, a deployment's failure, an image
+/// model's success), for previews people judge a template by.
+pub fn examples() -> Vec<(String, Event, Vec<u8>)> {
+    const EXAMPLES: &[(&str, &str)] = &[
+        (
+            "example training failed",
+            include_str!("../../examples/training-failed.json"),
+        ),
+        (
+            "example training succeeded",
+            include_str!("../../examples/training-succeeded.json"),
+        ),
+        (
+            "example prediction failed",
+            include_str!("../../examples/prediction-failed.json"),
+        ),
+        (
+            "example prediction succeeded",
+            include_str!("../../examples/prediction-succeeded.json"),
+        ),
+    ];
+    EXAMPLES
+        .iter()
+        .map(|(label, body)| {
+            let query = if label.contains("training") {
+                "kind=training"
+            } else {
+                ""
+            };
+            let event =
+                Event::from_body(body.as_bytes(), query).expect("examples are valid events");
+            (label.to_string(), event, body.as_bytes().to_vec())
+        })
+        .collect()
+}
+
 fn sample(kind: &str, status: &str) -> Value {
     let done = matches!(status, "succeeded" | "failed" | "canceled" | "aborted");
     let failed = matches!(status, "failed" | "aborted");
@@ -75,6 +112,7 @@ mod tests {
     fn every_kind_and_status() {
         let all = samples();
         assert_eq!(all.len(), 12);
+        assert_eq!(examples().len(), 4);
         assert!(
             all.iter()
                 .any(|(l, e)| l == "training succeeded" && e.kind == Kind::Training)

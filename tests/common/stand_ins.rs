@@ -138,7 +138,7 @@ fn answer(
         return err("no_text");
     }
     if let Some(blocks) = blocks
-        && !blocks_ok(blocks)
+        && (!blocks_ok(blocks) || !images_fetchable(blocks))
     {
         return err("invalid_blocks");
     }
@@ -177,8 +177,55 @@ fn blocks_ok(blocks: &[Value]) -> bool {
             Some("actions") => b["elements"].as_array().is_some_and(|e| e.len() <= 25),
             Some("context") => b["elements"].as_array().is_some_and(|e| e.len() <= 10),
             Some("divider") => true,
+            Some("rich_text") => b["elements"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty() && e.iter().all(rich_element_ok)),
+            Some("image") => {
+                let url = b["image_url"].as_str().unwrap_or("");
+                url.starts_with("http")
+                    && url.len() <= 3000
+                    && b["alt_text"].is_string()
+                    && len(&b["alt_text"]) <= 2000
+            }
             _ => false,
         })
+}
+
+/// A rich text element (section, preformatted, quote, list) as Slack takes it:
+/// literal text pieces, links with a URL, lists of sections.
+fn rich_element_ok(e: &Value) -> bool {
+    let pieces_ok = |v: &Value| {
+        v["elements"].as_array().is_some_and(|p| {
+            p.iter().all(|piece| match piece["type"].as_str() {
+                Some("text") => piece["text"]
+                    .as_str()
+                    .is_some_and(|t| t.chars().count() <= 3000),
+                Some("link") => piece["url"].as_str().is_some_and(|u| u.starts_with("http")),
+                Some("emoji" | "user" | "channel" | "broadcast" | "date" | "usergroup") => true,
+                _ => false,
+            })
+        })
+    };
+    match e["type"].as_str() {
+        Some("rich_text_section" | "rich_text_preformatted" | "rich_text_quote") => pieces_ok(e),
+        Some("rich_text_list") => {
+            matches!(e["style"].as_str(), Some("bullet" | "ordered"))
+                && e["elements"].as_array().is_some_and(|items| {
+                    items
+                        .iter()
+                        .all(|i| i["type"] == "rich_text_section" && pieces_ok(i))
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Slack fetches every image block's picture and refuses the message when it
+/// cannot; here, a URL under `/expired/` is one it cannot fetch.
+fn images_fetchable(blocks: &[Value]) -> bool {
+    blocks.iter().all(|b| {
+        b["type"] != "image" || !b["image_url"].as_str().unwrap_or("").contains("/expired/")
+    })
 }
 
 /// One request the webhook receiver got.

@@ -29,6 +29,10 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub struct DiscordKind;
 
 impl Kind for DiscordKind {
+    fn example(&self) -> &'static str {
+        r#"webhook_url = "https://discord.com/api/webhooks/1/preview""#
+    }
+
     fn name(&self) -> &'static str {
         "discord"
     }

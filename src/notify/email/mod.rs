@@ -25,6 +25,12 @@ pub use config::{Email, SmtpServer, SmtpTls};
 pub struct EmailKind;
 
 impl Kind for EmailKind {
+    fn example(&self) -> &'static str {
+        r#"smtp = "smtp://smtp.example.org:587"
+from = "Replicate relay <relay@example.org>"
+to = ["ml-team@example.org"]"#
+    }
+
     fn name(&self) -> &'static str {
         "email"
     }

@@ -30,6 +30,10 @@ const NTFY_RETRY_AFTER: Duration = Duration::from_secs(10);
 pub struct NtfyKind;
 
 impl Kind for NtfyKind {
+    fn example(&self) -> &'static str {
+        r#"url = "https://ntfy.sh/ml-alerts""#
+    }
+
     fn name(&self) -> &'static str {
         "ntfy"
     }

@@ -26,6 +26,10 @@ use render::Event;
 pub struct PagerDutyKind;
 
 impl Kind for PagerDutyKind {
+    fn example(&self) -> &'static str {
+        r#"routing_key = "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY00""#
+    }
+
     fn name(&self) -> &'static str {
         "pagerduty"
     }

@@ -2,7 +2,8 @@
 //! message Slack rejects is an alert lost. Limits from Slack's Block Kit
 //! reference: 50 blocks per message, 150 characters of header text, 3,000 of
 //! section (and context) text, 10 section fields of 2,000 each, 75 characters
-//! of button text, 3,000 of URL, 40,000 of fallback `text`.
+//! of button text, 3,000 of URL, 40,000 of fallback `text`, 2,000 of an
+//! image's alt text; rich text is kept to a section's 3,000 per element.
 
 use serde_json::{Value, json};
 
@@ -16,6 +17,7 @@ pub const MAX_URL: usize = 3_000;
 pub const MAX_TEXT: usize = 40_000;
 const MAX_CONTEXT_ELEMENTS: usize = 10;
 const MAX_ACTION_ELEMENTS: usize = 25;
+pub const MAX_ALT_TEXT: usize = 2_000;
 
 /// Truncates `message` (`{"text": …, "blocks": [...]}`) to Slack's limits.
 pub fn enforce_limits(message: &mut Value) {
@@ -33,6 +35,10 @@ pub fn enforce_limits(message: &mut Value) {
             "elements": [{"type": "mrkdwn", "text": format!("…{dropped} more blocks left out (Slack allows {MAX_BLOCKS})")}]
         }));
     }
+    // An image Slack could not fetch by its URL is refused: drop it.
+    blocks.retain(|b| {
+        b["type"] != "image" || b["image_url"].as_str().is_some_and(|u| u.len() <= MAX_URL)
+    });
     for block in blocks.iter_mut() {
         let kind = block
             .get("type")
@@ -69,8 +75,36 @@ pub fn enforce_limits(message: &mut Value) {
                     }
                 }
             }
+            "rich_text" => cut_rich(block),
+            "image" => {
+                if let Some(alt) = block.get_mut("alt_text") {
+                    cut_literal(alt, MAX_ALT_TEXT);
+                }
+            }
             _ => {}
         }
+    }
+}
+
+/// Cuts every text of a rich text element tree. Its text is literal (no
+/// entities, no mrkdwn), so it is cut as it is.
+fn cut_rich(element: &mut Value) {
+    if matches!(element["type"].as_str(), Some("text" | "link"))
+        && let Some(text) = element.get_mut("text")
+    {
+        cut_literal(text, MAX_SECTION);
+    }
+    if let Some(children) = element.get_mut("elements").and_then(Value::as_array_mut) {
+        children.iter_mut().for_each(cut_rich);
+    }
+}
+
+/// Cuts a literal string to `max` characters, ending with "…".
+fn cut_literal(value: &mut Value, max: usize) {
+    if let Value::String(s) = value
+        && s.chars().count() > max
+    {
+        *s = crate::render::helpers::truncate_chars(s, max);
     }
 }
 
@@ -141,6 +175,24 @@ mod tests {
         assert!(len(&b[2]["elements"][0]["url"]) <= MAX_URL);
         assert!(len(&b[3]["elements"][0]["text"]) <= MAX_SECTION);
         assert!(len(&msg["text"]) <= MAX_TEXT);
+
+        // Rich text and images.
+        let mut msg = json!({"blocks": [
+            {"type": "rich_text", "elements": [{"type": "rich_text_preformatted",
+                "elements": [{"type": "text", "text": format!("```{long}")}]}]},
+            {"type": "image", "image_url": format!("https://x/{}", "a".repeat(4_000)), "alt_text": "x"},
+            {"type": "image", "image_url": "https://x/a.png", "alt_text": long},
+        ]});
+        enforce_limits(&mut msg);
+        let b = msg["blocks"].as_array().unwrap();
+        assert_eq!(b.len(), 2, "the image with a URL too long is dropped");
+        let text = b[0]["elements"][0]["elements"][0]["text"].as_str().unwrap();
+        assert!(text.chars().count() <= MAX_SECTION && text.ends_with('…'));
+        assert!(
+            !text.ends_with("```"),
+            "rich text is literal: nothing to close"
+        );
+        assert!(len(&b[1]["alt_text"]) <= MAX_ALT_TEXT);
     }
 
     #[test]

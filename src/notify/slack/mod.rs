@@ -26,6 +26,11 @@ pub use config::{Slack, SlackTarget};
 pub struct SlackKind;
 
 impl Kind for SlackKind {
+    fn example(&self) -> &'static str {
+        r##"token = "xoxb-preview"
+channel = "#ml-alerts""##
+    }
+
     fn name(&self) -> &'static str {
         "slack"
     }
@@ -181,7 +186,20 @@ impl Notify for SlackNotifier {
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             let rendered = super::expect::<Rendered<Value>>(message, "slack")?;
-            match tokio::time::timeout(self.timeout, self.post(&rendered.message)).await {
+            let sent = async {
+                let first = self.post(&rendered.message).await;
+                // Slack fetches an image block's picture and refuses the whole
+                // message when it cannot (Replicate deletes API outputs after
+                // an hour): the alert matters more than its pictures.
+                match (&first, render::without_images(&rendered.message)) {
+                    (Err(e), Some(plain)) if refused_blocks(e) => {
+                        tracing::warn!(message = "Slack refused the message's image blocks (the files are gone, or not public); sending it without them.", notifier = %self.name);
+                        self.post(&plain).await
+                    }
+                    _ => first,
+                }
+            };
+            match tokio::time::timeout(self.timeout, sent).await {
                 Err(_) => Err(DeliveryError::new(
                     Cause::Timeout,
                     format!("Slack did not answer within {:?}", self.timeout),
@@ -194,6 +212,21 @@ impl Notify for SlackNotifier {
 
     fn rate_key(&self) -> String {
         self.rate_key.clone()
+    }
+}
+
+/// Whether Slack refused the message's blocks (`invalid_blocks`, as an API
+/// error, or as an incoming webhook's HTTP 400 body).
+fn refused_blocks(e: &SlackClientError) -> bool {
+    match e {
+        SlackClientError::ApiError(api) => api.code == "invalid_blocks",
+        SlackClientError::HttpError(h) => {
+            h.status_code.as_u16() == 400
+                && h.http_response_body
+                    .as_deref()
+                    .is_some_and(|b| b.contains("invalid_blocks"))
+        }
+        _ => false,
     }
 }
 

@@ -75,3 +75,26 @@ fn fallback(ctx: &Value) -> Value {
     enforce_limits(&mut message);
     message
 }
+
+/// `message` without its image blocks, with a line saying so; `None` when
+/// it has none.
+pub fn without_images(message: &Value) -> Option<Value> {
+    let blocks = message.get("blocks")?.as_array()?;
+    let kept: Vec<Value> = blocks
+        .iter()
+        .filter(|b| b["type"] != "image")
+        .cloned()
+        .collect();
+    if kept.len() == blocks.len() {
+        return None;
+    }
+    let mut plain = message.clone();
+    let mut kept = kept;
+    kept.push(json!({
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": "Slack could not show the output images (deleted or not public); the links above lead to them while they last."}]
+    }));
+    plain["blocks"] = Value::Array(kept);
+    enforce_limits(&mut plain);
+    Some(plain)
+}

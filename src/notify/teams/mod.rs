@@ -25,6 +25,10 @@ use render::Post;
 pub struct TeamsKind;
 
 impl Kind for TeamsKind {
+    fn example(&self) -> &'static str {
+        r#"webhook_url = "https://example.webhook.office.com/workflows/preview""#
+    }
+
     fn name(&self) -> &'static str {
         "teams"
     }

@@ -53,6 +53,10 @@ pub fn render(
 pub struct WebhookKind;
 
 impl Kind for WebhookKind {
+    fn example(&self) -> &'static str {
+        r#"url = "https://hooks.example.org/replicate""#
+    }
+
     fn name(&self) -> &'static str {
         "webhook"
     }
