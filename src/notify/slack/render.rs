@@ -47,14 +47,15 @@ pub fn render(templates: &Templates, name: &str, ctx: &Value) -> Rendered<Value>
     Rendered::or_fallback(attempt(), "slack", name, |_| fallback(ctx))
 }
 
-/// The Slack message sent when a template fails, escaped for mrkdwn.
+/// The Slack message sent when a template fails: plain text, which Slack
+/// never formats, escaped for the entities it decodes, and a button.
 fn fallback(ctx: &Value) -> Value {
     let esc = |s: &str| {
         s.replace('&', "&amp;")
             .replace('<', "&lt;")
             .replace('>', "&gt;")
     };
-    let mut lines = vec![format!("*{}*", esc(&plain_title(ctx)))];
+    let mut lines = vec![esc(&plain_title(ctx))];
     for key in ["id", "error_message"] {
         let value = field(ctx, key);
         if !value.is_empty() {
@@ -64,13 +65,18 @@ fn fallback(ctx: &Value) -> Value {
             ));
         }
     }
+    let mut blocks =
+        vec![json!({"type": "section", "text": {"type": "plain_text", "text": lines.join("\n")}})];
     let url = field(ctx, "web_url");
     if !url.is_empty() {
-        lines.push(format!("<{}|Open on Replicate>", esc(url)));
+        blocks.push(json!({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Open on Replicate"}, "url": url}
+        ]}));
     }
     let mut message = json!({
         "text": esc(&plain_title(ctx)),
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}}]
+        "mrkdwn": false,
+        "blocks": blocks
     });
     enforce_limits(&mut message);
     message
