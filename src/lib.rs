@@ -25,6 +25,8 @@
 //! - [`config`]: loading and validating the TOML config, all errors at once;
 //!   [`live`]: what is built from it (compiled templates, senders) and what a
 //!   reload swaps.
+//! - [`listen`]: the socket (bound, or handed over by systemd) and TLS from
+//!   certificate files, reloaded when they change.
 //! - [`server`]: start (store open, port bound), reload and graceful shutdown.
 //! - [`cli`]: the `replicate-relay` subcommands; [`shutdown`]: stop signals;
 //!   [`telemetry`]: metrics; [`supervise`]: restarting a task that panicked;
@@ -38,6 +40,7 @@ pub mod config;
 pub mod dispatch;
 pub mod event;
 pub mod intake;
+pub mod listen;
 pub mod live;
 pub mod notify;
 pub mod read;

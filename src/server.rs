@@ -1,6 +1,7 @@
 //! Starting, reloading and stopping the daemon.
 //!
-//! [`start`] opens the store, builds the notifiers, binds the port and starts the
+//! [`start`] opens the store, builds the notifiers, listens ([`crate::listen`]:
+//! a bound port or systemd's socket, plain or TLS) and starts the
 //! intake, the dispatcher and retention (after routing whatever an earlier
 //! release stored unrouted); it returns only once the
 //! listener is bound and the store is open, so the caller (the `serve` command
@@ -17,6 +18,9 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+use crate::listen::tls::Certificates;
+use crate::listen::{self, Acceptor, ListenError};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
@@ -30,6 +34,10 @@ use crate::store::{SqliteStore, Store, StoreError};
 use crate::supervise::Supervisor;
 use crate::telemetry;
 
+/// How long a stopping server keeps reading the connections it has just
+/// accepted before closing the idle ones.
+const SETTLE: Duration = Duration::from_millis(100);
+
 /// How often old events and finished deliveries are pruned.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
@@ -40,13 +48,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Setup(#[from] crate::live::SetupError),
-    #[error(
-        "cannot listen on {addr}: {source} (is another replicate-relay running? change server.listen)"
-    )]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
 }
 
 /// A running daemon.
@@ -58,6 +61,10 @@ pub struct Running {
     stopping: Arc<AtomicBool>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
+    /// The certificate files served, with `[server.tls]`.
+    certificates: Option<Arc<Certificates>>,
+    /// Looks at the certificate files for a change.
+    watch: Option<JoinHandle<()>>,
     pipeline: Pipeline,
     retention: JoinHandle<()>,
 }
@@ -92,13 +99,9 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
     let store: Arc<dyn Store> = Arc::new(store);
     let live = Arc::new(Live::new(Setup::build(config.clone(), clock.clone())?));
 
-    let addr = config.server.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let listening = listen::listen(&config.server).await?;
+    let addr = listening.addr;
+    let certificates = listening.certificates.clone();
 
     let stopping = Arc::new(AtomicBool::new(false));
     let supervisor = Supervisor::new();
@@ -109,8 +112,12 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         tasks: supervisor.clone(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
+    let watch = certificates
+        .clone()
+        .map(|c| supervisor.spawn("certificate-watch", move || c.clone().watch()));
     let server = tokio::spawn(serve_http(
-        listener,
+        listening.listener,
+        listening.acceptor,
         intake::filter(intake),
         config.server.read_timeout,
         stopped,
@@ -121,6 +128,8 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
     tracing::info!(
         message = "Listening.",
         %addr,
+        tls = certificates.is_some(),
+        socket_from_systemd = listening.from_systemd,
         path = %config.server.path,
         store = %config.store.path.display(),
         routes = config.routes.len(),
@@ -134,6 +143,8 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         stopping,
         stop: Some(stop),
         server,
+        certificates,
+        watch,
         pipeline,
         retention,
     })
@@ -145,6 +156,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
 /// the listener closes, idle connections close, in-flight requests finish.
 async fn serve_http<F>(
     listener: TcpListener,
+    acceptor: Acceptor,
     filter: F,
     read_timeout: Duration,
     mut stopped: oneshot::Receiver<()>,
@@ -166,17 +178,45 @@ async fn serve_http<F>(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((io, _)) => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service.clone()))
-                        .into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(message = "Connection ended with an error.", error = %e);
-                        }
-                    });
-                }
+                Ok((io, peer)) => match &acceptor {
+                    Acceptor::Plain => {
+                        let conn = builder
+                            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service.clone()))
+                            .into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(message = "Connection ended with an error.", error = %e);
+                            }
+                        });
+                    }
+                    Acceptor::Tls(tls) => {
+                        // The handshake runs in the connection's own task, with
+                        // the same limit as a request's headers: a client that
+                        // stalls it holds nothing but its own task.
+                        let (tls, builder, service) = (tls.clone(), builder.clone(), service.clone());
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            let stream = match tokio::time::timeout(read_timeout, tls.accept(io)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(message = "TLS handshake failed.", %peer, error = %e);
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(message = "TLS handshake timed out.", %peer);
+                                    return;
+                                }
+                            };
+                            let conn = builder
+                                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                                .into_owned();
+                            if let Err(e) = watcher.watch(conn).await {
+                                tracing::debug!(message = "Connection ended with an error.", error = %e);
+                            }
+                        });
+                    }
+                },
                 Err(e) => {
                     // Out of file descriptors, typically: wait rather than spin.
                     tracing::error!(message = "Cannot accept a connection.", error = %e);
@@ -187,6 +227,12 @@ async fn serve_http<F>(
         }
     }
     drop(listener);
+    // hyper closes a connection with no request under way at once, and one
+    // accepted a moment ago has usually not been read yet, though its
+    // request is on its way: give those a moment to be read, so they are
+    // answered rather than closed. (With a socket from systemd, connections
+    // not yet accepted wait in it for the next process.)
+    tokio::time::sleep(SETTLE).await;
     graceful.shutdown().await;
 }
 
@@ -212,6 +258,8 @@ async fn retain(store: Arc<dyn Store>, live: Arc<Live<Setup>>) {
 /// Why a reload was refused (the old config keeps running).
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    #[error("the TLS certificate cannot be served, so the previous one stays: {0}")]
+    Tls(crate::listen::tls::TlsError),
     #[error(transparent)]
     Setup(#[from] crate::live::SetupError),
 }
@@ -245,6 +293,19 @@ impl Running {
                 old.config.store.path.display()
             ));
         }
+        match (&self.certificates, &config.server.tls) {
+            (Some(certificates), Some(files)) => {
+                // SIGHUP reads the certificate files again, from the paths
+                // the new config names; a pair that cannot be served keeps
+                // the one in use.
+                if let Err(e) = certificates.reload(Some((&files.cert_file, &files.key_file))) {
+                    return Err(ReloadError::Tls(e));
+                }
+            }
+            (None, None) => {}
+            _ => warnings
+                .push("[server.tls] was added or removed; restart the daemon to apply it".into()),
+        }
         let setup = Setup::build(config, self.clock.clone());
         telemetry::config_reload(setup.is_ok());
         self.live.store(setup?);
@@ -273,6 +334,9 @@ impl Running {
             self.server.abort();
         }
         self.retention.abort();
+        if let Some(watch) = &self.watch {
+            watch.abort();
+        }
         let left = deadline.saturating_sub(started.elapsed());
         let sent = self.pipeline.shutdown(left).await;
         self.store.close().await;

@@ -128,6 +128,10 @@ pub enum Command {
         /// Where to send it, e.g. https://relay.example.org/hooks/replicate?team=vision
         #[arg(long)]
         url: String,
+        /// Trust the CA certificates in this PEM file instead of the
+        /// system's (an endpoint with a private CA's certificate).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -192,8 +196,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send {
             payload,
             url,
+            ca_file,
             config,
-        } => remote::send(&load(&config)?, &payload, &url).await,
+        } => remote::send(&load(&config)?, &payload, &url, ca_file.as_deref()).await,
         Command::FetchSecret {
             output,
             api_url,
@@ -322,7 +327,27 @@ fn check(arg: ConfigArg) -> ExitCode {
     };
     // Compiling is part of loading; rendering every template against samples of
     // every kind and status, in strict mode, is what finds misspelled variables.
-    let problems = crate::notify::kind::check_templates(config.templates.dir.as_deref());
+    let mut problems = crate::notify::kind::check_templates(config.templates.dir.as_deref());
+    if let Some(tls) = &config.server.tls
+        && let Err(e) = crate::listen::tls::load(&tls.cert_file, &tls.key_file)
+    {
+        use crate::listen::tls::TlsError;
+        let key = match &e {
+            TlsError::Read { path, .. }
+            | TlsError::BadPem { path, .. }
+            | TlsError::NoKey { path }
+            | TlsError::BadKey { path, .. }
+                if *path == tls.key_file =>
+            {
+                "server.tls.key_file"
+            }
+            _ => "server.tls.cert_file",
+        };
+        problems.push(config::Problem {
+            key: key.into(),
+            message: e.to_string(),
+        });
+    }
     if !problems.is_empty() {
         let errors = config::ConfigErrors {
             file: arg.config.clone(),

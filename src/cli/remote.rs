@@ -30,7 +30,12 @@ fn webhook_id() -> String {
     format!("msg_{id}")
 }
 
-pub async fn send(config: &Config, payload: &Path, url: &str) -> anyhow::Result<ExitCode> {
+pub async fn send(
+    config: &Config,
+    payload: &Path,
+    url: &str,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let body = std::fs::read(payload)
         .with_context(|| format!("cannot read the payload {}", payload.display()))?;
     let id = webhook_id();
@@ -51,7 +56,12 @@ pub async fn send(config: &Config, payload: &Path, url: &str) -> anyhow::Result<
     let request = request
         .body(Full::new(Bytes::from(body)))
         .with_context(|| format!("`{url}` is not a URL to send to"))?;
-    let (response, text) = exchange(request, url).await?;
+    let client = match ca_file {
+        Some(ca) => Client::trusting(ca),
+        None => Client::new(),
+    }
+    .map_err(anyhow::Error::msg)?;
+    let (response, text) = exchange(&client, request, url).await?;
     let status = response.status();
     println!("POST {url} (webhook-id {id}) → {status}");
     if !text.is_empty() {
@@ -81,7 +91,8 @@ pub async fn fetch_secret(output: &Path, api_url: &str) -> anyhow::Result<ExitCo
         .header(header::USER_AGENT, USER_AGENT)
         .body(Full::new(Bytes::new()))
         .with_context(|| format!("`{url}` is not a URL"))?;
-    let (response, text) = exchange(request, &url).await?;
+    let client = Client::new().map_err(anyhow::Error::msg)?;
+    let (response, text) = exchange(&client, request, &url).await?;
     let status = response.status();
     if status == 401 || status == 403 {
         bail!("Replicate refused the token ({status}); check REPLICATE_API_TOKEN");
@@ -104,10 +115,10 @@ pub async fn fetch_secret(output: &Path, api_url: &str) -> anyhow::Result<ExitCo
 
 /// Sends one request and returns the answer with (the start of) its body.
 async fn exchange(
+    client: &Client,
     request: Request<Full<Bytes>>,
     url: &str,
 ) -> anyhow::Result<(warp::http::Response<()>, String)> {
-    let client = Client::new().map_err(anyhow::Error::msg)?;
     client
         .send(request)
         .await

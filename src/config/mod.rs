@@ -77,6 +77,16 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// How long a client may take to send its request headers, and its body.
     pub read_timeout: Duration,
+    /// `[server.tls]`: serve HTTPS with these files.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its key, PEM files (certbot's `fullchain.pem`
+/// and `privkey.pem`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +259,7 @@ fn read_server(r: &mut Reader, value: Option<&Value>) -> ServerConfig {
         max_body: 10 * 1024 * 1024,
         shutdown_timeout: Duration::from_secs(10),
         read_timeout: Duration::from_secs(30),
+        tls: None,
     };
     let Some(t) = r.table(value, "server") else {
         return server;
@@ -261,8 +272,33 @@ fn read_server(r: &mut Reader, value: Option<&Value>) -> ServerConfig {
             "max_body",
             "shutdown_timeout",
             "read_timeout",
+            "tls",
         ],
     );
+    if let Some(tls) = r.table(t.map.get("tls"), "server.tls") {
+        r.known_keys(tls, &["cert_file", "key_file"]);
+        let cert = r.path(tls, "cert_file");
+        let key = r.path(tls, "key_file");
+        for (name, file) in [("cert_file", &cert), ("key_file", &key)] {
+            match file {
+                None if !r.failed(&tls.key(name)) => r.error(
+                    tls.key(name),
+                    "missing; [server.tls] needs cert_file (the full chain, PEM) and key_file (its key, PEM)",
+                ),
+                Some(path) if !path.is_file() => r.error(
+                    tls.key(name),
+                    format!("{} is not a readable file", path.display()),
+                ),
+                _ => {}
+            }
+        }
+        if let (Some(cert_file), Some(key_file)) = (cert, key) {
+            server.tls = Some(TlsFiles {
+                cert_file,
+                key_file,
+            });
+        }
+    }
     if let Some(timeout) = r.duration(t, "read_timeout") {
         if timeout < Duration::from_secs(1) {
             r.error(

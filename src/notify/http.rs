@@ -2,6 +2,7 @@
 //! system's root certificates. Plain `http://` is allowed because the operator
 //! chose the URL (a service on the same host, a test receiver).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -62,6 +63,41 @@ impl Client {
     pub fn new() -> Result<Self, String> {
         Ok(Self {
             inner: HyperClient::builder(TokioExecutor::new()).build(connector()?),
+        })
+    }
+
+    /// A client that trusts the certificates in `ca_file` (PEM) instead of
+    /// the system's: an endpoint behind a private CA.
+    pub fn trusting(ca_file: &std::path::Path) -> Result<Self, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(ca_file)
+            .map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| format!("{}: {e}", ca_file.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: not a CA certificate: {e}", ca_file.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{} holds no PEM certificate", ca_file.display()));
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        Ok(Self {
+            inner: HyperClient::builder(TokioExecutor::new()).build(connector),
         })
     }
 

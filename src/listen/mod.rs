@@ -1,0 +1,113 @@
+//! The listening socket and what speaks on it: bound from `server.listen`,
+//! or handed over by systemd (socket activation: `LISTEN_FDS`), plain HTTP
+//! or TLS ([`tls`]).
+//!
+//! With a socket from systemd, the service binds a privileged port without
+//! capabilities, and a restart keeps new connections queued in the kernel
+//! instead of refusing them: the socket outlives the process.
+
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::ServerConfig;
+
+/// Why the daemon cannot listen.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error(
+        "cannot listen on {addr}: {source} (is another replicate-relay running? change server.listen)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "systemd passed a socket (LISTEN_FDS) that cannot be used: {0}; the .socket unit must be a TCP ListenStream"
+    )]
+    Systemd(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// How connections are spoken to once accepted.
+#[derive(Clone)]
+pub enum Acceptor {
+    Plain,
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
+/// A listening socket, its address, and what it speaks.
+pub struct Listening {
+    pub listener: TcpListener,
+    pub addr: SocketAddr,
+    /// Whether systemd handed the socket over.
+    pub from_systemd: bool,
+    pub acceptor: Acceptor,
+    /// The certificate files being served, when TLS comes from files.
+    pub certificates: Option<Arc<tls::Certificates>>,
+}
+
+/// The socket systemd passed, if it passed one; else `server.listen`
+/// bound. Then TLS on it when `[server.tls]` is set.
+pub async fn listen(server: &ServerConfig) -> Result<Listening, ListenError> {
+    let (listener, from_systemd) = match systemd_socket()? {
+        Some(listener) => (listener, true),
+        None => {
+            let addr = server.listen;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ListenError::Bind { addr, source })?;
+            (listener, false)
+        }
+    };
+    let addr = listener.local_addr().map_err(|source| ListenError::Bind {
+        addr: server.listen,
+        source,
+    })?;
+    let (acceptor, certificates) = match &server.tls {
+        Some(files) => {
+            let certificates = tls::Certificates::new(&files.cert_file, &files.key_file)?;
+            let config = tls::server_config(certificates.clone());
+            (
+                Acceptor::Tls(tokio_rustls::TlsAcceptor::from(config)),
+                Some(certificates),
+            )
+        }
+        None => (Acceptor::Plain, None),
+    };
+    if certificates.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            message = "Listening without TLS on an address other hosts can reach. Replicate only delivers webhooks to HTTPS URLs (and follows no redirects): add [server.tls] with cert_file and key_file, or put this daemon behind a TLS reverse proxy (README, \"A public HTTPS URL\").",
+            %addr
+        );
+    }
+    Ok(Listening {
+        listener,
+        addr,
+        from_systemd,
+        acceptor,
+        certificates,
+    })
+}
+
+/// The first socket systemd passed (`LISTEN_FDS`, for this process's
+/// `LISTEN_PID`), as a non-blocking tokio listener.
+fn systemd_socket() -> Result<Option<TcpListener>, ListenError> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let Some(std_listener) = fds.take_tcp_listener(0).map_err(ListenError::Systemd)? else {
+        return Ok(None);
+    };
+    std_listener
+        .set_nonblocking(true)
+        .map_err(ListenError::Systemd)?;
+    let listener = TcpListener::from_std(std_listener).map_err(ListenError::Systemd)?;
+    tracing::info!(message = "Using the socket systemd passed (socket activation).");
+    Ok(Some(listener))
+}
