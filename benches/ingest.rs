@@ -15,6 +15,9 @@
 //! called for delivered, every one sent again a duplicate). Results:
 //! BENCHMARKS.md.
 
+#[path = "../tests/common/ca.rs"]
+#[allow(dead_code)] // the SMTP server's STARTTLS uses part of it
+mod ca;
 #[path = "../tests/common/smtp.rs"]
 #[allow(dead_code)] // the tests use more of it than the benchmark
 mod smtp;

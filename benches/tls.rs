@@ -10,6 +10,10 @@
 //! prints HTTPS / HTTP for both, measured in the same run. Results:
 //! BENCHMARKS.md.
 
+#[path = "../tests/common/ca.rs"]
+#[allow(dead_code)] // the tests use more of it
+mod ca;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -59,7 +63,9 @@ fn main() {
         "{} events over {} connections, {} new connections, {} rounds",
         o.events, o.connections, o.handshakes, o.rounds
     );
-    println!("| round | HTTP ingest/s | HTTPS ingest/s | ratio | HTTP new conn/s | HTTPS new conn/s | ratio |");
+    println!(
+        "| round | HTTP ingest/s | HTTPS ingest/s | ratio | HTTP new conn/s | HTTPS new conn/s | ratio |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for round in 1..=o.rounds {
         let mut ingest = [0.0; 2];
@@ -88,19 +94,9 @@ fn main() {
 /// A CA, and a certificate it signed for localhost written as the daemon's
 /// files; returns the CA certificate.
 fn make_certificates(dir: &Path) -> CertificateDer<'static> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    std::fs::write(dir.join("fullchain.pem"), format!("{}{}", leaf.pem(), ca.pem())).unwrap();
-    std::fs::write(dir.join("privkey.pem"), key.serialize_pem()).unwrap();
-    ca.der().clone()
+    let ca = ca::TestCa::new();
+    ca.issue(&dir.join("fullchain.pem"), &dir.join("privkey.pem"));
+    ca.der.clone()
 }
 
 fn client_config(ca: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
@@ -209,7 +205,10 @@ async fn ingest_rate(
     salt: usize,
 ) -> f64 {
     let secret = Secret::parse(SECRET).unwrap();
-    let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let requests: Vec<Vec<u8>> = (0..o.events)
         .map(|n| {
             let id = format!("msg_bench{salt}x{n:012}");
@@ -256,7 +255,11 @@ async fn ingest_rate(
 }
 
 /// New connections per second, each with one request.
-async fn connection_rate(port: u16, client: &Option<Arc<rustls::ClientConfig>>, o: &Options) -> f64 {
+async fn connection_rate(
+    port: u16,
+    client: &Option<Arc<rustls::ClientConfig>>,
+    o: &Options,
+) -> f64 {
     let request = b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n";
     let per = o.handshakes.div_ceil(o.connections);
     let started = Instant::now();

@@ -5,52 +5,16 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::ca::TestCa;
 use common::*;
-use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, KeyPair};
 use replicate_relay::clock::SystemClock;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 const BIN: &str = env!("CARGO_BIN_EXE_replicate-relay");
-
-/// A CA made now.
-struct TestCa {
-    cert: Certificate,
-    key: KeyPair,
-    pem: String,
-    der: CertificateDer<'static>,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            pem: cert.pem(),
-            der: cert.der().clone(),
-            cert,
-            key,
-        }
-    }
-
-    /// A certificate for localhost (a fresh serial each time), written as a
-    /// full chain and its key; returns the leaf.
-    fn issue(&self, cert_file: &Path, key_file: &Path) -> CertificateDer<'static> {
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        std::fs::write(cert_file, format!("{}{}", cert.pem(), self.pem)).unwrap();
-        std::fs::write(key_file, key.serialize_pem()).unwrap();
-        cert.der().clone()
-    }
-}
 
 /// The certificate the daemon at `port` serves to a client that trusts
 /// `ca` and checks the name `localhost` (the handshake fails otherwise).

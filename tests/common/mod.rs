@@ -13,6 +13,7 @@ use replicate_relay::server::{self, Running};
 use replicate_relay::signature::Secret;
 use replicate_relay::store::{DeliveryFilter, Listed, open_beside};
 
+pub mod ca;
 pub mod root;
 pub mod serve;
 pub mod smtp;

@@ -128,26 +128,16 @@ impl Drop for SmtpServer {
 /// A CA made now, its certificate written to `ca_pem`, and a server
 /// certificate it signed for `localhost` and 127.0.0.1.
 fn test_ca_acceptor(ca_pem: &Path) -> tokio_rustls::TlsAcceptor {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    std::fs::write(ca_pem, ca.pem()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let ca = super::ca::TestCa::new();
+    std::fs::write(ca_pem, &ca.pem).unwrap();
+    let (chain, key) = ca.leaf_der();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_no_client_auth()
-    .with_single_cert(
-        vec![cert.der().clone()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-    )
+    .with_single_cert(chain, key)
     .unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }

@@ -1,0 +1,60 @@
+//! A certificate authority made by a test, and the certificates it signs:
+//! for the daemon's HTTPS, the test SMTP server's STARTTLS and the HTTPS
+//! benchmark (which includes this file by path).
+
+use std::path::Path;
+
+use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A CA made now (ECDSA P-256, as rcgen makes by default).
+pub struct TestCa {
+    cert: Certificate,
+    key: KeyPair,
+    /// Its certificate, PEM, for a client's `--ca-file`.
+    pub pem: String,
+    pub der: CertificateDer<'static>,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            cert,
+            key,
+        }
+    }
+
+    /// A certificate for localhost and 127.0.0.1 (a fresh key and serial
+    /// each time): its DER, and its key.
+    pub fn leaf(&self) -> (Certificate, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert, key)
+    }
+
+    /// [`TestCa::leaf`] written as a full chain (leaf, then this CA) and its
+    /// key, PEM, as certbot writes them; returns the leaf.
+    pub fn issue(&self, cert_file: &Path, key_file: &Path) -> CertificateDer<'static> {
+        let (cert, key) = self.leaf();
+        std::fs::write(cert_file, format!("{}{}", cert.pem(), self.pem)).unwrap();
+        std::fs::write(key_file, key.serialize_pem()).unwrap();
+        cert.der().clone()
+    }
+
+    /// [`TestCa::leaf`] as rustls serves it.
+    pub fn leaf_der(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let (cert, key) = self.leaf();
+        (
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+    }
+}
