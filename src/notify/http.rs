@@ -133,6 +133,21 @@ impl Client {
         timeout: Duration,
         what: &str,
     ) -> Result<Answer, DeliveryError> {
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        self.post(url, headers, Bytes::from(body), timeout, what)
+            .await
+    }
+
+    /// POSTs `body`, already JSON, as [`Client::post_json`] does: for a body
+    /// that must go out byte for byte (a signed one).
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(header::HeaderName, String)],
+        body: Bytes,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<Answer, DeliveryError> {
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(url)
@@ -144,8 +159,7 @@ impl Client {
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
-        let body = serde_json::to_vec(body).unwrap_or_default();
-        let request = builder.body(Full::new(Bytes::from(body))).map_err(|e| {
+        let request = builder.body(Full::new(body)).map_err(|e| {
             DeliveryError::new(
                 Cause::BadAddress,
                 format!("cannot build a request to {what}: {e}"),

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use warp::http::{HeaderName, HeaderValue, Method, Request, header};
+use warp::http::{HeaderName, HeaderValue, header};
 
 use std::sync::Arc;
 
@@ -14,7 +13,7 @@ use serde_json::Value;
 
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
-use super::{Attempt, Cause, DeliveryError, Notify};
+use super::{Attempt, DeliveryError, Notify};
 use crate::clock::{Clock, SystemClock};
 use crate::read::{Reader, Table};
 use crate::render::{Format, Message, RenderFailure, Rendered, Templates, helpers, parse_json};
@@ -137,40 +136,25 @@ impl WebhookNotifier {
         }
     }
 
-    fn request(
-        &self,
-        body: &[u8],
-        attempt: Attempt<'_>,
-    ) -> Result<Request<Full<Bytes>>, DeliveryError> {
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(&self.url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("replicate-relay/", env!("CARGO_PKG_VERSION")),
-            );
-        for (k, v) in &self.headers {
-            builder = builder.header(k, v);
-        }
+    /// Its headers, and the Standard Webhooks signature of `body` when it
+    /// has a secret.
+    fn headers(&self, body: &[u8], attempt: Attempt<'_>) -> Vec<(HeaderName, String)> {
+        let mut headers: Vec<(HeaderName, String)> = self
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.to_str().ok()?.to_owned())))
+            .collect();
         if let Some(secret) = &self.secret {
             // Stable across retries of one delivery, so the receiver can drop
             // duplicates the way we drop Replicate's.
             let id = format!("msg_relay_{}", attempt.delivery_id);
             let ts = SystemClock.now_unix();
-            builder = builder
-                .header("webhook-id", &id)
-                .header("webhook-timestamp", ts.to_string())
-                .header("webhook-signature", secret.sign(&id, ts, body));
+            let signature = secret.sign(&id, ts, body);
+            headers.push((HeaderName::from_static("webhook-id"), id));
+            headers.push((HeaderName::from_static("webhook-timestamp"), ts.to_string()));
+            headers.push((HeaderName::from_static("webhook-signature"), signature));
         }
-        builder
-            .body(Full::new(Bytes::copy_from_slice(body)))
-            .map_err(|e| {
-                DeliveryError::new(
-                    Cause::BadAddress,
-                    format!("cannot build a request to {}: {e}", self.shown_url),
-                )
-            })
+        headers
     }
 }
 
@@ -182,35 +166,12 @@ impl Notify for WebhookNotifier {
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             let rendered = super::expect::<Rendered<Vec<u8>>>(message, "webhook")?;
-            let request = self.request(&rendered.message, attempt)?;
-            let sent = tokio::time::timeout(self.timeout, self.client.send(request)).await;
-            let (response, body) = match sent {
-                Err(_) => {
-                    return Err(DeliveryError::new(
-                        Cause::Timeout,
-                        format!(
-                            "no answer from {} within {:?}",
-                            self.shown_url, self.timeout
-                        ),
-                    ));
-                }
-                Ok(Err(e)) => {
-                    return Err(DeliveryError::new(
-                        Cause::Connect,
-                        format!("cannot reach {}: {}", self.shown_url, error_chain(&e)),
-                    ));
-                }
-                Ok(Ok(answer)) => answer,
-            };
-            let status = response.status();
-            if status.is_success() {
-                return Ok(());
-            }
-            Err(DeliveryError::new(
-                Cause::Http(status.as_u16()),
-                format!("{} answered HTTP {status}: {}", self.shown_url, body.trim()),
-            )
-            .with_retry_after(retry_after(response.headers())))
+            let body = Bytes::copy_from_slice(&rendered.message);
+            let headers = self.headers(&body, attempt);
+            self.client
+                .post(&self.url, &headers, body, self.timeout, &self.shown_url)
+                .await?
+                .result(|body| body.trim().to_owned(), "")
         })
     }
 
