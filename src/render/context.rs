@@ -43,10 +43,7 @@ pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
         Job::Prediction(p) => p.deployment.clone().or_else(|| common.model.clone()),
     }
     .unwrap_or_else(|| common.id.clone());
-    let seconds = job
-        .run_time()
-        .map(|d| d.as_seconds_f64())
-        .or_else(|| common.metrics.as_ref().and_then(|m| m.predict_time));
+    let seconds = super::run::run_seconds(job);
     let mut outputs = Vec::new();
     collect_urls(&common.output, &mut outputs);
     let logs_tail = common
@@ -57,6 +54,7 @@ pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
             tail_chars(&shown, TAIL_CHARS)
         })
         .unwrap_or_default();
+    let run = super::run::derive(job, kind, &event.status, &logs_tail, &outputs);
 
     let mut set = |k: &str, v: Value| {
         ctx.insert(k.to_owned(), v);
@@ -90,8 +88,7 @@ pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
     };
     set("trained_version", json!(version));
     set("weights", json!(weights));
-    let logs_tail = ctx["logs_tail"].as_str().unwrap_or_default().to_owned();
-    ctx.extend(super::run::derive(job, kind, &event.status, &logs_tail));
+    ctx.extend(run);
     Value::Object(ctx)
 }
 
@@ -109,7 +106,7 @@ pub fn emoji(status: &Status) -> &'static str {
 }
 
 /// Every http(s) URL in `value`, depth first, up to [`MAX_OUTPUTS`].
-pub(super) fn collect_urls(value: &Value, out: &mut Vec<String>) {
+fn collect_urls(value: &Value, out: &mut Vec<String>) {
     if out.len() >= MAX_OUTPUTS {
         return;
     }

@@ -57,11 +57,13 @@ handlebars_helper!(join: |items: Json, sep: str| match items {
     other => as_text(other),
 });
 // `{{basename url}}` → the last path segment ("out-0.webp").
-handlebars_helper!(basename: |url: Json| {
-    let text = as_text(url);
-    let path = text.split(['?', '#']).next().unwrap_or("");
-    path.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_owned()
-});
+handlebars_helper!(basename: |url: Json| file_name(&as_text(url)).to_owned());
+
+/// The last path segment of a URL, without its query or fragment.
+pub fn file_name(url: &str) -> &str {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    path.trim_end_matches('/').rsplit('/').next().unwrap_or("")
+}
 
 // `{{indent error 2}}` → every line but the first indented by 2 spaces, for
 // a multi-line value after a label in plain text (the template indents the
@@ -89,15 +91,7 @@ handlebars_helper!(literal: |text: Json| {
 /// `<!channel>`, `<@U123>`, `<#C1>` made inert by a zero-width space after
 /// the `<`, which a reader does not see.
 pub fn unmention(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if c == '<' && matches!(chars.peek(), Some('!' | '@' | '#')) {
-            out.push('\u{200B}');
-        }
-    }
-    out
+    zero_width_between(text, |c, next| c == '<' && matches!(next, '!' | '@' | '#'))
 }
 
 /// Markdown's formatting characters backslash-escaped.
@@ -131,11 +125,18 @@ pub fn escape_markdown(text: &str) -> String {
 /// A zero-width space after every backtick that another follows, so no run
 /// of three can close a code block.
 pub fn unfence(text: &str) -> String {
+    zero_width_between(text, |c, next| c == '`' && next == '`')
+}
+
+/// `text` with a zero-width space (unseen by a reader) between each pair of
+/// neighbouring characters `split` picks: what breaks a markup sequence
+/// apart without changing what is read.
+fn zero_width_between(text: &str, split: impl Fn(char, char) -> bool) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         out.push(c);
-        if c == '`' && chars.peek() == Some(&'`') {
+        if chars.peek().is_some_and(|&next| split(c, next)) {
             out.push('\u{200B}');
         }
     }

@@ -10,16 +10,13 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::helpers::{human_duration, truncate_chars};
-use crate::event::{Job, Kind, Status};
+use super::helpers::{file_name, human_duration, truncate_chars};
+use crate::event::{Job, Kind, Status, Timestamp};
 
 /// Inputs a training message shows, in this order, with their labels: the
 /// parameters people compare runs by. The first key found for a label wins.
 const TRAINING_INPUTS: &[(&str, &[&str])] = &[
-    (
-        "Trigger word",
-        &["trigger_word", "trigger", "token", "instance_prompt"],
-    ),
+    ("Trigger word", &TRIGGER_KEYS),
     (
         "Steps",
         &["steps", "max_train_steps", "max_steps", "num_train_steps"],
@@ -33,6 +30,9 @@ const TRAINING_INPUTS: &[(&str, &[&str])] = &[
     ("Resolution", &["resolution"]),
     ("Dataset", &DATASET_KEYS),
 ];
+
+/// Where trainers take the word that calls up what they learn.
+const TRIGGER_KEYS: [&str; 4] = ["trigger_word", "trigger", "token", "instance_prompt"];
 
 /// Where trainers take their data from; a URL shows as its file name.
 const DATASET_KEYS: [&str; 6] = [
@@ -52,8 +52,15 @@ const MAX_INPUTS: usize = 6;
 /// Longer input values are not "scalar inputs" worth a row.
 const MAX_INPUT_CHARS: usize = 80;
 
-/// What [`derive`] adds to the template context.
-pub fn derive(job: &Job, kind: Kind, status: &Status, logs_tail: &str) -> Map<String, Value> {
+/// What this module adds to the template context, from the job, the tail of
+/// its logs and the URLs in its output.
+pub fn derive(
+    job: &Job,
+    kind: Kind,
+    status: &Status,
+    logs_tail: &str,
+    urls: &[String],
+) -> Map<String, Value> {
     let common = job.common();
     let input = common.input.as_object();
     let mut out = Map::new();
@@ -90,13 +97,11 @@ pub fn derive(job: &Job, kind: Kind, status: &Status, logs_tail: &str) -> Map<St
             "billed": billed(job, status, &timing),
         }),
     );
-    out.insert("web_url".into(), json!(web_url(job, kind)));
-    let files = files(&common.output);
-    let images: Vec<&str> = files
+    out.insert("web_url".into(), json!(web_url(job)));
+    let images: Vec<&String> = urls.iter().filter(|u| is_image(u)).take(4).collect();
+    let files: Vec<Value> = urls
         .iter()
-        .filter(|f| f["image"] == true)
-        .filter_map(|f| f["url"].as_str())
-        .take(4)
+        .map(|url| json!({"url": url, "name": file_name(url), "image": is_image(url)}))
         .collect();
     out.insert("images".into(), json!(images));
     out.insert("files".into(), json!(files));
@@ -136,7 +141,7 @@ fn distinguisher(kind: Kind, input: Option<&Map<String, Value>>) -> Option<Strin
     };
     let quoted = |t: &str| format!("“{}”", truncate_chars(&one_line(t), 40));
     match kind {
-        Kind::Training => first(TRAINING_INPUTS[0].1)
+        Kind::Training => first(&TRIGGER_KEYS)
             .map(quoted)
             .or_else(|| first(&DATASET_KEYS).map(|d| truncate_chars(file_name(d), 40))),
         Kind::Prediction => first(PROMPT_KEYS).map(quoted),
@@ -235,15 +240,27 @@ struct Timing {
     total: Option<String>,
 }
 
+/// Seconds between two of the job's timestamps, when both are there and in
+/// order.
+fn between(a: Option<&Timestamp>, b: Option<&Timestamp>) -> Option<f64> {
+    Some((b?.0 - a?.0).as_seconds_f64()).filter(|s| *s >= 0.0)
+}
+
+/// How long the job ran: Replicate's `predict_time`, else from its start to
+/// its end. (`duration` and `timing.run` in the context.)
+pub fn run_seconds(job: &Job) -> Option<f64> {
+    let common = job.common();
+    common
+        .metrics
+        .as_ref()
+        .and_then(|m| m.predict_time)
+        .or_else(|| between(common.started_at.as_ref(), common.completed_at.as_ref()))
+}
+
 fn timing(job: &Job) -> Timing {
     let common = job.common();
     let metrics = common.metrics.as_ref();
-    let between = |a: Option<&crate::event::Timestamp>, b: Option<&crate::event::Timestamp>| {
-        Some((b?.0 - a?.0).as_seconds_f64()).filter(|s| *s >= 0.0)
-    };
-    let run = metrics
-        .and_then(|m| m.predict_time)
-        .or_else(|| between(common.started_at.as_ref(), common.completed_at.as_ref()));
+    let run = run_seconds(job);
     let total = metrics
         .and_then(|m| m.total_time)
         .or_else(|| between(common.created_at.as_ref(), common.completed_at.as_ref()));
@@ -277,7 +294,7 @@ fn billed(job: &Job, status: &Status, timing: &Timing) -> Option<String> {
 /// A link that always leads somewhere: the job's page (`urls.web`, or
 /// Replicate's `/p/<id>`, which serves predictions and trainings alike),
 /// else the destination's or model's page.
-fn web_url(job: &Job, kind: Kind) -> String {
+fn web_url(job: &Job) -> String {
     let common = job.common();
     if let Some(web) = common.urls.as_ref().and_then(|u| u.web.as_deref())
         && is_url(web)
@@ -292,9 +309,9 @@ fn web_url(job: &Job, kind: Kind) -> String {
     if id_ok {
         return format!("https://replicate.com/p/{}", common.id);
     }
-    let model_page = match (job, kind) {
-        (Job::Training(t), _) => t.destination.clone().or_else(|| common.model.clone()),
-        (Job::Prediction(p), _) => p
+    let model_page = match job {
+        Job::Training(t) => t.destination.clone().or_else(|| common.model.clone()),
+        Job::Prediction(p) => p
             .deployment
             .as_ref()
             .map(|d| format!("deployments/{d}"))
@@ -309,19 +326,6 @@ fn web_url(job: &Job, kind: Kind) -> String {
         Some(page) => format!("https://replicate.com/{page}"),
         None => "https://replicate.com/".to_owned(),
     }
-}
-
-/// Every output file as `{url, name, image}`, in order.
-fn files(output: &Value) -> Vec<Value> {
-    let mut urls = Vec::new();
-    super::context::collect_urls(output, &mut urls);
-    urls.into_iter()
-        .map(|url| {
-            let name = file_name(&url).to_owned();
-            let image = is_image(&name);
-            json!({"url": url, "name": name, "image": image})
-        })
-        .collect()
 }
 
 /// When Replicate deletes the files of a job made through the API: an hour
@@ -339,14 +343,9 @@ fn is_url(s: &str) -> bool {
     s.starts_with("https://") || s.starts_with("http://")
 }
 
-/// The last path segment of a URL, without its query.
-fn file_name(url: &str) -> &str {
-    let path = url.split(['?', '#']).next().unwrap_or("");
-    path.trim_end_matches('/').rsplit('/').next().unwrap_or("")
-}
-
-fn is_image(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
+/// Whether the file a URL names is a picture, by its extension.
+fn is_image(url: &str) -> bool {
+    let lower = file_name(url).to_ascii_lowercase();
     [".png", ".jpg", ".jpeg", ".webp", ".gif"]
         .iter()
         .any(|ext| lower.ends_with(ext))

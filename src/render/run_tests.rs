@@ -6,10 +6,13 @@ use serde_json::{Value, json};
 use super::*;
 use crate::event::Event;
 
+/// The template context of `body`, where what `derive` says of the run lands.
 fn derived(body: Value) -> Map<String, Value> {
     let ev = Event::from_value(body, "").unwrap();
-    let tail = ev.job().common().logs.clone().unwrap_or_default();
-    derive(ev.job(), ev.kind, &ev.status, &tail)
+    match crate::render::context::context(&ev, "r", "n") {
+        Value::Object(ctx) => ctx,
+        other => panic!("{other}"),
+    }
 }
 
 fn failed_training() -> Value {
