@@ -20,6 +20,17 @@ pub struct Problem {
     pub message: String,
 }
 
+/// `key: message`, or the message alone when no key has it.
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
 /// A secret value (token, password, URL with a key in it). `Debug` and `Display`
 /// never show it, so configs can be logged safely.
 #[derive(Clone, PartialEq, Eq)]

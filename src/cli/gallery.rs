@@ -34,23 +34,16 @@ pub fn run(out: &Path, templates: Option<&Path>) -> anyhow::Result<ExitCode> {
             k.example()
         );
     }
+    let listed = |problems: Vec<crate::read::Problem>| {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        lines.join("\n  ")
+    };
     let notifiers = notifiers::from_toml(&toml, templates).map_err(|problems| {
-        let list: Vec<String> = problems
-            .iter()
-            .map(|p| format!("{}: {}", p.key, p.message))
-            .collect();
-        anyhow::anyhow!(
-            "cannot make the preview notifiers:\n  {}",
-            list.join("\n  ")
-        )
+        anyhow::anyhow!("cannot make the preview notifiers:\n  {}", listed(problems))
     })?;
     let (compiled, problems) = kind::load_templates(templates, false);
     if !problems.is_empty() {
-        let list: Vec<String> = problems
-            .iter()
-            .map(|p| format!("{}: {}", p.key, p.message))
-            .collect();
-        anyhow::bail!("templates that do not compile:\n  {}", list.join("\n  "));
+        anyhow::bail!("templates that do not compile:\n  {}", listed(problems));
     }
 
     let mut events: Vec<(String, crate::event::Event, Vec<u8>)> = samples::examples();

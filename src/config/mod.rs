@@ -138,11 +138,7 @@ impl fmt::Display for ConfigErrors {
             if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
-            if p.key.is_empty() {
-                write!(f, "\n  - {}", p.message)?;
-            } else {
-                write!(f, "\n  - {}: {}", p.key, p.message)?;
-            }
+            write!(f, "\n  - {p}")?;
         }
         Ok(())
     }
