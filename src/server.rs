@@ -18,9 +18,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-
-use crate::listen::tls::Certificates;
-use crate::listen::{self, Acceptor, ListenError};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
@@ -28,6 +25,8 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::dispatch::{self, Pipeline};
 use crate::intake::{self, Intake};
+use crate::listen::tls::Certificates;
+use crate::listen::{self, Acceptor, ListenError};
 use crate::live::{Live, Setup};
 use crate::store::sqlite::SqliteOptions;
 use crate::store::{SqliteStore, Store, StoreError};
@@ -178,45 +177,39 @@ async fn serve_http<F>(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((io, peer)) => match &acceptor {
-                    Acceptor::Plain => {
-                        let conn = builder
-                            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service.clone()))
-                            .into_owned();
-                        let conn = graceful.watch(conn);
-                        tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!(message = "Connection ended with an error.", error = %e);
+                Ok((io, peer)) => {
+                    let (acceptor, builder, service) = (acceptor.clone(), builder.clone(), service.clone());
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let served = match acceptor {
+                            Acceptor::Plain => {
+                                let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+                                watcher.watch(conn.into_owned()).await
                             }
-                        });
-                    }
-                    Acceptor::Tls(tls) => {
-                        // The handshake runs in the connection's own task, with
-                        // the same limit as a request's headers: a client that
-                        // stalls it holds nothing but its own task.
-                        let (tls, builder, service) = (tls.clone(), builder.clone(), service.clone());
-                        let watcher = graceful.watcher();
-                        tokio::spawn(async move {
-                            let stream = match tokio::time::timeout(read_timeout, tls.accept(io)).await {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(message = "TLS handshake failed.", %peer, error = %e);
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(message = "TLS handshake timed out.", %peer);
-                                    return;
-                                }
-                            };
-                            let conn = builder
-                                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                                .into_owned();
-                            if let Err(e) = watcher.watch(conn).await {
-                                tracing::debug!(message = "Connection ended with an error.", error = %e);
+                            Acceptor::Tls(tls) => {
+                                // The handshake runs in the connection's own task, with
+                                // the same limit as a request's headers: a client that
+                                // stalls it holds nothing but its own task.
+                                let stream = match tokio::time::timeout(read_timeout, tls.accept(io)).await {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(message = "TLS handshake failed.", %peer, error = %e);
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(message = "TLS handshake timed out.", %peer);
+                                        return;
+                                    }
+                                };
+                                let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+                                watcher.watch(conn.into_owned()).await
                             }
-                        });
-                    }
-                },
+                        };
+                        if let Err(e) = served {
+                            tracing::debug!(message = "Connection ended with an error.", %peer, error = %e);
+                        }
+                    });
+                }
                 Err(e) => {
                     // Out of file descriptors, typically: wait rather than spin.
                     tracing::error!(message = "Cannot accept a connection.", error = %e);
@@ -293,20 +286,26 @@ impl Running {
                 old.config.store.path.display()
             ));
         }
-        match (&self.certificates, &config.server.tls) {
-            (Some(certificates), Some(files)) => {
-                // SIGHUP reads the certificate files again, from the paths
-                // the new config names; a pair that cannot be served keeps
-                // the one in use.
-                if let Err(e) = certificates.reload(Some((&files.cert_file, &files.key_file))) {
-                    return Err(ReloadError::Tls(e));
+        let tls = config.server.tls.clone();
+        let setup = Setup::build(config, self.clock.clone())
+            .map_err(ReloadError::from)
+            .and_then(|setup| {
+                // Last, once all else built: SIGHUP reads the certificate
+                // files again, from the paths the new config names; a pair
+                // that cannot be served refuses the reload.
+                match (&self.certificates, &tls) {
+                    (Some(certificates), Some(files)) => {
+                        certificates
+                            .reload(Some((&files.cert_file, &files.key_file)))
+                            .map_err(ReloadError::Tls)?;
+                    }
+                    (None, None) => {}
+                    _ => warnings.push(
+                        "[server.tls] was added or removed; restart the daemon to apply it".into(),
+                    ),
                 }
-            }
-            (None, None) => {}
-            _ => warnings
-                .push("[server.tls] was added or removed; restart the daemon to apply it".into()),
-        }
-        let setup = Setup::build(config, self.clock.clone());
+                Ok(setup)
+            });
         telemetry::config_reload(setup.is_ok());
         self.live.store(setup?);
         self.pipeline.wake();

@@ -285,19 +285,12 @@ fn reload(running: &server::Running, arg: &ConfigArg) -> Option<Duration> {
                 }
             } else {
                 crate::telemetry::config_reload(false);
-                template_problems
-                    .into_iter()
-                    .map(|p| format!("{}: {}", p.key, p.message))
-                    .collect()
+                template_problems.iter().map(ToString::to_string).collect()
             }
         }
         Err(errors) => {
             crate::telemetry::config_reload(false);
-            errors
-                .problems
-                .into_iter()
-                .map(|p| format!("{}: {}", p.key, p.message))
-                .collect()
+            errors.problems.iter().map(ToString::to_string).collect()
         }
     };
     for problem in &problems {
@@ -331,17 +324,10 @@ fn check(arg: ConfigArg) -> ExitCode {
     if let Some(tls) = &config.server.tls
         && let Err(e) = crate::listen::tls::load(&tls.cert_file, &tls.key_file)
     {
-        use crate::listen::tls::TlsError;
-        let key = match &e {
-            TlsError::Read { path, .. }
-            | TlsError::BadPem { path, .. }
-            | TlsError::NoKey { path }
-            | TlsError::BadKey { path, .. }
-                if *path == tls.key_file =>
-            {
-                "server.tls.key_file"
-            }
-            _ => "server.tls.cert_file",
+        let key = if e.file() == tls.key_file {
+            "server.tls.key_file"
+        } else {
+            "server.tls.cert_file"
         };
         problems.push(config::Problem {
             key: key.into(),

@@ -49,6 +49,20 @@ pub enum TlsError {
     Mismatch { cert: PathBuf, key: PathBuf },
 }
 
+impl TlsError {
+    /// The file to fix (the certificate's, when the two do not match).
+    pub fn file(&self) -> &Path {
+        match self {
+            TlsError::Read { path, .. }
+            | TlsError::NoCertificate { path }
+            | TlsError::BadPem { path, .. }
+            | TlsError::NoKey { path }
+            | TlsError::BadKey { path, .. } => path,
+            TlsError::Mismatch { cert, .. } => cert,
+        }
+    }
+}
+
 /// Reads and checks the pair of files; what `check` runs too.
 pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let (cert_pem, key_pem) = (read(cert)?, read(key)?);
@@ -116,10 +130,11 @@ fn parse(
 pub struct Certificates {
     files: RwLock<(PathBuf, PathBuf)>,
     current: RwLock<Arc<CertifiedKey>>,
-    /// A digest of the files' bytes when `current` was loaded (or last
-    /// refused), so an unchanged or already refused pair is not logged again.
+    /// A digest of the bytes `current` was loaded from: a reload of the
+    /// same files changes nothing.
     digest: Mutex<[u8; 32]>,
-    /// The files' modification times and sizes when last looked at.
+    /// The files' modification times and sizes when last read, so the
+    /// watch reads them again (and says what is wrong) once per change.
     stamp: Mutex<Option<Stamp>>,
 }
 
@@ -152,25 +167,34 @@ impl Certificates {
 
     /// Reads the files again (after a SIGHUP, or a change seen on disk),
     /// from `files` if given (a reloaded config may name others). Returns
-    /// whether a new certificate is now served; on an error the one in use
-    /// stays.
+    /// whether a new certificate is now served. On an error the one in use
+    /// stays, and so do the files watched: a reload naming broken files is
+    /// refused whole.
     pub fn reload(&self, files: Option<(&Path, &Path)>) -> Result<bool, TlsError> {
-        if let Some((cert, key)) = files {
-            *self.files.write().unwrap_or_else(PoisonError::into_inner) =
-                (cert.to_owned(), key.to_owned());
+        let watched = self.files();
+        let (cert, key) = files
+            .map(|(c, k)| (c.to_owned(), k.to_owned()))
+            .unwrap_or_else(|| watched.clone());
+        let seen = stamp(&cert, &key);
+        let result = self.swap_in(&cert, &key);
+        if result.is_ok() || (&cert, &key) == (&watched.0, &watched.1) {
+            *lock(&self.stamp) = seen;
+            *self.files.write().unwrap_or_else(PoisonError::into_inner) = (cert, key);
         }
-        let (cert, key) = self.files();
-        *lock(&self.stamp) = stamp(&cert, &key);
-        let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
+        result
+    }
+
+    /// Serves the pair in `cert` and `key` from now on, unless it is the
+    /// one served already; whether it was new.
+    fn swap_in(&self, cert: &Path, key: &Path) -> Result<bool, TlsError> {
+        let (cert_pem, key_pem) = (read(cert)?, read(key)?);
         let new_digest = digest(&cert_pem, &key_pem);
         if *lock(&self.digest) == new_digest {
             return Ok(false);
         }
-        // Refused or not, this pair has been looked at: a broken renewal is
-        // logged once, not at every look.
-        *lock(&self.digest) = new_digest;
-        let certified = parse(&cert, &cert_pem, &key, &key_pem)?;
+        let certified = parse(cert, &cert_pem, key, &key_pem)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(certified);
+        *lock(&self.digest) = new_digest;
         tracing::info!(message = "New TLS certificate loaded; new connections get it.", cert = %cert.display());
         Ok(true)
     }
@@ -187,6 +211,8 @@ impl Certificates {
             }
             // A renewal writes two files; let it finish both.
             tokio::time::sleep(Duration::from_millis(500)).await;
+            // Said once per change: the files are read again only when they
+            // change again (or on reload).
             if let Err(e) = self.reload(None) {
                 tracing::error!(message = "The TLS certificate files changed but cannot be served; still serving the previous certificate. Fix the files (they are read again when they change, or on reload).", error = %e);
             }

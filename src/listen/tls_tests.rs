@@ -104,7 +104,14 @@ fn a_reload_serves_a_new_pair_and_keeps_the_old_one_when_the_new_is_broken() {
     assert!(matches!(e, TlsError::Mismatch { .. }), "{e}");
     assert_eq!(served(&certificates), second, "the one in use stays");
     assert!(
-        !certificates.reload(None).unwrap(),
-        "a refused pair is not tried (nor logged) again until it changes"
+        matches!(certificates.reload(None), Err(TlsError::Mismatch { .. })),
+        "a reload of the same broken files says so again, not that all is well"
     );
+    assert_eq!(served(&certificates), second);
+
+    // A reload naming other files that are broken is refused whole: the
+    // files watched stay those of the certificate in use.
+    let other = write(dir.path(), "other.pem", "not a certificate");
+    assert!(certificates.reload(Some((&other, &key))).is_err());
+    assert_eq!(certificates.files().0, cert);
 }
