@@ -90,12 +90,7 @@ impl Client {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .build();
+        let connector = finish(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls));
         Ok(Self {
             inner: HyperClient::builder(TokioExecutor::new()).build(connector),
         })
@@ -186,15 +181,21 @@ impl Client {
 
 /// An HTTPS-or-HTTP connector with the native root store.
 pub fn connector() -> Result<HttpsConnector<HttpConnector>, String> {
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| {
-            format!(
-                "cannot load the system's root certificates ({e}); install the ca-certificates package"
-            )
-        })?
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .build())
+    Ok(finish(
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| {
+                format!(
+                    "cannot load the system's root certificates ({e}); install the ca-certificates package"
+                )
+            })?,
+    ))
+}
+
+/// The connector for `roots`: https or plain http (the operator chose the
+/// URL), HTTP/1.1 and HTTP/2.
+fn finish(
+    roots: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>,
+) -> HttpsConnector<HttpConnector> {
+    roots.https_or_http().enable_http1().enable_http2().build()
 }

@@ -86,7 +86,7 @@ fn fallback(ctx: &Value) -> Value {
 /// it has none.
 pub fn without_images(message: &Value) -> Option<Value> {
     let blocks = message.get("blocks")?.as_array()?;
-    let kept: Vec<Value> = blocks
+    let mut kept: Vec<Value> = blocks
         .iter()
         .filter(|b| b["type"] != "image")
         .cloned()
@@ -95,7 +95,6 @@ pub fn without_images(message: &Value) -> Option<Value> {
         return None;
     }
     let mut plain = message.clone();
-    let mut kept = kept;
     kept.push(json!({
         "type": "context",
         "elements": [{"type": "mrkdwn", "text": "Slack could not show the output images (deleted or not public); the links above lead to them while they last."}]
