@@ -22,9 +22,10 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::clock::now_ms;
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
 use crate::dispatch::{self, Pipeline};
 use crate::intake::{self, Intake};
+use crate::listen::acme::Acme;
 use crate::listen::tls::Certificates;
 use crate::listen::{self, Acceptor, ListenError};
 use crate::live::{Live, Setup};
@@ -64,6 +65,11 @@ pub struct Running {
     certificates: Option<Arc<Certificates>>,
     /// Looks at the certificate files for a change.
     watch: Option<JoinHandle<()>>,
+    /// The ACME certificate, with `[server.tls.acme]`.
+    acme: Option<Arc<Acme>>,
+    /// Keeps the ACME certificate fresh, and answers HTTP-01 challenges.
+    acme_tasks: Vec<JoinHandle<()>>,
+    http01_stop: Option<oneshot::Sender<()>>,
     pipeline: Pipeline,
     retention: JoinHandle<()>,
 }
@@ -101,6 +107,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
     let listening = listen::listen(&config.server).await?;
     let addr = listening.addr;
     let certificates = listening.certificates.clone();
+    let acme = listening.acme.clone();
 
     let stopping = Arc::new(AtomicBool::new(false));
     let supervisor = Supervisor::new();
@@ -114,6 +121,24 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
     let watch = certificates
         .clone()
         .map(|c| supervisor.spawn("certificate-watch", move || c.clone().watch()));
+    let mut acme_tasks = Vec::new();
+    let mut http01_stop = None;
+    if let Some(acme) = &acme {
+        if let Some(listener) = listening.http01 {
+            let (stop, stopped) = oneshot::channel::<()>();
+            http01_stop = Some(stop);
+            let filter = crate::listen::acme::http01(acme.resolver());
+            acme_tasks.push(tokio::spawn(serve_http(
+                listener,
+                Acceptor::Plain,
+                filter,
+                config.server.read_timeout,
+                stopped,
+            )));
+        }
+        let a = acme.clone();
+        acme_tasks.push(supervisor.spawn("acme", move || a.clone().run()));
+    }
     let server = tokio::spawn(serve_http(
         listening.listener,
         listening.acceptor,
@@ -127,7 +152,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
     tracing::info!(
         message = "Listening.",
         %addr,
-        tls = certificates.is_some(),
+        tls = if certificates.is_some() { "files" } else if acme.is_some() { "acme" } else { "none" },
         socket_from_systemd = listening.from_systemd,
         path = %config.server.path,
         store = %config.store.path.display(),
@@ -144,6 +169,9 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         server,
         certificates,
         watch,
+        acme,
+        acme_tasks,
+        http01_stop,
         pipeline,
         retention,
     })
@@ -201,6 +229,12 @@ async fn serve_http<F>(
                                         return;
                                     }
                                 };
+                                if stream.get_ref().1.alpn_protocol() == Some(crate::listen::acme::ACME_TLS_ALPN) {
+                                    // The CA validating a TLS-ALPN-01 challenge: the
+                                    // handshake was the answer (RFC 8737 §3).
+                                    tracing::debug!(message = "Answered an ACME TLS-ALPN-01 validation.", %peer);
+                                    return;
+                                }
                                 let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
                                 watcher.watch(conn.into_owned()).await
                             }
@@ -293,15 +327,25 @@ impl Running {
                 // Last, once all else built: SIGHUP reads the certificate
                 // files again, from the paths the new config names; a pair
                 // that cannot be served refuses the reload.
-                match (&self.certificates, &tls) {
-                    (Some(certificates), Some(files)) => {
+                match (&self.certificates, &self.acme, &tls) {
+                    (Some(certificates), _, Some(TlsConfig::Files(files))) => {
                         certificates
                             .reload(Some((&files.cert_file, &files.key_file)))
                             .map_err(ReloadError::Tls)?;
                     }
-                    (None, None) => {}
+                    (_, Some(acme), Some(TlsConfig::Acme(wanted))) => {
+                        if wanted != acme.config() {
+                            warnings.push(
+                                "[server.tls.acme] changed; restart the daemon to apply it".into(),
+                            );
+                        }
+                        // A failed order waiting out its pause: the
+                        // operator may have just fixed DNS or the firewall.
+                        acme.retry_now();
+                    }
+                    (None, None, None) => {}
                     _ => warnings.push(
-                        "[server.tls] was added or removed; restart the daemon to apply it".into(),
+                        "[server.tls] was added, removed or switched between files and ACME; restart the daemon to apply it".into(),
                     ),
                 }
                 Ok(setup)
@@ -335,6 +379,12 @@ impl Running {
         self.retention.abort();
         if let Some(watch) = &self.watch {
             watch.abort();
+        }
+        if let Some(stop) = self.http01_stop.take() {
+            let _ = stop.send(());
+        }
+        for task in &self.acme_tasks {
+            task.abort();
         }
         let left = deadline.saturating_sub(started.elapsed());
         let sent = self.pipeline.shutdown(left).await;

@@ -321,18 +321,29 @@ fn check(arg: ConfigArg) -> ExitCode {
     // Compiling is part of loading; rendering every template against samples of
     // every kind and status, in strict mode, is what finds misspelled variables.
     let mut problems = crate::notify::kind::check_templates(config.templates.dir.as_deref());
-    if let Some(tls) = &config.server.tls
-        && let Err(e) = crate::listen::tls::load(&tls.cert_file, &tls.key_file)
-    {
-        let key = if e.file() == tls.key_file {
-            "server.tls.key_file"
-        } else {
-            "server.tls.cert_file"
-        };
-        problems.push(config::Problem {
-            key: key.into(),
-            message: e.to_string(),
-        });
+    let mut notes = Vec::new();
+    match &config.server.tls {
+        Some(config::TlsConfig::Files(tls)) => {
+            if let Err(e) = crate::listen::tls::load(&tls.cert_file, &tls.key_file) {
+                let key = if e.file() == tls.key_file {
+                    "server.tls.key_file"
+                } else {
+                    "server.tls.cert_file"
+                };
+                problems.push(config::Problem {
+                    key: key.into(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Some(config::TlsConfig::Acme(acme)) => match crate::listen::acme::cached(acme) {
+            Ok(note) => notes.push(note),
+            Err(message) => problems.push(config::Problem {
+                key: "server.tls.acme.cache_dir".into(),
+                message,
+            }),
+        },
+        None => {}
     }
     if !problems.is_empty() {
         let errors = config::ConfigErrors {
@@ -356,6 +367,9 @@ fn check(arg: ConfigArg) -> ExitCode {
             .map(|d| format!("from {}", d.display()))
             .unwrap_or_else(|| "built in".into())
     );
+    for note in &notes {
+        println!("  {note}");
+    }
     for warning in &config.warnings {
         println!("  warning: {warning}");
     }

@@ -17,10 +17,10 @@
 
 pub mod notifiers;
 pub mod routes;
+pub mod server;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ pub use crate::notify::Notifier;
 pub use crate::read::{Problem, Sensitive};
 use crate::read::{Reader, Table};
 use crate::signature::Secret;
+pub use server::{AcmeConfig, ServerConfig, TlsConfig, TlsFiles};
 
 /// The development secret in the shipped `config/relay.toml`. It is public, so the
 /// daemon warns loudly whenever it is in use.
@@ -63,30 +64,6 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Things that work but deserve attention; `serve` logs them, `check` prints them.
     pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Address to listen on.
-    pub listen: SocketAddr,
-    /// The URL path Replicate POSTs to.
-    pub path: String,
-    /// Largest body accepted, in bytes (training objects carry long logs).
-    pub max_body: u64,
-    /// How long a stopping daemon waits for in-flight requests and sends.
-    pub shutdown_timeout: Duration,
-    /// How long a client may take to send its request headers, and its body.
-    pub read_timeout: Duration,
-    /// `[server.tls]`: serve HTTPS with these files.
-    pub tls: Option<TlsFiles>,
-}
-
-/// A certificate chain and its key, PEM files (certbot's `fullchain.pem`
-/// and `privkey.pem`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -199,9 +176,10 @@ pub fn load_with_env(
     };
     r.known_keys(top, SECTIONS);
 
-    let server = read_server(&mut r, root.get("server"));
-    let verify = read_verify(&mut r, root.get("verify"));
     let store = read_store(&mut r, root.get("store"));
+    let store_dir = store.path.parent().unwrap_or(Path::new("/")).to_owned();
+    let server = server::read(&mut r, root.get("server"), &store_dir);
+    let verify = read_verify(&mut r, root.get("verify"));
     let templates = read_templates(&mut r, root.get("templates"));
     let notifiers = notifiers::read(&mut r, root.get("notifiers"), templates.dir.as_deref());
     let declared = root
@@ -246,95 +224,6 @@ pub fn secret_file_target(file: &Path) -> Option<PathBuf> {
     let t = r.table(root.get("verify"), "verify")?;
     let first = r.strings(t, "secret_file").into_iter().next()?;
     r.expand_path("verify.secret_file", &first)
-}
-
-fn read_server(r: &mut Reader, value: Option<&Value>) -> ServerConfig {
-    let mut server = ServerConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
-        path: "/hooks/replicate".into(),
-        max_body: 10 * 1024 * 1024,
-        shutdown_timeout: Duration::from_secs(10),
-        read_timeout: Duration::from_secs(30),
-        tls: None,
-    };
-    let Some(t) = r.table(value, "server") else {
-        return server;
-    };
-    r.known_keys(
-        t,
-        &[
-            "listen",
-            "path",
-            "max_body",
-            "shutdown_timeout",
-            "read_timeout",
-            "tls",
-        ],
-    );
-    if let Some(tls) = r.table(t.map.get("tls"), "server.tls") {
-        r.known_keys(tls, &["cert_file", "key_file"]);
-        let cert = r.path(tls, "cert_file");
-        let key = r.path(tls, "key_file");
-        for (name, file) in [("cert_file", &cert), ("key_file", &key)] {
-            match file {
-                None if !r.failed(&tls.key(name)) => r.error(
-                    tls.key(name),
-                    "missing; [server.tls] needs cert_file (the full chain, PEM) and key_file (its key, PEM)",
-                ),
-                Some(path) if !path.is_file() => r.error(
-                    tls.key(name),
-                    format!("{} is not a readable file", path.display()),
-                ),
-                _ => {}
-            }
-        }
-        if let (Some(cert_file), Some(key_file)) = (cert, key) {
-            server.tls = Some(TlsFiles {
-                cert_file,
-                key_file,
-            });
-        }
-    }
-    if let Some(timeout) = r.duration(t, "read_timeout") {
-        if timeout < Duration::from_secs(1) {
-            r.error(
-                "server.read_timeout",
-                "must be at least 1s; the default is \"30s\"",
-            );
-        }
-        server.read_timeout = timeout;
-    }
-    if let Some(timeout) = r.duration(t, "shutdown_timeout") {
-        server.shutdown_timeout = timeout;
-    }
-    if let Some(text) = r.string(t, "listen") {
-        match text.parse() {
-            Ok(addr) => server.listen = addr,
-            Err(_) => r.error(
-                "server.listen",
-                format!("`{text}` is not an address with a port, such as \"127.0.0.1:8787\" or \"[::]:8787\""),
-            ),
-        }
-    }
-    if let Some(path) = r.string(t, "path") {
-        if !path.starts_with('/') || path.contains('?') || path.contains('#') {
-            r.error(
-                "server.path",
-                format!("`{path}` must be a URL path starting with `/`, without `?` or `#`"),
-            );
-        }
-        server.path = path;
-    }
-    if let Some(max_body) = r.size(t, "max_body") {
-        if max_body < 1024 {
-            r.error(
-                "server.max_body",
-                format!("{max_body} bytes is too small for any webhook; the default is \"10MiB\""),
-            );
-        }
-        server.max_body = max_body;
-    }
-    server
 }
 
 fn read_verify(r: &mut Reader, value: Option<&Value>) -> VerifyConfig {

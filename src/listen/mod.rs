@@ -1,19 +1,22 @@
 //! The listening socket and what speaks on it: bound from `server.listen`,
 //! or handed over by systemd (socket activation: `LISTEN_FDS`), plain HTTP
-//! or TLS ([`tls`]).
+//! or TLS, with the certificate from files ([`tls`]) or from an ACME
+//! directory ([`acme`]).
 //!
 //! With a socket from systemd, the service binds a privileged port without
 //! capabilities, and a restart keeps new connections queued in the kernel
 //! instead of refusing them: the socket outlives the process.
 
+pub mod acme;
 pub mod tls;
+pub mod x509;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, TlsConfig};
 
 /// Why the daemon cannot listen.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,13 @@ pub enum ListenError {
     Systemd(std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(
+        "cannot listen for ACME HTTP-01 challenges on {addr}: {source} (server.tls.acme.http_listen; port 80 needs root or CAP_NET_BIND_SERVICE, or leave http_listen unset to answer TLS-ALPN-01 on server.listen)"
+    )]
+    Http01 {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// How connections are spoken to once accepted.
@@ -49,6 +59,10 @@ pub struct Listening {
     pub acceptor: Acceptor,
     /// The certificate files being served, when TLS comes from files.
     pub certificates: Option<Arc<tls::Certificates>>,
+    /// The ACME certificate, when TLS comes from `[server.tls.acme]`.
+    pub acme: Option<Arc<acme::Acme>>,
+    /// Where HTTP-01 challenges are answered (`http_listen`).
+    pub http01: Option<TcpListener>,
 }
 
 /// The socket systemd passed, if it passed one; else `server.listen`
@@ -68,20 +82,35 @@ pub async fn listen(server: &ServerConfig) -> Result<Listening, ListenError> {
         addr: server.listen,
         source,
     })?;
-    let (acceptor, certificates) = match &server.tls {
-        Some(files) => {
-            let certificates = tls::Certificates::new(&files.cert_file, &files.key_file)?;
-            let config = tls::server_config(certificates.clone());
-            (
-                Acceptor::Tls(tokio_rustls::TlsAcceptor::from(config)),
-                Some(certificates),
-            )
+    let (mut certificates, mut acme, mut http01) = (None, None, None);
+    let acceptor = match &server.tls {
+        Some(TlsConfig::Files(files)) => {
+            let c = tls::Certificates::new(&files.cert_file, &files.key_file)?;
+            certificates = Some(c.clone());
+            Acceptor::Tls(tokio_rustls::TlsAcceptor::from(tls::server_config(c, &[])))
         }
-        None => (Acceptor::Plain, None),
+        Some(TlsConfig::Acme(config)) => {
+            if let Some(addr) = config.http_listen {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ListenError::Http01 { addr, source })?;
+                http01 = Some(listener);
+            }
+            let a = acme::Acme::new(config.clone());
+            let alpn: &[&[u8]] = if config.http_listen.is_none() {
+                &[acme::ACME_TLS_ALPN]
+            } else {
+                &[]
+            };
+            let acceptor = tls::server_config(a.resolver(), alpn);
+            acme = Some(a);
+            Acceptor::Tls(tokio_rustls::TlsAcceptor::from(acceptor))
+        }
+        None => Acceptor::Plain,
     };
-    if certificates.is_none() && !addr.ip().is_loopback() {
+    if server.tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(
-            message = "Listening without TLS on an address other hosts can reach. Replicate only delivers webhooks to HTTPS URLs (and follows no redirects): add [server.tls] with cert_file and key_file, or put this daemon behind a TLS reverse proxy (README, \"A public HTTPS URL\").",
+            message = "Listening without TLS on an address other hosts can reach. Replicate only delivers webhooks to HTTPS URLs (and follows no redirects): add [server.tls.acme] with your domain (automatic certificates), or [server.tls] with cert_file and key_file, or put this daemon behind a TLS reverse proxy (README, \"A public HTTPS URL\").",
             %addr
         );
     }
@@ -91,6 +120,8 @@ pub async fn listen(server: &ServerConfig) -> Result<Listening, ListenError> {
         from_systemd,
         acceptor,
         certificates,
+        acme,
+        http01,
     })
 }
 

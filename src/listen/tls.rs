@@ -76,7 +76,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn parse(
+pub(crate) fn parse(
     cert: &Path,
     cert_pem: &[u8],
     key: &Path,
@@ -239,8 +239,12 @@ impl ResolvesServerCert for Certificates {
 }
 
 /// rustls' server settings for `certificates`: TLS 1.2 and 1.3 (ring),
-/// HTTP/2 offered before HTTP/1.1.
-pub fn server_config(certificates: Arc<dyn ResolvesServerCert>) -> Arc<rustls::ServerConfig> {
+/// HTTP/2 offered before HTTP/1.1, and `extra_alpn` after them (the ACME
+/// challenge's protocol).
+pub fn server_config(
+    certificates: Arc<dyn ResolvesServerCert>,
+    extra_alpn: &[&[u8]],
+) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -248,6 +252,9 @@ pub fn server_config(certificates: Arc<dyn ResolvesServerCert>) -> Arc<rustls::S
         .with_no_client_auth()
         .with_cert_resolver(certificates);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config
+        .alpn_protocols
+        .extend(extra_alpn.iter().map(|p| p.to_vec()));
     Arc::new(config)
 }
 

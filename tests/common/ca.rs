@@ -40,6 +40,11 @@ impl TestCa {
         (cert, key)
     }
 
+    /// A certificate made from `params` for `key`, signed by this CA.
+    pub fn sign(&self, params: CertificateParams, key: &KeyPair) -> Certificate {
+        params.signed_by(key, &self.cert, &self.key).unwrap()
+    }
+
     /// [`TestCa::leaf`] written as a full chain (leaf, then this CA) and its
     /// key, PEM, as certbot writes them; returns the leaf.
     pub fn issue(&self, cert_file: &Path, key_file: &Path) -> CertificateDer<'static> {

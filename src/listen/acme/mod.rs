@@ -1,0 +1,316 @@
+//! Certificates obtained automatically from an ACME directory
+//! (`[server.tls.acme]`; Let's Encrypt by default), kept and renewed.
+//!
+//! At start the certificate in the cache is served at once if it is still
+//! valid, so a restart orders nothing. [`Acme::run`] then sleeps until
+//! the certificate is due for renewal — a third of its lifetime before it
+//! expires (30 days of Let's Encrypt's 90), or `renew_before` — orders a
+//! new one ([`order`]), keeps it, and serves it to new connections while
+//! open ones carry on. A failed order is retried with a growing pause
+//! (5 minutes, doubling, at most 6 hours: within the CA's limit on failed
+//! validations), and every failure is logged with what to fix. A reload
+//! (SIGHUP) retries at once.
+
+mod cache;
+mod challenge;
+mod order;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use rustls::sign::CertifiedKey;
+
+pub use cache::Cache;
+pub use challenge::{ACME_TLS_ALPN, Resolver, http01};
+pub use order::AcmeError;
+
+use super::tls;
+use super::x509::{self, Validity};
+use crate::config::AcmeConfig;
+
+/// The longest sleep between looks at the clock: a machine suspended, or
+/// its clock set, is noticed within this.
+const LOOK_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long one order may take, end to end.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The certificate for `[server.tls.acme]`: what is served, and the task
+/// that keeps it fresh.
+pub struct Acme {
+    config: AcmeConfig,
+    cache: Cache,
+    resolver: Arc<Resolver>,
+    /// The validity of the certificate served.
+    validity: Mutex<Option<Validity>>,
+    retry: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Acme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acme")
+            .field("domains", &self.config.domains)
+            .finish()
+    }
+}
+
+impl Acme {
+    /// Serves the cached certificate when there is a valid one.
+    pub fn new(config: AcmeConfig) -> Arc<Self> {
+        let cache = Cache::new(&config.cache_dir, &config.directory, &config.domains);
+        let this = Arc::new(Acme {
+            config,
+            cache,
+            resolver: Arc::new(Resolver::default()),
+            validity: Mutex::new(None),
+            retry: tokio::sync::Notify::new(),
+        });
+        this.load_cached();
+        this
+    }
+
+    /// What rustls asks for a certificate.
+    pub fn resolver(&self) -> Arc<Resolver> {
+        self.resolver.clone()
+    }
+
+    /// Tries again now rather than at the end of a pause after a failure.
+    pub fn retry_now(&self) {
+        self.retry.notify_one();
+    }
+
+    /// The configuration this was built from (a reload that changes it
+    /// needs a restart).
+    pub fn config(&self) -> &AcmeConfig {
+        &self.config
+    }
+
+    fn load_cached(&self) {
+        let cert = self.cache.cert.display();
+        let (cert_pem, key_pem) = match self.cache.certificate() {
+            Ok(Some(pair)) => pair,
+            Ok(None) => {
+                tracing::info!(message = "No ACME certificate cached yet; ordering one.", domains = ?self.config.domains, cache = %cert);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(message = "Cannot read the cached ACME certificate; ordering a new one.", cache = %cert, error = %e);
+                return;
+            }
+        };
+        match self.certified(&cert_pem, &key_pem) {
+            Ok((certified, validity)) if validity.not_after > SystemTime::now() => {
+                tracing::info!(message = "Serving the cached ACME certificate.", cert = %cert, expires = %stamp(validity.not_after));
+                self.serve(certified, validity);
+            }
+            Ok(_) => {
+                tracing::info!(message = "The cached ACME certificate has expired; ordering a new one.", cert = %cert)
+            }
+            Err(e) => {
+                tracing::warn!(message = "The cached ACME certificate cannot be served; ordering a new one.", error = %e)
+            }
+        }
+    }
+
+    fn certified(
+        &self,
+        cert: &[u8],
+        key: &[u8],
+    ) -> Result<(CertifiedKey, Validity), tls::TlsError> {
+        let certified = tls::parse(&self.cache.cert, cert, &self.cache.key, key)?;
+        let validity = x509::validity(&certified.cert[0]).ok_or_else(|| tls::TlsError::BadPem {
+            path: self.cache.cert.clone(),
+            reason: "its validity period cannot be read".into(),
+        })?;
+        Ok((certified, validity))
+    }
+
+    fn serve(&self, certified: CertifiedKey, validity: Validity) {
+        self.resolver.serve(Arc::new(certified));
+        *self.validity.lock().unwrap_or_else(PoisonError::into_inner) = Some(validity);
+    }
+
+    /// When the certificate served is due for renewal; now when there is none.
+    fn due(&self) -> SystemTime {
+        match *self.validity.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(v) => renew_at(v, self.config.renew_before),
+            None => SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// Keeps the certificate fresh; runs until the daemon stops.
+    pub async fn run(self: Arc<Self>) {
+        let mut failures = 0u32;
+        loop {
+            let due = self.due();
+            if let Ok(wait) = due.duration_since(SystemTime::now())
+                && !wait.is_zero()
+            {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.min(LOOK_EVERY)) => {}
+                    _ = self.retry.notified() => {}
+                }
+                continue;
+            }
+            let renewing = self
+                .validity
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some();
+            tracing::info!(
+                message = if renewing { "Renewing the ACME certificate." } else { "Ordering an ACME certificate." },
+                domains = ?self.config.domains,
+                directory = %self.config.directory,
+            );
+            match self.obtain().await {
+                Ok(validity) => {
+                    failures = 0;
+                    let next = renew_at(validity, self.config.renew_before);
+                    tracing::info!(message = "ACME certificate obtained; new connections get it.", domains = ?self.config.domains, expires = %stamp(validity.not_after), renews = %stamp(next), cert = %self.cache.cert.display());
+                    if let Some(wanted) = self.config.renew_before
+                        && wanted >= lifetime(validity)
+                    {
+                        tracing::warn!(message = "server.tls.acme.renew_before is longer than the certificate's lifetime; renewing a third of the lifetime before expiry instead.", renew_before = %humantime::format_duration(wanted));
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    let pause = retry_in(failures);
+                    let serving =
+                        match *self.validity.lock().unwrap_or_else(PoisonError::into_inner) {
+                            Some(v) => format!(
+                                "still serving the certificate that expires {}",
+                                stamp(v.not_after)
+                            ),
+                            None => "no certificate yet, so HTTPS handshakes fail".into(),
+                        };
+                    tracing::error!(message = "Could not obtain an ACME certificate; will retry (a reload retries now).", error = %e, retry_in = %humantime::format_duration(pause), serving, attempt = failures);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = self.retry.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One order, kept in the cache and served.
+    async fn obtain(&self) -> Result<Validity, AcmeError> {
+        let issued = tokio::time::timeout(
+            ORDER_TIMEOUT,
+            order::order(&self.config, &self.cache, &self.resolver),
+        )
+        .await
+        .map_err(|_| AcmeError::TimedOut(ORDER_TIMEOUT))??;
+        let (cert, key) = (issued.cert_pem.as_bytes(), issued.key_pem.as_bytes());
+        let (certified, validity) = self.certified(cert, key).map_err(AcmeError::Issued)?;
+        self.cache
+            .keep_certificate(cert, key)
+            .map_err(|source| AcmeError::Cache {
+                what: "certificate",
+                path: self.cache.cert.clone(),
+                source,
+            })?;
+        self.serve(certified, validity);
+        Ok(validity)
+    }
+}
+
+/// What the cache holds for `config`, as `check` reports it; an error
+/// when the cache cannot be used.
+pub fn cached(config: &AcmeConfig) -> Result<String, String> {
+    let cache = Cache::new(&config.cache_dir, &config.directory, &config.domains);
+    let names = config.domains.join(", ");
+    let unusable = |e: &dyn std::fmt::Display| {
+        format!("{e}; the daemon orders a new certificate at start, and keeps it here")
+    };
+    match cache.certificate() {
+        Ok(None) => Ok(format!(
+            "ACME: no certificate cached for {names} yet; the daemon orders one when it starts (the CA must reach it on {})",
+            if config.http_listen.is_some() {
+                "port 80"
+            } else {
+                "port 443"
+            }
+        )),
+        Ok(Some((cert, key))) => {
+            let certified =
+                tls::parse(&cache.cert, &cert, &cache.key, &key).map_err(|e| unusable(&e))?;
+            let validity = x509::validity(&certified.cert[0]).ok_or_else(|| {
+                unusable(&format!("{}: unreadable validity", cache.cert.display()))
+            })?;
+            Ok(format!(
+                "ACME: certificate for {names} cached in {}, expires {}, renewed from {}",
+                cache.cert.display(),
+                stamp(validity.not_after),
+                stamp(renew_at(validity, config.renew_before))
+            ))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", cache.cert.display())),
+    }
+}
+
+/// When a certificate valid over `v` is renewed: `renew_before` its
+/// expiry, or a third of its lifetime before when unset or longer than
+/// the lifetime (renewing at once, again and again, helps no one).
+pub fn renew_at(v: Validity, renew_before: Option<Duration>) -> SystemTime {
+    let lifetime = lifetime(v);
+    let before = match renew_before {
+        Some(d) if d < lifetime => d,
+        _ => lifetime / 3,
+    };
+    v.not_after - before
+}
+
+fn lifetime(v: Validity) -> Duration {
+    v.not_after.duration_since(v.not_before).unwrap_or_default()
+}
+
+/// The pause after the `failures`th failure in a row.
+fn retry_in(failures: u32) -> Duration {
+    let minutes = 5u64.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    Duration::from_secs(minutes.min(6 * 60) * 60)
+}
+
+fn stamp(t: SystemTime) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86400);
+
+    #[test]
+    fn renewal_time() {
+        let start = SystemTime::UNIX_EPOCH + 1000 * DAY;
+        let v = |days: u32| Validity {
+            not_before: start,
+            not_after: start + days * DAY,
+        };
+        for (lifetime, renew_before, renews_after_days) in [
+            (90, None, 60),
+            (45, None, 30),
+            (6, None, 4),
+            (90, Some(10), 80),
+            (90, Some(89), 1),
+            // Not at once, forever: a third of the lifetime instead.
+            (90, Some(90), 60),
+            (90, Some(365), 60),
+        ] {
+            assert_eq!(
+                renew_at(v(lifetime), renew_before.map(|d| d * DAY)),
+                start + renews_after_days * DAY,
+                "{lifetime} days, renew_before {renew_before:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retries_back_off_to_six_hours() {
+        let minutes: Vec<u64> = (1..=10).map(|n| retry_in(n).as_secs() / 60).collect();
+        assert_eq!(minutes, [5, 10, 20, 40, 80, 160, 320, 360, 360, 360]);
+        assert_eq!(retry_in(u32::MAX).as_secs(), 6 * 3600);
+    }
+}

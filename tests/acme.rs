@@ -1,0 +1,297 @@
+//! Automatic certificates from a real ACME server, Let's Encrypt's
+//! `pebble`, which validates every challenge against the daemon itself
+//! (its DNS stand-in points every name here): the daemon obtains a
+//! certificate, serves it, serves the cached one after a restart without
+//! a new order, renews one near expiry, answers HTTP-01 on `http_listen`
+//! when asked to, and says what to fix when validation fails.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::ca::TestCa;
+use common::pebble::{self, Pebble};
+use common::serve::{Serve, config_on_port};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+const DOMAIN: &str = "relay.test";
+
+/// Connects to the daemon on `port` as a client that trusts only `root`
+/// and checks the name [`DOMAIN`]; asks `/healthz` over that connection.
+/// The served leaf, or why the handshake or the request failed.
+fn served(root: &CertificateDer<'static>, port: u16) -> Result<CertificateDer<'static>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from(DOMAIN).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    write!(
+        tls,
+        "GET /healthz HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer);
+    if !answer.starts_with("HTTP/1.1 200") {
+        return Err(format!("answer: {answer:?}"));
+    }
+    Ok(conn.peer_certificates().unwrap()[0].clone().into_owned())
+}
+
+/// Polls [`served`] until it succeeds with a leaf other than `not`.
+async fn wait_served(
+    root: &CertificateDer<'static>,
+    port: u16,
+    not: Option<&CertificateDer<'static>>,
+    daemon: &Serve,
+    pebble: &Pebble,
+) -> CertificateDer<'static> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match served(root, port) {
+            Ok(leaf) if Some(&leaf) != not => return leaf,
+            other if Instant::now() > deadline => panic!(
+                "no new certificate served: {:?}\ndaemon:\n{}\npebble:\n{}",
+                other.map(|_| "the old one"),
+                daemon.log(),
+                pebble.log()
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn acme_section(pebble: &Pebble, extra: &str) -> String {
+    format!(
+        "[server.tls.acme]\ndomains = [\"{DOMAIN}\"]\ncontact = \"ops@example.com\"\ndirectory = \"{}\"\ndirectory_ca_file = \"{}\"\n{extra}",
+        pebble.directory,
+        pebble.listener_root.display()
+    )
+}
+
+fn cached_cert(dir: &Path) -> std::path::PathBuf {
+    let issuers: Vec<_> = std::fs::read_dir(dir.join("acme"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(issuers.len(), 1, "{issuers:?}");
+    issuers[0].join(DOMAIN).join("cert.pem")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn obtains_serves_and_reuses_a_certificate_across_restarts() {
+    if !pebble::available("obtains_serves_and_reuses_a_certificate_across_restarts") {
+        return;
+    }
+    replicate_relay::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = config_on_port(dir.path(), "");
+    let pebble = Pebble::start(dir.path(), port, 1);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + &acme_section(&pebble, ""),
+    )
+    .unwrap();
+
+    let daemon = Serve::start(&config, &[]);
+    let first = wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+    assert!(
+        daemon
+            .wait_log("ACME certificate obtained", Duration::from_secs(5))
+            .await,
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    let log = daemon.log();
+    assert!(log.contains("ACME account created"), "{log}");
+    // Kept where a restart finds it, the key readable by the daemon only.
+    let cert = cached_cert(dir.path());
+    assert!(cert.is_file());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cert.with_file_name("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "key.pem mode {mode:o}");
+    daemon.signal("TERM");
+    daemon.wait(Duration::from_secs(15)).await;
+
+    // Restarted: the cached certificate at once, and no new order.
+    let daemon = Serve::start(&config, &[]);
+    assert!(
+        daemon
+            .wait_log(
+                "Serving the cached ACME certificate",
+                Duration::from_secs(10)
+            )
+            .await,
+        "{}",
+        daemon.log()
+    );
+    let again = wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+    assert_eq!(again, first);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pebble.orders(), 1, "a restart ordered again");
+    assert!(!daemon.log().contains("Ordering"), "{}", daemon.log());
+
+    // `check` reports the cached certificate.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replicate-relay"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ACME: certificate for relay.test cached"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renews_a_certificate_near_its_expiry() {
+    if !pebble::available("renews_a_certificate_near_its_expiry") {
+        return;
+    }
+    replicate_relay::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = config_on_port(dir.path(), "");
+    let pebble = Pebble::start(dir.path(), port, 1);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + &acme_section(&pebble, ""),
+    )
+    .unwrap();
+    // An earlier certificate in the cache, 60 days long with 10 left: past
+    // the point a third of its lifetime before expiry.
+    let old_ca = TestCa::new();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![DOMAIN.to_owned()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(50);
+    params.not_after = now + time::Duration::days(10);
+    let old = old_ca.sign(params, &key);
+    let cache = dir
+        .path()
+        .join("acme")
+        .join(
+            pebble
+                .directory
+                .replace("https://", "")
+                .replace([':', '/'], "-"),
+        )
+        .join(DOMAIN);
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("cert.pem"), old.pem() + &old_ca.pem).unwrap();
+    std::fs::write(cache.join("key.pem"), key.serialize_pem()).unwrap();
+
+    let daemon = Serve::start(&config, &[]);
+    assert!(
+        daemon
+            .wait_log(
+                "Serving the cached ACME certificate",
+                Duration::from_secs(10)
+            )
+            .await,
+        "{}",
+        daemon.log()
+    );
+    let renewed = wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+    assert_ne!(&renewed, old.der());
+    assert!(
+        daemon.log().contains("Renewing the ACME certificate"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(pebble.orders(), 1);
+    let kept = std::fs::read(cache.join("cert.pem")).unwrap();
+    assert_eq!(
+        CertificateDer::pem_slice_iter(&kept)
+            .next()
+            .unwrap()
+            .unwrap(),
+        renewed,
+        "the renewal is kept for the next start"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_http01_on_http_listen() {
+    if !pebble::available("answers_http01_on_http_listen") {
+        return;
+    }
+    replicate_relay::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = config_on_port(dir.path(), "");
+    let http_port = common::stand_ins::free_port();
+    let pebble = Pebble::start(dir.path(), 1, http_port);
+    let section = acme_section(
+        &pebble,
+        &format!("http_listen = \"127.0.0.1:{http_port}\"\n"),
+    );
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + &section,
+    )
+    .unwrap();
+    let daemon = Serve::start(&config, &[]);
+    wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+    // Anything but a challenge on that port points to HTTPS.
+    let text = reqwest::get(format!("http://127.0.0.1:{http_port}/hooks/replicate"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("ACME HTTP-01 challenges only"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_validation_says_what_to_fix() {
+    if !pebble::available("a_failed_validation_says_what_to_fix") {
+        return;
+    }
+    replicate_relay::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _port) = config_on_port(dir.path(), "");
+    // pebble validates on a port where nothing listens.
+    let pebble = Pebble::start(dir.path(), common::stand_ins::free_port(), 1);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + &acme_section(&pebble, ""),
+    )
+    .unwrap();
+    let daemon = Serve::start(&config, &[]);
+    assert!(
+        daemon
+            .wait_log(
+                "Could not obtain an ACME certificate",
+                Duration::from_secs(60)
+            )
+            .await,
+        "{}\npebble:\n{}",
+        daemon.log(),
+        pebble.log()
+    );
+    let log = daemon.log();
+    for want in [
+        "relay.test",
+        "open that port in the firewall",
+        "retry_in=5m",
+        "no certificate yet",
+    ] {
+        assert!(log.contains(want), "{want}: {log}");
+    }
+}
