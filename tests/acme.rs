@@ -294,4 +294,12 @@ async fn a_failed_validation_says_what_to_fix() {
     ] {
         assert!(log.contains(want), "{want}: {log}");
     }
+    // Fixed the firewall? A reload tries again at once, not in 5 minutes.
+    daemon.signal("HUP");
+    assert!(
+        daemon.wait_log("attempt=2", Duration::from_secs(60)).await,
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("retry_in=10m"), "{}", daemon.log());
 }

@@ -207,3 +207,79 @@ fn toml_syntax_errors_name_the_line() {
     let err = load_text("[server\nlisten = 1", &[]).unwrap_err();
     assert!(err.to_string().contains("line 1"), "{err}");
 }
+
+#[test]
+fn acme_section() {
+    let base = "[verify]\ninsecure = true\n[store]\npath = \"/srv/relay/relay.db\"\n";
+    let cfg = load_text(
+        &format!("{base}[server.tls.acme]\ndomains = [\"Relay.Example.org\"]\ncontact = \"ops@example.org\"\n"),
+        &[],
+    )
+    .unwrap();
+    let Some(TlsConfig::Acme(acme)) = cfg.server.tls else {
+        panic!("{:?}", cfg.server.tls)
+    };
+    assert_eq!(acme.domains, ["relay.example.org"]);
+    assert_eq!(acme.contact, ["mailto:ops@example.org"]);
+    assert_eq!(acme.directory, server::LETS_ENCRYPT);
+    assert_eq!(acme.cache_dir, std::path::Path::new("/srv/relay/acme"));
+    assert_eq!((acme.http_listen, acme.renew_before), (None, None));
+
+    let staging = load_text(
+        &format!("{base}[server.tls.acme]\ndomains = \"a.example\"\ndirectory = \"letsencrypt-staging\"\nhttp_listen = \"[::]:80\"\nrenew_before = \"20d\"\n"),
+        &[],
+    )
+    .unwrap();
+    let Some(TlsConfig::Acme(acme)) = staging.server.tls else {
+        panic!()
+    };
+    assert_eq!(acme.directory, server::LETS_ENCRYPT_STAGING);
+    assert_eq!(acme.http_listen.unwrap().port(), 80);
+    assert_eq!(acme.renew_before, Some(Duration::from_secs(20 * 86400)));
+
+    let cases: &[(&str, &[&str])] = &[
+        ("", &["server.tls.acme.domains"]),
+        ("domains = []", &["server.tls.acme.domains"]),
+        (
+            "domains = [\"*.example.org\"]",
+            &["server.tls.acme.domains[0]"],
+        ),
+        (
+            "domains = [\"a.example\", \"A.example\"]",
+            &["server.tls.acme.domains[1]"],
+        ),
+        (
+            "domains = [\"a.example\"]\ndirectory = \"http://acme.example/dir\"",
+            &["server.tls.acme.directory"],
+        ),
+        (
+            "domains = [\"a.example\"]\ncontact = \"ops\"",
+            &["server.tls.acme.contact[0]"],
+        ),
+        (
+            "domains = [\"a.example\"]\nhttp_listen = \"80\"",
+            &["server.tls.acme.http_listen"],
+        ),
+        (
+            "domains = [\"a.example\"]\nrenew_before = \"1h\"",
+            &["server.tls.acme.renew_before"],
+        ),
+        (
+            "domains = [\"a.example\"]\ndirectory_ca_file = \"nope.pem\"",
+            &["server.tls.acme.directory_ca_file"],
+        ),
+        (
+            "domains = [\"a.example\"]\ndomain = \"b.example\"",
+            &["server.tls.acme.domain"],
+        ),
+    ];
+    for (acme, want) in cases {
+        let text = format!("{base}[server.tls.acme]\n{acme}\n");
+        assert_eq!(keys(load_text(&text, &[])), *want, "config:\n{text}");
+    }
+    // Files and ACME together: which to use is not guessed.
+    let both = format!(
+        "{base}[server.tls]\ncert_file = \"c.pem\"\n[server.tls.acme]\ndomains = [\"a.example\"]\n"
+    );
+    assert_eq!(keys(load_text(&both, &[])), ["server.tls.cert_file"]);
+}

@@ -217,12 +217,16 @@ impl Acme {
 }
 
 /// What the cache holds for `config`, as `check` reports it; an error
-/// when the cache cannot be used.
+/// when the cache cannot be read at all.
 pub fn cached(config: &AcmeConfig) -> Result<String, String> {
     let cache = Cache::new(&config.cache_dir, &config.directory, &config.domains);
     let names = config.domains.join(", ");
+    // A broken cached certificate is no reason to refuse a start: the
+    // daemon orders a new one.
     let unusable = |e: &dyn std::fmt::Display| {
-        format!("{e}; the daemon orders a new certificate at start, and keeps it here")
+        format!(
+            "ACME: the cached certificate cannot be served ({e}); the daemon orders a new one at start"
+        )
     };
     match cache.certificate() {
         Ok(None) => Ok(format!(
@@ -234,11 +238,13 @@ pub fn cached(config: &AcmeConfig) -> Result<String, String> {
             }
         )),
         Ok(Some((cert, key))) => {
-            let certified =
-                tls::parse(&cache.cert, &cert, &cache.key, &key).map_err(|e| unusable(&e))?;
-            let validity = x509::validity(&certified.cert[0]).ok_or_else(|| {
-                unusable(&format!("{}: unreadable validity", cache.cert.display()))
-            })?;
+            let certified = match tls::parse(&cache.cert, &cert, &cache.key, &key) {
+                Ok(certified) => certified,
+                Err(e) => return Ok(unusable(&e)),
+            };
+            let Some(validity) = x509::validity(&certified.cert[0]) else {
+                return Ok(unusable(&"its validity period cannot be read"));
+            };
             Ok(format!(
                 "ACME: certificate for {names} cached in {}, expires {}, renewed from {}",
                 cache.cert.display(),
