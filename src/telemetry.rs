@@ -100,6 +100,14 @@ fn describe() {
         "relay_delivery_panics_total",
         "Panics while rendering or sending one delivery, by notifier (the delivery is retried, then dead)."
     );
+    describe_gauge!(
+        "relay_tls_certificate_expiry_timestamp_seconds",
+        "When the HTTPS certificate being served expires, in Unix seconds (alert well before it)."
+    );
+    describe_counter!(
+        "relay_acme_orders_total",
+        "ACME certificate orders by result (ok, failed)."
+    );
 }
 
 /// Handles for what is recorded at every webhook and every commit, looked up
@@ -206,4 +214,16 @@ pub fn outbox(pending: i64, dead: i64, oldest_pending_age_ms: Option<i64>) {
     gauge!("relay_outbox_dead").set(dead as f64);
     let age = oldest_pending_age_ms.map_or(0.0, |ms| ms.max(0) as f64 / 1000.0);
     gauge!("relay_outbox_oldest_pending_seconds").set(age);
+}
+
+/// The HTTPS certificate now served expires at `not_after`.
+pub fn certificate_expiry(not_after: std::time::SystemTime) {
+    let secs = not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    gauge!("relay_tls_certificate_expiry_timestamp_seconds").set(secs);
+}
+
+pub fn acme_order(ok: bool) {
+    counter!("relay_acme_orders_total", "result" => if ok { "ok" } else { "failed" }).increment(1);
 }

@@ -24,6 +24,15 @@ const DOMAIN: &str = "relay.test";
 /// and checks the name [`DOMAIN`]; asks `/healthz` over that connection.
 /// The served leaf, or why the handshake or the request failed.
 fn served(root: &CertificateDer<'static>, port: u16) -> Result<CertificateDer<'static>, String> {
+    get(root, port, "/healthz").map(|(leaf, _)| leaf)
+}
+
+/// GET `path` over HTTPS as [`served`] does: the leaf, and the body.
+fn get(
+    root: &CertificateDer<'static>,
+    port: u16,
+    path: &str,
+) -> Result<(CertificateDer<'static>, String), String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -39,7 +48,7 @@ fn served(root: &CertificateDer<'static>, port: u16) -> Result<CertificateDer<'s
     let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
     write!(
         tls,
-        "GET /healthz HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut answer = String::new();
@@ -47,7 +56,8 @@ fn served(root: &CertificateDer<'static>, port: u16) -> Result<CertificateDer<'s
     if !answer.starts_with("HTTP/1.1 200") {
         return Err(format!("answer: {answer:?}"));
     }
-    Ok(conn.peer_certificates().unwrap()[0].clone().into_owned())
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Ok((conn.peer_certificates().unwrap()[0].clone().into_owned(), body))
 }
 
 /// Polls [`served`] until it succeeds with a leaf other than `not`.
@@ -117,6 +127,20 @@ async fn obtains_serves_and_reuses_a_certificate_across_restarts() {
     assert_eq!(pebble.orders(), 1, "{}", pebble.log());
     let log = daemon.log();
     assert!(log.contains("ACME account created"), "{log}");
+    // Its expiry is a metric to alert on.
+    let (_, metrics) = get(&pebble.issuer_root, port, "/metrics").unwrap();
+    let expires = replicate_relay::listen::x509::validity(&first)
+        .unwrap()
+        .not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        metrics.contains(&format!(
+            "relay_tls_certificate_expiry_timestamp_seconds {expires}\n"
+        )) && metrics.contains("relay_acme_orders_total{result=\"ok\"} 1\n"),
+        "{metrics}"
+    );
     // Kept where a restart finds it, the key readable by the daemon only.
     let cert = cached_cert(dir.path());
     assert!(cert.is_file());

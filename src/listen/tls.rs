@@ -157,6 +157,7 @@ impl Certificates {
         let (cert_pem, key_pem) = (read(cert)?, read(key)?);
         let certified = parse(cert, &cert_pem, key, &key_pem)?;
         tracing::info!(message = "TLS certificate loaded.", cert = %cert.display(), chain = certified.cert.len());
+        expiry(cert, &certified);
         Ok(Arc::new(Self {
             files: RwLock::new((cert.to_owned(), key.to_owned())),
             current: RwLock::new(Arc::new(certified)),
@@ -193,6 +194,7 @@ impl Certificates {
             return Ok(false);
         }
         let certified = parse(cert, &cert_pem, key, &key_pem)?;
+        expiry(cert, &certified);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(certified);
         *lock(&self.digest) = new_digest;
         tracing::info!(message = "New TLS certificate loaded; new connections get it.", cert = %cert.display());
@@ -257,6 +259,30 @@ pub fn server_config(
         .extend(extra_alpn.iter().map(|p| p.to_vec()));
     Arc::new(config)
 }
+
+/// Published as a metric, and said in the log when it is near: files
+/// nobody renews fail quietly otherwise, until Replicate's deliveries do.
+fn expiry(cert: &Path, certified: &CertifiedKey) {
+    let Some(validity) = super::x509::validity(&certified.cert[0]) else {
+        return;
+    };
+    crate::telemetry::certificate_expiry(validity.not_after);
+    let expires = humantime::format_rfc3339_seconds(validity.not_after);
+    match validity.not_after.duration_since(SystemTime::now()) {
+        Err(_) => {
+            tracing::error!(message = "The TLS certificate has expired: HTTPS clients, Replicate among them, refuse it. Renew it.", cert = %cert.display(), %expires)
+        }
+        Ok(left) if left < EXPIRY_WARNING => {
+            tracing::warn!(message = "The TLS certificate expires soon; renew it (certbot renew), or let [server.tls.acme] do it.", cert = %cert.display(), %expires)
+        }
+        Ok(_) => {
+            tracing::info!(message = "TLS certificate valid.", cert = %cert.display(), %expires)
+        }
+    }
+}
+
+/// How close to its expiry a certificate from files is warned about.
+const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86400);
 
 fn digest(cert: &[u8], key: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();

@@ -127,6 +127,7 @@ impl Acme {
 
     fn serve(&self, certified: CertifiedKey, validity: Validity) {
         self.resolver.serve(Arc::new(certified));
+        crate::telemetry::certificate_expiry(validity.not_after);
         *self.validity.lock().unwrap_or_else(PoisonError::into_inner) = Some(validity);
     }
 
@@ -162,7 +163,9 @@ impl Acme {
                 domains = ?self.config.domains,
                 directory = %self.config.directory,
             );
-            match self.obtain().await {
+            let obtained = self.obtain().await;
+            crate::telemetry::acme_order(obtained.is_ok());
+            match obtained {
                 Ok(validity) => {
                     failures = 0;
                     let next = renew_at(validity, self.config.renew_before);
