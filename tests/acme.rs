@@ -56,8 +56,14 @@ fn get(
     if !answer.starts_with("HTTP/1.1 200") {
         return Err(format!("answer: {answer:?}"));
     }
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    Ok((conn.peer_certificates().unwrap()[0].clone().into_owned(), body))
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((
+        conn.peer_certificates().unwrap()[0].clone().into_owned(),
+        body,
+    ))
 }
 
 /// Polls [`served`] until it succeeds with a leaf other than `not`.

@@ -120,7 +120,7 @@ fn fallback(ctx: &Value) -> Value {
         "type": "AdaptiveCard",
         "version": "1.4",
         "body": [
-            {"type": "TextBlock", "text": plain_title(ctx), "weight": "Bolder", "wrap": true},
+            {"type": "TextBlock", "text": plain_title(ctx), "weight": "Bolder", "wrap": true, "color": colour(field(ctx, "status"))},
             {"type": "FactSet", "facts": facts}
         ]
     })
@@ -172,5 +172,7 @@ mod tests {
                 .all(|b| b["text"].as_str().unwrap().chars().count() <= MAX_TEXT)
         );
         assert_eq!(colour("failed"), "Attention");
+        let card = fallback(&json!({"id": "x", "status": "failed"}));
+        assert_eq!(card["body"][0]["color"], "Attention");
     }
 }
