@@ -333,3 +333,36 @@ async fn a_failed_validation_says_what_to_fix() {
     );
     assert!(daemon.log().contains("retry_in=10m"), "{}", daemon.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_directory_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = common::stand_ins::free_port();
+    let (config, port) = config_on_port(
+        dir.path(),
+        &format!(
+            "[server.tls.acme]\ndomains = [\"{DOMAIN}\"]\ndirectory = \"https://127.0.0.1:{nobody}/dir\"\n"
+        ),
+    );
+    let daemon = Serve::start(&config, &[]);
+    assert!(
+        daemon
+            .wait_log(
+                "Could not obtain an ACME certificate",
+                Duration::from_secs(30)
+            )
+            .await,
+        "{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!(
+            "cannot reach the ACME directory https://127.0.0.1:{nobody}/dir: client error (Connect)"
+        )) && log.contains("Connection refused")
+            && log.contains("firewall"),
+        "{log}"
+    );
+    // Meanwhile the daemon listens; HTTPS waits for a certificate.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+}

@@ -69,30 +69,8 @@ impl Client {
     /// A client that trusts the certificates in `ca_file` (PEM) instead of
     /// the system's: an endpoint behind a private CA.
     pub fn trusting(ca_file: &std::path::Path) -> Result<Self, String> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let pem = std::fs::read(ca_file)
-            .map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| format!("{}: {e}", ca_file.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: not a CA certificate: {e}", ca_file.display()))?;
-        }
-        if roots.is_empty() {
-            return Err(format!("{} holds no PEM certificate", ca_file.display()));
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = finish(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls));
         Ok(Self {
-            inner: HyperClient::builder(TokioExecutor::new()).build(connector),
+            inner: HyperClient::builder(TokioExecutor::new()).build(connector_trusting(ca_file)?),
         })
     }
 
@@ -189,6 +167,37 @@ pub fn connector() -> Result<HttpsConnector<HttpConnector>, String> {
                     "cannot load the system's root certificates ({e}); install the ca-certificates package"
                 )
             })?,
+    ))
+}
+
+/// [`connector`] trusting the certificates in `ca_file` (PEM) instead of
+/// the system's roots.
+pub fn connector_trusting(
+    ca_file: &std::path::Path,
+) -> Result<HttpsConnector<HttpConnector>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem =
+        std::fs::read(ca_file).map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: not a CA certificate: {e}", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no PEM certificate", ca_file.display()));
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(finish(
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls),
     ))
 }
 

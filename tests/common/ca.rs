@@ -4,13 +4,12 @@
 
 use std::path::Path;
 
-use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, KeyPair};
+use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A CA made now (ECDSA P-256, as rcgen makes by default).
 pub struct TestCa {
-    cert: Certificate,
-    key: KeyPair,
+    issuer: Issuer<'static, KeyPair>,
     /// Its certificate, PEM, for a client's `--ca-file`.
     pub pem: String,
     pub der: CertificateDer<'static>,
@@ -25,8 +24,7 @@ impl TestCa {
         Self {
             pem: cert.pem(),
             der: cert.der().clone(),
-            cert,
-            key,
+            issuer: Issuer::new(params, key),
         }
     }
 
@@ -36,13 +34,13 @@ impl TestCa {
         let key = KeyPair::generate().unwrap();
         let params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert, key)
     }
 
     /// A certificate made from `params` for `key`, signed by this CA.
     pub fn sign(&self, params: CertificateParams, key: &KeyPair) -> Certificate {
-        params.signed_by(key, &self.cert, &self.key).unwrap()
+        params.signed_by(key, &self.issuer).unwrap()
     }
 
     /// [`TestCa::leaf`] written as a full chain (leaf, then this CA) and its

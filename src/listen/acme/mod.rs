@@ -13,6 +13,7 @@
 
 mod cache;
 mod challenge;
+mod client;
 mod order;
 
 use std::sync::{Arc, Mutex, PoisonError};

@@ -202,9 +202,10 @@ async fn account(config: &AcmeConfig, cache: &Cache) -> Result<Account, AcmeErro
         },
         source,
     };
-    let builder = || match &config.directory_ca_file {
-        Some(root) => Account::builder_with_root(root),
-        None => Account::builder(),
+    let builder = || {
+        super::client::Client::new(config)
+            .map(|client| Account::builder_with_http(Box::new(client)))
+            .map_err(|e| instant_acme::Error::Other(e.into()))
     };
     let cache_error = |source| AcmeError::Cache {
         what: "account",
