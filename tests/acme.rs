@@ -366,3 +366,41 @@ async fn an_unreachable_directory_says_so() {
     // Meanwhile the daemon listens; HTTPS waits for a certificate.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_cannot_be_kept_is_served_and_not_ordered_again() {
+    if !pebble::available("a_certificate_that_cannot_be_kept_is_served_and_not_ordered_again") {
+        return;
+    }
+    replicate_relay::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = config_on_port(dir.path(), "");
+    let pebble = Pebble::start(dir.path(), port, 1);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + &acme_section(&pebble, ""),
+    )
+    .unwrap();
+    // A file where the certificate's folder goes: no one can write there,
+    // root included.
+    let issuer = dir.path().join("acme").join(
+        pebble
+            .directory
+            .replace("https://", "")
+            .replace([':', '/'], "-"),
+    );
+    std::fs::create_dir_all(&issuer).unwrap();
+    std::fs::write(issuer.join(DOMAIN), "in the way").unwrap();
+
+    let daemon = Serve::start(&config, &[]);
+    wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+    assert!(
+        daemon
+            .wait_log("served but cannot be kept", Duration::from_secs(5))
+            .await,
+        "{}",
+        daemon.log()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pebble.orders(), 1, "ordered again: {}", daemon.log());
+}

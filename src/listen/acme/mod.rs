@@ -208,14 +208,12 @@ impl Acme {
         .map_err(|_| AcmeError::TimedOut(ORDER_TIMEOUT))??;
         let (cert, key) = (issued.cert_pem.as_bytes(), issued.key_pem.as_bytes());
         let (certified, validity) = self.certified(cert, key).map_err(AcmeError::Issued)?;
-        self.cache
-            .keep_certificate(cert, key)
-            .map_err(|source| AcmeError::Cache {
-                what: "certificate",
-                path: self.cache.cert.clone(),
-                source,
-            })?;
+        // Served even if it cannot be kept: ordering it again would spend
+        // the CA's limit on duplicate certificates (5 a week at Let's Encrypt).
         self.serve(certified, validity);
+        if let Err(e) = self.cache.keep_certificate(cert, key) {
+            tracing::error!(message = "The new ACME certificate is served but cannot be kept, so the next start orders another. Make server.tls.acme.cache_dir writable by the daemon's user.", cert = %self.cache.cert.display(), error = %e);
+        }
         Ok(validity)
     }
 }
