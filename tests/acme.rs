@@ -289,6 +289,34 @@ async fn answers_http01_on_http_listen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_http01_on_systemds_second_socket() {
+    if !pebble::available("answers_http01_on_systemds_second_socket") {
+        return;
+    }
+    replicate_relay::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    // Two ListenStream= lines: 443, then 80. The config's addresses are
+    // not the sockets': the sockets win.
+    let (https, http) = (
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (port, http_port) = (
+        https.local_addr().unwrap().port(),
+        http.local_addr().unwrap().port(),
+    );
+    let pebble = Pebble::start(dir.path(), 1, http_port);
+    let config = common::write_config(
+        dir.path(),
+        common::SECRET,
+        &acme_section(&pebble, "http_listen = \"127.0.0.1:1\"\n"),
+    );
+    let daemon = Serve::start_with_sockets(&config, &[], vec![https.into(), http.into()]);
+    wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+    assert!(!daemon.log().contains("more sockets than are used"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_validation_says_what_to_fix() {
     if !pebble::available("a_failed_validation_says_what_to_fix") {
         return;

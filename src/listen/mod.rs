@@ -68,7 +68,8 @@ pub struct Listening {
 /// The socket systemd passed, if it passed one; else `server.listen`
 /// bound. Then TLS on it when `[server.tls]` is set.
 pub async fn listen(server: &ServerConfig) -> Result<Listening, ListenError> {
-    let (listener, from_systemd) = match systemd_socket()? {
+    let mut passed = systemd_sockets()?.into_iter();
+    let (listener, from_systemd) = match passed.next() {
         Some(listener) => (listener, true),
         None => {
             let addr = server.listen;
@@ -91,9 +92,14 @@ pub async fn listen(server: &ServerConfig) -> Result<Listening, ListenError> {
         }
         Some(TlsConfig::Acme(config)) => {
             if let Some(addr) = config.http_listen {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ListenError::Http01 { addr, source })?;
+                // systemd's second socket (a second ListenStream=, port 80)
+                // when it passed one: no capability needed for port 80.
+                let listener = match passed.next() {
+                    Some(listener) => listener,
+                    None => TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ListenError::Http01 { addr, source })?,
+                };
                 http01 = Some(listener);
             }
             let a = acme::Acme::new(config.clone());
@@ -108,6 +114,12 @@ pub async fn listen(server: &ServerConfig) -> Result<Listening, ListenError> {
         }
         None => Acceptor::Plain,
     };
+    if passed.len() > 0 {
+        tracing::warn!(
+            message = "systemd passed more sockets than are used: the first serves webhooks, a second serves ACME HTTP-01 challenges only when server.tls.acme.http_listen is set. Remove the extra ListenStream= lines.",
+            unused = passed.len()
+        );
+    }
     if server.tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(
             message = "Listening without TLS on an address other hosts can reach. Replicate only delivers webhooks to HTTPS URLs (and follows no redirects): add [server.tls.acme] with your domain (automatic certificates), or [server.tls] with cert_file and key_file, or put this daemon behind a TLS reverse proxy (README, \"A public HTTPS URL\").",
@@ -125,20 +137,26 @@ pub async fn listen(server: &ServerConfig) -> Result<Listening, ListenError> {
     })
 }
 
-/// The first socket systemd passed (`LISTEN_FDS`, for this process's
-/// `LISTEN_PID`), as a non-blocking tokio listener.
-fn systemd_socket() -> Result<Option<TcpListener>, ListenError> {
+/// The sockets systemd passed (`LISTEN_FDS`, for this process's
+/// `LISTEN_PID`), in the order of the .socket unit's `ListenStream=` lines,
+/// as non-blocking tokio listeners.
+fn systemd_sockets() -> Result<Vec<TcpListener>, ListenError> {
     let mut fds = listenfd::ListenFd::from_env();
-    if fds.len() == 0 {
-        return Ok(None);
+    let mut listeners = Vec::new();
+    for i in 0..fds.len() {
+        let Some(std_listener) = fds.take_tcp_listener(i).map_err(ListenError::Systemd)? else {
+            continue;
+        };
+        std_listener
+            .set_nonblocking(true)
+            .map_err(ListenError::Systemd)?;
+        listeners.push(TcpListener::from_std(std_listener).map_err(ListenError::Systemd)?);
     }
-    let Some(std_listener) = fds.take_tcp_listener(0).map_err(ListenError::Systemd)? else {
-        return Ok(None);
-    };
-    std_listener
-        .set_nonblocking(true)
-        .map_err(ListenError::Systemd)?;
-    let listener = TcpListener::from_std(std_listener).map_err(ListenError::Systemd)?;
-    tracing::info!(message = "Using the socket systemd passed (socket activation).");
-    Ok(Some(listener))
+    if !listeners.is_empty() {
+        tracing::info!(
+            message = "Using the sockets systemd passed (socket activation).",
+            sockets = listeners.len()
+        );
+    }
+    Ok(listeners)
 }

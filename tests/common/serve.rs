@@ -21,12 +21,36 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with_sockets(config, env, Vec::new())
+    }
+
+    /// [`Serve::start`] handed `sockets` as systemd hands them over (fds
+    /// 3, 4, …; `LISTEN_FDS`), when there are any.
+    pub fn start_with_sockets(
+        config: &Path,
+        env: &[(&str, &str)],
+        sockets: Vec<std::os::fd::OwnedFd>,
+    ) -> Self {
+        use command_fds::{CommandFdExt, FdMapping};
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if !sockets.is_empty() {
+            cmd.env("LISTEN_FDS", sockets.len().to_string())
+                .env_remove("LISTEN_PID");
+            let mappings = sockets
+                .into_iter()
+                .zip(3..)
+                .map(|(parent_fd, child_fd)| FdMapping {
+                    parent_fd,
+                    child_fd,
+                })
+                .collect();
+            cmd.fd_mappings(mappings).unwrap();
         }
         let mut child = cmd.spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
