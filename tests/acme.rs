@@ -33,6 +33,16 @@ fn get(
     port: u16,
     path: &str,
 ) -> Result<(CertificateDer<'static>, String), String> {
+    get_as(DOMAIN, root, port, path)
+}
+
+/// [`get`] checking the name `domain`.
+fn get_as(
+    domain: &str,
+    root: &CertificateDer<'static>,
+    port: u16,
+    path: &str,
+) -> Result<(CertificateDer<'static>, String), String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -42,13 +52,13 @@ fn get(
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let name = ServerName::try_from(DOMAIN).unwrap();
+    let name = ServerName::try_from(domain.to_owned()).unwrap();
     let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
     write!(
         tls,
-        "GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut answer = String::new();
@@ -267,9 +277,14 @@ async fn answers_http01_on_http_listen() {
     let (config, port) = config_on_port(dir.path(), "");
     let http_port = common::stand_ins::free_port();
     let pebble = Pebble::start(dir.path(), 1, http_port);
+    // Two names on one certificate: two authorizations answered.
     let section = acme_section(
         &pebble,
         &format!("http_listen = \"127.0.0.1:{http_port}\"\n"),
+    )
+    .replace(
+        "domains = [\"relay.test\"]",
+        "domains = [\"relay.test\", \"hooks.test\"]",
     );
     std::fs::write(
         &config,
@@ -277,7 +292,9 @@ async fn answers_http01_on_http_listen() {
     )
     .unwrap();
     let daemon = Serve::start(&config, &[]);
-    wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+    let leaf = wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+    let (other, _) = get_as("hooks.test", &pebble.issuer_root, port, "/healthz").unwrap();
+    assert_eq!(other, leaf);
     // Anything but a challenge on that port points to HTTPS.
     let text = reqwest::get(format!("http://127.0.0.1:{http_port}/hooks/replicate"))
         .await
