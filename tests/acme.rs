@@ -408,6 +408,8 @@ async fn an_unreachable_directory_says_so() {
             && log.contains("firewall"),
         "{log}"
     );
+    // Listening on loopback, not 443: said before any order fails.
+    assert!(log.contains("checks TLS-ALPN-01 on port 443"), "{log}");
     // Meanwhile the daemon listens; HTTPS waits for a certificate.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }

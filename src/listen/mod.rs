@@ -120,6 +120,18 @@ pub async fn listen(server: &ServerConfig) -> Result<Listening, ListenError> {
             unused = passed.len()
         );
     }
+    if let Some(TlsConfig::Acme(config)) = &server.tls
+        && config.http_listen.is_none()
+    {
+        // TLS-ALPN-01 is checked on port 443 of the name; say so before
+        // the first order fails for it.
+        let message = "The ACME CA checks TLS-ALPN-01 on port 443 of each domain, which must reach this daemon with TLS untouched: listen on [::]:443 (server.listen, or replicate-relay.socket), or forward port 443 here.";
+        if addr.ip().is_loopback() {
+            tracing::warn!(message, %addr, domains = ?config.domains);
+        } else if addr.port() != 443 {
+            tracing::info!(message, %addr, domains = ?config.domains);
+        }
+    }
     if server.tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(
             message = "Listening without TLS on an address other hosts can reach. Replicate only delivers webhooks to HTTPS URLs (and follows no redirects): add [server.tls.acme] with your domain (automatic certificates), or [server.tls] with cert_file and key_file, or put this daemon behind a TLS reverse proxy (README, \"A public HTTPS URL\").",
