@@ -37,6 +37,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connect;
 pub mod dispatch;
 pub mod event;
 pub mod intake;

@@ -122,7 +122,7 @@ async fn exchange(
     client
         .send(request)
         .await
-        .map_err(|e| anyhow::anyhow!(crate::notify::webhook::error_chain(&e)))
+        .map_err(|e| anyhow::anyhow!(crate::connect::error_chain(&e)))
         .with_context(|| format!("cannot reach {url}"))
 }
 

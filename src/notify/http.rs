@@ -1,8 +1,7 @@
-//! The HTTP client the webhook notifier uses: hyper over rustls (ring), with the
-//! system's root certificates. Plain `http://` is allowed because the operator
-//! chose the URL (a service on the same host, a test receiver).
+//! The pooled HTTP client the notifiers post with, over the shared
+//! connector ([`crate::connect`]), and how an answer becomes a delivery
+//! result.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,9 +10,11 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
 use warp::http::{HeaderMap, Method, Request, Response, StatusCode, header};
 
 use super::{Cause, DeliveryError};
+use crate::connect::{connector, connector_trusting};
 
 /// A receiver's answer: its status, headers, and the start of its body.
 pub struct Answer {
@@ -145,7 +146,7 @@ impl Client {
             )),
             Ok(Err(e)) => Err(DeliveryError::new(
                 Cause::Connect,
-                format!("cannot reach {what}: {}", super::webhook::error_chain(&e)),
+                format!("cannot reach {what}: {}", crate::connect::error_chain(&e)),
             )),
             Ok(Ok((response, body))) => Ok(Answer {
                 status: response.status(),
@@ -155,56 +156,4 @@ impl Client {
             }),
         }
     }
-}
-
-/// An HTTPS-or-HTTP connector with the native root store.
-pub fn connector() -> Result<HttpsConnector<HttpConnector>, String> {
-    Ok(finish(
-        hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| {
-                format!(
-                    "cannot load the system's root certificates ({e}); install the ca-certificates package"
-                )
-            })?,
-    ))
-}
-
-/// [`connector`] trusting the certificates in `ca_file` (PEM) instead of
-/// the system's roots.
-pub fn connector_trusting(
-    ca_file: &std::path::Path,
-) -> Result<HttpsConnector<HttpConnector>, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let pem =
-        std::fs::read(ca_file).map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("{}: {e}", ca_file.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: not a CA certificate: {e}", ca_file.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{} holds no PEM certificate", ca_file.display()));
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(finish(
-        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls),
-    ))
-}
-
-/// The connector for `roots`: https or plain http (the operator chose the
-/// URL), HTTP/1.1 and HTTP/2.
-fn finish(
-    roots: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>,
-) -> HttpsConnector<HttpConnector> {
-    roots.https_or_http().enable_http1().enable_http2().build()
 }

@@ -27,8 +27,8 @@ impl Client {
     /// A client trusting `config.directory_ca_file`, else the system's roots.
     pub fn new(config: &AcmeConfig) -> Result<Self, String> {
         let connector = match &config.directory_ca_file {
-            Some(ca_file) => crate::notify::http::connector_trusting(ca_file)?,
-            None => crate::notify::http::connector()?,
+            Some(ca_file) => crate::connect::connector_trusting(ca_file)?,
+            None => crate::connect::connector()?,
         };
         Ok(Self {
             inner: HyperClient::builder(TokioExecutor::new()).build(connector),
@@ -45,7 +45,7 @@ impl HttpClient for Client {
         Box::pin(async move {
             match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
                 Ok(Ok(response)) => Ok(BytesResponse::from(response)),
-                Ok(Err(e)) => Err(Error::Other(crate::notify::webhook::error_chain(&e).into())),
+                Ok(Err(e)) => Err(Error::Other(crate::connect::error_chain(&e).into())),
                 Err(_) => Err(Error::Other(
                     format!("no answer within {REQUEST_TIMEOUT:?}").into(),
                 )),

@@ -205,7 +205,7 @@ impl Notify for EmailNotifier {
 }
 
 fn classify_smtp(server: &str, e: &lettre::transport::smtp::Error) -> DeliveryError {
-    let text = super::webhook::error_chain(e);
+    let text = crate::connect::error_chain(e);
     let cause = if let Some(code) = e.status() {
         Cause::Smtp(code.to_string().parse().unwrap_or(451))
     } else if e.is_timeout() {

@@ -112,7 +112,7 @@ pub struct SlackNotifier {
 
 impl SlackNotifier {
     pub fn new(name: &str, config: &Slack) -> Result<Self, String> {
-        let connector = SlackClientHyperConnector::with_connector(super::http::connector()?)
+        let connector = SlackClientHyperConnector::with_connector(crate::connect::connector()?)
             .with_slack_api_url(config.api_url.trim_end_matches('/'));
         // The workspace is what Slack rate-limits: key by a hash of the token
         // (never the token itself) or the webhook URL.
@@ -266,7 +266,7 @@ fn classify_slack(name: &str, e: SlackClientError) -> DeliveryError {
             Cause::Connect,
             format!(
                 "cannot reach Slack: {}",
-                super::webhook::error_chain(&other)
+                crate::connect::error_chain(&other)
             ),
         ),
     }

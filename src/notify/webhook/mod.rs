@@ -205,18 +205,6 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
-/// An error with its sources, which is where hyper puts the useful part.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,74 @@
+//! The outbound HTTPS connector every client of the daemon shares — the
+//! notifiers, `send`, the ACME client: hyper over rustls (ring), trusting
+//! the system's root certificates or a given CA file. Plain `http://` is
+//! allowed because the operator chose the URL (a service on the same host,
+//! a test receiver).
+
+use std::sync::Arc;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+/// An HTTPS-or-HTTP connector with the native root store.
+pub fn connector() -> Result<HttpsConnector<HttpConnector>, String> {
+    Ok(finish(
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| {
+                format!(
+                    "cannot load the system's root certificates ({e}); install the ca-certificates package"
+                )
+            })?,
+    ))
+}
+
+/// [`connector`] trusting the certificates in `ca_file` (PEM) instead of
+/// the system's roots.
+pub fn connector_trusting(
+    ca_file: &std::path::Path,
+) -> Result<HttpsConnector<HttpConnector>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem =
+        std::fs::read(ca_file).map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: not a CA certificate: {e}", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no PEM certificate", ca_file.display()));
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(finish(
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls),
+    ))
+}
+
+/// The connector for `roots`: https or plain http (the operator chose the
+/// URL), HTTP/1.1 and HTTP/2.
+fn finish(
+    roots: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>,
+) -> HttpsConnector<HttpConnector> {
+    roots.https_or_http().enable_http1().enable_http2().build()
+}
+
+/// An error with its sources, which is where hyper puts the useful part.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
