@@ -57,7 +57,7 @@ fn main() {
     replicate_relay::install_crypto_provider();
     let o = options();
     let dir = tempfile::tempdir().unwrap();
-    let ca = make_certificates(dir.path());
+    let root = make_certificates(dir.path());
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!(
         "{} events over {} connections, {} new connections, {} rounds",
@@ -72,7 +72,7 @@ fn main() {
         let mut fresh = [0.0; 2];
         for (i, tls) in [false, true].into_iter().enumerate() {
             let (mut child, port, state) = start(dir.path(), tls, round);
-            let client = tls.then(|| client_config(&ca));
+            let client = tls.then(|| ca::trusting(&root));
             ingest[i] = rt.block_on(ingest_rate(port, &client, &o, round * 10 + i));
             fresh[i] = rt.block_on(connection_rate(port, &client, &o));
             let _ = child.kill();
@@ -97,20 +97,6 @@ fn make_certificates(dir: &Path) -> CertificateDer<'static> {
     let ca = ca::TestCa::new();
     ca.issue(&dir.join("fullchain.pem"), &dir.join("privkey.pem"));
     ca.der.clone()
-}
-
-fn client_config(ca: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
 }
 
 /// The release daemon on a fresh store, plain or HTTPS; waits until it answers.

@@ -7,16 +7,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::ca::TestCa;
 use common::pebble::{self, Pebble};
 use common::serve::{Serve, config_on_port};
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 
 const DOMAIN: &str = "relay.test";
 
@@ -33,106 +31,88 @@ fn get(
     port: u16,
     path: &str,
 ) -> Result<(CertificateDer<'static>, String), String> {
-    get_as(DOMAIN, root, port, path)
+    common::https::get(root, DOMAIN, port, path)
 }
 
-/// [`get`] checking the name `domain`.
-fn get_as(
-    domain: &str,
-    root: &CertificateDer<'static>,
-    port: u16,
-    path: &str,
-) -> Result<(CertificateDer<'static>, String), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(root.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = ServerName::try_from(domain.to_owned()).unwrap();
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
-    write!(
-        tls,
-        "GET {path} HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    let _ = tls.read_to_string(&mut answer);
-    if !answer.starts_with("HTTP/1.1 200") {
-        return Err(format!("answer: {answer:?}"));
-    }
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    Ok((
-        conn.peer_certificates().unwrap()[0].clone().into_owned(),
-        body,
-    ))
-}
-
-/// Polls [`served`] until it succeeds with a leaf other than `not`.
-async fn wait_served(
-    root: &CertificateDer<'static>,
-    port: u16,
-    not: Option<&CertificateDer<'static>>,
-    daemon: &Serve,
-    pebble: &Pebble,
-) -> CertificateDer<'static> {
+/// Polls [`served`] until a certificate pebble's root verifies is served.
+async fn wait_served(pebble: &Pebble, port: u16, daemon: &Serve) -> CertificateDer<'static> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match served(root, port) {
-            Ok(leaf) if Some(&leaf) != not => return leaf,
-            other if Instant::now() > deadline => panic!(
-                "no new certificate served: {:?}\ndaemon:\n{}\npebble:\n{}",
-                other.map(|_| "the old one"),
+        match served(&pebble.issuer_root, port) {
+            Ok(leaf) => return leaf,
+            Err(e) if Instant::now() > deadline => panic!(
+                "no certificate from pebble served: {e}\ndaemon:\n{}\npebble:\n{}",
                 daemon.log(),
                 pebble.log()
             ),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
 }
 
-fn acme_section(pebble: &Pebble, extra: &str) -> String {
-    format!(
-        "[server.tls.acme]\ndomains = [\"{DOMAIN}\"]\ncontact = \"ops@example.com\"\ndirectory = \"{}\"\ndirectory_ca_file = \"{}\"\n{extra}",
-        pebble.directory,
-        pebble.listener_root.display()
-    )
+/// A daemon's config on a free port whose `[server.tls.acme]` (plus
+/// `extra`) names a new pebble.
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    port: u16,
+    pebble: Pebble,
 }
 
-fn cached_cert(dir: &Path) -> std::path::PathBuf {
-    let issuers: Vec<_> = std::fs::read_dir(dir.join("acme"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(issuers.len(), 1, "{issuers:?}");
-    issuers[0].join(DOMAIN).join("cert.pem")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn obtains_serves_and_reuses_a_certificate_across_restarts() {
-    if !pebble::available("obtains_serves_and_reuses_a_certificate_across_restarts") {
-        return;
+/// [`Setup`] with pebble checking TLS-ALPN-01 on `tls_port` (the daemon's
+/// port when `None`) and HTTP-01 on `http_port`; `None` when pebble is not
+/// installed (never under CI).
+fn setup(test: &str, tls_port: Option<u16>, http_port: u16, extra: &str) -> Option<Setup> {
+    if !pebble::available(test) {
+        return None;
     }
     replicate_relay::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let (config, port) = config_on_port(dir.path(), "");
-    let pebble = Pebble::start(dir.path(), port, 1);
+    let pebble = Pebble::start(dir.path(), tls_port.unwrap_or(port), http_port);
+    let section = format!(
+        "[server.tls.acme]\ndomains = [\"{DOMAIN}\"]\ncontact = \"ops@example.com\"\ndirectory = \"{}\"\ndirectory_ca_file = \"{}\"\n{extra}",
+        pebble.directory,
+        pebble.listener_root.display()
+    );
     std::fs::write(
         &config,
-        std::fs::read_to_string(&config).unwrap() + &acme_section(&pebble, ""),
+        std::fs::read_to_string(&config).unwrap() + &section,
     )
     .unwrap();
+    Some(Setup {
+        dir,
+        config,
+        port,
+        pebble,
+    })
+}
 
-    let daemon = Serve::start(&config, &[]);
-    let first = wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+impl Setup {
+    /// Where the cache keeps what came from this pebble.
+    fn issuer_dir(&self) -> PathBuf {
+        let slug = self
+            .pebble
+            .directory
+            .replace("https://", "")
+            .replace([':', '/'], "-");
+        self.dir.path().join("acme").join(slug)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn obtains_serves_and_reuses_a_certificate_across_restarts() {
+    let Some(s) = setup(
+        "obtains_serves_and_reuses_a_certificate_across_restarts",
+        None,
+        1,
+        "",
+    ) else {
+        return;
+    };
+    let (config, port, pebble) = (&s.config, s.port, &s.pebble);
+    let daemon = Serve::start(config, &[]);
+    let first = wait_served(pebble, port, &daemon).await;
     assert!(
         daemon
             .wait_log("ACME certificate obtained", Duration::from_secs(5))
@@ -158,7 +138,7 @@ async fn obtains_serves_and_reuses_a_certificate_across_restarts() {
         "{metrics}"
     );
     // Kept where a restart finds it, the key readable by the daemon only.
-    let cert = cached_cert(dir.path());
+    let cert = s.issuer_dir().join(DOMAIN).join("cert.pem");
     assert!(cert.is_file());
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(cert.with_file_name("key.pem"))
@@ -170,7 +150,7 @@ async fn obtains_serves_and_reuses_a_certificate_across_restarts() {
     daemon.wait(Duration::from_secs(15)).await;
 
     // Restarted: the cached certificate at once, and no new order.
-    let daemon = Serve::start(&config, &[]);
+    let daemon = Serve::start(config, &[]);
     assert!(
         daemon
             .wait_log(
@@ -181,7 +161,7 @@ async fn obtains_serves_and_reuses_a_certificate_across_restarts() {
         "{}",
         daemon.log()
     );
-    let again = wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+    let again = wait_served(pebble, port, &daemon).await;
     assert_eq!(again, first);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(pebble.orders(), 1, "a restart ordered again");
@@ -202,18 +182,9 @@ async fn obtains_serves_and_reuses_a_certificate_across_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renews_a_certificate_near_its_expiry() {
-    if !pebble::available("renews_a_certificate_near_its_expiry") {
+    let Some(s) = setup("renews_a_certificate_near_its_expiry", None, 1, "") else {
         return;
-    }
-    replicate_relay::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let (config, port) = config_on_port(dir.path(), "");
-    let pebble = Pebble::start(dir.path(), port, 1);
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap() + &acme_section(&pebble, ""),
-    )
-    .unwrap();
+    };
     // An earlier certificate in the cache, 60 days long with 10 left: past
     // the point a third of its lifetime before expiry.
     let old_ca = TestCa::new();
@@ -223,21 +194,12 @@ async fn renews_a_certificate_near_its_expiry() {
     params.not_before = now - time::Duration::days(50);
     params.not_after = now + time::Duration::days(10);
     let old = old_ca.sign(params, &key);
-    let cache = dir
-        .path()
-        .join("acme")
-        .join(
-            pebble
-                .directory
-                .replace("https://", "")
-                .replace([':', '/'], "-"),
-        )
-        .join(DOMAIN);
+    let cache = s.issuer_dir().join(DOMAIN);
     std::fs::create_dir_all(&cache).unwrap();
     std::fs::write(cache.join("cert.pem"), old.pem() + &old_ca.pem).unwrap();
     std::fs::write(cache.join("key.pem"), key.serialize_pem()).unwrap();
 
-    let daemon = Serve::start(&config, &[]);
+    let daemon = Serve::start(&s.config, &[]);
     assert!(
         daemon
             .wait_log(
@@ -248,14 +210,14 @@ async fn renews_a_certificate_near_its_expiry() {
         "{}",
         daemon.log()
     );
-    let renewed = wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+    let renewed = wait_served(&s.pebble, s.port, &daemon).await;
     assert_ne!(&renewed, old.der());
     assert!(
         daemon.log().contains("Renewing the ACME certificate"),
         "{}",
         daemon.log()
     );
-    assert_eq!(pebble.orders(), 1);
+    assert_eq!(s.pebble.orders(), 1);
     let kept = std::fs::read(cache.join("cert.pem")).unwrap();
     assert_eq!(
         CertificateDer::pem_slice_iter(&kept)
@@ -269,31 +231,25 @@ async fn renews_a_certificate_near_its_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_http01_on_http_listen() {
-    if !pebble::available("answers_http01_on_http_listen") {
-        return;
-    }
-    replicate_relay::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let (config, port) = config_on_port(dir.path(), "");
     let http_port = common::stand_ins::free_port();
-    let pebble = Pebble::start(dir.path(), 1, http_port);
-    // Two names on one certificate: two authorizations answered.
-    let section = acme_section(
-        &pebble,
+    let Some(s) = setup(
+        "answers_http01_on_http_listen",
+        Some(1),
+        http_port,
         &format!("http_listen = \"127.0.0.1:{http_port}\"\n"),
-    )
-    .replace(
+    ) else {
+        return;
+    };
+    // Two names on one certificate: two authorizations answered.
+    let config = std::fs::read_to_string(&s.config).unwrap().replace(
         "domains = [\"relay.test\"]",
         "domains = [\"relay.test\", \"hooks.test\"]",
     );
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap() + &section,
-    )
-    .unwrap();
-    let daemon = Serve::start(&config, &[]);
-    let leaf = wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
-    let (other, _) = get_as("hooks.test", &pebble.issuer_root, port, "/healthz").unwrap();
+    std::fs::write(&s.config, config).unwrap();
+    let daemon = Serve::start(&s.config, &[]);
+    let leaf = wait_served(&s.pebble, s.port, &daemon).await;
+    let (other, _) =
+        common::https::get(&s.pebble.issuer_root, "hooks.test", s.port, "/healthz").unwrap();
     assert_eq!(other, leaf);
     // Anything but a challenge on that port points to HTTPS.
     let text = reqwest::get(format!("http://127.0.0.1:{http_port}/hooks/replicate"))
@@ -307,11 +263,6 @@ async fn answers_http01_on_http_listen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_http01_on_systemds_second_socket() {
-    if !pebble::available("answers_http01_on_systemds_second_socket") {
-        return;
-    }
-    replicate_relay::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
     // Two ListenStream= lines: 443, then 80. The config's addresses are
     // not the sockets': the sockets win.
     let (https, http) = (
@@ -322,33 +273,27 @@ async fn answers_http01_on_systemds_second_socket() {
         https.local_addr().unwrap().port(),
         http.local_addr().unwrap().port(),
     );
-    let pebble = Pebble::start(dir.path(), 1, http_port);
-    let config = common::write_config(
-        dir.path(),
-        common::SECRET,
-        &acme_section(&pebble, "http_listen = \"127.0.0.1:1\"\n"),
-    );
-    let daemon = Serve::start_with_sockets(&config, &[], vec![https.into(), http.into()]);
-    wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+    let Some(s) = setup(
+        "answers_http01_on_systemds_second_socket",
+        Some(1),
+        http_port,
+        "http_listen = \"127.0.0.1:1\"\n",
+    ) else {
+        return;
+    };
+    let daemon = Serve::start_with_sockets(&s.config, &[], vec![https.into(), http.into()]);
+    wait_served(&s.pebble, port, &daemon).await;
     assert!(!daemon.log().contains("more sockets than are used"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_validation_says_what_to_fix() {
-    if !pebble::available("a_failed_validation_says_what_to_fix") {
-        return;
-    }
-    replicate_relay::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let (config, _port) = config_on_port(dir.path(), "");
     // pebble validates on a port where nothing listens.
-    let pebble = Pebble::start(dir.path(), common::stand_ins::free_port(), 1);
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap() + &acme_section(&pebble, ""),
-    )
-    .unwrap();
-    let daemon = Serve::start(&config, &[]);
+    let nobody = common::stand_ins::free_port();
+    let Some(s) = setup("a_failed_validation_says_what_to_fix", Some(nobody), 1, "") else {
+        return;
+    };
+    let daemon = Serve::start(&s.config, &[]);
     assert!(
         daemon
             .wait_log(
@@ -358,7 +303,7 @@ async fn a_failed_validation_says_what_to_fix() {
             .await,
         "{}\npebble:\n{}",
         daemon.log(),
-        pebble.log()
+        s.pebble.log()
     );
     let log = daemon.log();
     for want in [
@@ -416,31 +361,21 @@ async fn an_unreachable_directory_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_that_cannot_be_kept_is_served_and_not_ordered_again() {
-    if !pebble::available("a_certificate_that_cannot_be_kept_is_served_and_not_ordered_again") {
+    let Some(s) = setup(
+        "a_certificate_that_cannot_be_kept_is_served_and_not_ordered_again",
+        None,
+        1,
+        "",
+    ) else {
         return;
-    }
-    replicate_relay::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let (config, port) = config_on_port(dir.path(), "");
-    let pebble = Pebble::start(dir.path(), port, 1);
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap() + &acme_section(&pebble, ""),
-    )
-    .unwrap();
+    };
     // A file where the certificate's folder goes: no one can write there,
     // root included.
-    let issuer = dir.path().join("acme").join(
-        pebble
-            .directory
-            .replace("https://", "")
-            .replace([':', '/'], "-"),
-    );
-    std::fs::create_dir_all(&issuer).unwrap();
-    std::fs::write(issuer.join(DOMAIN), "in the way").unwrap();
+    std::fs::create_dir_all(s.issuer_dir()).unwrap();
+    std::fs::write(s.issuer_dir().join(DOMAIN), "in the way").unwrap();
 
-    let daemon = Serve::start(&config, &[]);
-    wait_served(&pebble.issuer_root, port, None, &daemon, &pebble).await;
+    let daemon = Serve::start(&s.config, &[]);
+    wait_served(&s.pebble, s.port, &daemon).await;
     assert!(
         daemon
             .wait_log("served but cannot be kept", Duration::from_secs(5))
@@ -449,5 +384,5 @@ async fn a_certificate_that_cannot_be_kept_is_served_and_not_ordered_again() {
         daemon.log()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(pebble.orders(), 1, "ordered again: {}", daemon.log());
+    assert_eq!(s.pebble.orders(), 1, "ordered again: {}", daemon.log());
 }

@@ -19,19 +19,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_replicate-relay");
 /// The certificate the daemon at `port` serves to a client that trusts
 /// `ca` and checks the name `localhost` (the handshake fails otherwise).
 async fn served(ca: &TestCa, port: u16) -> CertificateDer<'static> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(common::ca::trusting(&ca.der))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .expect("the chain and the name verify");

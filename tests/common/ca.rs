@@ -3,6 +3,7 @@
 //! benchmark (which includes this file by path).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -60,4 +61,19 @@ impl TestCa {
             PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         )
     }
+}
+
+/// A TLS client's settings that trust `root` alone (ring, TLS 1.2 and 1.3).
+pub fn trusting(root: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
 }

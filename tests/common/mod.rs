@@ -14,6 +14,7 @@ use replicate_relay::signature::Secret;
 use replicate_relay::store::{DeliveryFilter, Listed, open_beside};
 
 pub mod ca;
+pub mod https;
 pub mod pebble;
 pub mod root;
 pub mod serve;

@@ -6,13 +6,14 @@
 //! Both come from Debian's `pebble` package; `.ci/run` installs it. A test
 //! needing them skips when they are absent, except under `CI=true`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use super::ca::TestCa;
 use super::stand_ins::free_port;
@@ -112,8 +113,8 @@ impl Pebble {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         let root_pem = loop {
-            match https_get(&ca, management, "/roots/0") {
-                Ok(pem) => break pem,
+            match super::https::get(&ca.der, "127.0.0.1", management, "/roots/0") {
+                Ok((_, pem)) => break pem,
                 Err(e) if Instant::now() > deadline => {
                     panic!("pebble did not come up: {e}\n{}", this.log())
                 }
@@ -145,35 +146,5 @@ impl Drop for Pebble {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-use rustls::pki_types::pem::PemObject;
-
-/// GET `path` from pebble's management port over HTTPS trusting `ca`.
-fn https_get(ca: &TestCa, port: u16, path: &str) -> std::io::Result<String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
-    write!(
-        tls,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    // pebble closes without close_notify; what was read is the answer.
-    let _ = tls.read_to_string(&mut answer);
-    match answer.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
-        _ => Err(std::io::Error::other(format!("answer: {answer:?}"))),
     }
 }
