@@ -67,8 +67,9 @@ pub struct Running {
     watch: Option<JoinHandle<()>>,
     /// The ACME certificate, with `[server.tls.acme]`.
     acme: Option<Arc<Acme>>,
-    /// Keeps the ACME certificate fresh, and answers HTTP-01 challenges.
-    acme_tasks: Vec<JoinHandle<()>>,
+    /// Keeps the ACME certificate fresh.
+    renewal: Option<JoinHandle<()>>,
+    /// Stops the HTTP-01 answers on `http_listen`.
     http01_stop: Option<oneshot::Sender<()>>,
     pipeline: Pipeline,
     retention: JoinHandle<()>,
@@ -121,24 +122,23 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
     let watch = certificates
         .clone()
         .map(|c| supervisor.spawn("certificate-watch", move || c.clone().watch()));
-    let mut acme_tasks = Vec::new();
-    let mut http01_stop = None;
-    if let Some(acme) = &acme {
-        if let Some(listener) = listening.http01 {
+    let renewal = acme
+        .clone()
+        .map(|a| supervisor.spawn("acme", move || a.clone().run()));
+    let http01_stop = match (&acme, listening.http01) {
+        (Some(acme), Some(listener)) => {
             let (stop, stopped) = oneshot::channel::<()>();
-            http01_stop = Some(stop);
-            let filter = crate::listen::acme::http01(acme.resolver());
-            acme_tasks.push(tokio::spawn(serve_http(
+            tokio::spawn(serve_http(
                 listener,
                 Acceptor::Plain,
-                filter,
+                crate::listen::acme::http01(acme.resolver()),
                 config.server.read_timeout,
                 stopped,
-            )));
+            ));
+            Some(stop)
         }
-        let a = acme.clone();
-        acme_tasks.push(supervisor.spawn("acme", move || a.clone().run()));
-    }
+        _ => None,
+    };
     let server = tokio::spawn(serve_http(
         listening.listener,
         listening.acceptor,
@@ -170,7 +170,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         certificates,
         watch,
         acme,
-        acme_tasks,
+        renewal,
         http01_stop,
         pipeline,
         retention,
@@ -380,11 +380,11 @@ impl Running {
         if let Some(watch) = &self.watch {
             watch.abort();
         }
+        if let Some(renewal) = &self.renewal {
+            renewal.abort();
+        }
         if let Some(stop) = self.http01_stop.take() {
             let _ = stop.send(());
-        }
-        for task in &self.acme_tasks {
-            task.abort();
         }
         let left = deadline.saturating_sub(started.elapsed());
         let sent = self.pipeline.shutdown(left).await;

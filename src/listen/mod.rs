@@ -35,7 +35,7 @@ pub enum ListenError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(
-        "cannot listen for ACME HTTP-01 challenges on {addr}: {source} (server.tls.acme.http_listen; port 80 needs root or CAP_NET_BIND_SERVICE, or leave http_listen unset to answer TLS-ALPN-01 on server.listen)"
+        "cannot listen for ACME HTTP-01 challenges on {addr}: {source} (server.tls.acme.http_listen; port 80 needs root, or under systemd a second ListenStream=80 in replicate-relay.socket; or leave http_listen unset to answer TLS-ALPN-01 on server.listen)"
     )]
     Http01 {
         addr: SocketAddr,

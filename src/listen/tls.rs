@@ -156,8 +156,8 @@ impl Certificates {
     pub fn new(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
         let (cert_pem, key_pem) = (read(cert)?, read(key)?);
         let certified = parse(cert, &cert_pem, key, &key_pem)?;
-        tracing::info!(message = "TLS certificate loaded.", cert = %cert.display(), chain = certified.cert.len());
-        expiry(cert, &certified);
+        let expires = expiry(cert, &certified);
+        tracing::info!(message = "TLS certificate loaded.", cert = %cert.display(), chain = certified.cert.len(), %expires);
         Ok(Arc::new(Self {
             files: RwLock::new((cert.to_owned(), key.to_owned())),
             current: RwLock::new(Arc::new(certified)),
@@ -194,10 +194,10 @@ impl Certificates {
             return Ok(false);
         }
         let certified = parse(cert, &cert_pem, key, &key_pem)?;
-        expiry(cert, &certified);
+        let expires = expiry(cert, &certified);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(certified);
         *lock(&self.digest) = new_digest;
-        tracing::info!(message = "New TLS certificate loaded; new connections get it.", cert = %cert.display());
+        tracing::info!(message = "New TLS certificate loaded; new connections get it.", cert = %cert.display(), %expires);
         Ok(true)
     }
 
@@ -260,11 +260,12 @@ pub fn server_config(
     Arc::new(config)
 }
 
-/// Published as a metric, and said in the log when it is near: files
-/// nobody renews fail quietly otherwise, until Replicate's deliveries do.
-fn expiry(cert: &Path, certified: &CertifiedKey) {
+/// When `certified` expires, for the log line that loads it; published as
+/// a metric, and a warning of its own when near: files nobody renews fail
+/// quietly otherwise, until Replicate's deliveries do.
+fn expiry(cert: &Path, certified: &CertifiedKey) -> String {
     let Some(validity) = super::x509::validity(&certified.cert[0]) else {
-        return;
+        return "unknown".into();
     };
     crate::telemetry::certificate_expiry(validity.not_after);
     let expires = humantime::format_rfc3339_seconds(validity.not_after);
@@ -275,10 +276,9 @@ fn expiry(cert: &Path, certified: &CertifiedKey) {
         Ok(left) if left < EXPIRY_WARNING => {
             tracing::warn!(message = "The TLS certificate expires soon; renew it (certbot renew), or let [server.tls.acme] do it.", cert = %cert.display(), %expires)
         }
-        Ok(_) => {
-            tracing::info!(message = "TLS certificate valid.", cert = %cert.display(), %expires)
-        }
+        Ok(_) => {}
     }
+    expires.to_string()
 }
 
 /// How close to its expiry a certificate from files is warned about.

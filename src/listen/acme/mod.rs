@@ -21,9 +21,9 @@ use std::time::{Duration, SystemTime};
 
 use rustls::sign::CertifiedKey;
 
-pub use cache::Cache;
+use cache::Cache;
 pub use challenge::{ACME_TLS_ALPN, Resolver, http01};
-pub use order::AcmeError;
+use order::AcmeError;
 
 use super::tls;
 use super::x509::{self, Validity};
@@ -88,42 +88,24 @@ impl Acme {
 
     fn load_cached(&self) {
         let cert = self.cache.cert.display();
-        let (cert_pem, key_pem) = match self.cache.certificate() {
-            Ok(Some(pair)) => pair,
+        match cached_certificate(&self.cache) {
             Ok(None) => {
-                tracing::info!(message = "No ACME certificate cached yet; ordering one.", domains = ?self.config.domains, cache = %cert);
-                return;
+                tracing::info!(message = "No ACME certificate cached yet; ordering one.", domains = ?self.config.domains, cache = %cert)
             }
             Err(e) => {
-                tracing::warn!(message = "Cannot read the cached ACME certificate; ordering a new one.", cache = %cert, error = %e);
-                return;
+                tracing::warn!(message = "Cannot read the cached ACME certificate; ordering a new one.", cache = %cert, error = %e)
             }
-        };
-        match self.certified(&cert_pem, &key_pem) {
-            Ok((certified, validity)) if validity.not_after > SystemTime::now() => {
+            Ok(Some(Err(e))) => {
+                tracing::warn!(message = "The cached ACME certificate cannot be served; ordering a new one.", error = %e)
+            }
+            Ok(Some(Ok((_, validity)))) if validity.not_after <= SystemTime::now() => {
+                tracing::info!(message = "The cached ACME certificate has expired; ordering a new one.", cert = %cert)
+            }
+            Ok(Some(Ok((certified, validity)))) => {
                 tracing::info!(message = "Serving the cached ACME certificate.", cert = %cert, expires = %stamp(validity.not_after));
                 self.serve(certified, validity);
             }
-            Ok(_) => {
-                tracing::info!(message = "The cached ACME certificate has expired; ordering a new one.", cert = %cert)
-            }
-            Err(e) => {
-                tracing::warn!(message = "The cached ACME certificate cannot be served; ordering a new one.", error = %e)
-            }
         }
-    }
-
-    fn certified(
-        &self,
-        cert: &[u8],
-        key: &[u8],
-    ) -> Result<(CertifiedKey, Validity), tls::TlsError> {
-        let certified = tls::parse(&self.cache.cert, cert, &self.cache.key, key)?;
-        let validity = x509::validity(&certified.cert[0]).ok_or_else(|| tls::TlsError::BadPem {
-            path: self.cache.cert.clone(),
-            reason: "its validity period cannot be read".into(),
-        })?;
-        Ok((certified, validity))
     }
 
     fn serve(&self, certified: CertifiedKey, validity: Validity) {
@@ -207,7 +189,7 @@ impl Acme {
         .await
         .map_err(|_| AcmeError::TimedOut(ORDER_TIMEOUT))??;
         let (cert, key) = (issued.cert_pem.as_bytes(), issued.key_pem.as_bytes());
-        let (certified, validity) = self.certified(cert, key).map_err(AcmeError::Issued)?;
+        let (certified, validity) = certified(&self.cache, cert, key).map_err(AcmeError::Issued)?;
         // Served even if it cannot be kept: ordering it again would spend
         // the CA's limit on duplicate certificates (5 a week at Let's Encrypt).
         self.serve(certified, validity);
@@ -223,14 +205,7 @@ impl Acme {
 pub fn cached(config: &AcmeConfig) -> Result<String, String> {
     let cache = Cache::new(&config.cache_dir, &config.directory, &config.domains);
     let names = config.domains.join(", ");
-    // A broken cached certificate is no reason to refuse a start: the
-    // daemon orders a new one.
-    let unusable = |e: &dyn std::fmt::Display| {
-        format!(
-            "ACME: the cached certificate cannot be served ({e}); the daemon orders a new one at start"
-        )
-    };
-    match cache.certificate() {
+    match cached_certificate(&cache) {
         Ok(None) => Ok(format!(
             "ACME: no certificate cached for {names} yet; the daemon orders one when it starts (the CA must reach it on {})",
             if config.http_listen.is_some() {
@@ -239,23 +214,45 @@ pub fn cached(config: &AcmeConfig) -> Result<String, String> {
                 "port 443"
             }
         )),
-        Ok(Some((cert, key))) => {
-            let certified = match tls::parse(&cache.cert, &cert, &cache.key, &key) {
-                Ok(certified) => certified,
-                Err(e) => return Ok(unusable(&e)),
-            };
-            let Some(validity) = x509::validity(&certified.cert[0]) else {
-                return Ok(unusable(&"its validity period cannot be read"));
-            };
-            Ok(format!(
-                "ACME: certificate for {names} cached in {}, expires {}, renewed from {}",
-                cache.cert.display(),
-                stamp(validity.not_after),
-                stamp(renew_at(validity, config.renew_before))
-            ))
-        }
+        // A broken cached certificate is no reason to refuse a start: the
+        // daemon orders a new one.
+        Ok(Some(Err(e))) => Ok(format!(
+            "ACME: the cached certificate cannot be served ({e}); the daemon orders a new one at start"
+        )),
+        Ok(Some(Ok((_, validity)))) => Ok(format!(
+            "ACME: certificate for {names} cached in {}, expires {}, renewed from {}",
+            cache.cert.display(),
+            stamp(validity.not_after),
+            stamp(renew_at(validity, config.renew_before))
+        )),
         Err(e) => Err(format!("cannot read {}: {e}", cache.cert.display())),
     }
+}
+
+/// The certificate `cache` holds: none, one that cannot be served (the
+/// inner error), or one to serve with its validity. The outer error when
+/// the files cannot be read.
+fn cached_certificate(
+    cache: &Cache,
+) -> std::io::Result<Option<Result<(CertifiedKey, Validity), tls::TlsError>>> {
+    Ok(cache
+        .certificate()?
+        .map(|(cert, key)| certified(cache, &cert, &key)))
+}
+
+/// `cert` and `key` (PEM) as rustls serves them, with the validity the
+/// renewal is timed by; errors name the cache's files.
+fn certified(
+    cache: &Cache,
+    cert: &[u8],
+    key: &[u8],
+) -> Result<(CertifiedKey, Validity), tls::TlsError> {
+    let certified = tls::parse(&cache.cert, cert, &cache.key, key)?;
+    let validity = x509::validity(&certified.cert[0]).ok_or_else(|| tls::TlsError::BadPem {
+        path: cache.cert.clone(),
+        reason: "its validity period cannot be read".into(),
+    })?;
+    Ok((certified, validity))
 }
 
 /// When a certificate valid over `v` is renewed: `renew_before` its

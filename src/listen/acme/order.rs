@@ -67,12 +67,18 @@ pub enum AcmeError {
         challenge: &'static str,
     },
     #[error(
-        "cannot keep the ACME {what} in {path}: {source}; the daemon's user must be able to write to server.tls.acme.cache_dir"
+        "cannot use the ACME account file {path}: {source}; the daemon's user must be able to read and write server.tls.acme.cache_dir"
     )]
-    Cache {
-        what: &'static str,
+    AccountFile {
         path: std::path::PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "cannot make the TLS-ALPN-01 answer for {domain}: {source}; set server.tls.acme.http_listen to answer HTTP-01 instead"
+    )]
+    AlpnCertificate {
+        domain: String,
+        source: rcgen::Error,
     },
     #[error("the certificate the ACME server issued cannot be served: {0}")]
     Issued(crate::listen::tls::TlsError),
@@ -110,24 +116,18 @@ async fn run(config: &AcmeConfig, cache: &Cache, resolver: &Resolver) -> Result<
             // The CA forgot the account (a test CA restarted, or it was
             // deactivated): start a new one.
             tracing::warn!(message = "The ACME server no longer knows the cached account; creating a new one.", directory = %config.directory);
-            cache.forget_account().map_err(|source| AcmeError::Cache {
-                what: "account",
-                path: cache.account.clone(),
-                source,
-            })?;
+            cache
+                .forget_account()
+                .map_err(|source| account_file(cache, source))?;
             account = self::account(config, cache).await?;
             account.new_order(&new_order).await
         }
         other => other,
     }
     .map_err(|e| refused("place an order", e, None, config))?;
-    tracing::info!(message = "ACME order placed; answering its challenges.", domains = ?config.domains, challenge = challenge_name(config));
+    let (challenge, challenge_name) = challenge(config);
+    tracing::info!(message = "ACME order placed; answering its challenges.", domains = ?config.domains, challenge = challenge_name);
 
-    let challenge = if config.http_listen.is_some() {
-        ChallengeType::Http01
-    } else {
-        ChallengeType::TlsAlpn01
-    };
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz =
@@ -148,7 +148,7 @@ async fn run(config: &AcmeConfig, cache: &Cache, resolver: &Resolver) -> Result<
             .challenge(challenge.clone())
             .ok_or(AcmeError::NoChallenge {
                 domain: domain.clone(),
-                challenge: challenge_name(config),
+                challenge: challenge_name,
             })?;
         let key_authorization = handle.key_authorization();
         match challenge {
@@ -157,10 +157,9 @@ async fn run(config: &AcmeConfig, cache: &Cache, resolver: &Resolver) -> Result<
             }
             _ => resolver
                 .answer_alpn(&domain, key_authorization.digest().as_ref())
-                .map_err(|e| AcmeError::Refused {
-                    step: "answer TLS-ALPN-01",
-                    problem: e.to_string(),
-                    hint: String::new(),
+                .map_err(|source| AcmeError::AlpnCertificate {
+                    domain: domain.clone(),
+                    source,
                 })?,
         }
         handle
@@ -207,12 +206,10 @@ async fn account(config: &AcmeConfig, cache: &Cache) -> Result<Account, AcmeErro
             .map(|client| Account::builder_with_http(Box::new(client)))
             .map_err(|e| instant_acme::Error::Other(e.into()))
     };
-    let cache_error = |source| AcmeError::Cache {
-        what: "account",
-        path: cache.account.clone(),
-        source,
-    };
-    if let Some(json) = cache.account().map_err(cache_error)? {
+    if let Some(json) = cache
+        .account()
+        .map_err(|source| account_file(cache, source))?
+    {
         match serde_json::from_slice::<AccountCredentials>(&json) {
             Ok(credentials) => {
                 return builder()
@@ -241,7 +238,9 @@ async fn account(config: &AcmeConfig, cache: &Cache) -> Result<Account, AcmeErro
             other => unreachable(other),
         })?;
     let json = serde_json::to_vec_pretty(&credentials).expect("credentials serialize");
-    cache.keep_account(&json).map_err(cache_error)?;
+    cache
+        .keep_account(&json)
+        .map_err(|source| account_file(cache, source))?;
     tracing::info!(message = "ACME account created, agreeing to the CA's terms of service.", directory = %config.directory, account = account.id());
     Ok(account)
 }
@@ -329,11 +328,20 @@ fn detail(p: &Problem) -> String {
     text
 }
 
-fn challenge_name(config: &AcmeConfig) -> &'static str {
+/// The challenge `config` answers, and its name: HTTP-01 with
+/// `http_listen`, else TLS-ALPN-01.
+fn challenge(config: &AcmeConfig) -> (ChallengeType, &'static str) {
     if config.http_listen.is_some() {
-        "http-01"
+        (ChallengeType::Http01, "http-01")
     } else {
-        "tls-alpn-01"
+        (ChallengeType::TlsAlpn01, "tls-alpn-01")
+    }
+}
+
+fn account_file(cache: &Cache, source: std::io::Error) -> AcmeError {
+    AcmeError::AccountFile {
+        path: cache.account.clone(),
+        source,
     }
 }
 
