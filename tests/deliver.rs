@@ -228,7 +228,7 @@ async fn webhook_notifier_posts_signed_payloads_the_receiver_verifies() {
     let hook = WebhookReceiver::start(DOWNSTREAM).await;
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
-        "[notifiers.raw]\ntype = \"webhook\"\nurl = \"http://{0}/pipeline\"\nsecret = \"{DOWNSTREAM}\"\nheaders = {{ \"X-Team\" = \"ml\" }}\n\n\
+        "[notifiers.raw]\ntype = \"webhook\"\nurl = \"http://{0}/pipeline\"\nsecret = \"{DOWNSTREAM}\"\nheaders = {{ \"X-Team\" = \"ml\", \"X-Owner\" = \"Zoë\" }}\n\n\
          [notifiers.summary]\ntype = \"webhook\"\nurl = \"http://{0}/summary\"\nsecret = \"{DOWNSTREAM}\"\ntemplate = \"summary\"\n\n\
          [templates]\ndir = \"{1}/templates\"\n\n\
          [[routes]]\nname = \"trainings\"\nwhen = {{ kind = \"training\" }}\nnotify = [\"raw\", \"summary\"]\n",
@@ -251,6 +251,8 @@ async fn webhook_notifier_posts_signed_payloads_the_receiver_verifies() {
         .find(|r| r.body == body)
         .expect("the original payload, byte for byte");
     assert!(raw.headers.contains(&("x-team".into(), "ml".into())));
+    // A value beyond ASCII, which the config accepts, is sent as written.
+    assert!(raw.headers.contains(&("x-owner".into(), "Zoë".into())));
     let summary = got.iter().find(|r| r.body != body).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&summary.body).unwrap();
     assert_eq!(v["event"], "replicate.training.succeeded");

@@ -283,7 +283,12 @@ impl WebhookReceiver {
                     body: body.to_vec(),
                     headers: headers
                         .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                        .map(|(k, v)| {
+                            (
+                                k.to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
                         .collect(),
                     verified,
                 });

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use warp::http::{HeaderName, HeaderValue, header};
+use warp::http::{HeaderName, header};
 
 use std::sync::Arc;
 
@@ -107,7 +107,7 @@ pub struct WebhookNotifier {
     url: String,
     /// The URL without query or credentials, for messages and logs.
     shown_url: String,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    headers: Vec<(HeaderName, String)>,
     secret: Option<Secret>,
     timeout: Duration,
     client: Client,
@@ -118,12 +118,8 @@ impl WebhookNotifier {
         let headers = config
             .headers
             .iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    HeaderName::from_bytes(k.as_bytes()).ok()?,
-                    HeaderValue::from_str(v).ok()?,
-                ))
-            })
+            // Checked when the config was read.
+            .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, v.clone())))
             .collect();
         Self {
             name: name.to_owned(),
@@ -139,11 +135,7 @@ impl WebhookNotifier {
     /// Its headers, and the Standard Webhooks signature of `body` when it
     /// has a secret.
     fn headers(&self, body: &[u8], attempt: Attempt<'_>) -> Vec<(HeaderName, String)> {
-        let mut headers: Vec<(HeaderName, String)> = self
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.to_str().ok()?.to_owned())))
-            .collect();
+        let mut headers = self.headers.clone();
         if let Some(secret) = &self.secret {
             // Stable across retries of one delivery, so the receiver can drop
             // duplicates the way we drop Replicate's.
