@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use handlebars::html_escape as html;
 
 use crate::config::notifiers;
 use crate::notify::{self, kind};
@@ -117,11 +118,3 @@ const INDEX_HEAD: &str = "<!DOCTYPE html>
 <h1>Every template, every sample</h1>
 <p>Emails open as HTML pages (resize the window to see a phone); Slack messages as Block Kit JSON, and <code>builder-url.txt</code> holds a link that opens one in Slack's Block Kit Builder.</p>
 ";
-
-/// Text for an HTML page.
-fn html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}

@@ -216,15 +216,18 @@ pub fn escape_subject(text: &str) -> String {
     text.replace(['\r', '\n', '\t'], " ")
 }
 
-/// Slack Block Kit: mrkdwn's three control characters, so a prompt cannot write
-/// `<!channel>` or a fake link; then JSON string escaping, since values land
-/// inside JSON strings.
+/// Slack Block Kit: mrkdwn's three control characters ([`escape_mrkdwn`]),
+/// then JSON string escaping, since values land inside JSON strings.
 pub fn escape_slack(text: &str) -> String {
-    let mrkdwn = text
-        .replace('&', "&amp;")
+    escape_json(&escape_mrkdwn(text))
+}
+
+/// The three characters Slack decodes as entities in any text it shows,
+/// so a prompt cannot write `<!channel>` or a fake link.
+pub fn escape_mrkdwn(text: &str) -> String {
+    text.replace('&', "&amp;")
         .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    escape_json(&mrkdwn)
+        .replace('>', "&gt;")
 }
 
 /// Values inside a JSON string literal.

@@ -50,11 +50,7 @@ pub fn render(templates: &Templates, name: &str, ctx: &Value) -> Rendered<Value>
 /// The Slack message sent when a template fails: plain text, which Slack
 /// never formats, escaped for the entities it decodes, and a button.
 fn fallback(ctx: &Value) -> Value {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
+    let esc = crate::render::helpers::escape_mrkdwn;
     let mut lines = vec![esc(&plain_title(ctx))];
     for key in ["id", "error_message"] {
         let value = field(ctx, key);
