@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use command_fds::{CommandFdExt, FdMapping};
+use common::serve::Serve;
 use common::stand_ins::free_port;
 use common::*;
 
@@ -44,21 +44,8 @@ fn wait_healthy(port: u16) {
 }
 
 /// The daemon, handed `socket` as systemd hands one over (fd 3, LISTEN_FDS=1).
-fn serve_on(socket: OwnedFd, config: &std::path::Path) -> Child {
-    let mut command = Command::new(BIN);
-    command
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("LISTEN_FDS", "1")
-        .env_remove("LISTEN_PID")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    command
-        .fd_mappings(vec![FdMapping {
-            parent_fd: socket,
-            child_fd: 3,
-        }])
-        .unwrap();
-    command.spawn().unwrap()
+fn serve_on(socket: OwnedFd, config: &std::path::Path) -> Serve {
+    Serve::start_with_sockets(config, &[], vec![socket])
 }
 
 fn stop(mut child: Child) {
@@ -110,13 +97,13 @@ fn a_restart_under_load_refuses_no_connection() {
 
     // Restart: the old process drains and exits; the new one takes over the
     // same socket. Connections made in between wait in its backlog.
-    stop(first);
+    first.stop_blocking();
     let second = serve_on(fd(), &config);
     wait_healthy(port);
     std::thread::sleep(Duration::from_millis(500));
     running.store(false, Ordering::SeqCst);
     load.join().unwrap();
-    stop(second);
+    second.stop_blocking();
 
     assert_eq!(
         failed.load(Ordering::SeqCst),

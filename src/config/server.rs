@@ -159,7 +159,7 @@ fn read_tls(r: &mut Reader, tls: Table<'_>, store_dir: &std::path::Path) -> Opti
                 );
             }
         }
-        return read_acme(r, acme, store_dir).map(TlsConfig::Acme);
+        return Some(TlsConfig::Acme(read_acme(r, acme, store_dir)));
     }
     let cert = r.path(tls, "cert_file");
     let key = r.path(tls, "key_file");
@@ -182,7 +182,7 @@ fn read_tls(r: &mut Reader, tls: Table<'_>, store_dir: &std::path::Path) -> Opti
     }))
 }
 
-fn read_acme(r: &mut Reader, t: Table<'_>, store_dir: &std::path::Path) -> Option<AcmeConfig> {
+fn read_acme(r: &mut Reader, t: Table<'_>, store_dir: &std::path::Path) -> AcmeConfig {
     r.known_keys(
         t,
         &[
@@ -261,7 +261,7 @@ fn read_acme(r: &mut Reader, t: Table<'_>, store_dir: &std::path::Path) -> Optio
             format!("{} is not a readable file", path.display()),
         );
     }
-    Some(AcmeConfig {
+    AcmeConfig {
         domains,
         directory,
         contact,
@@ -269,7 +269,7 @@ fn read_acme(r: &mut Reader, t: Table<'_>, store_dir: &std::path::Path) -> Optio
         http_listen,
         renew_before,
         directory_ca_file,
-    })
+    }
 }
 
 /// `name` as a DNS name an ACME server issues for with TLS-ALPN-01 or

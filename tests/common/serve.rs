@@ -111,6 +111,15 @@ impl Serve {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+
+    /// SIGTERM, then blocks until the daemon exits; asserts it stopped
+    /// cleanly (for tests that run without an async runtime).
+    pub fn stop_blocking(mut self) {
+        self.signal("TERM");
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // let the log thread drain
+        assert!(status.success(), "{status}; log:\n{}", self.log());
+    }
 }
 
 /// Waits until the daemon on `port` answers `/healthz` with 200.
