@@ -34,14 +34,6 @@ impl Resolver {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(certified);
     }
 
-    /// The certificate being served, if there is one yet.
-    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     /// Answers the TLS-ALPN-01 challenge for `domain` with a certificate
     /// carrying `digest` (SHA-256 of the key authorization).
     pub fn answer_alpn(&self, domain: &str, digest: &[u8]) -> Result<(), rcgen::Error> {
@@ -76,7 +68,11 @@ impl ResolvesServerCert for Resolver {
             let name = hello.server_name()?.to_ascii_lowercase();
             return lock(&self.alpn).get(&name).cloned();
         }
-        let current = self.current();
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         if current.is_none() {
             tracing::debug!(
                 message = "TLS handshake refused: no certificate obtained yet.",
