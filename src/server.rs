@@ -112,12 +112,12 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
 
     let stopping = Arc::new(AtomicBool::new(false));
     let supervisor = Supervisor::new();
-    let intake = Arc::new(Intake {
-        live: live.clone(),
-        store: store.clone(),
-        stopping: stopping.clone(),
-        tasks: supervisor.clone(),
-    });
+    let intake = Arc::new(Intake::new(
+        live.clone(),
+        store.clone(),
+        stopping.clone(),
+        supervisor.clone(),
+    ));
     let (stop, stopped) = oneshot::channel::<()>();
     let watch = certificates
         .clone()
@@ -311,6 +311,12 @@ impl Running {
             warnings.push(format!(
                 "server.listen changed to {}; restart the daemon to apply it (still listening on {})",
                 config.server.listen, self.addr
+            ));
+        }
+        if config.server.max_unverified != old.config.server.max_unverified {
+            warnings.push(format!(
+                "server.max_unverified changed to {} bytes; restart the daemon to apply it (still {} bytes)",
+                config.server.max_unverified, old.config.server.max_unverified
             ));
         }
         if config.store.path != old.config.store.path {

@@ -102,8 +102,12 @@ pub enum VerifyError {
     Stale(i64),
     #[error("timestamp is {0} s in the future, more than the tolerance allows (check the clocks)")]
     Future(i64),
-    #[error("`webhook-signature` holds no `v1,<base64>` entry")]
+    #[error("`webhook-signature` holds no `v1,<base64>` entry of an HMAC-SHA256")]
     Malformed,
+    #[error("`webhook-signature` holds {0} entries; at most {max} are read", max = MAX_ENTRIES)]
+    TooManyEntries(usize),
+    #[error("`webhook-id` is longer than {max} bytes", max = MAX_ID)]
+    LongId,
     #[error("no signature matches any configured secret (wrong secret, or the body was changed)")]
     NoMatch,
 }
@@ -146,35 +150,93 @@ impl Verifier {
     /// Accepts the request if its timestamp is within tolerance and any `v1` entry
     /// matches any secret. Comparisons are constant-time (`Mac::verify_slice`).
     pub fn verify(&self, headers: SignedHeaders<'_>, body: &[u8]) -> Result<(), VerifyError> {
+        self.check_headers(headers)?.verify(self, body)
+    }
+
+    /// What can be checked before the body is read: the id's length, the
+    /// timestamp's window and the signature entries' shape and number. A
+    /// stranger without the secret is refused here, before sending a byte
+    /// of body, and costs nothing more.
+    pub fn check_headers<'a>(
+        &self,
+        headers: SignedHeaders<'a>,
+    ) -> Result<CheckedHeaders<'a>, VerifyError> {
+        if headers.id.len() > MAX_ID {
+            return Err(VerifyError::LongId);
+        }
         let ts: i64 = headers
             .timestamp
             .trim()
             .parse()
             .map_err(|_| VerifyError::BadTimestamp)?;
         let now = self.clock.now_unix();
-        let tolerance = self.tolerance.as_secs() as i64;
-        if now - ts > tolerance {
-            return Err(VerifyError::Stale(now - ts));
+        let tolerance = self.tolerance.as_secs().min(i64::MAX as u64) as i64;
+        // Saturating: a timestamp at i64's edge is as stale (or as far
+        // ahead) as it gets, not an overflow.
+        let age = now.saturating_sub(ts);
+        if age > tolerance {
+            return Err(VerifyError::Stale(age));
         }
-        if ts - now > tolerance {
-            return Err(VerifyError::Future(ts - now));
+        if age < -tolerance {
+            return Err(VerifyError::Future(age.saturating_neg()));
         }
 
-        // Entries we cannot decode are skipped, not fatal: a future `v1a,` entry
-        // beside a good `v1,` one must still pass.
-        let candidates: Vec<Vec<u8>> = headers
+        let entries: Vec<&str> = headers
             .signature
             .split(' ')
+            .filter(|e| !e.is_empty())
+            .collect();
+        if entries.len() > MAX_ENTRIES {
+            return Err(VerifyError::TooManyEntries(entries.len()));
+        }
+        // Entries we cannot decode are skipped, not fatal: a future `v1a,` entry
+        // beside a good `v1,` one must still pass. An HMAC-SHA256 is 32 bytes,
+        // so any other length cannot match.
+        let candidates: Vec<[u8; 32]> = entries
+            .iter()
             .filter_map(|entry| entry.strip_prefix("v1,"))
             .filter_map(|b64| B64.decode(b64).ok())
+            .filter_map(|sig| <[u8; 32]>::try_from(sig.as_slice()).ok())
             .collect();
         if candidates.is_empty() {
             return Err(VerifyError::Malformed);
         }
-        for secret in &self.secrets {
+        Ok(CheckedHeaders {
+            headers,
+            candidates,
+        })
+    }
+}
+
+/// The longest `webhook-id` accepted. Replicate's are about 30 characters;
+/// the id is the dedup key, stored with every event.
+pub const MAX_ID: usize = 256;
+
+/// The most entries a `webhook-signature` may hold: one per active secret
+/// of the sender, a handful during a rotation.
+pub const MAX_ENTRIES: usize = 8;
+
+/// Signature headers whose shape and timestamp passed, waiting for the body.
+#[derive(Debug)]
+pub struct CheckedHeaders<'a> {
+    headers: SignedHeaders<'a>,
+    candidates: Vec<[u8; 32]>,
+}
+
+impl<'a> CheckedHeaders<'a> {
+    /// The `webhook-id` these headers carry.
+    pub fn id(&self) -> &'a str {
+        self.headers.id
+    }
+
+    /// Whether any entry is the signature of `body` under any of
+    /// `verifier`'s secrets.
+    pub fn verify(&self, verifier: &Verifier, body: &[u8]) -> Result<(), VerifyError> {
+        for secret in &verifier.secrets {
             let mut mac = secret.mac();
-            feed(&mut mac, headers.id, headers.timestamp, body);
-            if candidates
+            feed(&mut mac, self.headers.id, self.headers.timestamp, body);
+            if self
+                .candidates
                 .iter()
                 .any(|sig| mac.clone().verify_slice(sig).is_ok())
             {
@@ -241,6 +303,9 @@ mod tests {
         let edge_ts = (NOW - 300).to_string();
         let edge_sig = good_sig(NOW - 300);
         let now = NOW.to_string();
+        let (lowest, highest) = (i64::MIN.to_string(), i64::MAX.to_string());
+        let eight = format!("{}{good}", "v1,AAAA ".repeat(7));
+        let nine = format!("{}{good}", "v1,AAAA ".repeat(8));
 
         type Case<'a> = (&'a str, &'a str, &'a str, &'a [u8], Result<(), VerifyError>);
         let cases: Vec<Case> = vec![
@@ -304,6 +369,42 @@ mod tests {
                 Err(VerifyError::Malformed),
             ),
             ("empty header", &now, "", BODY, Err(VerifyError::Malformed)),
+            (
+                "v1 entry of the wrong length",
+                &now,
+                "v1,AAAA",
+                BODY,
+                Err(VerifyError::Malformed),
+            ),
+            (
+                "timestamp at i64's lowest",
+                &lowest,
+                &good,
+                BODY,
+                Err(VerifyError::Stale(i64::MAX)),
+            ),
+            (
+                "timestamp at i64's highest",
+                &highest,
+                &good,
+                BODY,
+                Err(VerifyError::Future(i64::MAX - NOW)),
+            ),
+            (
+                "timestamp beyond i64",
+                "99999999999999999999",
+                &good,
+                BODY,
+                Err(VerifyError::BadTimestamp),
+            ),
+            (
+                "nine entries",
+                &now,
+                &nine,
+                BODY,
+                Err(VerifyError::TooManyEntries(9)),
+            ),
+            ("eight entries, the last good", &now, &eight, BODY, Ok(())),
         ];
         let v = verifier(&[SECRET]);
         for (name, ts, sig, body, want) in cases {
@@ -314,6 +415,28 @@ mod tests {
             };
             assert_eq!(v.verify(headers, body), want, "case {name}");
         }
+    }
+
+    #[test]
+    fn a_long_id_is_refused_before_anything_else() {
+        let id = "m".repeat(MAX_ID + 1);
+        let headers = SignedHeaders {
+            id: &id,
+            timestamp: "0",
+            signature: "",
+        };
+        assert_eq!(
+            verifier(&[SECRET]).check_headers(headers).unwrap_err(),
+            VerifyError::LongId
+        );
+        let id = "m".repeat(MAX_ID);
+        let sig = Secret::parse(SECRET).unwrap().sign(&id, NOW, BODY);
+        let headers = SignedHeaders {
+            id: &id,
+            timestamp: &NOW.to_string(),
+            signature: &sig,
+        };
+        assert_eq!(verifier(&[SECRET]).verify(headers, BODY), Ok(()));
     }
 
     #[test]

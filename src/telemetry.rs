@@ -49,7 +49,7 @@ fn describe() {
     );
     describe_counter!(
         "relay_webhooks_rejected_total",
-        "Webhooks refused, by reason (unauthorized, bad_request, payload_too_large, request_timeout, store_unavailable, stopping)."
+        "Webhooks refused, by reason (unauthorized, bad_request, payload_too_large, request_timeout, overloaded, store_unavailable, stopping)."
     );
     describe_counter!(
         "relay_webhooks_duplicate_total",

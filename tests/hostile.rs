@@ -33,6 +33,9 @@ enum Body {
     Trickle { len: usize },
     /// Stops in the middle of the headers.
     StallHeaders,
+    /// Declares `len` bytes and sends none: only an answer that needs no
+    /// body can come back before the read timeout.
+    Declared { len: usize },
 }
 
 struct Case {
@@ -164,6 +167,20 @@ fn cases() -> Vec<Case> {
         }),
         header_case("100 KB of signature entries", 401, |h| {
             set(h, "webhook-signature", "v1,AAAA ".repeat(12_000).as_bytes())
+        }),
+        header_case("timestamp at i64's lowest", 401, |h| {
+            set(h, "webhook-timestamp", i64::MIN.to_string().as_bytes())
+        }),
+        header_case("timestamp at i64's highest", 401, |h| {
+            set(h, "webhook-timestamp", i64::MAX.to_string().as_bytes())
+        }),
+        header_case("nine signature entries, one good", 401, |h| {
+            let good = String::from_utf8(h[2].1.clone()).unwrap();
+            let nine = format!("{}{good}", format!("v1,{}= ", "A".repeat(43)).repeat(8));
+            set(h, "webhook-signature", nine.as_bytes())
+        }),
+        header_case("webhook-id of 300 bytes", 401, |h| {
+            set(h, "webhook-id", "m".repeat(300).as_bytes())
         }),
         header_case("webhook-id not UTF-8", 401, |h| {
             set(h, "webhook-id", b"msg_\xff\xfe")
@@ -318,6 +335,26 @@ fn cases() -> Vec<Case> {
         body: Body::Trickle { len: 4096 },
         expect: Expect::Status(408),
     });
+    // Refused from the headers alone: the answer comes before the read
+    // timeout, though the body never does.
+    for (name, headers) in [
+        ("no signature, 9 MiB declared and never sent", vec![]),
+        (
+            "stale timestamp, 9 MiB declared and never sent",
+            sig_headers("msg_stale_declared", now - 3600, b"", SECRET),
+        ),
+    ] {
+        cases.push(Case {
+            name,
+            method: "POST",
+            path: "/hooks/replicate".into(),
+            headers,
+            body: Body::Declared {
+                len: 9 * 1024 * 1024,
+            },
+            expect: Expect::Status(401),
+        });
+    }
     cases.push(Case {
         name: "slow headers",
         method: "POST",
@@ -395,6 +432,11 @@ async fn send(addr: std::net::SocketAddr, case: &Case) -> (Option<u16>, Duration
                     wr.write_all(b"{\"id\":").await?;
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
+            }
+            Body::Declared { len } => {
+                head.extend_from_slice(format!("Content-Length: {len}\r\n\r\n").as_bytes());
+                wr.write_all(&head).await?;
+                tokio::time::sleep(Duration::from_secs(8)).await;
             }
             Body::StallHeaders => {
                 wr.write_all(&head).await?;

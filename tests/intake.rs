@@ -290,12 +290,14 @@ async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
     assert_eq!(status, 413, "{answer}");
     assert!(answer["message"].as_str().unwrap().contains("max_body"));
 
-    // Chunked, no Content-Length: refused once what arrived passes the limit.
+    // Chunked, no Content-Length: refused once what arrived passes the limit
+    // (the signature has the right shape, so only the body can refuse it).
     let addr = daemon.running.local_addr();
     let head = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nwebhook-id: msg_chunked\r\nwebhook-timestamp: {}\r\nwebhook-signature: v1,AAAA\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nwebhook-id: msg_chunked\r\nwebhook-timestamp: {}\r\nwebhook-signature: v1,{}\r\n\r\n",
         daemon.config.server.path,
-        now()
+        now(),
+        "A".repeat(43) + "="
     );
     let chunk = vec![b'x'; 16 * 1024];
     let mut rest = Vec::new();
@@ -310,6 +312,98 @@ async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
         .unwrap();
     assert_eq!(status, 413);
     assert_eq!(daemon.running.store().recent(10).await.unwrap().len(), 1);
+    daemon.stop().await;
+}
+
+/// A request head for the hook with well-shaped signature headers that
+/// match no body, declaring `len` bytes.
+fn forged_head(path: &str, len: usize) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nwebhook-id: msg_forged\r\nwebhook-timestamp: {}\r\nwebhook-signature: v1,{}=\r\n\r\n",
+        now(),
+        "A".repeat(43)
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn unverified_bodies_share_one_memory_budget_and_get_503_past_it() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), SECRET, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "[server]\n",
+            "[server]\nmax_body = \"256KiB\"\nmax_unverified = \"512KiB\"\n",
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    let addr = daemon.running.local_addr();
+    let path = daemon.config.server.path.clone();
+
+    // Two forged bodies of 256 KiB, most of each sent, then held open: their
+    // buffers hold the whole budget.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&forged_head(&path, 256 * 1024)).await.unwrap();
+        s.write_all(&vec![b' '; 200 * 1024]).await.unwrap();
+        holders.push(s);
+    }
+    // A third body, however small, finds nothing left: 503 at once, with
+    // Retry-After, rather than memory growing.
+    let probe = |path: String| {
+        let mut request = forged_head(&path, 1024);
+        request.extend_from_slice(&[b' '; 1024]);
+        tokio::task::spawn_blocking(move || raw_status(addr, &request, b""))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = probe(path.clone()).await.unwrap();
+        if status == 503 {
+            break;
+        }
+        // Until the holders' bytes have arrived, the probe is read and
+        // refused for its signature.
+        assert_eq!(status, 401);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused for the budget"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = reqwest::get(format!("{}/metrics", daemon.base))
+        .await
+        .unwrap();
+    let metrics = res.text().await.unwrap();
+    assert!(
+        metrics.contains("relay_webhooks_rejected_total{reason=\"overloaded\"}"),
+        "{metrics}"
+    );
+
+    // The holders give up: their share comes back, and Replicate's retry is
+    // stored.
+    drop(holders);
+    let client = reqwest::Client::new();
+    let body = payload("p_budget", "succeeded");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let headers = signed(SECRET, "msg_budget", now(), &body);
+        let (status, answer) = post(&client, &daemon.hook_url(), &headers, body.clone()).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert_eq!(answer["error"], "overloaded");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     daemon.stop().await;
 }
 
@@ -588,12 +682,12 @@ async fn a_stopping_daemon_answers_503() {
     let config =
         replicate_relay::config::load_with_env(&write_config(dir.path(), SECRET, ""), []).unwrap();
     let setup = replicate_relay::live::Setup::build(config, Arc::new(SystemClock)).unwrap();
-    let intake = Arc::new(Intake {
-        live: Arc::new(replicate_relay::live::Live::new(setup)),
-        store: Arc::new(store),
-        stopping: Arc::new(AtomicBool::new(true)),
-        tasks: replicate_relay::supervise::Supervisor::new(),
-    });
+    let intake = Arc::new(Intake::new(
+        Arc::new(replicate_relay::live::Live::new(setup)),
+        Arc::new(store),
+        Arc::new(AtomicBool::new(true)),
+        replicate_relay::supervise::Supervisor::new(),
+    ));
     let routes = filter(intake);
     let res = warp::test::request()
         .method("POST")
@@ -662,12 +756,12 @@ async fn a_task_down_after_a_panic_makes_healthz_503_naming_it() {
         replicate_relay::config::load_with_env(&write_config(dir.path(), SECRET, ""), []).unwrap();
     let setup = replicate_relay::live::Setup::build(config, Arc::new(SystemClock)).unwrap();
     let tasks = Supervisor::new();
-    let intake = Arc::new(Intake {
-        live: Arc::new(replicate_relay::live::Live::new(setup)),
-        store: Arc::new(store),
-        stopping: Arc::new(AtomicBool::new(false)),
-        tasks: tasks.clone(),
-    });
+    let intake = Arc::new(Intake::new(
+        Arc::new(replicate_relay::live::Live::new(setup)),
+        Arc::new(store),
+        Arc::new(AtomicBool::new(false)),
+        tasks.clone(),
+    ));
     let routes = filter(intake);
     let health = || {
         warp::test::request()

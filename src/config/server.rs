@@ -29,6 +29,10 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// How long a client may take to send its request headers, and its body.
     pub read_timeout: Duration,
+    /// Memory all request bodies share while they are read, before their
+    /// signature is checked; past it, 503 with Retry-After. Unset, 64 MiB
+    /// or twice `max_body`, whichever is more.
+    pub max_unverified: u64,
     /// `[server.tls]`: serve HTTPS.
     pub tls: Option<TlsConfig>,
 }
@@ -79,6 +83,7 @@ pub fn read(r: &mut Reader, value: Option<&Value>, store_dir: &std::path::Path) 
         max_body: 10 * 1024 * 1024,
         shutdown_timeout: Duration::from_secs(10),
         read_timeout: Duration::from_secs(30),
+        max_unverified: 64 * 1024 * 1024,
         tls: None,
     };
     let Some(t) = r.table(value, "server") else {
@@ -92,6 +97,7 @@ pub fn read(r: &mut Reader, value: Option<&Value>, store_dir: &std::path::Path) 
             "max_body",
             "shutdown_timeout",
             "read_timeout",
+            "max_unverified",
             "tls",
         ],
     );
@@ -130,6 +136,18 @@ pub fn read(r: &mut Reader, value: Option<&Value>, store_dir: &std::path::Path) 
             );
         }
         server.max_body = max_body;
+    }
+    match r.size(t, "max_unverified") {
+        Some(budget) if budget < server.max_body && !r.failed("server.max_body") => r.error(
+            "server.max_unverified",
+            format!(
+                "{budget} bytes is less than server.max_body ({} bytes), so a body of the largest size could never be read; raise it, or leave it unset for 64 MiB or twice max_body",
+                server.max_body
+            ),
+        ),
+        Some(budget) => server.max_unverified = budget,
+        // Room for two bodies of the largest size at once, at least.
+        None => server.max_unverified = server.max_unverified.max(2 * server.max_body),
     }
     server
 }

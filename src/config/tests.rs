@@ -31,6 +31,7 @@ fn defaults_and_relative_paths() {
     assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8787");
     assert_eq!(cfg.server.path, "/hooks/replicate");
     assert_eq!(cfg.server.max_body, 10 * 1024 * 1024);
+    assert_eq!(cfg.server.max_unverified, 64 * 1024 * 1024);
     assert_eq!(cfg.verify.tolerance, Duration::from_secs(300));
     assert_eq!(cfg.verify.secrets.len(), 1);
     assert!(cfg.store.path.ends_with("data/relay.db"));
@@ -65,6 +66,18 @@ fn problem_table() {
         (
             "[server]\nmax_body = 10\n[verify]\ninsecure = true",
             &["server.max_body"],
+        ),
+        (
+            "[server]\nmax_body = \"20MiB\"\nmax_unverified = \"10MiB\"\n[verify]\ninsecure = true",
+            &["server.max_unverified"],
+        ),
+        (
+            "[server]\nmax_body = \"20MiB\"\nmax_unverified = \"80MiB\"\n[verify]\ninsecure = true",
+            &[],
+        ),
+        (
+            "[server]\nmax_unverified = \"lots\"\n[verify]\ninsecure = true",
+            &["server.max_unverified"],
         ),
         ("[verify]\nsecret = \"abc\"", &["verify.secret"]),
         (
@@ -139,6 +152,11 @@ fn environment_overrides_keys() {
     .unwrap();
     assert_eq!(cfg.server.listen.to_string(), "0.0.0.0:9000");
     assert_eq!(cfg.server.max_body, 2048);
+    assert_eq!(
+        cfg.server.max_unverified,
+        64 * 1024 * 1024,
+        "at least the default, when twice max_body is less"
+    );
     assert_eq!(cfg.verify.tolerance, Duration::from_secs(60));
 
     // A secret only in the environment is enough.

@@ -10,13 +10,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use warp::Filter;
 use warp::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
+
+mod budget;
+
+pub use budget::Budget;
+use budget::Held;
 
 use crate::dispatch::router;
 use crate::event::{Envelope, Event, Kind, kind_hint, parse_query};
@@ -36,6 +41,29 @@ pub struct Intake {
     /// The supervised tasks: while one is down, health is 503 (webhooks are
     /// still stored, but nothing is being delivered).
     pub tasks: Arc<crate::supervise::Supervisor>,
+    /// The memory bodies share until their signature is verified
+    /// (`server.max_unverified`).
+    pub unverified: Budget,
+}
+
+impl Intake {
+    /// The intake for the config in `live`; its budget for unverified bodies
+    /// is sized from that config once (a reload does not resize it).
+    pub fn new(
+        live: Arc<Live<Setup>>,
+        store: Arc<dyn Store>,
+        stopping: Arc<AtomicBool>,
+        tasks: Arc<crate::supervise::Supervisor>,
+    ) -> Self {
+        let unverified = Budget::new(live.load().config.server.max_unverified);
+        Self {
+            live,
+            store,
+            stopping,
+            tasks,
+            unverified,
+        }
+    }
 }
 
 /// The whole HTTP surface as one warp filter. Routing by method and path happens
@@ -147,6 +175,12 @@ enum Refusal {
     Timeout(Duration),
     #[error("could not read the body: {0}")]
     Unreadable(String),
+    #[error(
+        "too many request bodies are being read before their signature is checked (server.max_unverified = {0} bytes); retry shortly"
+    )]
+    Busy(u64),
+    #[error("signature check failed: {0}")]
+    Headers(VerifyError),
     #[error("signature check failed: {0}")]
     Signature(#[from] VerifyError),
     #[error("{0}")]
@@ -162,7 +196,10 @@ impl Refusal {
             Refusal::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Refusal::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Refusal::Unreadable(_) | Refusal::Body(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Refusal::Signature(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Refusal::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Refusal::Headers(_) | Refusal::Signature(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             Refusal::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         }
     }
@@ -240,7 +277,11 @@ where
             }
             if matches!(
                 refusal,
-                Refusal::Stopping | Refusal::TooLarge(_) | Refusal::Timeout(_)
+                Refusal::Stopping
+                    | Refusal::TooLarge(_)
+                    | Refusal::Timeout(_)
+                    | Refusal::Busy(_)
+                    | Refusal::Headers(_)
             ) {
                 // The body may be unread: do not reuse this connection.
                 res.headers_mut().insert(
@@ -267,6 +308,23 @@ where
     if intake.stopping.load(Ordering::Relaxed) {
         return Err(Refusal::Stopping);
     }
+    // Everything the headers can tell is checked before a byte of the body
+    // is read: a stranger without the secret is turned away at once and
+    // holds no memory.
+    let checked = match &setup.verifier {
+        Some(verifier) => {
+            let signed = SignedHeaders {
+                id: one_header(headers, &WEBHOOK_ID).map_err(Refusal::Headers)?,
+                timestamp: one_header(headers, &WEBHOOK_TIMESTAMP).map_err(Refusal::Headers)?,
+                signature: one_header(headers, &WEBHOOK_SIGNATURE).map_err(Refusal::Headers)?,
+            };
+            Some((
+                verifier,
+                verifier.check_headers(signed).map_err(Refusal::Headers)?,
+            ))
+        }
+        None => None,
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -278,19 +336,17 @@ where
     // A trickling sender gets 408 rather than holding a connection and its
     // buffer forever.
     let read_timeout = setup.config.server.read_timeout;
-    let body = tokio::time::timeout(read_timeout, read_limited(body, max_body, declared))
-        .await
-        .map_err(|_| Refusal::Timeout(read_timeout))??;
+    let (body, budget) = tokio::time::timeout(
+        read_timeout,
+        read_limited(body, max_body, declared, &intake.unverified),
+    )
+    .await
+    .map_err(|_| Refusal::Timeout(read_timeout))??;
 
-    let webhook_id = match &setup.verifier {
-        Some(verifier) => {
-            let signed = SignedHeaders {
-                id: one_header(headers, &WEBHOOK_ID)?,
-                timestamp: one_header(headers, &WEBHOOK_TIMESTAMP)?,
-                signature: one_header(headers, &WEBHOOK_SIGNATURE)?,
-            };
-            verifier.verify(signed, &body)?;
-            signed.id.to_owned()
+    let webhook_id = match checked {
+        Some((verifier, checked)) => {
+            checked.verify(verifier, &body)?;
+            checked.id().to_owned()
         }
         // Unsigned mode still deduplicates: by the sender's id if it sent one,
         // else by the body's hash (a retry carries the same bytes).
@@ -303,6 +359,9 @@ where
             }
         },
     };
+    // Verified (or unsigned by choice): the body no longer counts against
+    // what strangers may hold.
+    drop(budget);
 
     // One pass over the body: what the store indexes, and the fields the
     // routes look at. Routing is a pure function of those and the config, so
@@ -340,23 +399,44 @@ where
     })
 }
 
-/// Reads the body, failing as soon as it grows past `limit`: a chunked body has
-/// no Content-Length, so the header check alone is not enough.
-async fn read_limited<S, B>(body: S, limit: u64, declared: Option<u64>) -> Result<Bytes, Refusal>
+/// Reads the body, failing as soon as it grows past `limit` (a chunked body
+/// has no Content-Length, so the header check alone is not enough) or past
+/// what the [`Budget`] has left. The buffer grows as bytes arrive, by
+/// doubling, up to the declared length: a length a sender only claims costs
+/// it nothing, so it must cost us nothing either.
+async fn read_limited<S, B>(
+    body: S,
+    limit: u64,
+    declared: Option<u64>,
+    budget: &Budget,
+) -> Result<(Bytes, Held), Refusal>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
+    const FIRST: usize = 16 * 1024;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let ceiling = declared.map_or(limit, |d| usize::try_from(d).unwrap_or(limit).min(limit));
+    let mut held = Held::default();
     let mut body = std::pin::pin!(body);
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit) as usize);
+    let mut buf: Vec<u8> = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| Refusal::Unreadable(e.to_string()))?;
-        if (buf.len() + chunk.remaining()) as u64 > limit {
-            return Err(Refusal::TooLarge(limit));
+        let needed = buf.len().saturating_add(chunk.remaining());
+        if needed > limit {
+            return Err(Refusal::TooLarge(limit as u64));
+        }
+        if needed > buf.capacity() {
+            let doubled = buf.capacity().saturating_mul(2).max(FIRST).min(ceiling);
+            let target = needed.max(doubled);
+            budget
+                .grow(&mut held, target - buf.capacity())
+                .map_err(|e| Refusal::Busy(e.budget))?;
+            buf.reserve_exact(target - buf.len());
         }
         buf.put(chunk);
     }
-    Ok(buf.freeze())
+    Ok((Bytes::from(buf), held))
 }
 
 // The signature headers' names, parsed once: a lookup by `&str` parses and
