@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
@@ -26,6 +25,8 @@ use crate::config::{Config, TlsConfig};
 use crate::dispatch::{self, Pipeline};
 use crate::intake::{self, Intake};
 use crate::listen::acme::Acme;
+use crate::listen::connections::Connections;
+use crate::listen::serve::{Limits, SharedListener, serve};
 use crate::listen::tls::Certificates;
 use crate::listen::{self, Acceptor, ListenError};
 use crate::live::{Live, Setup};
@@ -33,10 +34,6 @@ use crate::store::sqlite::SqliteOptions;
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::supervise::Supervisor;
 use crate::telemetry;
-
-/// How long a stopping server keeps reading the connections it has just
-/// accepted before closing the idle ones.
-const SETTLE: Duration = Duration::from_millis(100);
 
 /// How often old events and finished deliveries are pruned.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
@@ -59,7 +56,7 @@ pub struct Running {
     live: Arc<Live<Setup>>,
     clock: Arc<dyn Clock>,
     stopping: Arc<AtomicBool>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     /// The certificate files served, with `[server.tls]`.
     certificates: Option<Arc<Certificates>>,
@@ -70,7 +67,7 @@ pub struct Running {
     /// Keeps the ACME certificate fresh.
     renewal: Option<JoinHandle<()>>,
     /// Stops the HTTP-01 answers on `http_listen`.
-    http01_stop: Option<oneshot::Sender<()>>,
+    http01_stop: Option<watch::Sender<bool>>,
     pipeline: Pipeline,
     retention: JoinHandle<()>,
 }
@@ -118,7 +115,13 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         stopping.clone(),
         supervisor.clone(),
     ));
-    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop, stopped) = watch::channel(false);
+    let limits = Limits {
+        read_timeout: config.server.read_timeout,
+        idle_timeout: config.server.idle_timeout,
+    };
+    // One cap for every listener: they share the descriptor table.
+    let conns = Connections::new(config.server.max_connections);
     let watch = certificates
         .clone()
         .map(|c| supervisor.spawn("certificate-watch", move || c.clone().watch()));
@@ -127,25 +130,35 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         .map(|a| supervisor.spawn("acme", move || a.clone().run()));
     let http01_stop = match (&acme, listening.http01) {
         (Some(acme), Some(listener)) => {
-            let (stop, stopped) = oneshot::channel::<()>();
-            tokio::spawn(serve_http(
-                listener,
-                Acceptor::Plain,
-                crate::listen::acme::http01(acme.resolver()),
-                config.server.read_timeout,
-                stopped,
-            ));
+            let (stop, stopped) = watch::channel(false);
+            let listener: SharedListener = Arc::new(Mutex::new(Some(listener)));
+            let (filter, conns) = (crate::listen::acme::http01(acme.resolver()), conns.clone());
+            supervisor.spawn("acme-http01-listener", move || {
+                serve(
+                    listener.clone(),
+                    Acceptor::Plain,
+                    filter.clone(),
+                    conns.clone(),
+                    limits,
+                    stopped.clone(),
+                )
+            });
             Some(stop)
         }
         _ => None,
     };
-    let server = tokio::spawn(serve_http(
-        listening.listener,
-        listening.acceptor,
-        intake::filter(intake),
-        config.server.read_timeout,
-        stopped,
-    ));
+    let listener: SharedListener = Arc::new(Mutex::new(Some(listening.listener)));
+    let (acceptor, filter, c) = (listening.acceptor, intake::filter(intake), conns.clone());
+    let server = supervisor.spawn("listener", move || {
+        serve(
+            listener.clone(),
+            acceptor.clone(),
+            filter.clone(),
+            c.clone(),
+            limits,
+            stopped.clone(),
+        )
+    });
     let pipeline = dispatch::start(store.clone(), live.clone(), &supervisor);
     let (s, l) = (store.clone(), live.clone());
     let retention = supervisor.spawn("retention", move || retain(s.clone(), l.clone()));
@@ -158,6 +171,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         store = %config.store.path.display(),
         routes = config.routes.len(),
         notifiers = config.notifiers.len(),
+        max_connections = conns.max(),
     );
     Ok(Running {
         addr,
@@ -165,7 +179,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         live,
         clock,
         stopping,
-        stop: Some(stop),
+        stop,
         server,
         certificates,
         watch,
@@ -175,92 +189,6 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         pipeline,
         retention,
     })
-}
-
-/// The HTTP server: warp's filter as a service, on hyper's connection builder
-/// so a header read timeout can be set (a client trickling its request line
-/// must not hold a connection forever), with graceful shutdown: on `stopped`
-/// the listener closes, idle connections close, in-flight requests finish.
-async fn serve_http<F>(
-    listener: TcpListener,
-    acceptor: Acceptor,
-    filter: F,
-    read_timeout: Duration,
-    mut stopped: oneshot::Receiver<()>,
-) where
-    F: warp::Filter + Clone + Send + Sync + 'static,
-    F::Extract: warp::Reply,
-{
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-
-    let service = warp::service(filter);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(read_timeout);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((io, peer)) => {
-                    let (acceptor, builder, service) = (acceptor.clone(), builder.clone(), service.clone());
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let served = match acceptor {
-                            Acceptor::Plain => {
-                                let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-                                watcher.watch(conn.into_owned()).await
-                            }
-                            Acceptor::Tls(tls) => {
-                                // The handshake runs in the connection's own task, with
-                                // the same limit as a request's headers: a client that
-                                // stalls it holds nothing but its own task.
-                                let stream = match tokio::time::timeout(read_timeout, tls.accept(io)).await {
-                                    Ok(Ok(stream)) => stream,
-                                    Ok(Err(e)) => {
-                                        tracing::debug!(message = "TLS handshake failed.", %peer, error = %e);
-                                        return;
-                                    }
-                                    Err(_) => {
-                                        tracing::debug!(message = "TLS handshake timed out.", %peer);
-                                        return;
-                                    }
-                                };
-                                if stream.get_ref().1.alpn_protocol() == Some(crate::listen::acme::ACME_TLS_ALPN) {
-                                    // The CA validating a TLS-ALPN-01 challenge: the
-                                    // handshake was the answer (RFC 8737 §3).
-                                    tracing::debug!(message = "Answered an ACME TLS-ALPN-01 validation.", %peer);
-                                    return;
-                                }
-                                let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-                                watcher.watch(conn.into_owned()).await
-                            }
-                        };
-                        if let Err(e) = served {
-                            tracing::debug!(message = "Connection ended with an error.", %peer, error = %e);
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors, typically: wait rather than spin.
-                    tracing::error!(message = "Cannot accept a connection.", error = %e);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            _ = &mut stopped => break,
-        }
-    }
-    drop(listener);
-    // hyper closes a connection with no request under way at once, and one
-    // accepted a moment ago has usually not been read yet, though its
-    // request is on its way: give those a moment to be read, so they are
-    // answered rather than closed. (With a socket from systemd, connections
-    // not yet accepted wait in it for the next process.)
-    tokio::time::sleep(SETTLE).await;
-    graceful.shutdown().await;
 }
 
 /// Prunes events older than `[store] keep` and finished deliveries, in small
@@ -313,11 +241,26 @@ impl Running {
                 config.server.listen, self.addr
             ));
         }
-        if config.server.max_unverified != old.config.server.max_unverified {
-            warnings.push(format!(
-                "server.max_unverified changed to {} bytes; restart the daemon to apply it (still {} bytes)",
-                config.server.max_unverified, old.config.server.max_unverified
-            ));
+        // What the listeners were started with stays until a restart (the
+        // intake's own body timeout follows the reload).
+        let (new, was) = (&config.server, &old.config.server);
+        for (key, changed) in [
+            (
+                "server.max_unverified",
+                new.max_unverified != was.max_unverified,
+            ),
+            (
+                "server.max_connections",
+                new.max_connections != was.max_connections,
+            ),
+            ("server.idle_timeout", new.idle_timeout != was.idle_timeout),
+            ("server.read_timeout", new.read_timeout != was.read_timeout),
+        ] {
+            if changed {
+                warnings.push(format!(
+                    "{key} changed; restart the daemon to apply it to connections (the running value stays)"
+                ));
+            }
         }
         if config.store.path != old.config.store.path {
             warnings.push(format!(
@@ -368,9 +311,7 @@ impl Running {
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
         let started = tokio::time::Instant::now();
         self.stopping.store(true, Ordering::SeqCst);
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(true);
         let drained = tokio::time::timeout(deadline, &mut self.server)
             .await
             .is_ok();
@@ -390,7 +331,7 @@ impl Running {
             renewal.abort();
         }
         if let Some(stop) = self.http01_stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         let left = deadline.saturating_sub(started.elapsed());
         let sent = self.pipeline.shutdown(left).await;

@@ -104,6 +104,14 @@ fn describe() {
         "relay_tls_certificate_expiry_timestamp_seconds",
         "When the HTTPS certificate being served expires, in Unix seconds (alert well before it)."
     );
+    describe_gauge!(
+        "relay_connections",
+        "Client connections open now, on every listener (at most server.max_connections)."
+    );
+    describe_counter!(
+        "relay_connections_closed_total",
+        "Connections the daemon closed, by reason: slow (no complete request head within read_timeout), idle (no request within idle_timeout), evicted (the longest idle, for a newcomer at max_connections)."
+    );
     describe_counter!(
         "relay_acme_orders_total",
         "ACME certificate orders by result (ok, failed)."
@@ -226,4 +234,14 @@ pub fn certificate_expiry(not_after: std::time::SystemTime) {
 
 pub fn acme_order(ok: bool) {
     counter!("relay_acme_orders_total", "result" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// Client connections open now, on every listener.
+pub fn connections(open: usize) {
+    gauge!("relay_connections").set(open as f64);
+}
+
+/// The daemon closed a connection: `reason` is `slow`, `idle` or `evicted`.
+pub fn connection_closed(reason: &'static str) {
+    counter!("relay_connections_closed_total", "reason" => reason).increment(1);
 }

@@ -28,7 +28,15 @@ pub struct ServerConfig {
     /// How long a stopping daemon waits for in-flight requests and sends.
     pub shutdown_timeout: Duration,
     /// How long a client may take to send its request headers, and its body.
+    /// Everything before a complete request head (the TLS handshake, the
+    /// HTTP/1-or-2 preface) counts against it.
     pub read_timeout: Duration,
+    /// How long a keep-alive connection may sit without a request.
+    pub idle_timeout: Duration,
+    /// The most connections open at once; past it the longest-idle one is
+    /// closed for the newcomer. Lowered at start to fit the process's
+    /// descriptor limit.
+    pub max_connections: usize,
     /// Memory all request bodies share while they are read, before their
     /// signature is checked; past it, 503 with Retry-After. Unset, 64 MiB
     /// or twice `max_body`, whichever is more.
@@ -83,6 +91,8 @@ pub fn read(r: &mut Reader, value: Option<&Value>, store_dir: &std::path::Path) 
         max_body: 10 * 1024 * 1024,
         shutdown_timeout: Duration::from_secs(10),
         read_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(60),
+        max_connections: 1024,
         max_unverified: 64 * 1024 * 1024,
         tls: None,
     };
@@ -97,6 +107,8 @@ pub fn read(r: &mut Reader, value: Option<&Value>, store_dir: &std::path::Path) 
             "max_body",
             "shutdown_timeout",
             "read_timeout",
+            "idle_timeout",
+            "max_connections",
             "max_unverified",
             "tls",
         ],
@@ -112,6 +124,26 @@ pub fn read(r: &mut Reader, value: Option<&Value>, store_dir: &std::path::Path) 
             );
         }
         server.read_timeout = timeout;
+    }
+    if let Some(timeout) = r.duration(t, "idle_timeout") {
+        if timeout < Duration::from_secs(1) {
+            r.error(
+                "server.idle_timeout",
+                "must be at least 1s; the default is \"60s\"",
+            );
+        }
+        server.idle_timeout = timeout;
+    }
+    if let Some(n) = r.uint(t, "max_connections") {
+        if n < 16 {
+            r.error(
+                "server.max_connections",
+                format!(
+                    "{n} is too few to serve webhooks beside health checks; the default is 1024"
+                ),
+            );
+        }
+        server.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
     }
     if let Some(timeout) = r.duration(t, "shutdown_timeout") {
         server.shutdown_timeout = timeout;

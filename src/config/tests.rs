@@ -32,6 +32,8 @@ fn defaults_and_relative_paths() {
     assert_eq!(cfg.server.path, "/hooks/replicate");
     assert_eq!(cfg.server.max_body, 10 * 1024 * 1024);
     assert_eq!(cfg.server.max_unverified, 64 * 1024 * 1024);
+    assert_eq!(cfg.server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(cfg.server.max_connections, 1024);
     assert_eq!(cfg.verify.tolerance, Duration::from_secs(300));
     assert_eq!(cfg.verify.secrets.len(), 1);
     assert!(cfg.store.path.ends_with("data/relay.db"));
@@ -74,6 +76,10 @@ fn problem_table() {
         (
             "[server]\nmax_body = \"20MiB\"\nmax_unverified = \"80MiB\"\n[verify]\ninsecure = true",
             &[],
+        ),
+        (
+            "[server]\nmax_connections = 3\nidle_timeout = \"0s\"\n[verify]\ninsecure = true",
+            &["server.idle_timeout", "server.max_connections"],
         ),
         (
             "[server]\nmax_unverified = \"lots\"\n[verify]\ninsecure = true",

@@ -25,6 +25,7 @@ use budget::Held;
 
 use crate::dispatch::router;
 use crate::event::{Envelope, Event, Kind, kind_hint, parse_query};
+use crate::listen::connections::RequestConn;
 use crate::live::{Live, Setup};
 use crate::signature::{SignedHeaders, VerifyError};
 use crate::store::{Inserted, NewEvent, Store, StoreError};
@@ -77,33 +78,43 @@ pub fn filter(
         .and(warp::path::full())
         .and(query)
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<RequestConn>())
         .and(warp::body::stream())
         .then(
-            move |method, path: warp::path::FullPath, query, headers, body| {
+            move |method, path: warp::path::FullPath, query, headers, conn, body| {
                 let intake = intake.clone();
-                async move { handle(&intake, method, path.as_str(), query, headers, body).await }
+                let request = Request {
+                    method,
+                    query,
+                    headers,
+                    conn,
+                };
+                async move { handle(&intake, path.as_str(), request, body).await }
             },
         )
 }
 
-async fn handle<S, B>(
-    intake: &Intake,
+/// What the intake reads of a request besides its path and body.
+struct Request {
     method: Method,
-    path: &str,
     query: String,
     headers: HeaderMap,
-    body: S,
-) -> Response
+    /// The connection it came on; absent only when a test drives the filter
+    /// without a server.
+    conn: Option<RequestConn>,
+}
+
+async fn handle<S, B>(intake: &Intake, path: &str, request: Request, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
     let setup = intake.live.load();
     let hook_path = setup.config.server.path.as_str();
-    match (path, method) {
-        ("/healthz", Method::GET | Method::HEAD) => health(intake).await,
-        ("/metrics", Method::GET | Method::HEAD) => metrics(intake).await,
-        (p, Method::POST) if p == hook_path => webhook(intake, &setup, query, headers, body).await,
+    match (path, &request.method) {
+        ("/healthz", &Method::GET | &Method::HEAD) => health(intake).await,
+        ("/metrics", &Method::GET | &Method::HEAD) => metrics(intake).await,
+        (p, &Method::POST) if p == hook_path => webhook(intake, &setup, request, body).await,
         (p, _) if p == hook_path || p == "/healthz" || p == "/metrics" => {
             let allow = if p == hook_path { "POST" } else { "GET, HEAD" };
             let mut res = answer(
@@ -223,19 +234,13 @@ struct Accepted {
     status: String,
 }
 
-async fn webhook<S, B>(
-    intake: &Intake,
-    setup: &Setup,
-    query: String,
-    headers: HeaderMap,
-    body: S,
-) -> Response
+async fn webhook<S, B>(intake: &Intake, setup: &Setup, request: Request, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
     let started = std::time::Instant::now();
-    let result = accept(intake, setup, query, &headers, body).await;
+    let result = accept(intake, setup, request, body).await;
     telemetry::webhook_answered(started.elapsed().as_secs_f64());
     match result {
         Ok(Accepted {
@@ -297,14 +302,20 @@ where
 async fn accept<S, B>(
     intake: &Intake,
     setup: &Setup,
-    query: String,
-    headers: &HeaderMap,
+    request: Request,
     body: S,
 ) -> Result<Accepted, Refusal>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
+    let Request {
+        query,
+        headers,
+        conn,
+        ..
+    } = request;
+    let headers = &headers;
     if intake.stopping.load(Ordering::Relaxed) {
         return Err(Refusal::Stopping);
     }
@@ -360,8 +371,10 @@ where
         },
     };
     // Verified (or unsigned by choice): the body no longer counts against
-    // what strangers may hold.
+    // what strangers may hold, and its connection is kept until the answer,
+    // however many strangers arrive meanwhile.
     drop(budget);
+    let _kept = conn.as_ref().map(RequestConn::protect);
 
     // One pass over the body: what the store indexes, and the fields the
     // routes look at. Routing is a pure function of those and the config, so

@@ -8,6 +8,8 @@
 //! instead of refusing them: the socket outlives the process.
 
 pub mod acme;
+pub mod connections;
+pub mod serve;
 pub mod tls;
 pub mod x509;
 

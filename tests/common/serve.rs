@@ -31,8 +31,26 @@ impl Serve {
         env: &[(&str, &str)],
         sockets: Vec<std::os::fd::OwnedFd>,
     ) -> Self {
+        Self::start_with_prefix(&[], config, env, sockets)
+    }
+
+    /// [`Serve::start_with_sockets`] through a program that execs it
+    /// (`prlimit --nofile=…`), so the process is still the daemon's.
+    pub fn start_with_prefix(
+        prefix: &[&str],
+        config: &Path,
+        env: &[(&str, &str)],
+        sockets: Vec<std::os::fd::OwnedFd>,
+    ) -> Self {
         use command_fds::{CommandFdExt, FdMapping};
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(["serve", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped());
@@ -62,6 +80,11 @@ impl Serve {
             }
         });
         Self { child, log }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> String {
