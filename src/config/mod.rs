@@ -96,6 +96,9 @@ pub struct DeliveryConfig {
     /// How long transient failures are retried before a delivery is dead,
     /// counted from when the event was received.
     pub max_age: Duration,
+    /// The longest a receiver's `Retry-After` pauses it: an absurd value
+    /// (a year, or past any integer) waits this long instead.
+    pub max_pause: Duration,
 }
 
 /// Every problem found in one config file.
@@ -358,9 +361,20 @@ fn read_store(r: &mut Reader, value: Option<&Value>) -> StoreConfig {
 fn read_delivery(r: &mut Reader, value: Option<&Value>) -> DeliveryConfig {
     let mut delivery = DeliveryConfig {
         max_age: Duration::from_secs(24 * 3600),
+        max_pause: Duration::from_secs(3600),
     };
     if let Some(t) = r.table(value, "delivery") {
-        r.known_keys(t, &["max_age"]);
+        r.known_keys(t, &["max_age", "max_pause"]);
+        if let Some(max_pause) = r.duration(t, "max_pause") {
+            if max_pause < Duration::from_secs(1) || max_pause > Duration::from_secs(7 * 24 * 3600)
+            {
+                r.error(
+                    "delivery.max_pause",
+                    "must be between 1s and 7d; the default is \"1h\"",
+                );
+            }
+            delivery.max_pause = max_pause;
+        }
         if let Some(max_age) = r.duration(t, "max_age") {
             if max_age < Duration::from_secs(60) {
                 r.error(

@@ -118,6 +118,14 @@ fn problem_table() {
             &["delivery.max_age"],
         ),
         (
+            "[verify]\ninsecure = true\n[delivery]\nmax_pause = \"30d\"",
+            &["delivery.max_pause"],
+        ),
+        (
+            "[verify]\ninsecure = true\n[delivery]\nmax_pause = \"10m\"",
+            &[],
+        ),
+        (
             "[verify]\ninsecure = true\n[delivery]\nmax_ag = \"5h\"",
             &["delivery.max_ag"],
         ),

@@ -267,6 +267,20 @@ async fn deliver(
     shared.wake.notify_one();
 }
 
+/// The pause a receiver's `Retry-After` of `asked` gets: at most
+/// `max_pause`, and a millisecond more than asked, since `now` is whole
+/// milliseconds cut down and Retry-After is a minimum.
+fn pause_for(asked: Duration, max_pause: Duration) -> Duration {
+    asked
+        .saturating_add(Duration::from_millis(1))
+        .min(max_pause)
+}
+
+/// `d` in whole milliseconds, as far as an i64 of them goes.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Attempts at a delivery whose notifier panics before it is dead: a panic is
 /// a bug, and retrying for `max_age` would only repeat it.
 const PANICS_BEFORE_DEAD: i64 = 3;
@@ -342,15 +356,21 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
             retry_after,
         }) => {
             let mut delay = backoff::delay(d.attempts, backoff::random_unit());
-            if let Some(after) = retry_after {
+            if let Some(asked) = retry_after {
                 telemetry::rate_limited(&d.notifier);
-                // `now` is whole milliseconds, cut down: one more keeps the
-                // pause from ending a fraction early. Retry-After is a minimum.
-                let after = after + Duration::from_millis(1);
-                shared.pause(sender.rate_key(), now + after.as_millis() as i64);
+                let after = pause_for(asked, setup.config.delivery.max_pause);
+                if after < asked {
+                    tracing::warn!(
+                        message = "A receiver asked to wait longer than delivery.max_pause; pausing it for max_pause instead.",
+                        notifier = %d.notifier,
+                        asked_s = asked.as_secs(),
+                        max_pause = %humantime::format_duration(setup.config.delivery.max_pause),
+                    );
+                }
+                shared.pause(sender.rate_key(), now.saturating_add(millis(after)));
                 delay = delay.max(after);
             }
-            let at_ms = now + delay.as_millis() as i64;
+            let at_ms = now.saturating_add(millis(delay));
             if at_ms > d.expires_at_ms {
                 let error = format!(
                     "gave up after {} attempts over {}: {reason}",
@@ -376,6 +396,21 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
 mod tests {
     use super::*;
     use crate::store::{Delivery, DeliveryState};
+
+    #[test]
+    fn a_pause_is_what_was_asked_within_max_pause() {
+        let hour = Duration::from_secs(3600);
+        for (asked, want) in [
+            (Duration::ZERO, Duration::from_millis(1)),
+            (Duration::from_secs(30), Duration::from_millis(30_001)),
+            (Duration::from_secs(999_999_999), hour),
+            (Duration::from_secs(u64::MAX), hour),
+            (Duration::MAX, hour),
+        ] {
+            assert_eq!(pause_for(asked, hour), want, "{asked:?}");
+        }
+        assert_eq!(millis(Duration::MAX), i64::MAX);
+    }
 
     #[test]
     fn a_panicking_notifier_is_retried_then_dead_with_the_panic_message() {

@@ -2,7 +2,7 @@
 //! connector ([`crate::connect`]), and how an answer becomes a delivery
 //! result.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -26,6 +26,11 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The wait its `Retry-After` asks for, read now.
+    pub fn retry_after(&self) -> Option<Duration> {
+        retry_after(&self.headers, SystemTime::now())
+    }
+
     /// `Ok` for a 2xx; otherwise the error its status calls for (transient or
     /// permanent), saying who refused, the receiver's own `reason` (read from
     /// the body by the caller) and `hint`, what to check; a `Retry-After` is
@@ -44,15 +49,51 @@ impl Answer {
                 "{} answered HTTP {}: {}{hint}",
                 self.what,
                 self.status,
-                reason(&self.body)
+                cut(&reason(&self.body), REASON_KEPT)
             ),
         )
-        .with_retry_after(super::webhook::retry_after(&self.headers)))
+        .with_retry_after(self.retry_after()))
     }
 }
 
-/// How much of a response body is kept for error messages.
-const BODY_KEPT: usize = 512;
+/// How much of a receiver's answer is read: enough for any error a service
+/// sends; the rest is not read at all (the connection is dropped, not
+/// reused), so a receiver cannot make the daemon hold its 300 MB page.
+pub const ANSWER_READ: usize = 16 * 1024;
+
+/// How much of the reason read from an answer goes into an error message.
+const REASON_KEPT: usize = 512;
+
+/// `Retry-After` (RFC 9110 §10.2.3), for every kind: delay-seconds (a
+/// fraction too, which some services send), or an HTTP-date, which is read
+/// against `now` (a date passed already is no wait). A number too large
+/// for any integer is as long as a wait can be; the dispatcher clamps every
+/// pause to `[delivery] max_pause` anyway. What parses as neither is ignored.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(value.parse().map_or(Duration::MAX, Duration::from_secs));
+    }
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let secs: f64 = value.parse().ok()?;
+        return Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary, with an
+/// ellipsis when something was cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
 
 /// A shared, pooled HTTP(S) client.
 #[derive(Clone)]
@@ -75,20 +116,28 @@ impl Client {
         })
     }
 
-    /// Sends `request` and returns the response with (the start of) its body.
+    /// Sends `request` and returns the response with the start of its
+    /// body: at most [`ANSWER_READ`] bytes are read.
     pub async fn send(
         &self,
         request: Request<Full<Bytes>>,
     ) -> Result<(Response<()>, String), hyper_util::client::legacy::Error> {
         let response = self.inner.request(request).await?;
-        let (parts, body) = response.into_parts();
+        let (parts, mut body) = response.into_parts();
         // The body only feeds error messages; a broken one is not an error itself.
-        let bytes = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_KEPT)]).into_owned();
+        let mut bytes = Vec::new();
+        while bytes.len() < ANSWER_READ {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        let room = ANSWER_READ - bytes.len();
+                        bytes.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                }
+                Some(Err(_)) | None => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         Ok((Response::from_parts(parts, ()), text))
     }
 }
@@ -155,5 +204,49 @@ impl Client {
                 what: what.to_owned(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_both_forms_and_at_the_edges() {
+        // Thu, 03 Dec 2026 12:00:00 GMT
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_299_200);
+        let secs = Duration::from_secs;
+        for (value, want) in [
+            ("120", Some(secs(120))),
+            (" 0 ", Some(Duration::ZERO)),
+            ("1.5", Some(Duration::from_millis(1500))),
+            ("999999999", Some(secs(999_999_999))),
+            ("18446744073709551615", Some(secs(u64::MAX))),
+            ("99999999999999999999999999", Some(Duration::MAX)),
+            ("1e308", None),
+            ("-5", None),
+            ("", None),
+            ("soon", None),
+            ("Thu, 03 Dec 2026 12:01:30 GMT", Some(secs(90))),
+            ("Thu, 03 Dec 2026 11:00:00 GMT", Some(Duration::ZERO)),
+            ("Thursday, 03-Dec-26 12:00:10 GMT", Some(secs(10))),
+            (
+                "Fri, 31 Dec 9999 23:59:59 GMT",
+                Some(secs(253_402_300_799 - 1_796_299_200)),
+            ),
+            ("Thu, 03 Dec 2026 25:00:00 GMT", None),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::RETRY_AFTER, value.parse().unwrap());
+            assert_eq!(retry_after(&headers, now), want, "{value:?}");
+        }
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn reasons_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("ééé", 3), "é…");
+        assert_eq!(cut(&"x".repeat(600), 512).len(), 512 + '…'.len_utf8());
     }
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
-use super::webhook::{retry_after, shown_url};
+use super::webhook::shown_url;
 use super::{Attempt, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
@@ -128,7 +128,9 @@ fn discord_error(body: &str) -> String {
 fn body_retry_after(body: &str) -> Option<Duration> {
     let v: Value = serde_json::from_str(body).ok()?;
     let secs = v.get("retry_after")?.as_f64()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3_600.0)))
+    // Negative, not a number, or past any Duration: not a wait we can keep
+    // (the dispatcher clamps the rest to `[delivery] max_pause`).
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 impl Notify for DiscordNotifier {
@@ -158,7 +160,7 @@ impl Notify for DiscordNotifier {
             // Discord says how long in the body, to the millisecond.
             let wait = (answer.status.as_u16() == 429).then(|| {
                 body_retry_after(&answer.body)
-                    .or_else(|| retry_after(&answer.headers))
+                    .or_else(|| answer.retry_after())
                     .unwrap_or(DEFAULT_RETRY_AFTER)
             });
             answer

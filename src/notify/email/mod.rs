@@ -95,6 +95,9 @@ pub struct EmailNotifier {
     cc: Vec<Mailbox>,
     reply_to: Option<Mailbox>,
     server: String,
+    /// The whole send's limit, as each SMTP step's: a server that answers
+    /// every step just in time must not hold a send for ever.
+    timeout: std::time::Duration,
 }
 
 fn mailbox(text: &str) -> Result<Mailbox, String> {
@@ -149,6 +152,7 @@ impl EmailNotifier {
                 .collect::<Result<_, _>>()?,
             reply_to: config.reply_to.as_deref().map(mailbox).transpose()?,
             server: format!("{}:{}", config.smtp.host, config.smtp.port),
+            timeout: config.timeout,
         })
     }
 
@@ -191,11 +195,19 @@ impl Notify for EmailNotifier {
             let rendered = super::expect::<Rendered<EmailMessage>>(message, "email")?;
             let m = &rendered.message;
             let mail = self.build(&m.subject, &m.text, m.html.as_deref())?;
-            self.transport
-                .send(mail)
-                .await
-                .map(|_| ())
-                .map_err(|e| classify_smtp(&self.server, &e))
+            match tokio::time::timeout(self.timeout, self.transport.send(mail)).await {
+                Ok(sent) => sent
+                    .map(|_| ())
+                    .map_err(|e| classify_smtp(&self.server, &e)),
+                Err(_) => Err(DeliveryError::new(
+                    Cause::Timeout,
+                    format!(
+                        "SMTP server {}: the send did not finish within {} (the notifier's timeout)",
+                        self.server,
+                        humantime::format_duration(self.timeout)
+                    ),
+                )),
+            }
         })
     }
 

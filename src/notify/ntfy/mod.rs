@@ -12,7 +12,6 @@ use warp::http::header;
 
 use super::http::Client;
 use super::kind::{Kind, Settings, Shared};
-use super::webhook::retry_after;
 use super::{Attempt, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
@@ -134,7 +133,7 @@ impl Notify for NtfyNotifier {
                 _ => "",
             };
             // ntfy sends no Retry-After with its 429.
-            let limited = answer.status.as_u16() == 429 && retry_after(&answer.headers).is_none();
+            let limited = answer.status.as_u16() == 429 && answer.retry_after().is_none();
             answer.result(ntfy_error, hint).map_err(|e| {
                 if limited {
                     e.with_retry_after(Some(NTFY_RETRY_AFTER))

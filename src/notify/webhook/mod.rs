@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use warp::http::{HeaderName, header};
+use warp::http::HeaderName;
 
 use std::sync::Arc;
 
@@ -170,18 +170,6 @@ impl Notify for WebhookNotifier {
     fn rate_key(&self) -> String {
         format!("webhook:{}", self.name)
     }
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is rare enough to ignore).
-pub fn retry_after(headers: &warp::http::HeaderMap) -> Option<Duration> {
-    headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 /// Scheme, host and path only: query strings and user info can hold secrets.
