@@ -7,129 +7,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use common::stand_ins::discord::{self, TOKEN, invalid};
 use common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::DeliveryState;
 use serde_json::{Value, json};
-use warp::Filter;
-use warp::http::StatusCode;
-
-const ID: &str = "1180000000000000001";
-const TOKEN: &str = "good-token_x";
-
-#[derive(Clone, Default)]
-struct Channel {
-    posts: Arc<Mutex<Vec<(Instant, Value)>>>,
-    /// How many 429s to answer before accepting.
-    limited: Arc<Mutex<usize>>,
-}
-
-fn error(status: StatusCode, code: u32, message: &str) -> warp::reply::Response {
-    use warp::Reply;
-    let mut res = warp::reply::with_status(
-        warp::reply::json(&json!({"message": message, "code": code})),
-        status,
-    )
-    .into_response();
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        res = warp::reply::with_status(
-            warp::reply::json(&json!({"message": "You are being rate limited.", "retry_after": 1.2, "global": false})),
-            status,
-        )
-        .into_response();
-        res.headers_mut()
-            .insert("retry-after", warp::http::HeaderValue::from_static("2"));
-    }
-    res
-}
-
-fn len(v: Option<&Value>) -> usize {
-    v.and_then(Value::as_str).map_or(0, |s| s.chars().count())
-}
-
-/// Why Discord would refuse `body`, if it would.
-fn invalid(body: &Value) -> Option<&'static str> {
-    if body.get("allowed_mentions") != Some(&json!({"parse": []})) {
-        return Some("mentions allowed"); // not Discord's rule: ours, checked here
-    }
-    if len(body.get("content")) > 2_000 {
-        return Some("content");
-    }
-    let embeds = body
-        .get("embeds")
-        .and_then(Value::as_array)
-        .map_or(&[][..], |e| e.as_slice());
-    if embeds.len() > 10 || (embeds.is_empty() && len(body.get("content")) == 0) {
-        return Some("embeds");
-    }
-    let mut total = 0;
-    for e in embeds {
-        let fields = e
-            .get("fields")
-            .and_then(Value::as_array)
-            .map_or(&[][..], |f| f.as_slice());
-        if len(e.get("title")) > 256 || len(e.get("description")) > 4_096 || fields.len() > 25 {
-            return Some("embed");
-        }
-        for f in fields {
-            let (n, v) = (len(f.get("name")), len(f.get("value")));
-            if n == 0 || n > 256 || v == 0 || v > 1_024 {
-                return Some("field");
-            }
-            total += n + v;
-        }
-        total += len(e.get("title")) + len(e.get("description")) + len(e.pointer("/footer/text"));
-    }
-    (total > 6_000).then_some("total")
-}
-
-async fn channel() -> (String, Channel) {
-    use warp::Reply;
-    let channel = Channel::default();
-    let c = channel.clone();
-    let route = warp::post()
-        .and(warp::path!("api" / "webhooks" / String / String))
-        .and(warp::body::bytes())
-        .map(move |id: String, token: String, body: bytes::Bytes| {
-            if id != ID {
-                return error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
-            }
-            if token != TOKEN {
-                return error(StatusCode::UNAUTHORIZED, 50027, "Invalid Webhook Token");
-            }
-            let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    50109,
-                    "The request body contains invalid JSON.",
-                );
-            };
-            if let Some(why) = invalid(&body) {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    50035,
-                    &format!("Invalid Form Body ({why})"),
-                );
-            }
-            {
-                let mut limited = c.limited.lock().unwrap();
-                if *limited > 0 {
-                    *limited -= 1;
-                    c.posts.lock().unwrap().push((Instant::now(), Value::Null));
-                    return error(StatusCode::TOO_MANY_REQUESTS, 0, "");
-                }
-            }
-            c.posts.lock().unwrap().push((Instant::now(), body));
-            StatusCode::NO_CONTENT.into_response()
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(warp::serve(route).incoming(listener).run());
-    (format!("http://{addr}/api/webhooks/{ID}"), channel)
-}
 
 /// A template that writes far past every limit, so only the relay's cutting
 /// keeps the post acceptable.
@@ -154,7 +39,7 @@ fn config(dir: &std::path::Path, webhook: &str, template: &str) -> std::path::Pa
 
 #[tokio::test]
 async fn a_failure_arrives_as_a_red_embed_after_a_429_is_honoured() {
-    let (base, channel) = channel().await;
+    let (base, channel) = discord::start().await;
     *channel.limited.lock().unwrap() = 1;
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(
@@ -226,7 +111,7 @@ async fn a_failure_arrives_as_a_red_embed_after_a_429_is_honoured() {
 
 #[tokio::test]
 async fn a_wrong_token_is_dead_at_once_with_discords_reason() {
-    let (base, channel) = channel().await;
+    let (base, channel) = discord::start().await;
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(
         &config(dir.path(), &format!("{base}/stale-token"), "default"),
@@ -260,7 +145,7 @@ async fn a_wrong_token_is_dead_at_once_with_discords_reason() {
 
 #[tokio::test]
 async fn a_template_far_past_every_limit_is_cut_to_fit() {
-    let (base, channel) = channel().await;
+    let (base, channel) = discord::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &format!("{base}/{TOKEN}"), "long");
     let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;

@@ -6,100 +6,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::stand_ins::ntfy::{self, Published, TOKEN};
 use common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::DeliveryState;
 use serde_json::{Value, json};
-use warp::Filter;
-use warp::http::StatusCode;
-
-const TOKEN: &str = "tk_7eevizlsiwf9yi4uxsrs83r4352o0";
-
-/// What the stand-in accepted.
-#[derive(Clone, Default)]
-struct Published(Arc<Mutex<Vec<Value>>>);
-
-/// ntfy's answer to a refused publish.
-fn refuse(status: StatusCode, code: u32, error: &str) -> warp::reply::Response {
-    use warp::Reply;
-    let body = json!({"code": code, "http": status.as_u16(), "error": error});
-    warp::reply::with_status(warp::reply::json(&body), status).into_response()
-}
-
-/// A stand-in for an ntfy server whose topics need `TOKEN`.
-async fn ntfy() -> (String, Published) {
-    use warp::Reply;
-    let published = Published::default();
-    let p = published.clone();
-    let route = warp::post()
-        .and(warp::path::end())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::body::bytes())
-        .map(
-            move |auth: Option<String>, kind: Option<String>, body: bytes::Bytes| {
-                if auth.as_deref() != Some(&format!("Bearer {TOKEN}")) {
-                    return refuse(StatusCode::UNAUTHORIZED, 40101, "unauthorized");
-                }
-                if kind.as_deref() != Some("application/json") {
-                    return refuse(StatusCode::BAD_REQUEST, 40024, "invalid request: not JSON");
-                }
-                let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&body) else {
-                    return refuse(
-                        StatusCode::BAD_REQUEST,
-                        40024,
-                        "invalid request: JSON object expected",
-                    );
-                };
-                let topic = m.get("topic").and_then(Value::as_str).unwrap_or("");
-                if topic.is_empty()
-                    || topic.len() > 64
-                    || !topic
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                {
-                    return refuse(StatusCode::BAD_REQUEST, 40009, "invalid topic");
-                }
-                if !m
-                    .get("priority")
-                    .and_then(Value::as_u64)
-                    .is_some_and(|p| (1..=5).contains(&p))
-                {
-                    return refuse(StatusCode::BAD_REQUEST, 40007, "invalid priority");
-                }
-                if !m
-                    .get("tags")
-                    .and_then(Value::as_array)
-                    .is_some_and(|t| t.iter().all(Value::is_string))
-                {
-                    return refuse(StatusCode::BAD_REQUEST, 40024, "invalid request: tags");
-                }
-                if m.get("message")
-                    .and_then(Value::as_str)
-                    .is_none_or(|s| s.len() > 4_096)
-                {
-                    return refuse(StatusCode::PAYLOAD_TOO_LARGE, 41301, "message too large");
-                }
-                if let Some(click) = m.get("click")
-                    && !click.as_str().is_some_and(|u| u.starts_with("http"))
-                {
-                    return refuse(StatusCode::BAD_REQUEST, 40013, "invalid click URL");
-                }
-                p.0.lock().unwrap().push(Value::Object(m.clone()));
-                warp::reply::json(
-                    &json!({"id": "sPs5Ts9LQWs1", "event": "message", "topic": topic}),
-                )
-                .into_response()
-            },
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(warp::serve(route).incoming(listener).run());
-    (format!("http://{addr}"), published)
-}
 
 fn config(dir: &std::path::Path, server: &str, token: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("ntfy-token"), token).unwrap();
@@ -127,7 +41,7 @@ async fn until(published: &Published, n: usize) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_failed_training_reaches_the_topic_with_priority_tags_and_a_click() {
-    let (server, published) = ntfy().await;
+    let (server, published) = ntfy::start().await;
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&config(dir.path(), &server, TOKEN), Arc::new(SystemClock)).await;
     post_signed(&daemon, "msg_ntfy_1", &fixture("training-failed.json")).await;
@@ -194,7 +108,7 @@ async fn a_failed_training_reaches_the_topic_with_priority_tags_and_a_click() {
 
 #[tokio::test]
 async fn a_wrong_token_is_dead_at_once_with_ntfys_reason() {
-    let (server, published) = ntfy().await;
+    let (server, published) = ntfy::start().await;
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(
         &config(dir.path(), &server, "tk_wrong"),

@@ -5,82 +5,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::stand_ins::teams::{self, SIG};
 use common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::DeliveryState;
 use serde_json::{Value, json};
-use warp::Filter;
-use warp::http::StatusCode;
-
-const SIG: &str = "g00dSigX";
-
-#[derive(Clone, Default)]
-struct Flow(Arc<Mutex<Vec<Value>>>);
-
-async fn flow() -> (String, Flow) {
-    use warp::Reply;
-    let flow = Flow::default();
-    let f = flow.clone();
-    let route = warp::post()
-        .and(warp::path!(
-            "workflows" / "a1b2" / "triggers" / "manual" / "paths" / "invoke"
-        ))
-        .and(warp::query::raw())
-        .and(warp::body::bytes())
-        .map(move |query: String, body: bytes::Bytes| {
-            let refuse = |status: StatusCode, code: &str, message: &str| {
-                warp::reply::with_status(
-                    warp::reply::json(&json!({"error": {"code": code, "message": message}})),
-                    status,
-                )
-                .into_response()
-            };
-            if !query.split('&').any(|p| p == format!("sig={SIG}")) {
-                return refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "DirectApiAuthorizationRequired",
-                    "The request must be authenticated only by Shared Access scheme.",
-                );
-            }
-            if body.len() > 28 * 1024 {
-                return refuse(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "RequestEntityTooLarge",
-                    "too large",
-                );
-            }
-            let Ok(m) = serde_json::from_slice::<Value>(&body) else {
-                return refuse(StatusCode::BAD_REQUEST, "InvalidRequestContent", "not JSON");
-            };
-            let card = &m["attachments"][0];
-            if m["type"] != "message"
-                || card["contentType"] != "application/vnd.microsoft.card.adaptive"
-                || card["content"]["type"] != "AdaptiveCard"
-                || !card["content"]["body"].is_array()
-                || card["content"]["version"].as_str().is_none()
-            {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidTemplate",
-                    "not an Adaptive Card message",
-                );
-            }
-            f.0.lock().unwrap().push(m);
-            StatusCode::ACCEPTED.into_response()
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(warp::serve(route).incoming(listener).run());
-    (
-        format!(
-            "http://{addr}/workflows/a1b2/triggers/manual/paths/invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0"
-        ),
-        flow,
-    )
-}
 
 fn config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("teams-url"), url).unwrap();
@@ -94,7 +26,7 @@ fn config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn a_failure_arrives_as_an_adaptive_card() {
-    let (url, flow) = flow().await;
+    let (url, flow) = teams::start().await;
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(
         &config(dir.path(), &format!("{url}&sig={SIG}")),
@@ -136,7 +68,7 @@ async fn a_failure_arrives_as_an_adaptive_card() {
 
 #[tokio::test]
 async fn a_wrong_signature_is_dead_at_once_with_the_flows_reason() {
-    let (url, flow) = flow().await;
+    let (url, flow) = teams::start().await;
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(
         &config(dir.path(), &format!("{url}&sig=expired")),

@@ -1,6 +1,12 @@
 //! Loopback stand-ins for what the daemon talks to: a Slack Web API that checks
-//! what Slack checks, and a webhook receiver that verifies signatures. (The
-//! SMTP server is a real one: `smtp.rs`.)
+//! what Slack checks, and a webhook receiver that verifies signatures, here;
+//! Discord, Teams, ntfy and PagerDuty in their own files, each checking what
+//! its service checks. (The SMTP server is a real one: `smtp.rs`.)
+
+pub mod discord;
+pub mod ntfy;
+pub mod pagerduty;
+pub mod teams;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
