@@ -160,6 +160,10 @@ pub fn as_text(value: &Value) -> String {
     }
 }
 
+/// Durations of this many seconds (about 31 years) and more are not
+/// written in days.
+const BEYOND_DAYS: f64 = 1e9;
+
 /// "3.3s", "59s", "19m 51s", "2h 5m", "3d 4h".
 pub fn human_duration(secs: f64) -> String {
     if !secs.is_finite() || secs < 0.0 {
@@ -167,6 +171,15 @@ pub fn human_duration(secs: f64) -> String {
     }
     if secs < 10.0 {
         return format!("{:.1}s", (secs * 10.0).floor() / 10.0);
+    }
+    // No job runs for decades: a value this large is shown as received,
+    // not turned into a count of days nobody can check.
+    if secs >= BEYOND_DAYS {
+        return if secs < 1e15 {
+            format!("{secs:.0}s")
+        } else {
+            format!("{secs:e}s")
+        };
     }
     let s = secs.round() as u64;
     match s {
@@ -204,7 +217,10 @@ fn format_date(ts: &str, format: &str) -> String {
     let Ok(t) = OffsetDateTime::parse(ts, &Rfc3339) else {
         return ts.to_owned();
     };
-    let t = t.to_offset(time::UtcOffset::UTC);
+    // Shown as received when UTC would fall outside years 0-9999.
+    let Some(t) = t.checked_to_offset(time::UtcOffset::UTC) else {
+        return ts.to_owned();
+    };
     match time::format_description::parse(format) {
         Ok(f) => t.format(&f).unwrap_or_else(|_| ts.to_owned()),
         Err(_) => ts.to_owned(),
@@ -278,6 +294,14 @@ mod tests {
                 "18:20:31",
             ),
             ("{{date \"yesterday\"}}", "yesterday"),
+            (
+                "{{date \"9999-12-31T23:00:00-23:59\"}}",
+                "9999-12-31T23:00:00-23:59",
+            ),
+            (
+                "{{date \"0000-01-01T00:00:00+23:59\"}}",
+                "-0001-12-31 00:01 UTC",
+            ),
             ("{{join list \", \"}}", "x, 1"),
             ("{{basename url}}", "out-0.webp"),
             ("  {{indent logs 2}}", "  a\n  b\n  c"),
@@ -309,6 +333,13 @@ mod tests {
             (1191.13, "19m 51s"),
             (7530.0, "2h 5m"),
             (273_600.0, "3d 4h"),
+            (999_999_999.0, "11574d 1h"),
+            (1e9, "1000000000s"),
+            (9.2e18, "9.2e18s"),
+            (f64::MAX, "1.7976931348623157e308s"),
+            (f64::INFINITY, ""),
+            (f64::NAN, ""),
+            (5e-324, "0.0s"),
             (-1.0, ""),
         ] {
             assert_eq!(human_duration(secs), want, "{secs}");

@@ -336,7 +336,12 @@ fn expiry(job: &Job) -> Option<String> {
         return None;
     }
     let ended: OffsetDateTime = common.completed_at.as_ref()?.0;
-    (ended + time::Duration::hours(1)).format(&Rfc3339).ok()
+    // None past year 9999: the template then says nothing of an expiry no
+    // one will live to see.
+    ended
+        .checked_add(time::Duration::hours(1))?
+        .format(&Rfc3339)
+        .ok()
 }
 
 fn is_url(s: &str) -> bool {

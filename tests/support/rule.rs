@@ -177,6 +177,55 @@ impl Rng {
     }
 }
 
+/// Timestamps and durations at the edges of what `time` and `f64` hold, as
+/// fields of a job from the API (whose files expire an hour after it ends).
+pub const EDGE_TIMES: &[(&str, &str)] = &[
+    (
+        "ended at the last instant of year 9999",
+        r#""source":"api","created_at":"9999-12-31T23:59:58Z","started_at":"9999-12-31T23:59:59Z","completed_at":"9999-12-31T23:59:59.999999999Z""#,
+    ),
+    (
+        "ended in year 9999 west of UTC, so after it in UTC",
+        r#""source":"api","completed_at":"9999-12-31T23:00:00-23:59""#,
+    ),
+    (
+        "began at year 0 east of UTC, so before it in UTC",
+        r#""source":"api","created_at":"0000-01-01T00:00:00+23:59","started_at":"0000-01-01T00:00:00Z","completed_at":"9999-12-31T23:59:59Z""#,
+    ),
+    (
+        "ended before it began",
+        r#""created_at":"2026-11-20T14:05:00Z","started_at":"2026-11-20T14:04:00Z","completed_at":"2026-11-20T14:03:00Z""#,
+    ),
+    (
+        "an offset past any zone",
+        r#""source":"api","completed_at":"2026-11-20T14:03:00+99:99""#,
+    ),
+    (
+        "a leap second",
+        r#""source":"api","completed_at":"2016-12-31T23:59:60Z""#,
+    ),
+    (
+        "run time at f64's largest",
+        r#""metrics":{"predict_time":1.7976931348623157e308,"total_time":1.7976931348623157e308}"#,
+    ),
+    (
+        "run time past f64",
+        r#""metrics":{"predict_time":1e400,"total_time":-1e400}"#,
+    ),
+    (
+        "negative run time, total smaller than run",
+        r#""metrics":{"predict_time":-5,"total_time":-10}"#,
+    ),
+    (
+        "run time of centuries, queue of a denormal",
+        r#""metrics":{"predict_time":9.2e18,"total_time":9.2e18},"created_at":"2026-11-20T14:03:00Z","started_at":"2026-11-20T14:03:00.000000001Z""#,
+    ),
+    (
+        "run time under a nanosecond",
+        r#""metrics":{"predict_time":5e-324,"total_time":1e-300}"#,
+    ),
+];
+
 /// Pieces of JSON string text (already escaped) that readers disagree on or
 /// that markup cares about.
 const STRING_PIECES: &[&str] = &[
@@ -226,6 +275,27 @@ const NUMBERS: &[&str] = &[
     "1.7976931348623157e308",
     "1.8e308",
     "123456789012345678901234567890",
+    "9.2e18",
+    "5e-324",
+    "-5",
+];
+
+/// Timestamps Replicate writes, and those at the edges of what a date type
+/// holds: year 9999 west of UTC, year 0 east of it, a leap second, an
+/// offset past any zone, and text that is no date at all.
+const TIMES: &[&str] = &[
+    "\"2026-11-20T14:03:11.482915Z\"",
+    "\"2026-11-20T14:05:11Z\"",
+    "\"9999-12-31T23:59:59.999999999Z\"",
+    "\"9999-12-31T23:00:00-23:59\"",
+    "\"0000-01-01T00:00:00+23:59\"",
+    "\"0000-01-01T00:00:00Z\"",
+    "\"2016-12-31T23:59:60Z\"",
+    "\"2026-11-20T14:03:00+99:99\"",
+    "\"yesterday\"",
+    "\"\\udc00\"",
+    "7",
+    "null",
 ];
 
 /// Any JSON value of at most `depth` levels (sometimes far more).
@@ -312,17 +382,18 @@ pub fn body(rng: &mut Rng) -> String {
                 value(rng, 1)
             ),
         ),
+        ("created_at", rng.pick(TIMES).to_owned()),
         (
-            "created_at",
-            rng.pick(&["\"2026-11-20T14:03:11.482915Z\"", "\"yesterday\"", "7"])
-                .to_owned(),
+            "started_at",
+            if rng.one_in(4) {
+                value(rng, 1)
+            } else {
+                rng.pick(TIMES).to_owned()
+            },
         ),
-        ("started_at", value(rng, 1)),
-        (
-            "completed_at",
-            rng.pick(&["\"2026-11-20T14:05:11Z\"", "null", "\"\\udc00\""])
-                .to_owned(),
-        ),
+        ("completed_at", rng.pick(TIMES).to_owned()),
+        // Jobs from the API have files that expire an hour after the end.
+        ("source", rng.pick(&["\"api\"", "\"web\"", "3"]).to_owned()),
         ("destination", string(rng)),
         ("deployment", string(rng)),
         ("data_removed", value(rng, 0)),
