@@ -9,8 +9,8 @@ use replicate_relay::clock::now_ms;
 use replicate_relay::event::{Kind, Status};
 use replicate_relay::store::sqlite::{SqliteOptions, SqliteStore};
 use replicate_relay::store::{
-    DeliveryFilter, DeliveryState, Inserted, NewEvent, Outcome, RetrySelector, Routing, Store,
-    StoreError,
+    DeliveryFilter, DeliveryState, Inserted, NewEvent, OutboxStats, Outcome, RetrySelector,
+    Routing, Store, StoreError,
 };
 
 /// Each backend under test: a name and how to open a fresh store in a dir.
@@ -42,6 +42,30 @@ fn event(webhook_id: &str, object_id: &str, status: Status, routes: &[(&str, &st
             expires_at_ms: now + 3_600_000,
         },
     }
+}
+
+/// The outbox's counts, as the store keeps them, equal what a listing finds.
+async fn stats_agree(name: &str, store: &dyn Store, when: &str) {
+    let all = store.deliveries(DeliveryFilter::All, 1_000).await.unwrap();
+    let waiting = |l: &&replicate_relay::store::Listed| {
+        matches!(
+            l.delivery.state,
+            DeliveryState::Pending | DeliveryState::Sending
+        )
+    };
+    let want = OutboxStats {
+        pending: all.iter().filter(waiting).count() as i64,
+        dead: all
+            .iter()
+            .filter(|l| l.delivery.state == DeliveryState::Dead)
+            .count() as i64,
+        oldest_pending_ms: all
+            .iter()
+            .filter(waiting)
+            .map(|l| l.delivery.created_at_ms)
+            .min(),
+    };
+    assert_eq!(store.outbox_stats().await.unwrap(), want, "{name}: {when}");
 }
 
 #[tokio::test]
@@ -96,6 +120,7 @@ async fn conformance(name: &str, store: &dyn Store) {
     assert_eq!(recent[1].kind, Kind::Prediction);
     assert_eq!(recent[1].status, Status::Failed);
     assert_eq!(recent[1].query, "team=ml");
+    stats_agree(name, store, "after inserts").await;
     let all = store.deliveries(DeliveryFilter::All, 10).await.unwrap();
     assert_eq!(all.len(), 2, "{name}: {all:?}");
     assert!(
@@ -136,6 +161,7 @@ async fn conformance(name: &str, store: &dyn Store) {
     assert_eq!(claimed[0].event.object_id, "p1");
     let second = store.claim("chat", now, 10).await.unwrap();
     assert_eq!(second.len(), 1, "{name}: the other chat delivery");
+    stats_agree(name, store, "after claims").await;
     assert!(
         store.claim("chat", now, 10).await.unwrap().is_empty(),
         "{name}"
@@ -185,6 +211,7 @@ async fn conformance(name: &str, store: &dyn Store) {
     );
     let stats = store.outbox_stats().await.unwrap();
     assert_eq!((stats.pending, stats.dead), (1, 1), "{name}: {stats:?}");
+    stats_agree(name, store, "after outcomes").await;
 
     // Requeuing by hand, and recovery at start.
     assert_eq!(
@@ -221,6 +248,7 @@ async fn conformance(name: &str, store: &dyn Store) {
         orphaned, 1,
         "{name}: a notifier gone from the config kills its deliveries"
     );
+    stats_agree(name, store, "after requeue and recovery").await;
 
     // Health, and retention (nothing recent is pruned).
     store.health().await.unwrap();

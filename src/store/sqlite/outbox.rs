@@ -288,21 +288,24 @@ pub fn prune(
 }
 
 pub fn stats(conn: &Connection) -> rusqlite::Result<OutboxStats> {
-    conn.query_row(
-        "SELECT
-             count(*) FILTER (WHERE state IN ('pending', 'sending')),
-             count(*) FILTER (WHERE state = 'dead'),
-             min(created_at_ms) FILTER (WHERE state IN ('pending', 'sending'))
-         FROM deliveries",
-        [],
-        |r| {
-            Ok(OutboxStats {
-                pending: r.get(0)?,
-                dead: r.get(1)?,
-                oldest_pending_ms: r.get(2)?,
-            })
-        },
-    )
+    // Kept by triggers (migration 4): a few rows, whatever the outbox holds.
+    let mut stmt = conn.prepare_cached("SELECT state, n FROM outbox_counts")?;
+    let mut stats = OutboxStats::default();
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (state, n) = row?;
+        match state.as_str() {
+            "pending" | "sending" => stats.pending += n,
+            "dead" => stats.dead += n,
+            _ => {}
+        }
+    }
+    // The first entry of the partial index `deliveries_waiting`.
+    stats.oldest_pending_ms = conn
+        .prepare_cached(
+            "SELECT min(created_at_ms) FROM deliveries WHERE state IN ('pending', 'sending')",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(stats)
 }
 
 pub fn list(

@@ -183,6 +183,93 @@ fn claim_finish_retry_and_recover() {
     );
 }
 
+/// What the triggers keep, against what a count finds.
+fn counts_match(conn: &Connection, when: &str) {
+    let kept: Vec<(String, i64)> = conn
+        .prepare("SELECT state, n FROM outbox_counts WHERE n != 0 ORDER BY state")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let counted: Vec<(String, i64)> = conn
+        .prepare("SELECT state, count(*) FROM deliveries GROUP BY state ORDER BY state")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(kept, counted, "{when}");
+    let s = stats(conn).unwrap();
+    let of = |state: &str| {
+        counted
+            .iter()
+            .find(|(k, _)| k == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(s.pending, of("pending") + of("sending"), "{when}");
+    assert_eq!(s.dead, of("dead"), "{when}");
+}
+
+#[test]
+fn the_counts_follow_every_change_and_are_read_without_a_scan() {
+    let (_d, mut conn) = setup();
+    conn.pragma_update(None, "foreign_keys", true).unwrap();
+    counts_match(&conn, "empty");
+    record_routing(
+        &mut conn,
+        &[
+            plan(1, "k1", &[("r", "slack"), ("r", "mail")]),
+            plan(2, "k2", &[("r", "slack"), ("r", "mail"), ("r", "hook")]),
+        ],
+        2000,
+    )
+    .unwrap();
+    counts_match(&conn, "routed");
+    let claimed = claim(&mut conn, "slack", 2000, 10).unwrap();
+    counts_match(&conn, "claimed");
+    finish(&conn, claimed[0].delivery.id, &Outcome::Delivered, 2100).unwrap();
+    let dead = Outcome::Dead { error: "no".into() };
+    finish(&conn, claimed[1].delivery.id, &dead, 2100).unwrap();
+    counts_match(&conn, "finished");
+    // Finishing twice (a retried record of one result) changes nothing.
+    finish(&conn, claimed[1].delivery.id, &dead, 2200).unwrap();
+    counts_match(&conn, "finished again");
+    claim(&mut conn, "mail", 2000, 10).unwrap();
+    recover(&mut conn, &["slack".into()], 2300, true).unwrap();
+    counts_match(&conn, "recovered");
+    retry(&conn, RetrySelector::AllDead, 2400, 60_000).unwrap();
+    counts_match(&conn, "requeued");
+    // Deleting an event takes its deliveries with it.
+    conn.execute("DELETE FROM events WHERE seq = 2", [])
+        .unwrap();
+    counts_match(&conn, "an event deleted");
+    assert_eq!(
+        stats(&conn).unwrap().oldest_pending_ms,
+        conn.query_row(
+            "SELECT min(created_at_ms) FROM deliveries WHERE state IN ('pending', 'sending')",
+            [],
+            |r| r.get::<_, Option<i64>>(0)
+        )
+        .unwrap()
+    );
+    // Neither query reads the deliveries table itself.
+    for query in [
+        "SELECT state, n FROM outbox_counts",
+        "SELECT min(created_at_ms) FROM deliveries WHERE state IN ('pending', 'sending')",
+    ] {
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(!plan.contains("SCAN deliveries"), "{query}: {plan}");
+    }
+}
+
 mod retention {
     use super::*;
     use crate::store::sqlite::{SqliteOptions, SqliteStore};

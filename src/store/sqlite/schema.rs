@@ -81,6 +81,31 @@ pub(super) const MIGRATIONS: &[&str] = &[
      CREATE TRIGGER events_forget AFTER DELETE ON events BEGIN
          DELETE FROM seen WHERE webhook_id = old.webhook_id AND seq = old.seq;
      END;",
+    // 4: the outbox's counts per state, kept by triggers as rows change (a
+    // delivery deleted with its event too), so `/metrics` reads four rows
+    // rather than counting the outbox; the oldest waiting delivery is the
+    // first entry of a partial index. Every process that writes the store
+    // (the daemon, `retry` beside it) keeps the counts right.
+    "CREATE TABLE outbox_counts (
+         state TEXT    PRIMARY KEY,
+         n     INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO outbox_counts (state, n)
+         SELECT column1, (SELECT count(*) FROM deliveries WHERE state = column1)
+         FROM (VALUES ('pending'), ('sending'), ('delivered'), ('dead'));
+     CREATE TRIGGER outbox_count_insert AFTER INSERT ON deliveries BEGIN
+         UPDATE outbox_counts SET n = n + 1 WHERE state = new.state;
+     END;
+     CREATE TRIGGER outbox_count_update AFTER UPDATE OF state ON deliveries
+         WHEN old.state IS NOT new.state BEGIN
+         UPDATE outbox_counts SET n = n - 1 WHERE state = old.state;
+         UPDATE outbox_counts SET n = n + 1 WHERE state = new.state;
+     END;
+     CREATE TRIGGER outbox_count_delete AFTER DELETE ON deliveries BEGIN
+         UPDATE outbox_counts SET n = n - 1 WHERE state = old.state;
+     END;
+     CREATE INDEX deliveries_waiting ON deliveries (created_at_ms)
+         WHERE state IN ('pending', 'sending');",
 ];
 
 pub(super) fn check_version(found: i64, path: &Path) -> Result<(), StoreError> {

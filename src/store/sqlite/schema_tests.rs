@@ -83,6 +83,12 @@ async fn a_version_2_store_keeps_its_events_deliveries_and_dedup() {
     let unrouted = store.unrouted(10).await.unwrap();
     assert_eq!(unrouted.len(), 1, "the old event; new ones arrive routed");
     assert_eq!((unrouted[0].seq, unrouted[0].query.as_str()), (2, "team=x"));
+    let stats = store.outbox_stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.dead, stats.oldest_pending_ms),
+        (1, 0, Some(1000)),
+        "the old delivery counted when the counts were made"
+    );
     store.close().await;
 
     let conn = Connection::open(&path).unwrap();
@@ -110,6 +116,14 @@ async fn a_version_2_store_keeps_its_events_deliveries_and_dedup() {
         .query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 0);
+    let pending: i64 = conn
+        .query_row(
+            "SELECT n FROM outbox_counts WHERE state = 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(pending, 0, "the cascade kept the count");
     drop(conn);
 
     // Up to date: nothing to migrate, nothing to say.
