@@ -66,8 +66,8 @@ pub struct Running {
     acme: Option<Arc<Acme>>,
     /// Keeps the ACME certificate fresh.
     renewal: Option<JoinHandle<()>>,
-    /// Stops the HTTP-01 answers on `http_listen`.
-    http01_stop: Option<watch::Sender<bool>>,
+    /// Where `/metrics` is served, if anywhere.
+    metrics_addr: Option<SocketAddr>,
     pipeline: Pipeline,
     retention: JoinHandle<()>,
 }
@@ -109,12 +109,16 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
 
     let stopping = Arc::new(AtomicBool::new(false));
     let supervisor = Supervisor::new();
-    let intake = Arc::new(Intake::new(
+    let tls = !matches!(listening.acceptor, Acceptor::Plain);
+    let metrics_at = config.server.metrics.resolve(addr, tls);
+    let mut intake = Intake::new(
         live.clone(),
         store.clone(),
         stopping.clone(),
         supervisor.clone(),
-    ));
+    );
+    intake.metrics_here = metrics_at == Ok(true);
+    let intake = Arc::new(intake);
     let (stop, stopped) = watch::channel(false);
     let limits = Limits {
         read_timeout: config.server.read_timeout,
@@ -128,37 +132,36 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
     let renewal = acme
         .clone()
         .map(|a| supervisor.spawn("acme", move || a.clone().run()));
-    let http01_stop = match (&acme, listening.http01) {
-        (Some(acme), Some(listener)) => {
-            let (stop, stopped) = watch::channel(false);
-            let listener: SharedListener = Arc::new(Mutex::new(Some(listener)));
-            let (filter, conns) = (crate::listen::acme::http01(acme.resolver()), conns.clone());
-            supervisor.spawn("acme-http01-listener", move || {
-                serve(
-                    listener.clone(),
-                    Acceptor::Plain,
-                    filter.clone(),
-                    conns.clone(),
-                    limits,
-                    stopped.clone(),
-                )
-            });
-            Some(stop)
-        }
-        _ => None,
+    // Every listener stops with `stop`: the webhooks' drains its requests,
+    // the others have nothing worth draining.
+    let on = |task| Serving {
+        supervisor: &supervisor,
+        task,
+        conns: &conns,
+        limits,
+        stopped: &stopped,
     };
-    let listener: SharedListener = Arc::new(Mutex::new(Some(listening.listener)));
-    let (acceptor, filter, c) = (listening.acceptor, intake::filter(intake), conns.clone());
-    let server = supervisor.spawn("listener", move || {
-        serve(
-            listener.clone(),
-            acceptor.clone(),
-            filter.clone(),
-            c.clone(),
-            limits,
-            stopped.clone(),
-        )
-    });
+    if let (Some(acme), Some(listener)) = (&acme, listening.http01) {
+        let filter = crate::listen::acme::http01(acme.resolver());
+        on("acme-http01-listener").spawn(listener, Acceptor::Plain, filter);
+    }
+    let metrics_addr = match metrics_at {
+        Ok(here) => here.then_some(addr),
+        Err(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|source| ListenError::Metrics { addr: at, source })?;
+            let bound = listener.local_addr().unwrap_or(at);
+            let filter = intake::metrics_filter(intake.clone());
+            on("metrics-listener").spawn(listener, Acceptor::Plain, filter);
+            Some(bound)
+        }
+    };
+    let server = on("listener").spawn(
+        listening.listener,
+        listening.acceptor,
+        intake::filter(intake),
+    );
     let pipeline = dispatch::start(store.clone(), live.clone(), &supervisor);
     let (s, l) = (store.clone(), live.clone());
     let retention = supervisor.spawn("retention", move || retain(s.clone(), l.clone()));
@@ -172,6 +175,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         routes = config.routes.len(),
         notifiers = config.notifiers.len(),
         max_connections = conns.max(),
+        metrics = %metrics_addr.map_or("off".to_owned(), |a| format!("http://{a}/metrics")),
     );
     Ok(Running {
         addr,
@@ -185,10 +189,47 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         watch,
         acme,
         renewal,
-        http01_stop,
+        metrics_addr,
         pipeline,
         retention,
     })
+}
+
+/// What every listener is served with.
+struct Serving<'a> {
+    supervisor: &'a Arc<Supervisor>,
+    task: &'static str,
+    conns: &'a Arc<Connections>,
+    limits: Limits,
+    stopped: &'a watch::Receiver<bool>,
+}
+
+impl Serving<'_> {
+    /// Serves `filter` on `listener` until stopped, under the supervisor:
+    /// restarted if its accept loop panics.
+    fn spawn<F>(
+        self,
+        listener: tokio::net::TcpListener,
+        acceptor: Acceptor,
+        filter: F,
+    ) -> JoinHandle<()>
+    where
+        F: warp::Filter + Clone + Send + Sync + 'static,
+        F::Extract: warp::Reply,
+    {
+        let listener: SharedListener = Arc::new(Mutex::new(Some(listener)));
+        let (conns, stopped, limits) = (self.conns.clone(), self.stopped.clone(), self.limits);
+        self.supervisor.spawn(self.task, move || {
+            serve(
+                listener.clone(),
+                acceptor.clone(),
+                filter.clone(),
+                conns.clone(),
+                limits,
+                stopped.clone(),
+            )
+        })
+    }
 }
 
 /// Prunes events older than `[store] keep` and finished deliveries, in small
@@ -223,6 +264,11 @@ impl Running {
     /// The bound address (the real port when the config said port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served (`server.metrics`), if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -329,9 +375,6 @@ impl Running {
         }
         if let Some(renewal) = &self.renewal {
             renewal.abort();
-        }
-        if let Some(stop) = self.http01_stop.take() {
-            let _ = stop.send(true);
         }
         let left = deadline.saturating_sub(started.elapsed());
         let sent = self.pipeline.shutdown(left).await;

@@ -56,6 +56,8 @@ struct Setup {
     dir: tempfile::TempDir,
     config: PathBuf,
     port: u16,
+    /// Where `/metrics` is served: with HTTPS, on a port of its own.
+    metrics_port: u16,
     pebble: Pebble,
 }
 
@@ -75,15 +77,17 @@ fn setup(test: &str, tls_port: Option<u16>, http_port: u16, extra: &str) -> Opti
         pebble.directory,
         pebble.listener_root.display()
     );
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap() + &section,
-    )
-    .unwrap();
+    let metrics_port = common::stand_ins::free_port();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[server]\n",
+        &format!("[server]\nmetrics = \"127.0.0.1:{metrics_port}\"\n"),
+    );
+    std::fs::write(&config, text + &section).unwrap();
     Some(Setup {
         dir,
         config,
         port,
+        metrics_port,
         pebble,
     })
 }
@@ -123,8 +127,14 @@ async fn obtains_serves_and_reuses_a_certificate_across_restarts() {
     assert_eq!(pebble.orders(), 1, "{}", pebble.log());
     let log = daemon.log();
     assert!(log.contains("ACME account created"), "{log}");
-    // Its expiry is a metric to alert on.
-    let (_, metrics) = get(&pebble.issuer_root, port, "/metrics").unwrap();
+    // Its expiry is a metric to alert on, on the metrics port (not the
+    // public one).
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", s.metrics_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let expires = replicate_relay::listen::x509::validity(&first)
         .unwrap()
         .not_after

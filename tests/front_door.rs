@@ -260,6 +260,69 @@ async fn quiet_connections_are_closed_on_http_https_and_the_acme_port() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_not_served_where_strangers_can_scrape_them() {
+    replicate_relay::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.issue(&dir.path().join("cert.pem"), &dir.path().join("key.pem"));
+    // HTTPS: /metrics has a listener of its own, on loopback.
+    let file = write_config(
+        dir.path(),
+        SECRET,
+        "[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n",
+    );
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+    let port = daemon.running.local_addr().port();
+    let metrics = daemon.running.metrics_addr().expect("served");
+    assert_ne!(metrics.port(), port);
+    assert!(metrics.ip().is_loopback());
+    let public = tokio::task::spawn_blocking(move || {
+        let answer = common::https::get(&ca.der, "localhost", port, "/metrics");
+        let health = common::https::get(&ca.der, "localhost", port, "/healthz");
+        (answer, health)
+    })
+    .await
+    .unwrap();
+    assert!(
+        public.0.unwrap_err().contains("404"),
+        "not on the public port"
+    );
+    assert!(public.1.is_ok(), "health still is");
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("relay_connections"), "{text}");
+    let other = reqwest::get(format!("http://{metrics}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status().as_u16(),
+        404,
+        "the metrics port serves metrics only"
+    );
+    daemon.stop().await;
+
+    // Turned off: nowhere.
+    let file = write_config(dir.path(), SECRET, "");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("[server]\n", "[server]\nmetrics = false\n"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+    assert_eq!(daemon.running.metrics_addr(), None);
+    let res = reqwest::get(format!("{}/metrics", daemon.base))
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    daemon.stop().await;
+}
+
 /// `replicate-relay serve` on a socket handed over as systemd does, with
 /// at most `nofile` descriptors.
 fn serve_limited(config: &std::path::Path, port: u16, nofile: u32) -> Serve {

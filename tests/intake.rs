@@ -782,6 +782,19 @@ async fn a_task_down_after_a_panic_makes_healthz_503_naming_it() {
         message.contains("dispatcher") && message.contains("lock poisoned"),
         "{message}"
     );
+    // Asked from another host, the status alone: a panic's message is not
+    // for strangers.
+    let conns = replicate_relay::listen::connections::Connections::with_max(4);
+    let stranger = conns.admit("203.0.113.9:40000".parse().unwrap());
+    let res = warp::test::request()
+        .method("GET")
+        .path("/healthz")
+        .extension(stranger.for_request())
+        .reply(&routes)
+        .await;
+    assert_eq!(res.status(), 503);
+    let body: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+    assert_eq!(body, serde_json::json!({"status": "unavailable"}));
 
     // Webhooks are still taken while delivery is down.
     let body = payload("p_down", "failed");

@@ -41,8 +41,43 @@ pub struct ServerConfig {
     /// signature is checked; past it, 503 with Retry-After. Unset, 64 MiB
     /// or twice `max_body`, whichever is more.
     pub max_unverified: u64,
+    /// Where `/metrics` is served.
+    pub metrics: MetricsAt,
     /// `[server.tls]`: serve HTTPS.
     pub tls: Option<TlsConfig>,
+}
+
+/// Where `/metrics` is served (`server.metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAt {
+    /// Unset: on the webhook port while that is plain HTTP on loopback;
+    /// otherwise (HTTPS, or reachable from other hosts) on
+    /// [`METRICS_LISTEN`] alone, so strangers cannot scrape it.
+    Auto,
+    /// `true`: on the webhook port, whatever it is.
+    Main,
+    /// An address: on a listener of its own there.
+    Listen(SocketAddr),
+    /// `false`: nowhere.
+    Off,
+}
+
+/// Where `/metrics` goes when the webhook port faces other hosts.
+pub const METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8789);
+
+impl MetricsAt {
+    /// Where `/metrics` is served, given the webhook port's address and
+    /// whether it speaks TLS: `Ok(true)` there, `Err(addr)` on its own
+    /// listener, `Ok(false)` nowhere.
+    pub fn resolve(self, main: SocketAddr, tls: bool) -> Result<bool, SocketAddr> {
+        match self {
+            MetricsAt::Auto if tls || !main.ip().is_loopback() => Err(METRICS_LISTEN),
+            MetricsAt::Auto | MetricsAt::Main => Ok(true),
+            MetricsAt::Listen(addr) => Err(addr),
+            MetricsAt::Off => Ok(false),
+        }
+    }
 }
 
 /// Where the served certificate comes from.
@@ -94,6 +129,7 @@ pub fn read(r: &mut Reader, value: Option<&Value>, store_dir: &std::path::Path) 
         idle_timeout: Duration::from_secs(60),
         max_connections: 1024,
         max_unverified: 64 * 1024 * 1024,
+        metrics: MetricsAt::Auto,
         tls: None,
     };
     let Some(t) = r.table(value, "server") else {
@@ -110,9 +146,24 @@ pub fn read(r: &mut Reader, value: Option<&Value>, store_dir: &std::path::Path) 
             "idle_timeout",
             "max_connections",
             "max_unverified",
+            "metrics",
             "tls",
         ],
     );
+    match t.map.get("metrics") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(true)) => server.metrics = MetricsAt::Main,
+        Some(Value::Bool(false)) => server.metrics = MetricsAt::Off,
+        Some(Value::String(_)) => {
+            if let Some(addr) = address(r, t, "metrics") {
+                server.metrics = MetricsAt::Listen(addr);
+            }
+        }
+        Some(_) => r.error(
+            "server.metrics",
+            "expected an address such as \"127.0.0.1:8789\" (a listener of its own), true (on server.listen) or false (off)",
+        ),
+    }
     if let Some(tls) = r.table(t.map.get("tls"), "server.tls") {
         server.tls = read_tls(r, tls, store_dir);
     }
@@ -364,7 +415,24 @@ pub fn domain(name: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::domain;
+    use super::{MetricsAt, domain};
+
+    #[test]
+    fn where_metrics_are_served() {
+        let lo: std::net::SocketAddr = "127.0.0.1:8787".parse().unwrap();
+        let public: std::net::SocketAddr = "[::]:443".parse().unwrap();
+        let own: std::net::SocketAddr = "127.0.0.1:9100".parse().unwrap();
+        for (at, main, tls, want) in [
+            (MetricsAt::Auto, lo, false, Ok(true)),
+            (MetricsAt::Auto, lo, true, Err(super::METRICS_LISTEN)),
+            (MetricsAt::Auto, public, false, Err(super::METRICS_LISTEN)),
+            (MetricsAt::Main, public, true, Ok(true)),
+            (MetricsAt::Listen(own), lo, false, Err(own)),
+            (MetricsAt::Off, lo, false, Ok(false)),
+        ] {
+            assert_eq!(at.resolve(main, tls), want, "{at:?} {main} tls={tls}");
+        }
+    }
 
     #[test]
     fn domains() {

@@ -45,6 +45,8 @@ pub struct Intake {
     /// The memory bodies share until their signature is verified
     /// (`server.max_unverified`).
     pub unverified: Budget,
+    /// Whether `/metrics` is answered on this port (`server.metrics`).
+    pub metrics_here: bool,
 }
 
 impl Intake {
@@ -63,6 +65,7 @@ impl Intake {
             stopping,
             tasks,
             unverified,
+            metrics_here: true,
         }
     }
 }
@@ -112,10 +115,10 @@ where
     let setup = intake.live.load();
     let hook_path = setup.config.server.path.as_str();
     match (path, &request.method) {
-        ("/healthz", &Method::GET | &Method::HEAD) => health(intake).await,
-        ("/metrics", &Method::GET | &Method::HEAD) => metrics(intake).await,
+        ("/healthz", &Method::GET | &Method::HEAD) => health(intake, &request).await,
+        ("/metrics", &Method::GET | &Method::HEAD) if intake.metrics_here => metrics(intake).await,
         (p, &Method::POST) if p == hook_path => webhook(intake, &setup, request, body).await,
-        (p, _) if p == hook_path || p == "/healthz" || p == "/metrics" => {
+        (p, _) if p == hook_path || p == "/healthz" || (p == "/metrics" && intake.metrics_here) => {
             let allow = if p == hook_path { "POST" } else { "GET, HEAD" };
             let mut res = answer(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -134,29 +137,57 @@ where
     }
 }
 
-async fn health(intake: &Intake) -> Response {
-    if intake.stopping.load(Ordering::Relaxed) {
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            "the daemon is stopping",
-        );
-    }
-    if let Some((task, panic)) = intake.tasks.down().into_iter().next() {
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
+/// 200 or 503; why, only to a client on this host (a panic's message or a
+/// store path is not for strangers).
+async fn health(intake: &Intake, request: &Request) -> Response {
+    let local = request
+        .conn
+        .as_ref()
+        .is_none_or(|c| c.peer().ip().to_canonical().is_loopback());
+    let down = if intake.stopping.load(Ordering::Relaxed) {
+        Some(("stopping", "the daemon is stopping".to_owned()))
+    } else if let Some((task, panic)) = intake.tasks.down().into_iter().next() {
+        Some((
             "task_down",
             format!("the {task} task panicked ({panic}) and is being restarted; see the log"),
-        );
-    }
-    match intake.store.health().await {
-        Ok(()) => warp::reply::json(&json!({"status": "ok"})).into_response(),
-        Err(e) => answer(
+        ))
+    } else {
+        match intake.store.health().await {
+            Ok(()) => None,
+            Err(e) => Some(("store_unavailable", e.to_string())),
+        }
+    };
+    match down {
+        None => warp::reply::json(&json!({"status": "ok"})).into_response(),
+        Some((kind, why)) if local => answer(StatusCode::SERVICE_UNAVAILABLE, kind, why),
+        Some(_) => warp::reply::with_status(
+            warp::reply::json(&json!({"status": "unavailable"})),
             StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        ),
+        )
+        .into_response(),
     }
+}
+
+/// `/metrics` alone, for a listener of its own (`server.metrics`).
+pub fn metrics_filter(
+    intake: Arc<Intake>,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
+{
+    warp::method().and(warp::path::full()).then(
+        move |method: Method, path: warp::path::FullPath| {
+            let intake = intake.clone();
+            async move {
+                match (path.as_str(), method) {
+                    ("/metrics", Method::GET | Method::HEAD) => metrics(&intake).await,
+                    (p, _) => answer(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("nothing at {p}; this port serves GET /metrics only"),
+                    ),
+                }
+            }
+        },
+    )
 }
 
 /// Prometheus text; outbox gauges are read from the store at scrape time.

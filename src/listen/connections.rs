@@ -12,6 +12,7 @@
 //! next webhook's, so they go first.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -59,6 +60,8 @@ impl Closed {
 #[derive(Debug)]
 pub struct Conn {
     id: u64,
+    /// Who connected.
+    peer: SocketAddr,
     /// Milliseconds after the tracker's epoch when it was accepted or last
     /// finished a request.
     idle_since: AtomicU64,
@@ -126,9 +129,10 @@ impl Connections {
     /// Registers a connection just accepted; at the cap, the longest-idle
     /// connection is told to close first. The connection is forgotten when
     /// the returned [`Admitted`] is dropped.
-    pub fn admit(self: &Arc<Self>) -> Admitted {
+    pub fn admit(self: &Arc<Self>, peer: SocketAddr) -> Admitted {
         let conn = Arc::new(Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            peer,
             idle_since: AtomicU64::new(self.now_ms()),
             in_flight: AtomicUsize::new(0),
             protected: AtomicUsize::new(0),
@@ -280,6 +284,11 @@ pub struct RequestConn(Arc<Conn>);
 pub struct Protected(Arc<Conn>);
 
 impl RequestConn {
+    /// Who sent the request.
+    pub fn peer(&self) -> SocketAddr {
+        self.0.peer
+    }
+
     pub fn protect(&self) -> Protected {
         self.0.protected.fetch_add(1, Ordering::Relaxed);
         Protected(self.0.clone())

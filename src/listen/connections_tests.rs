@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use super::*;
 
+const PEER: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
 const READ: Duration = Duration::from_secs(30);
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -15,21 +17,21 @@ async fn tick(secs: u64) {
 #[tokio::test(start_paused = true)]
 async fn at_the_cap_the_longest_idle_goes_first_and_the_newcomer_stays() {
     let conns = Connections::with_max(3);
-    let oldest = conns.admit();
+    let oldest = conns.admit(PEER);
     tick(1).await;
-    let served = conns.admit();
+    let served = conns.admit(PEER);
     tick(1).await;
-    let newest = conns.admit();
+    let newest = conns.admit(PEER);
     tick(1).await;
     // `served` finished a request just now: idle for less time than `newest`.
     drop(served.request());
     assert_eq!(conns.len(), 3);
 
-    let fourth = conns.admit();
+    let fourth = conns.admit(PEER);
     assert!(oldest.evicted(), "the longest idle is told to close");
     assert!(!served.evicted() && !newest.evicted() && !fourth.evicted());
     // Told but not yet gone: the next newcomer picks another.
-    let fifth = conns.admit();
+    let fifth = conns.admit(PEER);
     assert!(newest.evicted(), "next, the one accepted longest ago");
     assert!(!served.evicted() && !fourth.evicted() && !fifth.evicted());
     drop((oldest, newest));
@@ -39,18 +41,18 @@ async fn at_the_cap_the_longest_idle_goes_first_and_the_newcomer_stays() {
 #[tokio::test(start_paused = true)]
 async fn a_verified_request_keeps_its_connection_however_old() {
     let conns = Connections::with_max(2);
-    let webhook = conns.admit();
+    let webhook = conns.admit(PEER);
     let request = webhook.request();
     let kept = webhook.for_request().protect();
     tick(10).await;
-    let stranger = conns.admit();
+    let stranger = conns.admit(PEER);
     tick(1).await;
-    let another = conns.admit();
+    let another = conns.admit(PEER);
     assert!(!webhook.evicted(), "protected while it is stored");
     assert!(stranger.evicted());
     drop((kept, request));
     tick(1).await;
-    let third = conns.admit();
+    let third = conns.admit(PEER);
     // Idle since its answer a second ago, yet older than `another`'s
     // accept: it goes now.
     assert!(!another.evicted() && !third.evicted());
@@ -60,9 +62,9 @@ async fn a_verified_request_keeps_its_connection_however_old() {
 #[tokio::test(start_paused = true)]
 async fn when_nothing_can_go_the_newcomer_is_still_let_in() {
     let conns = Connections::with_max(1);
-    let busy = conns.admit();
+    let busy = conns.admit(PEER);
     let _kept = busy.for_request().protect();
-    let newcomer = conns.admit();
+    let newcomer = conns.admit(PEER);
     assert!(!busy.evicted() && !newcomer.evicted());
     assert_eq!(conns.len(), 2);
     // Out of descriptors: the only one that may go does, once.
@@ -74,7 +76,7 @@ async fn when_nothing_can_go_the_newcomer_is_still_let_in() {
 #[tokio::test(start_paused = true)]
 async fn deadlines_follow_the_connection_through_its_requests() {
     let conns = Connections::with_max(8);
-    let c = conns.admit();
+    let c = conns.admit(PEER);
     let accepted = Instant::now();
     // No request yet: its head must be complete within the read timeout.
     assert_eq!(
@@ -106,12 +108,12 @@ async fn deadlines_follow_the_connection_through_its_requests() {
 #[tokio::test(start_paused = true)]
 async fn the_end_of_a_request_and_an_eviction_wake_the_task() {
     let conns = Connections::with_max(1);
-    let c = conns.admit();
+    let c = conns.admit(PEER);
     drop(c.request());
     tokio::time::timeout(Duration::from_millis(1), c.changed())
         .await
         .expect("woken by the end of the request");
-    let _next = conns.admit();
+    let _next = conns.admit(PEER);
     tokio::time::timeout(Duration::from_millis(1), c.changed())
         .await
         .expect("woken by the eviction");

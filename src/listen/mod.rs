@@ -23,9 +23,7 @@ use crate::config::{ServerConfig, TlsConfig};
 /// Why the daemon cannot listen.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    #[error(
-        "cannot listen on {addr}: {source} (is another replicate-relay running? change server.listen)"
-    )]
+    #[error("cannot listen on {addr} (is another replicate-relay running? change server.listen)")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -37,7 +35,14 @@ pub enum ListenError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(
-        "cannot listen for ACME HTTP-01 challenges on {addr}: {source} (server.tls.acme.http_listen; port 80 needs root, or under systemd a second ListenStream=80 in replicate-relay.socket; or leave http_listen unset to answer TLS-ALPN-01 on server.listen)"
+        "cannot listen for /metrics on {addr} (server.metrics: give another address, true to serve it on server.listen, or false)"
+    )]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot listen for ACME HTTP-01 challenges on {addr} (server.tls.acme.http_listen; port 80 needs root, or under systemd a second ListenStream=80 in replicate-relay.socket; or leave http_listen unset to answer TLS-ALPN-01 on server.listen)"
     )]
     Http01 {
         addr: SocketAddr,

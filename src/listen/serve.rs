@@ -97,7 +97,7 @@ pub async fn serve<F>(
         tokio::select! {
             accepted = accepting.accept() => match accepted {
                 Ok((io, peer)) => {
-                    let admitted = conns.admit();
+                    let admitted = conns.admit(peer);
                     tokio::spawn(connection(
                         io,
                         peer,

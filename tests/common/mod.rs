@@ -146,12 +146,19 @@ pub fn signed(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Vec<(&'sta
 
 /// Writes `relay.toml` in `dir`: port 0, store `relay.db` in `dir`, `secret`,
 /// plus `extra` TOML appended (which may add sections but not repeat these).
+/// With HTTPS in `extra`, `/metrics` moves to a port of its own, as it does
+/// by default: port 0 too, so tests running at once do not share one.
 pub fn write_config(dir: &Path, secret: &str, extra: &str) -> PathBuf {
     let file = dir.join("relay.toml");
+    let metrics = if extra.contains("[server.tls") {
+        "metrics = \"127.0.0.1:0\"\n"
+    } else {
+        ""
+    };
     std::fs::write(
         &file,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[verify]\nsecret = \"{secret}\"\n\n[store]\npath = \"relay.db\"\n\n{extra}"
+            "[server]\nlisten = \"127.0.0.1:0\"\n{metrics}\n[verify]\nsecret = \"{secret}\"\n\n[store]\npath = \"relay.db\"\n\n{extra}"
         ),
     )
     .unwrap();

@@ -174,7 +174,10 @@ pub fn config_on_port(dir: &Path, extra: &str) -> (PathBuf, u16) {
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(
         &file,
-        text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        text.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        ),
     )
     .unwrap();
     (file, port)
