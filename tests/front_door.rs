@@ -361,16 +361,20 @@ async fn a_flood_past_the_descriptor_limit_never_keeps_a_signed_webhook_out() {
     );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
-    // Four times as many strangers as fit, each reconnecting as soon as it
-    // is closed: silent sockets and half request heads.
+    // Four times as many strangers as fit, from four other hosts (the
+    // loopback addresses 127.0.0.2-5), each reconnecting as soon as it is
+    // closed: silent sockets and half request heads.
     let flooding = Arc::new(AtomicBool::new(true));
     let opened = Arc::new(AtomicUsize::new(0));
     let mut flood = Vec::new();
     for i in 0..400 {
         let (flooding, opened) = (flooding.clone(), opened.clone());
+        let from: SocketAddr = format!("127.0.0.{}:0", 2 + i % 4).parse().unwrap();
         flood.push(tokio::spawn(async move {
             while flooding.load(Ordering::Relaxed) {
-                let Ok(mut s) = TcpStream::connect(addr).await else {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(from).unwrap();
+                let Ok(mut s) = socket.connect(addr).await else {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 };
@@ -386,8 +390,8 @@ async fn a_flood_past_the_descriptor_limit_never_keeps_a_signed_webhook_out() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Replicate's webhooks keep arriving, each on a new connection: every
-    // one is stored, promptly.
+    // Replicate's webhooks keep arriving from their own host, each on a new
+    // connection: every one is stored at its first try.
     for i in 0..20 {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))

@@ -4,12 +4,12 @@
 //! the deadlines each connection's task keeps (a complete request head within
 //! `read_timeout` of the accept, the next request within `idle_timeout`).
 //!
-//! "Idle" is the time since a connection last did work that counts:
-//! accepted, or finished a request. A request whose signature has been
-//! verified is protected, so a flood of sockets can close only connections
-//! that have not shown they come from Replicate: a signed webhook is never
-//! cut off in its commit, and the sockets a flood opens are older than the
-//! next webhook's, so they go first.
+//! Who goes first: a connection of the peer holding the most, the one idle
+//! the longest ("idle": since it was accepted, or finished its last
+//! request). A request whose signature has been verified protects its
+//! connection, so a flood of sockets can close only connections that have
+//! not shown they come from Replicate, and a flood from a few hosts closes
+//! its own: Replicate's are not its to take, however fast it reconnects.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -166,12 +166,31 @@ impl Connections {
     }
 }
 
-/// The unprotected connection idle the longest, not already told to close,
-/// told to close now.
+/// Tells one connection to close, to make room: of the peer holding the
+/// most connections (an IPv6 peer by its /64), the one idle the longest,
+/// never one already told or one whose verified webhook is being stored.
+/// So a flood from a few hosts closes its own sockets, however fast it
+/// reconnects, and Replicate's connections are left alone; a flood from
+/// everywhere closes the longest idle.
 fn evict_longest_idle(open: &HashMap<u64, Arc<Conn>>) -> bool {
-    let victim = open
-        .values()
-        .filter(|c| !c.evicted.load(Ordering::Relaxed) && c.protected.load(Ordering::Relaxed) == 0)
+    let candidates = || {
+        open.values().filter(|c| {
+            !c.evicted.load(Ordering::Relaxed) && c.protected.load(Ordering::Relaxed) == 0
+        })
+    };
+    let mut per_peer: HashMap<PeerKey, usize> = HashMap::new();
+    for c in candidates() {
+        *per_peer.entry(PeerKey::of(c.peer)).or_default() += 1;
+    }
+    let Some(busiest) = per_peer
+        .into_iter()
+        .max_by_key(|(key, n)| (*n, *key))
+        .map(|(key, _)| key)
+    else {
+        return false;
+    };
+    let victim = candidates()
+        .filter(|c| PeerKey::of(c.peer) == busiest)
         .min_by_key(|c| (c.idle_since.load(Ordering::Relaxed), c.id));
     match victim {
         Some(c) => {
@@ -180,6 +199,23 @@ fn evict_longest_idle(open: &HashMap<u64, Arc<Conn>>) -> bool {
             true
         }
         None => false,
+    }
+}
+
+/// A peer as far as fairness goes: an IPv4 address, or an IPv6 /64 (what
+/// one host is usually given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum PeerKey {
+    V4(std::net::Ipv4Addr),
+    V6(u64),
+}
+
+impl PeerKey {
+    fn of(peer: SocketAddr) -> Self {
+        match peer.ip().to_canonical() {
+            std::net::IpAddr::V4(v4) => PeerKey::V4(v4),
+            std::net::IpAddr::V6(v6) => PeerKey::V6((v6.to_bits() >> 64) as u64),
+        }
     }
 }
 

@@ -60,6 +60,32 @@ async fn a_verified_request_keeps_its_connection_however_old() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_peer_holding_the_most_gives_way_first_however_new_its_sockets() {
+    let at = |ip: &str| -> std::net::SocketAddr { format!("{ip}:40000").parse().unwrap() };
+    let conns = Connections::with_max(4);
+    let replicate = conns.admit(at("44.0.0.1"));
+    tick(1).await;
+    let flood: Vec<_> = (0..3).map(|_| conns.admit(at("203.0.113.9"))).collect();
+    tick(1).await;
+    // The flood reconnects: each newcomer closes one of the flood's own,
+    // though Replicate's is the oldest.
+    let mut again = Vec::new();
+    for round in 0..3 {
+        again.push(conns.admit(at("203.0.113.9")));
+        assert!(!replicate.evicted(), "round {round}");
+    }
+    assert!(flood.iter().all(|c| c.evicted()));
+    // An IPv6 flood counts as one peer per /64.
+    let conns = Connections::with_max(3);
+    let replicate = conns.admit(at("[2600:1f18::1]"));
+    let _a = conns.admit(at("[2001:db8:0:1::a]"));
+    let _b = conns.admit(at("[2001:db8:0:1::b]"));
+    let _c = conns.admit(at("[2001:db8:0:1::c]"));
+    assert!(!replicate.evicted());
+    assert!(_a.evicted());
+}
+
+#[tokio::test(start_paused = true)]
 async fn when_nothing_can_go_the_newcomer_is_still_let_in() {
     let conns = Connections::with_max(1);
     let busy = conns.admit(PEER);
