@@ -224,6 +224,48 @@ fn route_on_the_training_fixture_names_the_route_and_prints_the_messages() {
 }
 
 #[test]
+fn route_prints_no_secret_of_a_notifiers_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        SECRET,
+        "[notifiers.hook]\ntype = \"webhook\"\nurl = \"https://relay:pa55word@hooks.example.org:8443/in?token=t0k3n\"\n\n\
+         [notifiers.chat]\ntype = \"discord\"\nwebhook_url = \"https://discord.com/api/webhooks/118/d1sc0rdt0ken\"\n\n\
+         [notifiers.phone]\ntype = \"ntfy\"\nurl = \"https://ntfy.sh/s3cret-t0pic\"\n\n\
+         [[routes]]\nname = \"all\"\nnotify = [\"hook\", \"chat\", \"phone\"]\n",
+    );
+    let fixture = fixture_path("training-succeeded.json");
+    let out = relay(&[
+        "route",
+        fixture.to_str().unwrap(),
+        "--config",
+        file.to_str().unwrap(),
+    ]);
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{shown}");
+    for secret in ["pa55word", "t0k3n", "d1sc0rdt0ken", "s3cret-t0pic"] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
+    // What identifies them stays: host, port, path.
+    assert!(
+        shown.contains("POST https://hooks.example.org:8443/in"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("https://discord.com/api/webhooks/118/…"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("ntfy: topic … on https://ntfy.sh/"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn route_explains_why_nothing_matches() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/relay.toml");
     let fixture = fixture_path("prediction-processing.json");

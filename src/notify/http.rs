@@ -82,6 +82,33 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// A URL as it may be printed in a log, an error or `route`'s output:
+/// scheme, host, port and path, never the user info or the query, which
+/// can hold secrets.
+pub fn shown_url(url: &str) -> String {
+    shown_url_hiding(url, 0)
+}
+
+/// [`shown_url`] with the path's last `secret` segments shown as `…`: a
+/// Discord webhook's token, a Slack incoming webhook's key, an ntfy topic
+/// (which is all the password a public topic has).
+pub fn shown_url_hiding(url: &str, secret: usize) -> String {
+    let Ok(u) = url::Url::parse(url) else {
+        return "(invalid URL)".into();
+    };
+    let mut out = format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?"));
+    if let Some(port) = u.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    let segments: Vec<&str> = u.path_segments().map(|s| s.collect()).unwrap_or_default();
+    let open = segments.len().saturating_sub(secret);
+    for (i, segment) in segments.iter().enumerate() {
+        out.push('/');
+        out.push_str(if i < open { segment } else { "…" });
+    }
+    out
+}
+
 /// `text` cut to at most `max` bytes, on a character boundary, with an
 /// ellipsis when something was cut.
 fn cut(text: &str, max: usize) -> String {
@@ -241,6 +268,33 @@ mod tests {
             assert_eq!(retry_after(&headers, now), want, "{value:?}");
         }
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn urls_are_shown_without_secrets_and_with_their_port() {
+        for (url, hide, want) in [
+            (
+                "https://user:pw@hooks.example.org/in/abc?token=s3cret",
+                0,
+                "https://hooks.example.org/in/abc",
+            ),
+            (
+                "http://127.0.0.1:8080/hook#frag",
+                0,
+                "http://127.0.0.1:8080/hook",
+            ),
+            ("https://example.org:443/x", 0, "https://example.org/x"),
+            (
+                "https://discord.com/api/webhooks/118/t0k3n?wait=true",
+                1,
+                "https://discord.com/api/webhooks/118/…",
+            ),
+            ("https://ntfy.sh/my-secret-topic", 1, "https://ntfy.sh/…"),
+            ("http://[::1]:9/a/b", 5, "http://[::1]:9/…/…"),
+            ("not a url", 0, "(invalid URL)"),
+        ] {
+            assert_eq!(shown_url_hiding(url, hide), want, "{url}");
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::http::Client;
+use super::http::shown_url_hiding;
 use super::kind::{Kind, Settings, Shared};
-use super::webhook::shown_url;
 use super::{Attempt, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
@@ -101,11 +101,7 @@ impl Settings for Discord {
 
 /// The webhook URL without its token (the last path segment), for messages.
 fn shown_webhook(url: &str) -> String {
-    let shown = shown_url(url);
-    match shown.rsplit_once('/') {
-        Some((base, _token)) => format!("{base}/…"),
-        None => shown,
-    }
+    shown_url_hiding(url, 1)
 }
 
 pub struct DiscordNotifier {

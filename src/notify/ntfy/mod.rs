@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use warp::http::header;
 
-use super::http::Client;
+use super::http::{Client, shown_url};
 use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::read::{Reader, Table};
@@ -82,7 +82,11 @@ impl Settings for Ntfy {
     }
 
     fn describe(&self) -> Vec<String> {
-        vec![format!("ntfy: topic {} on {}", self.topic, self.server)]
+        // The topic is all the password a public topic has.
+        vec![format!(
+            "ntfy: topic … on {}",
+            shown_url(self.server.as_str())
+        )]
     }
 }
 
@@ -122,7 +126,7 @@ impl Notify for NtfyNotifier {
                     &headers,
                     &rendered.message.0,
                     self.settings.timeout,
-                    &format!("ntfy at {server}"),
+                    &format!("ntfy at {}", shown_url(server.as_str())),
                 )
                 .await?;
             let hint = match answer.status.as_u16() {

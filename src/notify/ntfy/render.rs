@@ -147,17 +147,29 @@ fn fallback(ctx: &Value, reason: &str) -> Map<String, Value> {
     fields
 }
 
+impl Rendered<Publish> {
+    /// The message as `route` and `preview` print it: the topic, which is
+    /// all the password a public topic has, is not shown.
+    fn shown(&self) -> Value {
+        let mut shown = self.message.0.clone();
+        if shown.get("topic").is_some() {
+            shown["topic"] = json!("(secret)");
+        }
+        shown
+    }
+}
+
 impl Message for Rendered<Publish> {
     fn fallback(&self) -> Option<&str> {
         self.fallback.as_deref()
     }
 
     fn preview(&self) -> String {
-        serde_json::to_string_pretty(&self.message.0).unwrap_or_default()
+        serde_json::to_string_pretty(&self.shown()).unwrap_or_default()
     }
 
     fn preview_json(&self) -> Value {
-        json!({"ntfy": self.message.0})
+        json!({"ntfy": self.shown()})
     }
 
     fn seen_text(&self) -> String {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::http::Client;
+use super::http::shown_url;
 use super::kind::{Kind, Settings, Shared};
-use super::webhook::shown_url;
 use super::{Attempt, DeliveryError, Notify};
 use crate::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};

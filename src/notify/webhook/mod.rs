@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::http::Client;
+use super::http::{Client, shown_url};
 use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::clock::{Clock, SystemClock};
@@ -98,7 +98,7 @@ impl Settings for Webhook {
     }
 
     fn describe(&self) -> Vec<String> {
-        vec![format!("POST {}", self.url)]
+        vec![format!("POST {}", shown_url(&self.url))]
     }
 }
 
@@ -169,31 +169,5 @@ impl Notify for WebhookNotifier {
 
     fn rate_key(&self) -> String {
         format!("webhook:{}", self.name)
-    }
-}
-
-/// Scheme, host and path only: query strings and user info can hold secrets.
-pub fn shown_url(url: &str) -> String {
-    match url.parse::<warp::http::Uri>() {
-        Ok(uri) => format!(
-            "{}://{}{}",
-            uri.scheme_str().unwrap_or("http"),
-            uri.host().unwrap_or("?"),
-            uri.path()
-        ),
-        Err(_) => "(invalid URL)".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_shown_without_secrets() {
-        assert_eq!(
-            shown_url("https://user:pw@hooks.example.org/in/abc?token=s3cret"),
-            "https://hooks.example.org/in/abc"
-        );
     }
 }
