@@ -81,6 +81,10 @@ fn describe() {
         "Deliveries given up on, kept for inspection and retry."
     );
     describe_gauge!(
+        "relay_outbox_held",
+        "Deliveries kept for a notifier that is not in the config (sent if it returns; never pruned)."
+    );
+    describe_gauge!(
         "relay_outbox_oldest_pending_seconds",
         "Age of the oldest delivery still waiting."
     );
@@ -215,11 +219,12 @@ pub fn config_reload(ok: bool) {
         .increment(1);
 }
 
-/// The outbox's gauges: deliveries waiting and dead, and how long the
+/// The outbox's gauges: deliveries waiting, dead and held, and how long the
 /// oldest waiting one has waited (0 when none does).
-pub fn outbox(pending: i64, dead: i64, oldest_pending_age_ms: Option<i64>) {
+pub fn outbox(pending: i64, dead: i64, held: i64, oldest_pending_age_ms: Option<i64>) {
     gauge!("relay_outbox_pending").set(pending as f64);
     gauge!("relay_outbox_dead").set(dead as f64);
+    gauge!("relay_outbox_held").set(held as f64);
     let age = oldest_pending_age_ms.map_or(0.0, |ms| ms.max(0) as f64 / 1000.0);
     gauge!("relay_outbox_oldest_pending_seconds").set(age);
 }

@@ -525,3 +525,69 @@ async fn a_send_interrupted_by_a_crash_is_retried_after_restart() {
     assert_eq!(states(&rows), [DeliveryState::Delivered]);
     daemon.stop().await;
 }
+
+/// A notifier removed by a reload: its deliveries are held, not dead; `check`
+/// and `deliveries --held` say so; a reload that brings a notifier of that
+/// name back sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_notifiers_deliveries_are_held_until_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nobody listens yet: the first attempts fail and are retried.
+    let port = free_port();
+    let with = |port: u16| {
+        format!(
+            "[notifiers.n]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/in\"\n\n{ALL_FINAL}"
+        )
+    };
+    let daemon = start(dir.path(), &with(port)).await;
+    let db = dir.path().join("relay.db");
+    post_signed(&daemon, "msg_held", &fixture("prediction-failed.json")).await;
+    let rows = wait_deliveries(&db, Duration::from_secs(5), |r| {
+        r.first().is_some_and(|l| l.delivery.last_error.is_some())
+    })
+    .await;
+    assert_eq!(rows[0].delivery.state, DeliveryState::Pending);
+
+    // Reloaded without it: held.
+    let without = write_config(dir.path(), SECRET, "");
+    let config = replicate_relay::config::load_with_env(&without, []).unwrap();
+    daemon.running.reload(config).unwrap();
+    let rows = wait_deliveries(&db, Duration::from_secs(5), |r| {
+        r.first()
+            .is_some_and(|l| l.delivery.state == DeliveryState::Held)
+    })
+    .await;
+    assert_eq!(rows[0].delivery.state, DeliveryState::Held, "{rows:?}");
+    let bin = env!("CARGO_BIN_EXE_replicate-relay");
+    let check = std::process::Command::new(bin)
+        .args(["check", "--config"])
+        .arg(&without)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{said}");
+    assert!(
+        said.contains("1 deliveries wait for notifier `n`, which is not in this config"),
+        "{said}"
+    );
+    let listed = std::process::Command::new(bin)
+        .args(["deliveries", "--held", "--config"])
+        .arg(&without)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("held") && listed.contains("when its notifier is back"),
+        "{listed}"
+    );
+
+    // A notifier of that name is back, and listening: sent.
+    let hook = WebhookReceiver::start(SECRET).await;
+    let back = write_config(dir.path(), SECRET, &with(hook.addr.port()));
+    let config = replicate_relay::config::load_with_env(&back, []).unwrap();
+    daemon.running.reload(config).unwrap();
+    assert_eq!(hook.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+    let rows = one_delivered(&db).await;
+    assert_eq!(states(&rows), [DeliveryState::Delivered]);
+    daemon.stop().await;
+}

@@ -9,8 +9,8 @@ use replicate_relay::clock::now_ms;
 use replicate_relay::event::{Kind, Status};
 use replicate_relay::store::sqlite::{SqliteOptions, SqliteStore};
 use replicate_relay::store::{
-    DeliveryFilter, DeliveryState, Inserted, NewEvent, OutboxStats, Outcome, RetrySelector,
-    Routing, Store, StoreError,
+    DeliveryFilter, DeliveryState, Inserted, NewEvent, OutboxStats, Outcome, Recovered,
+    RetrySelector, Routing, Store, StoreError,
 };
 
 /// Each backend under test: a name and how to open a fresh store in a dir.
@@ -54,6 +54,10 @@ async fn stats_agree(name: &str, store: &dyn Store, when: &str) {
         )
     };
     let want = OutboxStats {
+        held: all
+            .iter()
+            .filter(|l| l.delivery.state == DeliveryState::Held)
+            .count() as i64,
         pending: all.iter().filter(waiting).count() as i64,
         dead: all
             .iter()
@@ -231,24 +235,60 @@ async fn conformance(name: &str, store: &dyn Store) {
     );
     let sending = store.claim("mail", now + 1, 10).await.unwrap();
     assert_eq!(sending.len(), 1, "{name}: requeued, due now");
-    let (requeued, orphaned) = store
+    let recovered = store
         .recover(vec!["chat".into(), "mail".into()], now + 2, true)
         .await
         .unwrap();
     assert_eq!(
-        (requeued, orphaned),
-        (1, 0),
+        recovered,
+        Recovered {
+            requeued: 1,
+            ..Recovered::default()
+        },
         "{name}: sending goes back to pending"
     );
-    let (_, orphaned) = store
+    let recovered = store
         .recover(vec!["chat".into()], now + 3, false)
         .await
         .unwrap();
     assert_eq!(
-        orphaned, 1,
-        "{name}: a notifier gone from the config kills its deliveries"
+        recovered.held,
+        [("mail".to_owned(), 1)],
+        "{name}: a notifier gone from the config holds its deliveries"
     );
-    stats_agree(name, store, "after requeue and recovery").await;
+    let held = store.deliveries(DeliveryFilter::Held, 10).await.unwrap();
+    assert_eq!(held.len(), 1, "{name}");
+    assert_eq!(held[0].delivery.state, DeliveryState::Held);
+    assert!(
+        store.claim("mail", now + 4, 10).await.unwrap().is_empty(),
+        "{name}: held is never sent"
+    );
+    assert_eq!(
+        store.waiting_by_notifier().await.unwrap(),
+        [("chat".to_owned(), 1), ("mail".to_owned(), 1)],
+        "{name}"
+    );
+    stats_agree(name, store, "after requeue and holding").await;
+    // Retention, however late, never deletes what is held, nor its event.
+    store.prune(now + 365 * 86_400_000).await.unwrap();
+    assert_eq!(
+        store
+            .deliveries(DeliveryFilter::Held, 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "{name}: pruning keeps what is held"
+    );
+    let recovered = store
+        .recover(vec!["chat".into(), "mail".into()], now + 5, false)
+        .await
+        .unwrap();
+    assert_eq!(recovered.resumed, 1, "{name}: back when its notifier is");
+    let resumed = store.claim("mail", now + 5, 10).await.unwrap();
+    assert_eq!(resumed.len(), 1, "{name}: due at once");
+    assert_eq!(resumed[0].event.object_id, "p1", "{name}: its event kept");
+    stats_agree(name, store, "after resuming").await;
 
     // Health, and retention (nothing recent is pruned).
     store.health().await.unwrap();

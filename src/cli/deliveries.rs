@@ -50,6 +50,7 @@ pub async fn list(
             DeliveryFilter::All => "No deliveries yet.",
             DeliveryFilter::Pending => "Nothing pending: every delivery is delivered or dead.",
             DeliveryFilter::Dead => "No dead deliveries.",
+            DeliveryFilter::Held => "Nothing held: every delivery's notifier is in the config.",
         };
         writeln!(out, "{what}")?;
         return Ok(ExitCode::SUCCESS);
@@ -68,6 +69,7 @@ pub async fn list(
                     ))
                 ),
                 DeliveryState::Sending => "sending".into(),
+                DeliveryState::Held => "when its notifier is back".into(),
                 _ => "-".into(),
             };
             [
@@ -94,6 +96,12 @@ pub async fn list(
     ]
     .map(String::from);
     write_table(&mut out, &header, &table)?;
+    if filter == DeliveryFilter::Held {
+        writeln!(
+            out,
+            "\nHeld until a notifier of that name is in the config again: add it back and reload, and they are sent."
+        )?;
+    }
     if filter == DeliveryFilter::Dead {
         writeln!(
             out,

@@ -100,8 +100,11 @@ pub enum Command {
         #[arg(long, conflicts_with = "pending")]
         dead: bool,
         /// Only those still waiting to be sent.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "held")]
         pending: bool,
+        /// Only those held for a notifier that is not in the config.
+        #[arg(long, conflicts_with = "dead")]
+        held: bool,
         /// How many to show, newest first.
         #[arg(long, short = 'n', default_value_t = 50)]
         limit: usize,
@@ -164,7 +167,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(arg) => serve(arg).await,
-        Command::Check(arg) => Ok(check(arg)),
+        Command::Check(arg) => Ok(check(arg).await),
         Command::Route {
             payload,
             config,
@@ -182,12 +185,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             dead,
             pending,
+            held,
             limit,
             json,
         } => {
-            let filter = match (dead, pending) {
-                (true, _) => crate::store::DeliveryFilter::Dead,
-                (_, true) => crate::store::DeliveryFilter::Pending,
+            let filter = match (dead, pending, held) {
+                (true, _, _) => crate::store::DeliveryFilter::Dead,
+                (_, true, _) => crate::store::DeliveryFilter::Pending,
+                (_, _, true) => crate::store::DeliveryFilter::Held,
                 _ => crate::store::DeliveryFilter::All,
             };
             deliveries::list(&load(&config)?, filter, limit, json).await
@@ -310,7 +315,34 @@ fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-fn check(arg: ConfigArg) -> ExitCode {
+/// What the store holds for notifiers this config does not have: a reload
+/// or start with it holds those deliveries until a notifier of that name is
+/// back. Nothing when there is no store yet.
+async fn held_for(config: &Config) -> Vec<String> {
+    if !config.store.path.exists() {
+        return Vec::new();
+    }
+    let waiting = match crate::store::open_beside(&config.store.path) {
+        Ok(store) => store.waiting_by_notifier().await,
+        Err(e) => Err(e),
+    };
+    match waiting {
+        Ok(waiting) => waiting
+            .into_iter()
+            .filter(|(name, _)| !config.notifiers.contains_key(name))
+            .map(|(name, n)| {
+                format!(
+                    "{n} deliveries wait for notifier `{name}`, which is not in this config: they are held (kept, not sent) until a notifier of that name is back (`replicate-relay deliveries --held`)"
+                )
+            })
+            .collect(),
+        Err(e) => vec![format!(
+            "cannot read the store to see what waits for a notifier: {e}"
+        )],
+    }
+}
+
+async fn check(arg: ConfigArg) -> ExitCode {
     let config = match config::load(&arg.config) {
         Ok(config) => config,
         Err(errors) => {
@@ -371,6 +403,9 @@ fn check(arg: ConfigArg) -> ExitCode {
         println!("  {note}");
     }
     for warning in &config.warnings {
+        println!("  warning: {warning}");
+    }
+    for warning in held_for(&config).await {
         println!("  warning: {warning}");
     }
     ExitCode::SUCCESS

@@ -151,14 +151,32 @@ impl Dispatcher {
         entry.1.clone()
     }
 
-    /// Kills deliveries whose notifier is gone from the config and, at start,
-    /// puts back those a stopped daemon left `sending`.
+    /// Holds the deliveries of notifiers gone from the config, resumes
+    /// those whose notifier is back and, at start, puts back those a
+    /// stopped daemon left `sending`.
     async fn recover(&self, setup: &Setup, at_start: bool) {
         let names: Vec<String> = setup.senders.keys().cloned().collect();
         match self.shared.store.recover(names, now_ms(), at_start).await {
-            Ok((0, 0)) => {}
-            Ok((requeued, orphaned)) => {
-                tracing::info!(message = "Outbox recovered.", requeued, orphaned)
+            Ok(r) => {
+                if r.requeued > 0 {
+                    tracing::info!(
+                        message = "Sends a stopped daemon left unfinished are due again.",
+                        requeued = r.requeued
+                    );
+                }
+                for (notifier, held) in &r.held {
+                    tracing::warn!(
+                        message = "Deliveries held: their notifier is not in the config. Add a notifier of that name back to send them (`replicate-relay deliveries --held` lists them).",
+                        notifier = %notifier,
+                        held,
+                    );
+                }
+                if r.resumed > 0 {
+                    tracing::info!(
+                        message = "Held deliveries resumed: their notifier is back.",
+                        resumed = r.resumed
+                    );
+                }
             }
             Err(e) => tracing::error!(message = "Outbox recovery failed.", error = %e),
         }
@@ -307,8 +325,11 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         setup.config.notifiers.get(&d.notifier),
         setup.senders.get(&d.notifier),
     ) else {
-        return Outcome::Dead {
-            error: format!("notifier `{}` is no longer in the config", d.notifier),
+        // Claimed under a config that had it, so not reached today; were it
+        // reached, the next look at the config holds it rather than losing it.
+        return Outcome::Retry {
+            at_ms: now_ms() + 1_000,
+            error: format!("notifier `{}` is not in the config", d.notifier),
         };
     };
     let event = match Event::from_body(&claimed.event.body, &claimed.event.query) {

@@ -195,7 +195,7 @@ async fn metrics(intake: &Intake) -> Response {
     if let Ok(stats) = intake.store.outbox_stats().await {
         let now = crate::clock::now_ms();
         let age = stats.oldest_pending_ms.map(|t| now - t);
-        telemetry::outbox(stats.pending, stats.dead, age);
+        telemetry::outbox(stats.pending, stats.dead, stats.held, age);
     }
     let text = telemetry::handle().render();
     let mut res = Response::new(text.into());

@@ -99,6 +99,9 @@ pub enum DeliveryState {
     Delivered,
     /// Given up: a permanent error, or transient ones past `max_age`.
     Dead,
+    /// Its notifier is not in the config: kept, unsent, until a notifier of
+    /// that name returns (then pending again). Never pruned.
+    Held,
 }
 
 impl DeliveryState {
@@ -108,6 +111,7 @@ impl DeliveryState {
             DeliveryState::Sending => "sending",
             DeliveryState::Delivered => "delivered",
             DeliveryState::Dead => "dead",
+            DeliveryState::Held => "held",
         }
     }
 
@@ -117,6 +121,7 @@ impl DeliveryState {
             "sending" => DeliveryState::Sending,
             "delivered" => DeliveryState::Delivered,
             "dead" => DeliveryState::Dead,
+            "held" => DeliveryState::Held,
             _ => return None,
         })
     }
@@ -166,6 +171,8 @@ pub enum DeliveryFilter {
     /// Pending or sending.
     Pending,
     Dead,
+    /// Waiting for a notifier that is not in the config.
+    Held,
 }
 
 /// Outbox counters for metrics and health.
@@ -174,8 +181,21 @@ pub struct OutboxStats {
     /// Pending or sending.
     pub pending: i64,
     pub dead: i64,
+    /// Waiting for a notifier that is not in the config.
+    pub held: i64,
     /// When the oldest pending delivery was created.
     pub oldest_pending_ms: Option<i64>,
+}
+
+/// What [`Store::recover`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Left `sending` by a daemon that stopped; pending again.
+    pub requeued: usize,
+    /// Held just now, by notifier: its name is not in the config.
+    pub held: Vec<(String, usize)>,
+    /// Held before, pending again: a notifier of that name is back.
+    pub resumed: usize,
 }
 
 /// A delivery with a summary of its event, for `replicate-relay deliveries`.
@@ -207,6 +227,10 @@ pub trait Admin: Send + Sync {
         filter: DeliveryFilter,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Listed>, StoreError>>;
+
+    /// Deliveries still to send (pending, sending or held), counted by
+    /// notifier name, in name order: what `check` compares with a config.
+    fn waiting_by_notifier(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
 
     /// Requeues deliveries for an attempt now, with a fresh `max_age_ms`
     /// window. A delivered one is sent again only when named by id (a
@@ -262,19 +286,22 @@ pub trait Store: Admin + Send + Sync + 'static {
     /// When the earliest pending delivery of any of `notifiers` is due.
     fn next_due(&self, notifiers: Vec<String>) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
 
-    /// Pending deliveries for notifiers not in `notifiers` are dead with a
-    /// reason; with `requeue_sending` (at start), deliveries left `sending` by a
-    /// stopped or crashed daemon go back to pending (at-least-once). Returns
-    /// (requeued, orphaned).
+    /// Brings the outbox in line with the notifiers in the config: pending
+    /// deliveries of a notifier not in `notifiers` are held (kept, never
+    /// sent or pruned), held ones whose notifier is back are pending again
+    /// (due now, with as long a window ahead as they had), and with
+    /// `requeue_sending` (at start) those a stopped or crashed daemon left
+    /// `sending` go back to pending (at-least-once).
     fn recover(
         &self,
         notifiers: Vec<String>,
         now_ms: i64,
         requeue_sending: bool,
-    ) -> BoxFuture<'_, Result<(usize, usize), StoreError>>;
+    ) -> BoxFuture<'_, Result<Recovered, StoreError>>;
 
-    /// Deletes finished deliveries that ended before `cutoff_ms`, and events
-    /// received before it that have nothing left to send, a little at a time.
+    /// Deletes finished (delivered or dead) deliveries that ended before
+    /// `cutoff_ms`, and events received before it that have nothing left to
+    /// send (nothing pending, sending or held), a little at a time.
     /// Returns (events, deliveries) deleted.
     fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<(usize, usize), StoreError>>;
 

@@ -64,6 +64,10 @@ impl Admin for Beside {
         self.with(move |c| outbox::list(c, filter, limit), StoreError::Read)
     }
 
+    fn waiting_by_notifier(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        self.with(outbox::waiting_by_notifier, StoreError::Read)
+    }
+
     fn retry(
         &self,
         selector: RetrySelector,

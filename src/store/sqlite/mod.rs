@@ -298,6 +298,10 @@ impl crate::store::Admin for SqliteStore {
         self.read(move |conn| outbox::list(conn, filter, limit))
     }
 
+    fn waiting_by_notifier(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        self.read(outbox::waiting_by_notifier)
+    }
+
     fn retry(
         &self,
         selector: crate::store::RetrySelector,
@@ -400,7 +404,7 @@ impl Store for SqliteStore {
         notifiers: Vec<String>,
         now_ms: i64,
         requeue_sending: bool,
-    ) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
+    ) -> BoxFuture<'_, Result<crate::store::Recovered, StoreError>> {
         self.write(move |conn| outbox::recover(conn, &notifiers, now_ms, requeue_sending))
     }
 

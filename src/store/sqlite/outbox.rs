@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::event::{Kind, Status};
 use crate::store::{
-    Claimed, Delivery, DeliveryFilter, DeliveryState, Listed, OutboxStats, Outcome, RetrySelector,
-    Routing, RoutingPlan, StoredEvent,
+    Claimed, Delivery, DeliveryFilter, DeliveryState, Listed, OutboxStats, Outcome, Recovered,
+    RetrySelector, Routing, RoutingPlan, StoredEvent,
 };
 
 pub(super) const EVENT_COLUMNS: &str =
@@ -221,38 +221,56 @@ pub fn recover(
     notifiers: &[String],
     now_ms: i64,
     requeue_sending: bool,
-) -> rusqlite::Result<(usize, usize)> {
+) -> rusqlite::Result<Recovered> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let requeued = if requeue_sending {
-        tx.execute(
+    let mut recovered = Recovered::default();
+    if requeue_sending {
+        recovered.requeued = tx.execute(
             "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = ?1 WHERE state = 'sending'",
             [now_ms],
-        )?
-    } else {
-        0
-    };
-    let mut orphaned = 0;
-    {
-        let mut names = tx.prepare(
-            "SELECT DISTINCT notifier FROM deliveries WHERE state IN ('pending', 'sending')",
         )?;
-        let pending: Vec<String> = names
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for name in pending.iter().filter(|n| !notifiers.contains(n)) {
-            orphaned += tx.execute(
-                "UPDATE deliveries SET state = 'dead', finished_at_ms = ?2, last_error = ?3
+    }
+    let names: Vec<(String, String)> = tx
+        .prepare(
+            "SELECT DISTINCT notifier, state FROM deliveries
+             WHERE state IN ('pending', 'held') ORDER BY notifier",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (name, state) in names {
+        let known = notifiers.contains(&name);
+        if state == "pending" && !known {
+            let held = tx.execute(
+                "UPDATE deliveries SET state = 'held', last_error = ?2
                  WHERE notifier = ?1 AND state = 'pending'",
                 params![
                     name,
-                    now_ms,
-                    format!("notifier `{name}` is no longer in the config; add it back and run `replicate-relay retry --dead`")
+                    format!("notifier `{name}` is not in the config; held until a notifier of that name is back")
                 ],
+            )?;
+            recovered.held.push((name, held));
+        } else if state == "held" && known {
+            // As long a window ahead as it had when it was made.
+            recovered.resumed += tx.execute(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = ?2,
+                     expires_at_ms = max(expires_at_ms, ?2 + expires_at_ms - created_at_ms)
+                 WHERE notifier = ?1 AND state = 'held'",
+                params![name, now_ms],
             )?;
         }
     }
     tx.commit()?;
-    Ok((requeued, orphaned))
+    Ok(recovered)
+}
+
+/// Deliveries still to send, by notifier.
+pub fn waiting_by_notifier(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    conn.prepare(
+        "SELECT notifier, count(*) FROM deliveries
+         WHERE state IN ('pending', 'sending', 'held') GROUP BY notifier ORDER BY notifier",
+    )?
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
 }
 
 /// One round of retention: up to `limit` finished deliveries and `limit` events.
@@ -276,7 +294,7 @@ pub fn prune(
                -- Not the newest, whose ids are staged in the writer (dedup).
                AND e.seq <= (SELECT seq FROM seen_upto)
                AND NOT EXISTS (SELECT 1 FROM deliveries d
-                               WHERE d.event_seq = e.seq AND d.state IN ('pending', 'sending'))
+                               WHERE d.event_seq = e.seq AND d.state IN ('pending', 'sending', 'held'))
              ORDER BY seq LIMIT ?2)",
         params![cutoff_ms, limit as i64],
     )?;
@@ -296,6 +314,7 @@ pub fn stats(conn: &Connection) -> rusqlite::Result<OutboxStats> {
         match state.as_str() {
             "pending" | "sending" => stats.pending += n,
             "dead" => stats.dead += n,
+            "held" => stats.held += n,
             _ => {}
         }
     }
@@ -317,6 +336,7 @@ pub fn list(
         DeliveryFilter::All => "1",
         DeliveryFilter::Pending => "d.state IN ('pending', 'sending')",
         DeliveryFilter::Dead => "d.state = 'dead'",
+        DeliveryFilter::Held => "d.state = 'held'",
     };
     let columns: Vec<String> = DELIVERY_COLUMNS
         .split(", ")

@@ -130,29 +130,61 @@ fn claim_finish_retry_and_recover() {
     assert_eq!(again[0].delivery.attempts, 2);
     assert_eq!(again[0].delivery.last_error.as_deref(), Some("HTTP 500"));
 
-    // A crash while sending: recover puts it back; `mail` is no longer configured.
-    let (requeued, orphaned) = recover(&mut conn, &["slack".into()], 9000, true).unwrap();
-    assert_eq!((requeued, orphaned), (1, 1));
-    let dead = list(&conn, DeliveryFilter::Dead, 10).unwrap();
-    assert_eq!(dead.len(), 1);
+    // A crash while sending: recover puts it back; `mail` is no longer
+    // configured, so its delivery is held, not dead.
+    let recovered = recover(&mut conn, &["slack".into()], 9000, true).unwrap();
+    assert_eq!(recovered.requeued, 1);
+    assert_eq!(recovered.held, [("mail".to_owned(), 1)]);
+    let held = list(&conn, DeliveryFilter::Held, 10).unwrap();
+    assert_eq!(held.len(), 1);
     assert!(
-        dead[0]
+        held[0]
             .delivery
             .last_error
             .as_deref()
             .unwrap()
-            .contains("no longer in the config")
+            .contains("not in the config; held until")
     );
     assert_eq!(
         stats(&conn).unwrap(),
         OutboxStats {
             pending: 1,
-            dead: 1,
+            dead: 0,
+            held: 1,
             oldest_pending_ms: Some(2000)
         }
     );
+    assert!(
+        claim(&mut conn, "mail", 200_000, 10).unwrap().is_empty(),
+        "a held delivery is never claimed"
+    );
+    // Holding again changes nothing; the notifier back, it is due now, with
+    // as long a window ahead as it had (98 s, from 2 s to 100 s).
+    assert_eq!(
+        recover(&mut conn, &["slack".into()], 9500, false).unwrap(),
+        Recovered::default()
+    );
+    let back = recover(&mut conn, &["slack".into(), "mail".into()], 150_000, false).unwrap();
+    assert_eq!(back.resumed, 1);
+    let mail = list(&conn, DeliveryFilter::Pending, 10)
+        .unwrap()
+        .into_iter()
+        .find(|l| l.delivery.notifier == "mail")
+        .unwrap();
+    assert_eq!(
+        (
+            mail.delivery.next_attempt_at_ms,
+            mail.delivery.expires_at_ms
+        ),
+        (150_000, 248_000)
+    );
 
     // Retry by hand: dead goes back to pending with a fresh window.
+    let mail = claim(&mut conn, "mail", 150_000, 1).unwrap().remove(0);
+    let gone = Outcome::Dead {
+        error: "550".into(),
+    };
+    finish(&conn, mail.delivery.id, &gone, 150_500).unwrap();
     assert_eq!(
         retry(&conn, RetrySelector::AllDead, 10_000, 500).unwrap(),
         1
@@ -237,7 +269,9 @@ fn the_counts_follow_every_change_and_are_read_without_a_scan() {
     counts_match(&conn, "finished again");
     claim(&mut conn, "mail", 2000, 10).unwrap();
     recover(&mut conn, &["slack".into()], 2300, true).unwrap();
-    counts_match(&conn, "recovered");
+    counts_match(&conn, "recovered, mail held");
+    recover(&mut conn, &["slack".into(), "mail".into()], 2350, false).unwrap();
+    counts_match(&conn, "mail back");
     retry(&conn, RetrySelector::AllDead, 2400, 60_000).unwrap();
     counts_match(&conn, "requeued");
     // Deleting an event takes its deliveries with it.

@@ -92,7 +92,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;
      INSERT INTO outbox_counts (state, n)
          SELECT column1, (SELECT count(*) FROM deliveries WHERE state = column1)
-         FROM (VALUES ('pending'), ('sending'), ('delivered'), ('dead'));
+         FROM (VALUES ('pending'), ('sending'), ('delivered'), ('dead'), ('held'));
      CREATE TRIGGER outbox_count_insert AFTER INSERT ON deliveries BEGIN
          UPDATE outbox_counts SET n = n + 1 WHERE state = new.state;
      END;
