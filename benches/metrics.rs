@@ -1,0 +1,272 @@
+//! `/metrics` benchmark: `cargo bench --bench metrics [-- --deliveries N
+//! --events E --rounds R --connections C]`.
+//!
+//! Fills a store with N finished deliveries (default a million), starts the
+//! release daemon on it, and measures: a scrape's time (keep-alive, as
+//! Prometheus scrapes); the query a scrape ran before the counts were kept
+//! by triggers, on the same store, for comparison; and ingest (E signed
+//! webhooks over C connections) with nobody scraping and with a scraper at
+//! ten scrapes a second, alternated R times in the same run, so their
+//! ratio is what to read. Results: BENCHMARKS.md.
+
+mod load;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use load::*;
+
+struct Options {
+    deliveries: usize,
+    events: usize,
+    rounds: usize,
+    connections: usize,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        deliveries: 1_000_000,
+        events: 20_000,
+        rounds: 3,
+        connections: 32,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let value = || {
+            args.get(i + 1)
+                .and_then(|v| v.parse::<usize>().ok())
+                .expect("a number")
+        };
+        match args[i].as_str() {
+            "--deliveries" => o.deliveries = value(),
+            "--events" => o.events = value(),
+            "--rounds" => o.rounds = value(),
+            "--connections" => o.connections = value(),
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+/// A store holding `count` events of the last 30 days, each with one
+/// finished delivery (one in a hundred dead), as a busy month leaves it.
+fn fill(dir: &Path, count: usize) {
+    let path = dir.join("relay.db");
+    drop(
+        replicate_relay::store::SqliteStore::open(
+            &path,
+            replicate_relay::store::sqlite::SqliteOptions::default(),
+        )
+        .unwrap(),
+    );
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut event = tx
+            .prepare(
+                "INSERT INTO events (webhook_id, object_id, kind, status, model, query, body, received_at_ms, routed_at_ms)
+                 VALUES (?1, ?2, 'prediction', 'failed', 'lumen-labs/riso-poster', '', ?3, ?4, ?4)",
+            )
+            .unwrap();
+        let mut delivery = tx
+            .prepare(
+                "INSERT INTO deliveries (event_seq, dedup_key, route, notifier, state, attempts,
+                     created_at_ms, next_attempt_at_ms, expires_at_ms, finished_at_ms, last_error)
+                 VALUES (last_insert_rowid(), ?1, 'failures', 'console', ?2, 1, ?3, ?3, ?3 + 86400000, ?3 + 500, ?4)",
+            )
+            .unwrap();
+        let (now, span) = (now(), 30 * 24 * 3600);
+        for n in 0..count {
+            let at = now - span + (n as i64 * span) / count as i64;
+            let object = format!("old{n:020}");
+            event
+                .execute(rusqlite::params![
+                    webhook_id(at, (10_000_000 + n) as u64),
+                    object,
+                    body_with(10_000_000 + n, "failed"),
+                    at * 1000
+                ])
+                .unwrap();
+            let dead = n % 100 == 0;
+            delivery
+                .execute(rusqlite::params![
+                    format!("{object}:failed"),
+                    if dead { "dead" } else { "delivered" },
+                    at * 1000,
+                    dead.then_some("HTTP 404: channel_not_found"),
+                ])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    drop(conn);
+    drop(
+        replicate_relay::store::SqliteStore::open(
+            &path,
+            replicate_relay::store::sqlite::SqliteOptions::default(),
+        )
+        .unwrap(),
+    );
+}
+
+/// The scrape request, as bytes.
+const SCRAPE: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n";
+
+/// `n` scrapes over one keep-alive connection; each one's time, sorted.
+async fn scrapes(addr: SocketAddr, n: usize) -> Vec<Duration> {
+    let mut stream = tcp_connect(addr).await.unwrap();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (status, _) = exchange(&mut stream, SCRAPE, &mut buf).await.unwrap();
+        assert_eq!(status, 200);
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times
+}
+
+fn quantile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[i - 1]
+}
+
+/// Ingest of `events` new webhooks, with a scraper at ten scrapes a second
+/// beside it when `scraped`; the load's result and the scrapes' times.
+async fn ingest(
+    daemon: &Daemon,
+    from: usize,
+    events: usize,
+    connections: usize,
+    scraped: bool,
+) -> (LoadResult, Vec<Duration>) {
+    let addr = daemon.addr();
+    let going = Arc::new(AtomicBool::new(scraped));
+    let g = going.clone();
+    let scraper = tokio::spawn(async move {
+        let mut times = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while g.load(Ordering::Relaxed) {
+            tick.tick().await;
+            times.extend(scrapes(addr, 1).await);
+        }
+        times
+    });
+    let result = load(addr, prepare(from, events), connections).await;
+    going.store(false, Ordering::Relaxed);
+    let mut times = scraper.await.unwrap();
+    times.sort();
+    (result, times)
+}
+
+async fn run(o: Options) {
+    println!(
+        "replicate-relay /metrics benchmark: {} stored deliveries; ingest {} events over {} connections, {} rounds; {} cores",
+        o.deliveries,
+        o.events,
+        o.connections,
+        o.rounds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    fill(dir.path(), o.deliveries);
+    println!("filled in {:.1} s", started.elapsed().as_secs_f64());
+
+    // What each scrape ran before the counts were kept: a count over the
+    // outbox, on the same store.
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("relay.db")).unwrap();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let _: (i64, i64, Option<i64>) = conn
+                .query_row(
+                    "SELECT count(*) FILTER (WHERE state IN ('pending', 'sending')),
+                            count(*) FILTER (WHERE state = 'dead'),
+                            min(created_at_ms) FILTER (WHERE state IN ('pending', 'sending'))
+                     FROM deliveries",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "the scrape's query before (a count over the outbox): median {}",
+            ms(times[2])
+        );
+    }
+
+    let daemon = Daemon::start(dir.path(), "").await;
+    let times = scrapes(daemon.addr(), 1_000).await;
+    println!(
+        "scrape, keep-alive, 1000 in a row: min {} median {} p99 {} max {}",
+        ms(times[0]),
+        ms(quantile(&times, 0.5)),
+        ms(quantile(&times, 0.99)),
+        ms(times[times.len() - 1]),
+    );
+
+    let mut next = 0;
+    let (mut plain, mut scraped) = (Vec::new(), Vec::new());
+    for round in 1..=o.rounds {
+        for with in [false, true] {
+            let (r, t) = ingest(&daemon, next, o.events, o.connections, with).await;
+            next += o.events;
+            println!(
+                "round {round}, {}: {} acknowledged/s ({} errors); ack p50 {} p99 {}{}",
+                if with { "scraped 10/s" } else { "not scraped" },
+                r.rate() as u64,
+                r.errors,
+                ms(r.pct(0.5)),
+                ms(r.pct(0.99)),
+                if with {
+                    format!(
+                        "; {} scrapes, median {} max {}",
+                        t.len(),
+                        ms(quantile(&t, 0.5)),
+                        ms(t[t.len() - 1])
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            assert_eq!(r.errors, 0);
+            (if with { &mut scraped } else { &mut plain }).push(r);
+        }
+    }
+    let median = |rs: &[LoadResult], f: &dyn Fn(&LoadResult) -> f64| {
+        let mut v: Vec<f64> = rs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let p99 = |r: &LoadResult| r.pct(0.99).as_secs_f64();
+    let rate = |r: &LoadResult| r.rate();
+    println!(
+        "scraped / not scraped, medians of {} rounds: ack p99 {:.2}, rate {:.2}",
+        o.rounds,
+        median(&scraped, &p99) / median(&plain, &p99),
+        median(&scraped, &rate) / median(&plain, &rate),
+    );
+    daemon.stop();
+}
+
+fn main() {
+    let o = options();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(o));
+}
