@@ -217,6 +217,53 @@ fn hostile_prompts_are_escaped_for_every_target() {
     );
 }
 
+/// A string inside a signed payload must not make a link of its own where
+/// Markdown is read: Discord's embeds, Teams' facts.
+#[test]
+fn no_payload_string_makes_a_link_in_discord_or_teams() {
+    let (_, fixtures) = fixtures();
+    let mut payload: Value = serde_json::from_slice(
+        &fixtures
+            .iter()
+            .find(|f| f.name == "prediction-succeeded.json")
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    payload["output"] = json!([
+        "https://replicate.delivery/x/out.txt) · [Sign in again](https://evil.example/login",
+        "https://replicate.delivery/x/a](https://evil.example/b) [c.png"
+    ]);
+    payload["input"] = json!({"note": "[Sign in again](https://evil.example/login)"});
+    let event = Event::from_value(payload, "").unwrap();
+    let ctx = context(&event, "r", "n");
+    let templates = shipped();
+    let settings = replicate_relay::notify::discord::Discord {
+        webhook_url: replicate_relay::config::Sensitive::new(
+            "https://discord.com/api/webhooks/1/t",
+        ),
+        username: None,
+        timeout: std::time::Duration::from_secs(5),
+    };
+    let discord =
+        replicate_relay::notify::discord::render::render(&settings, &templates, "default", &ctx)
+            .message;
+    let teams = replicate_relay::notify::teams::render::render(&templates, "default", &ctx).message;
+    for (what, message) in [("discord", &discord.0), ("teams", &teams.0)] {
+        let mut all = Vec::new();
+        strings(message, &mut all);
+        // A value that is a URL alone (an embed's image, a button) is not
+        // read as Markdown.
+        for text in all.into_iter().filter(|t| !t.starts_with("https://")) {
+            // A Markdown link to evil.example is `](https://evil.example`.
+            assert!(
+                !text.contains("](https://evil.example"),
+                "{what}: a link of the payload's own in {text:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_megabyte_of_logs_is_cut_not_sent_whole() {
     let (_, fixtures) = fixtures();

@@ -26,6 +26,8 @@ pub fn register(hb: &mut Handlebars<'static>) {
     hb.register_helper("md", Box::new(md));
     hb.register_helper("fenced", Box::new(fenced));
     hb.register_helper("literal", Box::new(literal));
+    hb.register_helper("mdlink", Box::new(mdlink));
+    hb.register_helper("nolink", Box::new(nolink));
 }
 
 // `{{humanize metrics.predict_time}}` → "19m 51s" (seconds to a human duration;
@@ -80,6 +82,60 @@ handlebars_helper!(md: |text: Json| escape_markdown(&as_text(text)));
 // (a zero-width space between backticks in a row); inside a code block
 // Markdown shows everything else as it is.
 handlebars_helper!(fenced: |text: Json| unfence(&as_text(text)));
+
+// `{{mdlink name url}}` → a Markdown link `[name](url)` that neither part can
+// break out of: the URL must be http(s) and is percent-encoded wherever
+// Markdown would end it; brackets in the text become parentheses (Discord
+// shows a backslash escape in link text as written). Just the text when the
+// URL is not one to link to.
+handlebars_helper!(mdlink: |text: Json, url: Json| markdown_link(&as_text(text), &as_text(url)));
+// `{{nolink value}}` → text a Markdown reader (a Teams fact) can show but
+// not turn into a link: a zero-width space between `]` and `(`.
+handlebars_helper!(nolink: |text: Json| {
+    zero_width_between(&as_text(text), |c, next| c == ']' && next == '(')
+});
+
+/// `[text](url)`, safe from both parts: see the `mdlink` helper.
+pub fn markdown_link(text: &str, url: &str) -> String {
+    let text: String = text
+        .chars()
+        .map(|c| match c {
+            '[' => '(',
+            ']' => ')',
+            '\r' | '\n' => ' ',
+            c => c,
+        })
+        .collect();
+    match link_url(url) {
+        Some(url) => format!("[{text}]({url})"),
+        None => text,
+    }
+}
+
+/// `url` as a Markdown link target: http(s) only, normalised by a URL
+/// parser (spaces, quotes, angle brackets encoded), then with what ends a
+/// link target or starts another link encoded too.
+fn link_url(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url.trim()).ok()?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return None;
+    }
+    let mut out = String::with_capacity(parsed.as_str().len());
+    for c in parsed.as_str().chars() {
+        match c {
+            '(' => out.push_str("%28"),
+            ')' => out.push_str("%29"),
+            '[' => out.push_str("%5B"),
+            ']' => out.push_str("%5D"),
+            '*' => out.push_str("%2A"),
+            '_' => out.push_str("%5F"),
+            '~' => out.push_str("%7E"),
+            '|' => out.push_str("%7C"),
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
 
 // `{{{literal prompt}}}` → a complete JSON string for a Slack rich text
 // element, which Slack shows as it is; a `<` before `!`, `@` or `#` gets a
@@ -321,6 +377,45 @@ mod tests {
         for (template, want) in cases {
             assert_eq!(render(template, data.clone()), want, "{template}");
         }
+    }
+
+    #[test]
+    fn links_that_no_payload_string_can_break_out_of() {
+        for (text, url, want) in [
+            (
+                "out-0.webp",
+                "https://replicate.delivery/x/out-0.webp",
+                "[out-0.webp](https://replicate.delivery/x/out-0.webp)",
+            ),
+            // The URL closes the link and opens one of its own.
+            (
+                "out.txt",
+                "https://x.example/out.txt) · [Sign in again](https://evil.example/login",
+                "[out.txt](https://x.example/out.txt%29%20%C2%B7%20%5BSign%20in%20again%5D%28https://evil.example/login)",
+            ),
+            // The text closes the link text and writes a link.
+            (
+                "a](https://evil.example) [b",
+                "https://x.example/f",
+                "[a)(https://evil.example) (b](https://x.example/f)",
+            ),
+            ("x", "javascript:alert(1)", "x"),
+            ("x", "not a url", "x"),
+            (
+                "two\nlines",
+                "https://x.example/a_b*c~d|e",
+                "[two lines](https://x.example/a%5Fb%2Ac%7Ed%7Ce)",
+            ),
+        ] {
+            assert_eq!(markdown_link(text, url), want, "{text} {url}");
+        }
+        assert_eq!(
+            render(
+                "{{nolink v}}",
+                json!({"v": "[Sign in](https://evil.example)"})
+            ),
+            "[Sign in]\u{200B}(https://evil.example)"
+        );
     }
 
     #[test]
