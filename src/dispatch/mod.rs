@@ -347,10 +347,17 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         &event,
         &claimed.event.body,
     );
+    let message_id = notify::message_id(
+        &claimed.event.webhook_id,
+        &d.route,
+        &d.notifier,
+        d.created_at_ms,
+    );
     let attempt = Attempt {
         delivery_id: d.id,
         number: d.attempts,
         route: &d.route,
+        message_id: &message_id,
     };
     let result = sender.send(message.as_ref(), attempt).await;
     let now = now_ms();

@@ -141,6 +141,29 @@ pub struct Attempt<'a> {
     pub delivery_id: i64,
     pub number: i64,
     pub route: &'a str,
+    /// The message's id ([`message_id`]): the same at every attempt of
+    /// this delivery, never another delivery's.
+    pub message_id: &'a str,
+}
+
+/// The id of the message a delivery sends: from the webhook that brought
+/// its event, its route and notifier, and when it was made. Row ids are not
+/// enough: the store reuses them once retention frees them, and a receiver
+/// that deduplicates would then drop a new message as an old one.
+pub fn message_id(webhook_id: &str, route: &str, notifier: &str, created_at_ms: i64) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in [webhook_id, route, notifier] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hash.update(created_at_ms.to_be_bytes());
+    let digest = hash.finalize();
+    format!(
+        "msg_relay_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18])
+    )
 }
 
 /// A destination.
@@ -271,6 +294,25 @@ mod tests {
         ];
         for (cause, want) in cases {
             assert_eq!(classify(cause), *want, "{cause:?}");
+        }
+    }
+
+    #[test]
+    fn message_ids_are_stable_per_delivery_and_differ_between_them() {
+        let id = message_id("msg_1", "r", "hook", 1_000);
+        assert_eq!(id, message_id("msg_1", "r", "hook", 1_000));
+        assert_eq!(id.len(), "msg_relay_".len() + 24);
+        let others = [
+            message_id("msg_2", "r", "hook", 1_000),
+            message_id("msg_1", "s", "hook", 1_000),
+            message_id("msg_1", "r", "hook2", 1_000),
+            // The same webhook stored again after retention freed the first.
+            message_id("msg_1", "r", "hook", 2_000),
+            // Parts are not run together.
+            message_id("msg_1r", "", "hook", 1_000),
+        ];
+        for other in others {
+            assert_ne!(id, other);
         }
     }
 

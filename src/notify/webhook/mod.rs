@@ -139,7 +139,7 @@ impl WebhookNotifier {
         if let Some(secret) = &self.secret {
             // Stable across retries of one delivery, so the receiver can drop
             // duplicates the way we drop Replicate's.
-            let id = format!("msg_relay_{}", attempt.delivery_id);
+            let id = attempt.message_id.to_owned();
             let ts = SystemClock.now_unix();
             let signature = secret.sign(&id, ts, body);
             headers.push((HeaderName::from_static("webhook-id"), id));
