@@ -247,7 +247,7 @@ fn copy_after_commits(
                 if is_new(&mut last_error, e.to_string()) {
                     tracing::warn!(message = "Background checkpoint failed; will try again (said once while the error stays the same). Check free disk space and that the store file is writable.", error = %e);
                 }
-                if let Some(fresh) = reopen.if_read_only(&conn, |p| Connection::open(p), |_| Ok(()))
+                if let Some(fresh) = reopen.if_read_only(&conn, super::connection::open, |_| Ok(()))
                 {
                     conn = fresh;
                 }

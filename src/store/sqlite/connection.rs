@@ -26,7 +26,7 @@ pub fn open_for_cli(path: &Path) -> Result<Connection, StoreError> {
             "no such file (has `replicate-relay serve` run with this config yet?)",
         )));
     }
-    let conn = Connection::open(path).map_err(sqlite)?;
+    let conn = open(path).map_err(sqlite)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -71,9 +71,65 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The writer's connection. Not yet configured.
-pub(super) fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+/// A connection to the store file. Not SQLite's NOFOLLOW, which refuses a
+/// link anywhere in the path, and under systemd's DynamicUser the state
+/// directory itself is one (`/var/lib/replicate-relay` → `private/…`):
+/// [`private_file`] refuses a link in the file's own place instead.
+pub(super) fn open(path: &Path) -> rusqlite::Result<Connection> {
     Connection::open(path)
+}
+
+/// Makes the store file private before SQLite opens it: created with mode
+/// 0600 (its WAL and shared-memory files take the same mode from it), an
+/// existing one narrowed to 0600, its directory created 0700; a symbolic
+/// link where the file or its WAL should be is refused. The file is
+/// created with O_EXCL, so a link planted first is never followed, and
+/// once it exists, in a sticky directory such as /tmp, nobody else can
+/// swap it for one. Under systemd the unit's UMask and StateDirectory do
+/// this already; elsewhere nothing did.
+pub(super) fn private_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let meta = match std::fs::symlink_metadata(&file) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if suffix.is_empty() {
+                    // O_CREAT|O_EXCL: never follows a link, never opens another's file.
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&file)
+                        .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
+                }
+                continue;
+            }
+            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(format!(
+                "{} is a symbolic link; give the store's real path in [store] path",
+                file.display()
+            ));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot make {} private (mode 0600): {e}", file.display()))?;
+            tracing::info!(message = "Made a store file private to this user (mode 0600).", file = %file.display());
+        }
+    }
+    Ok(())
 }
 
 /// Opens a thread's connection again when the one it holds was opened
@@ -105,7 +161,7 @@ impl Reopen {
     /// A new connection, configured as at start (for a thread that starts
     /// again after a panic).
     pub(super) fn open(&self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open(&self.path)?;
+        let conn = open(&self.path)?;
         configure(&conn, self.busy_timeout)?;
         Ok(conn)
     }

@@ -26,7 +26,7 @@ mod writer;
 pub use checkpoint::CheckpointLimits;
 pub use connection::open_for_cli;
 
-use connection::{Reopen, configure, lock, open_writer, read_only};
+use connection::{Reopen, configure, lock, read_only};
 use schema::migrate;
 use writer::{Cmd, Pending, WriterState};
 
@@ -121,15 +121,8 @@ impl SqliteStore {
             cause,
         };
         let sqlite = |e: rusqlite::Error| open_err(Cause::new(e));
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                open_err(Cause::explained(
-                    format!("cannot create directory {}", dir.display()),
-                    e,
-                ))
-            })?;
-        }
-        let mut conn = open_writer(path).map_err(sqlite)?;
+        connection::private_file(path).map_err(|why| open_err(Cause::text(why)))?;
+        let mut conn = connection::open(path).map_err(sqlite)?;
         configure(&conn, options.busy_timeout).map_err(sqlite)?;
         migrate(&mut conn, path, options.while_migrating)?;
         let dedup = dedup::Dedup::open(&conn, options.dedup_batch.max(1))
@@ -151,14 +144,14 @@ impl SqliteStore {
             *lock(&writer_state.error) = Some((Cause::text(msg), std::time::Instant::now()));
         }
 
-        let reader = Connection::open(path).map_err(sqlite)?;
+        let reader = connection::open(path).map_err(sqlite)?;
         configure(&reader, options.busy_timeout).map_err(sqlite)?;
         reader
             .pragma_update(None, "query_only", true)
             .map_err(sqlite)?;
 
         // Checkpoints run beside the writer, on their own connection.
-        let checkpointer = Connection::open(path).map_err(sqlite)?;
+        let checkpointer = connection::open(path).map_err(sqlite)?;
         configure(&checkpointer, options.busy_timeout).map_err(sqlite)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(sqlite)?;

@@ -199,3 +199,61 @@ fn opening_a_missing_store_beside_says_what_to_do() {
     };
     assert!(err.to_string().contains("replicate-relay serve"), "{err}");
 }
+
+#[test]
+fn the_store_is_private_and_never_a_link_to_another_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/relay.db");
+    let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+    assert_eq!(mode(&dir.path().join("state")), 0o700);
+    for file in ["relay.db", "relay.db-wal", "relay.db-shm"] {
+        assert_eq!(mode(&dir.path().join("state").join(file)), 0o600, "{file}");
+    }
+    drop(store);
+
+    // One made readable by others (by an older release, or by hand) is
+    // narrowed at the next start.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+    assert_eq!(mode(&path), 0o600);
+
+    // A link where the store or its WAL should be is refused, naming it.
+    let elsewhere = dir.path().join("elsewhere.db");
+    std::fs::write(&elsewhere, b"").unwrap();
+    let linked = dir.path().join("linked.db");
+    std::os::unix::fs::symlink(&elsewhere, &linked).unwrap();
+    let Err(e) = SqliteStore::open(&linked, SqliteOptions::default()) else {
+        panic!("a link was opened");
+    };
+    assert!(e.to_string().contains("is a symbolic link"), "{e}");
+    let wal_linked = dir.path().join("wal.db");
+    std::os::unix::fs::symlink(&elsewhere, dir.path().join("wal.db-wal")).unwrap();
+    let Err(e) = SqliteStore::open(&wal_linked, SqliteOptions::default()) else {
+        panic!("a linked WAL was opened");
+    };
+    assert!(
+        e.to_string().contains("wal.db-wal is a symbolic link"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(&elsewhere).unwrap(),
+        b"",
+        "nothing written through a link"
+    );
+
+    // A link higher up the path is fine: systemd's DynamicUser makes the
+    // state directory one.
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::os::unix::fs::symlink(&private, dir.path().join("state-link")).unwrap();
+    drop(
+        SqliteStore::open(
+            &dir.path().join("state-link/relay.db"),
+            SqliteOptions::default(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(mode(&private.join("relay.db")), 0o600);
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::connection::{Reopen, lock, open_writer, read_only};
+use super::connection::{Reopen, lock, open, read_only};
 use super::{checkpoint, dedup, outbox};
 use crate::clock::now_ms;
 use crate::store::{Cause, Inserted, NewEvent, StoreError};
@@ -137,7 +137,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        if let Some(fresh) = reopen.if_read_only(&conn, open_writer, |c| checkpoints.adopt(c)) {
+        if let Some(fresh) = reopen.if_read_only(&conn, open, |c| checkpoints.adopt(c)) {
             conn = fresh;
         }
         if !batch.is_empty() {
