@@ -306,26 +306,38 @@ pub fn prune(
 }
 
 pub fn stats(conn: &Connection) -> rusqlite::Result<OutboxStats> {
-    // Kept by triggers (migration 4): a few rows, whatever the outbox holds.
-    let mut stmt = conn.prepare_cached("SELECT state, n FROM outbox_counts")?;
+    // Kept by triggers (migration 4): three rows, whatever the outbox holds.
+    let mut stmt = conn.prepare_cached(COUNTS)?;
     let mut stats = OutboxStats::default();
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (state, n) = row?;
-        match state.as_str() {
-            "pending" | "sending" => stats.pending += n,
-            "dead" => stats.dead += n,
-            "held" => stats.held += n,
+        let (class, n) = row?;
+        match class.as_str() {
+            "waiting" => stats.pending = n,
+            "dead" => stats.dead = n,
+            "held" => stats.held = n,
             _ => {}
         }
     }
-    // The first entry of the partial index `deliveries_waiting`.
+    // The oldest waiting delivery is the first of each waiting state in the
+    // (state, id) index: ids grow as deliveries are made, and so does
+    // their creation time.
     stats.oldest_pending_ms = conn
-        .prepare_cached(
-            "SELECT min(created_at_ms) FROM deliveries WHERE state IN ('pending', 'sending')",
-        )?
+        .prepare_cached(OLDEST_WAITING)?
         .query_row([], |r| r.get(0))?;
     Ok(stats)
 }
+
+/// The counts the triggers keep.
+pub(super) const COUNTS: &str = "SELECT class, n FROM outbox_counts";
+
+/// When the oldest waiting delivery was made, from the `deliveries_state`
+/// index alone.
+pub(super) const OLDEST_WAITING: &str = "SELECT min(created_at_ms) FROM (
+     SELECT created_at_ms FROM (SELECT created_at_ms FROM deliveries
+         WHERE state = 'pending' ORDER BY id LIMIT 1)
+     UNION ALL
+     SELECT created_at_ms FROM (SELECT created_at_ms FROM deliveries
+         WHERE state = 'sending' ORDER BY id LIMIT 1))";
 
 pub fn list(
     conn: &Connection,

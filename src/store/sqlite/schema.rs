@@ -81,31 +81,36 @@ pub(super) const MIGRATIONS: &[&str] = &[
      CREATE TRIGGER events_forget AFTER DELETE ON events BEGIN
          DELETE FROM seen WHERE webhook_id = old.webhook_id AND seq = old.seq;
      END;",
-    // 4: the outbox's counts per state, kept by triggers as rows change (a
-    // delivery deleted with its event too), so `/metrics` reads four rows
-    // rather than counting the outbox; the oldest waiting delivery is the
-    // first entry of a partial index. Every process that writes the store
-    // (the daemon, `retry` beside it) keeps the counts right.
+    // 4: the outbox's counts, kept by triggers as rows change (a delivery
+    // deleted with its event too), so `/metrics` reads three rows rather
+    // than counting the outbox. Waiting counts pending and sending as one,
+    // so a claim writes nothing here; delivered is not counted at all.
+    // Every process that writes the store (the daemon, `retry` beside it)
+    // keeps the counts right.
     "CREATE TABLE outbox_counts (
-         state TEXT    PRIMARY KEY,
+         class TEXT    PRIMARY KEY,
          n     INTEGER NOT NULL
      ) WITHOUT ROWID;
-     INSERT INTO outbox_counts (state, n)
-         SELECT column1, (SELECT count(*) FROM deliveries WHERE state = column1)
-         FROM (VALUES ('pending'), ('sending'), ('delivered'), ('dead'), ('held'));
+     INSERT INTO outbox_counts (class, n) VALUES
+         ('waiting', (SELECT count(*) FROM deliveries WHERE state IN ('pending', 'sending'))),
+         ('dead', (SELECT count(*) FROM deliveries WHERE state = 'dead')),
+         ('held', (SELECT count(*) FROM deliveries WHERE state = 'held'));
      CREATE TRIGGER outbox_count_insert AFTER INSERT ON deliveries BEGIN
-         UPDATE outbox_counts SET n = n + 1 WHERE state = new.state;
+         UPDATE outbox_counts SET n = n + 1
+         WHERE class = iif(new.state IN ('pending', 'sending'), 'waiting', new.state);
      END;
      CREATE TRIGGER outbox_count_update AFTER UPDATE OF state ON deliveries
-         WHEN old.state IS NOT new.state BEGIN
-         UPDATE outbox_counts SET n = n - 1 WHERE state = old.state;
-         UPDATE outbox_counts SET n = n + 1 WHERE state = new.state;
+         WHEN iif(old.state IN ('pending', 'sending'), 'waiting', old.state)
+              IS NOT iif(new.state IN ('pending', 'sending'), 'waiting', new.state) BEGIN
+         UPDATE outbox_counts SET n = n - 1
+         WHERE class = iif(old.state IN ('pending', 'sending'), 'waiting', old.state);
+         UPDATE outbox_counts SET n = n + 1
+         WHERE class = iif(new.state IN ('pending', 'sending'), 'waiting', new.state);
      END;
      CREATE TRIGGER outbox_count_delete AFTER DELETE ON deliveries BEGIN
-         UPDATE outbox_counts SET n = n - 1 WHERE state = old.state;
-     END;
-     CREATE INDEX deliveries_waiting ON deliveries (created_at_ms)
-         WHERE state IN ('pending', 'sending');",
+         UPDATE outbox_counts SET n = n - 1
+         WHERE class = iif(old.state IN ('pending', 'sending'), 'waiting', old.state);
+     END;",
 ];
 
 pub(super) fn check_version(found: i64, path: &Path) -> Result<(), StoreError> {

@@ -118,7 +118,7 @@ async fn a_version_2_store_keeps_its_events_deliveries_and_dedup() {
     assert_eq!(left, 0);
     let pending: i64 = conn
         .query_row(
-            "SELECT n FROM outbox_counts WHERE state = 'pending'",
+            "SELECT n FROM outbox_counts WHERE class = 'waiting'",
             [],
             |r| r.get(0),
         )
