@@ -1,5 +1,6 @@
 //! Ingest benchmark: `cargo bench --bench ingest [-- --events N --connections C
-//! --prefill M --e2e-seconds S --e2e-rate R --crash-kills K]` (0 skips a part).
+//! --prefill M --e2e-seconds S --e2e-rate R --crash-kills K --routed 0/1]` (0 skips
+//! a part; `--routed 1` routes every event to the log notifier).
 //!
 //! Starts the release daemon (verification on, a temporary store) and drives N
 //! unique, validly signed webhooks over C keep-alive connections; reports
@@ -62,6 +63,9 @@ struct Options {
     e2e_seconds: u64,
     e2e_rate: u64,
     crash_kills: usize,
+    /// `--routed 1`: every event is routed to the log notifier, so each
+    /// ingest also creates a delivery, which the dispatcher then sends.
+    routed: bool,
 }
 
 fn options() -> Options {
@@ -72,6 +76,7 @@ fn options() -> Options {
         e2e_seconds: 20,
         e2e_rate: 50,
         crash_kills: 10,
+        routed: false,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -88,6 +93,7 @@ fn options() -> Options {
             "--e2e-seconds" => o.e2e_seconds = value(),
             "--e2e-rate" => o.e2e_rate = value(),
             "--crash-kills" => o.crash_kills = value() as usize,
+            "--routed" => o.routed = value() != 0,
             _ => {
                 i += 1;
                 continue;
@@ -331,7 +337,14 @@ async fn run(o: Options) {
     // 2. Ours, empty store, with the shipped example routes (which these
     // succeeded predictions do not match: routing is evaluated, nothing sent).
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), ROUTES).await;
+    let routes = if o.routed {
+        format!(
+            "{ROUTES}\n[[routes]]\nname = \"every success\"\nwhen = {{ status = \"succeeded\" }}\nnotify = [\"console\"]\n"
+        )
+    } else {
+        ROUTES.to_owned()
+    };
+    let daemon = Daemon::start(dir.path(), &routes).await;
     let (ours, idle_empty, peak_empty) = measure(
         "relay, empty store",
         &daemon,
