@@ -23,7 +23,17 @@ fn backends() -> Vec<(&'static str, Open)> {
 }
 
 fn event(webhook_id: &str, object_id: &str, status: Status, routes: &[(&str, &str)]) -> NewEvent {
-    let now = now_ms();
+    event_at(webhook_id, object_id, status, routes, now_ms())
+}
+
+/// [`event`], received at `now`.
+fn event_at(
+    webhook_id: &str,
+    object_id: &str,
+    status: Status,
+    routes: &[(&str, &str)],
+    now: i64,
+) -> NewEvent {
     NewEvent {
         webhook_id: webhook_id.into(),
         object_id: object_id.into(),
@@ -297,4 +307,34 @@ async fn conformance(name: &str, store: &dyn Store) {
         (0, 0),
         "{name}"
     );
+
+    // Retention deletes what is old and finished, and nothing else.
+    let old = now - 10 * 86_400_000;
+    store
+        .insert(event_at(
+            "msg_old",
+            "p_old",
+            Status::Succeeded,
+            &[("r", "chat")],
+            old,
+        ))
+        .await
+        .unwrap();
+    let before = store.deliveries(DeliveryFilter::All, 100).await.unwrap();
+    let claimed = store.claim("chat", now + 10, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{name}: the old one is due");
+    assert_eq!(claimed[0].event.object_id, "p_old");
+    store
+        .finish(claimed[0].delivery.id, Outcome::Delivered, old + 1_000)
+        .await
+        .unwrap();
+    let (_, deliveries) = store.prune(now - 86_400_000).await.unwrap();
+    assert_eq!(deliveries, 1, "{name}: the old delivered one goes");
+    let after = store.deliveries(DeliveryFilter::All, 100).await.unwrap();
+    assert_eq!(after.len(), before.len() - 1, "{name}: the rest stay");
+    assert!(
+        after.iter().all(|l| l.object_id != "p_old"),
+        "{name}: {after:?}"
+    );
+    stats_agree(name, store, "after pruning").await;
 }
