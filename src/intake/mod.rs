@@ -19,9 +19,12 @@ use warp::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
 mod budget;
+mod status;
 
 pub use budget::Budget;
 use budget::Held;
+pub use status::metrics_filter;
+use status::{health, metrics};
 
 use crate::dispatch::router;
 use crate::event::{Envelope, Event, Kind, kind_hint, parse_query};
@@ -135,75 +138,6 @@ where
             format!("nothing at {p}; webhooks go to POST {hook_path}"),
         ),
     }
-}
-
-/// 200 or 503; why, only to a client on this host (a panic's message or a
-/// store path is not for strangers).
-async fn health(intake: &Intake, request: &Request) -> Response {
-    let local = request
-        .conn
-        .as_ref()
-        .is_none_or(|c| c.peer().ip().to_canonical().is_loopback());
-    let down = if intake.stopping.load(Ordering::Relaxed) {
-        Some(("stopping", "the daemon is stopping".to_owned()))
-    } else if let Some((task, panic)) = intake.tasks.down().into_iter().next() {
-        Some((
-            "task_down",
-            format!("the {task} task panicked ({panic}) and is being restarted; see the log"),
-        ))
-    } else {
-        match intake.store.health().await {
-            Ok(()) => None,
-            Err(e) => Some(("store_unavailable", e.to_string())),
-        }
-    };
-    match down {
-        None => warp::reply::json(&json!({"status": "ok"})).into_response(),
-        Some((kind, why)) if local => answer(StatusCode::SERVICE_UNAVAILABLE, kind, why),
-        Some(_) => warp::reply::with_status(
-            warp::reply::json(&json!({"status": "unavailable"})),
-            StatusCode::SERVICE_UNAVAILABLE,
-        )
-        .into_response(),
-    }
-}
-
-/// `/metrics` alone, for a listener of its own (`server.metrics`).
-pub fn metrics_filter(
-    intake: Arc<Intake>,
-) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
-{
-    warp::method().and(warp::path::full()).then(
-        move |method: Method, path: warp::path::FullPath| {
-            let intake = intake.clone();
-            async move {
-                match (path.as_str(), method) {
-                    ("/metrics", Method::GET | Method::HEAD) => metrics(&intake).await,
-                    (p, _) => answer(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        format!("nothing at {p}; this port serves GET /metrics only"),
-                    ),
-                }
-            }
-        },
-    )
-}
-
-/// Prometheus text; outbox gauges are read from the store at scrape time.
-async fn metrics(intake: &Intake) -> Response {
-    if let Ok(stats) = intake.store.outbox_stats().await {
-        let now = crate::clock::now_ms();
-        let age = stats.oldest_pending_ms.map(|t| now - t);
-        telemetry::outbox(stats.pending, stats.dead, stats.held, age);
-    }
-    let text = telemetry::handle().render();
-    let mut res = Response::new(text.into());
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    res
 }
 
 /// Why a webhook was refused, each with its status code.
