@@ -6,11 +6,12 @@
 //!
 //! ## Layout — the data flow, one module per stage
 //!
-//! - [`intake`]: the HTTP front door (warp). Size limit, Standard Webhooks
-//!   signature check over the raw bytes ([`signature`], a leaf module the
-//!   config and the webhook notifier use too), JSON check, routing, then
-//!   hands the event and its deliveries to the store and answers only after
-//!   the commit.
+//! - [`intake`]: the HTTP front door (warp). Signature headers checked
+//!   before the body is read, the body read within a memory budget shared by
+//!   every unverified one, the Standard Webhooks signature checked over the
+//!   raw bytes ([`signature`], a leaf module the config and the webhook
+//!   notifier use too), JSON check, routing, then hands the event and its
+//!   deliveries to the store and answers only after the commit.
 //! - [`event`]: the typed prediction/training model and kind detection.
 //! - [`store`]: the durable store and outbox behind a small trait;
 //!   [`store::sqlite`] is the SQLite implementation with WAL and group commit.
@@ -25,8 +26,9 @@
 //! - [`config`]: loading and validating the TOML config, all errors at once;
 //!   [`live`]: what is built from it (compiled templates, senders) and what a
 //!   reload swaps.
-//! - [`listen`]: the socket (bound, or handed over by systemd) and TLS from
-//!   certificate files, reloaded when they change.
+//! - [`listen`]: the socket (bound, or handed over by systemd), each
+//!   connection's deadlines and the cap on how many are open, and TLS from
+//!   certificate files or ACME.
 //! - [`server`]: start (store open, port bound), reload and graceful shutdown.
 //! - [`cli`]: the `replicate-relay` subcommands; [`shutdown`]: stop signals;
 //!   [`telemetry`]: metrics; [`supervise`]: restarting a task that panicked;

@@ -1,4 +1,6 @@
-//! Intake: the HTTP front door. Receive → limit → verify → parse → store → answer.
+//! Intake: the HTTP front door. Receive → check the signature headers → read
+//! the body within its share of the memory budget (`budget.rs`) → verify →
+//! parse → store → answer. `/healthz` and `/metrics` are in `status.rs`.
 //!
 //! Nothing slow happens before the answer except the commit itself: the 2xx is
 //! sent only once the event is on disk, and every refusal is a JSON body that says
