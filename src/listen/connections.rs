@@ -1,6 +1,6 @@
 //! Every open connection on the daemon's listeners, and the limits that keep
 //! strangers from holding them: a cap on how many are open, enforced by
-//! closing the longest-idle one for a newcomer rather than refusing it, and
+//! closing one for a newcomer rather than refusing the newcomer, and
 //! the deadlines each connection's task keeps (a complete request head within
 //! `read_timeout` of the accept, the next request within `idle_timeout`).
 //!
@@ -42,7 +42,8 @@ pub enum Closed {
     Slow,
     /// No request within `idle_timeout` of the last one.
     Idle,
-    /// The longest idle when the cap was reached and another arrived.
+    /// Closed at the cap for a newcomer (or when `accept` failed for want
+    /// of descriptors).
     Evicted,
 }
 
@@ -126,8 +127,8 @@ impl Connections {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a connection just accepted; at the cap, the longest-idle
-    /// connection is told to close first. The connection is forgotten when
+    /// Registers a connection just accepted; at the cap, one is told to
+    /// close first (`evict_longest_idle` says which). The connection is forgotten when
     /// the returned [`Admitted`] is dropped.
     pub fn admit(self: &Arc<Self>, peer: SocketAddr) -> Admitted {
         let conn = Arc::new(Conn {
@@ -159,7 +160,7 @@ impl Connections {
         })
     }
 
-    /// Tells the longest-idle connection to close: when `accept` itself
+    /// Tells one connection to close, as at the cap: when `accept` itself
     /// fails for want of descriptors, one must be freed.
     pub fn evict_one(&self) -> bool {
         evict_longest_idle(&self.lock())

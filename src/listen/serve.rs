@@ -110,14 +110,22 @@ pub async fn serve<F>(
                         done.clone(),
                     ));
                 }
+                // One connection that went before it was accepted: the
+                // next accept is unaffected.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
                 Err(e) => {
-                    // Out of descriptors, typically: free one, and try again
-                    // shortly rather than spin.
+                    // Out of descriptors or memory: free a connection, and
+                    // try again shortly rather than spin.
                     let freed = conns.evict_one();
                     if last_complaint.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                         last_complaint = Some(Instant::now());
                         tracing::error!(
-                            message = "Cannot accept a connection; closing the longest-idle one to make room.",
+                            message = "Cannot accept a connection; closing one of the host holding the most to make room. Raise the descriptor limit (LimitNOFILE=) or lower server.max_connections.",
                             error = %e,
                             freed,
                             open = conns.len(),
@@ -243,13 +251,15 @@ async fn drive<I>(
     // Set once the connection was asked to finish: then only the goodbye's
     // own deadline (or the server's shutdown deadline) applies.
     let mut finishing: Option<Instant> = None;
-    loop {
-        let deadline = match finishing {
-            Some(at) => Some((at, None)),
-            None => admitted
+    let deadline = |finishing: Option<Instant>| {
+        finishing.or_else(|| {
+            admitted
                 .deadline(limits.read_timeout, limits.idle_timeout)
-                .map(|(at, why)| (at, Some(why))),
-        };
+                .map(|(at, _)| at)
+        })
+    };
+    loop {
+        let wake_at = deadline(finishing);
         tokio::select! {
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
@@ -257,21 +267,23 @@ async fn drive<I>(
                 }
                 return;
             }
-            _ = tokio::time::sleep_until(deadline.map_or_else(Instant::now, |d| d.0)), if deadline.is_some() => {
-                match deadline.and_then(|d| d.1) {
+            _ = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => {
+                if finishing.is_some() {
                     // The goodbye took too long.
-                    None => return,
+                    return;
+                }
+                match admitted.deadline(limits.read_timeout, limits.idle_timeout) {
                     // A request began meanwhile, or ended: look again.
-                    Some(_) if admitted.deadline(limits.read_timeout, limits.idle_timeout)
-                        .is_none_or(|(at, _)| at > Instant::now()) => {}
-                    Some(Closed::Idle) => {
+                    None => {}
+                    Some((at, _)) if at > Instant::now() => {}
+                    Some((_, Closed::Idle)) => {
                         closed(Closed::Idle, peer);
                         conn.as_mut().graceful_shutdown();
                         finishing = Some(Instant::now() + GOODBYE);
                     }
                     // No complete request head in time: nothing to say
                     // goodbye to.
-                    Some(why) => return closed(why, peer),
+                    Some((_, why)) => return closed(why, peer),
                 }
             }
             _ = admitted.changed() => if admitted.evicted() {
