@@ -354,7 +354,6 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         d.created_at_ms,
     );
     let attempt = Attempt {
-        delivery_id: d.id,
         number: d.attempts,
         route: &d.route,
         message_id: &message_id,

@@ -15,6 +15,7 @@ use warp::http::{HeaderMap, Method, Request, Response, StatusCode, header};
 
 use super::{Cause, DeliveryError};
 use crate::connect::{connector, connector_trusting};
+use crate::render::helpers::truncate_chars;
 
 /// A receiver's answer: its status, headers, and the start of its body.
 pub struct Answer {
@@ -49,7 +50,7 @@ impl Answer {
                 "{} answered HTTP {}: {}{hint}",
                 self.what,
                 self.status,
-                cut(&reason(&self.body), REASON_KEPT)
+                truncate_chars(&reason(&self.body), REASON_KEPT)
             ),
         )
         .with_retry_after(self.retry_after()))
@@ -61,7 +62,8 @@ impl Answer {
 /// reused), so a receiver cannot make the daemon hold its 300 MB page.
 pub const ANSWER_READ: usize = 16 * 1024;
 
-/// How much of the reason read from an answer goes into an error message.
+/// How many characters of the reason read from an answer go into an error
+/// message.
 const REASON_KEPT: usize = 512;
 
 /// `Retry-After` (RFC 9110 §10.2.3), for every kind: delay-seconds (a
@@ -107,19 +109,6 @@ pub fn shown_url_hiding(url: &str, secret: usize) -> String {
         out.push_str(if i < open { segment } else { "…" });
     }
     out
-}
-
-/// `text` cut to at most `max` bytes, on a character boundary, with an
-/// ellipsis when something was cut.
-fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 /// A shared, pooled HTTP(S) client.
@@ -295,12 +284,5 @@ mod tests {
         ] {
             assert_eq!(shown_url_hiding(url, hide), want, "{url}");
         }
-    }
-
-    #[test]
-    fn reasons_are_cut_on_a_character_boundary() {
-        assert_eq!(cut("short", 10), "short");
-        assert_eq!(cut("ééé", 3), "é…");
-        assert_eq!(cut(&"x".repeat(600), 512).len(), 512 + '…'.len_utf8());
     }
 }

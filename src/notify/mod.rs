@@ -138,7 +138,6 @@ pub fn classify(cause: &Cause<'_>) -> Class {
 /// a stable id across retries.
 #[derive(Debug, Clone, Copy)]
 pub struct Attempt<'a> {
-    pub delivery_id: i64,
     pub number: i64,
     pub route: &'a str,
     /// The message's id ([`message_id`]): the same at every attempt of

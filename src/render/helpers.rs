@@ -112,29 +112,27 @@ pub fn markdown_link(text: &str, url: &str) -> String {
     }
 }
 
+/// What ends a Markdown link target or starts formatting or another link
+/// inside one; a URL parser has already encoded spaces, quotes and angle
+/// brackets.
+const LINK_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b'(')
+    .add(b')')
+    .add(b'[')
+    .add(b']')
+    .add(b'*')
+    .add(b'_')
+    .add(b'~')
+    .add(b'|');
+
 /// `url` as a Markdown link target: http(s) only, normalised by a URL
-/// parser (spaces, quotes, angle brackets encoded), then with what ends a
-/// link target or starts another link encoded too.
+/// parser, then with [`LINK_UNSAFE`] encoded.
 fn link_url(url: &str) -> Option<String> {
     let parsed = url::Url::parse(url.trim()).ok()?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return None;
     }
-    let mut out = String::with_capacity(parsed.as_str().len());
-    for c in parsed.as_str().chars() {
-        match c {
-            '(' => out.push_str("%28"),
-            ')' => out.push_str("%29"),
-            '[' => out.push_str("%5B"),
-            ']' => out.push_str("%5D"),
-            '*' => out.push_str("%2A"),
-            '_' => out.push_str("%5F"),
-            '~' => out.push_str("%7E"),
-            '|' => out.push_str("%7C"),
-            c => out.push(c),
-        }
-    }
-    Some(out)
+    Some(percent_encoding::utf8_percent_encode(parsed.as_str(), LINK_UNSAFE).to_string())
 }
 
 // `{{{literal prompt}}}` → a complete JSON string for a Slack rich text
