@@ -301,6 +301,7 @@ impl Running {
             ),
             ("server.idle_timeout", new.idle_timeout != was.idle_timeout),
             ("server.read_timeout", new.read_timeout != was.read_timeout),
+            ("server.metrics", new.metrics != was.metrics),
         ] {
             if changed {
                 warnings.push(format!(

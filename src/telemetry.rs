@@ -109,6 +109,10 @@ fn describe() {
         "When the HTTPS certificate being served expires, in Unix seconds (alert well before it)."
     );
     describe_gauge!(
+        "relay_unverified_bytes",
+        "Memory held by request bodies whose signature is not yet checked (at most server.max_unverified; past it, 503 overloaded)."
+    );
+    describe_gauge!(
         "relay_connections",
         "Client connections open now, on every listener (at most server.max_connections)."
     );
@@ -239,6 +243,11 @@ pub fn certificate_expiry(not_after: std::time::SystemTime) {
 
 pub fn acme_order(ok: bool) {
     counter!("relay_acme_orders_total", "result" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// Memory held now by bodies whose signature is not yet checked.
+pub fn unverified_bytes(bytes: u64) {
+    gauge!("relay_unverified_bytes").set(bytes as f64);
 }
 
 /// Client connections open now, on every listener.

@@ -383,6 +383,11 @@ async fn unverified_bodies_share_one_memory_budget_and_get_503_past_it() {
         metrics.contains("relay_webhooks_rejected_total{reason=\"overloaded\"}"),
         "{metrics}"
     );
+    // The two held bodies' buffers, 256 KiB each, are what the budget holds.
+    assert!(
+        metrics.contains("relay_unverified_bytes 524288\n"),
+        "{metrics}"
+    );
 
     // The holders give up: their share comes back, and Replicate's retry is
     // stored.

@@ -42,11 +42,6 @@ impl Budget {
         }
     }
 
-    /// The size of the whole budget, in bytes.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// How many bytes are held by bodies being read now.
     pub fn in_use(&self) -> u64 {
         let total = self.bytes.div_ceil(UNIT);

@@ -73,6 +73,7 @@ pub(super) async fn metrics(intake: &Intake) -> Response {
         let age = stats.oldest_pending_ms.map(|t| now - t);
         telemetry::outbox(stats.pending, stats.dead, stats.held, age);
     }
+    telemetry::unverified_bytes(intake.unverified.in_use());
     let text = telemetry::handle().render();
     let mut res = Response::new(text.into());
     res.headers_mut().insert(
