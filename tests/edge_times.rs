@@ -120,12 +120,7 @@ async fn jobs_with_dates_and_durations_at_their_limits_reach_every_kind() {
     if let Err(why) = all_delivered(&dir.path().join("relay.db"), expected).await {
         panic!("{why}");
     }
-    let metrics = reqwest::get(format!("{}/metrics", daemon.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{}/metrics", daemon.base)).await;
     assert!(
         !metrics.contains("relay_delivery_panics_total{"),
         "{metrics}"

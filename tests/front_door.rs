@@ -152,20 +152,10 @@ async fn quiet_connections_are_closed_on_http_https_and_the_acme_port() {
 
     // Plain HTTP.
     let file = write_config(dir.path(), SECRET, "");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace("[server]\n", &format!("[server]\n{limits}")),
-    )
-    .unwrap();
+    server_keys(&file, limits);
     let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
     let mut failures = all_closed(daemon.running.local_addr(), Duration::from_secs(2)).await;
-    let text = reqwest::get(format!("{}/metrics", daemon.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&format!("{}/metrics", daemon.base)).await;
     assert!(
         metric(&text, "relay_connections_closed_total{reason=\"slow\"}") >= 5.0,
         "{text}"
@@ -185,12 +175,7 @@ async fn quiet_connections_are_closed_on_http_https_and_the_acme_port() {
         SECRET,
         "[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n",
     );
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace("[server]\n", &format!("[server]\n{limits}")),
-    )
-    .unwrap();
+    server_keys(&file, limits);
     let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
     let addr = daemon.running.local_addr();
     let limit = Duration::from_secs(1) + SLACK;
@@ -246,12 +231,7 @@ async fn quiet_connections_are_closed_on_http_https_and_the_acme_port() {
             free_port()
         ),
     );
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace("[server]\n", &format!("[server]\n{limits}")),
-    )
-    .unwrap();
+    server_keys(&file, limits);
     let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
     let acme_addr: SocketAddr = format!("127.0.0.1:{http01}").parse().unwrap();
     failures.extend(all_closed(acme_addr, Duration::from_secs(2)).await);
@@ -289,12 +269,7 @@ async fn metrics_are_not_served_where_strangers_can_scrape_them() {
         "not on the public port"
     );
     assert!(public.1.is_ok(), "health still is");
-    let text = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&format!("http://{metrics}/metrics")).await;
     assert!(text.contains("relay_connections"), "{text}");
     let other = reqwest::get(format!("http://{metrics}/healthz"))
         .await
@@ -308,12 +283,7 @@ async fn metrics_are_not_served_where_strangers_can_scrape_them() {
 
     // Turned off: nowhere.
     let file = write_config(dir.path(), SECRET, "");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace("[server]\n", "[server]\nmetrics = false\n"),
-    )
-    .unwrap();
+    server_keys(&file, "metrics = false\n");
     let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
     assert_eq!(daemon.running.metrics_addr(), None);
     let res = reqwest::get(format!("{}/metrics", daemon.base))
@@ -340,15 +310,7 @@ async fn a_flood_past_the_descriptor_limit_never_keeps_a_signed_webhook_out() {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let dir = tempfile::tempdir().unwrap();
     let (file, port) = config_on_port(dir.path(), "");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace(
-            "[server]\n",
-            "[server]\nread_timeout = \"2s\"\nidle_timeout = \"2s\"\n",
-        ),
-    )
-    .unwrap();
+    server_keys(&file, "read_timeout = \"2s\"\nidle_timeout = \"2s\"\n");
     // 200 descriptors: room for 100 connections.
     let daemon = serve_limited(&file, port, 200);
     wait_ready(port).await;
@@ -405,12 +367,7 @@ async fn a_flood_past_the_descriptor_limit_never_keeps_a_signed_webhook_out() {
         assert_eq!(status, 200, "webhook {i}: {answer}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("http://{addr}/metrics")).await;
     // At most 100 kept, plus those told to close that are closing: never
     // the whole descriptor table.
     assert!(metric(&metrics, "relay_connections ") < 200.0, "{metrics}");
@@ -454,15 +411,7 @@ fn rss(pid: u32) -> u64 {
 async fn forged_bodies_in_flight_hold_no_more_than_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let (file, port) = config_on_port(dir.path(), "");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace(
-            "[server]\n",
-            "[server]\nmax_unverified = \"16MiB\"\nread_timeout = \"3s\"\n",
-        ),
-    )
-    .unwrap();
+    server_keys(&file, "max_unverified = \"16MiB\"\nread_timeout = \"3s\"\n");
     let daemon = Serve::start(&file, &[]);
     wait_ready(port).await;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();

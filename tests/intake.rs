@@ -264,12 +264,7 @@ fn raw_status(addr: std::net::SocketAddr, request: &[u8], then: &[u8]) -> u16 {
 async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), SECRET, "");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("[server]\n", "[server]\nmax_body = \"64KiB\"\n"),
-    )
-    .unwrap();
+    server_keys(&config, "max_body = \"64KiB\"\n");
     let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
     let client = reqwest::Client::new();
 
@@ -331,15 +326,10 @@ async fn unverified_bodies_share_one_memory_budget_and_get_503_past_it() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), SECRET, "");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
+    server_keys(
         &config,
-        text.replace(
-            "[server]\n",
-            "[server]\nmax_body = \"256KiB\"\nmax_unverified = \"512KiB\"\n",
-        ),
-    )
-    .unwrap();
+        "max_body = \"256KiB\"\nmax_unverified = \"512KiB\"\n",
+    );
     let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
     let addr = daemon.running.local_addr();
     let path = daemon.config.server.path.clone();

@@ -165,6 +165,27 @@ pub fn write_config(dir: &Path, secret: &str, extra: &str) -> PathBuf {
     file
 }
 
+/// Adds `keys` (TOML lines) at the top of the `[server]` section of the
+/// config `file` that [`write_config`] wrote.
+pub fn server_keys(file: &Path, keys: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    std::fs::write(
+        file,
+        text.replacen("[server]\n", &format!("[server]\n{keys}"), 1),
+    )
+    .unwrap();
+}
+
+/// The body of a GET of `url`, as text (`/metrics`, say).
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A daemon started through the library, as `serve` starts it.
 pub struct Daemon {
     pub running: Running,
