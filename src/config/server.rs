@@ -230,7 +230,7 @@ pub fn read(r: &mut Reader, value: Option<&Value>, store_dir: &std::path::Path) 
         ),
         Some(budget) => server.max_unverified = budget,
         // Room for two bodies of the largest size at once, at least.
-        None => server.max_unverified = server.max_unverified.max(2 * server.max_body),
+        None => server.max_unverified = server.max_unverified.max(server.max_body.saturating_mul(2)),
     }
     server
 }

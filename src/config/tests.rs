@@ -77,6 +77,11 @@ fn problem_table() {
             "[server]\nmax_body = \"20MiB\"\nmax_unverified = \"80MiB\"\n[verify]\ninsecure = true",
             &[],
         ),
+        // Twice the largest size there is: no overflow.
+        (
+            "[server]\nmax_body = \"18446744073709551615\"\n[verify]\ninsecure = true",
+            &[],
+        ),
         (
             "[server]\nmax_connections = 3\nidle_timeout = \"0s\"\n[verify]\ninsecure = true",
             &["server.idle_timeout", "server.max_connections"],
