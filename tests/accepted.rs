@@ -358,17 +358,8 @@ async fn deliveries_left_dead_by_an_unreadable_body_are_delivered_after_retry_de
         "{dead:?}"
     );
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replicate-relay"))
-        .args(["retry", "--dead", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Requeued 3 deliveries"));
+    let out = run_relay(&["retry", "--dead"], &config);
+    assert!(out.contains("Requeued 3 deliveries"), "{out}");
 
     let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
     let rows = wait_deliveries(&db, Duration::from_secs(15), |r| {

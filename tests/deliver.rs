@@ -558,24 +558,12 @@ async fn a_removed_notifiers_deliveries_are_held_until_it_returns() {
     })
     .await;
     assert_eq!(rows[0].delivery.state, DeliveryState::Held, "{rows:?}");
-    let bin = env!("CARGO_BIN_EXE_replicate-relay");
-    let check = std::process::Command::new(bin)
-        .args(["check", "--config"])
-        .arg(&without)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{said}");
+    let said = run_relay(&["check"], &without);
     assert!(
         said.contains("1 deliveries wait for notifier `n`, which is not in this config"),
         "{said}"
     );
-    let listed = std::process::Command::new(bin)
-        .args(["deliveries", "--held", "--config"])
-        .arg(&without)
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&listed.stdout);
+    let listed = run_relay(&["deliveries", "--held"], &without);
     assert!(
         listed.contains("held") && listed.contains("when its notifier is back"),
         "{listed}"

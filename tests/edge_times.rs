@@ -175,17 +175,8 @@ async fn deliveries_left_dead_by_a_panic_on_a_date_are_delivered_after_retry_dea
         }
         store.close().await;
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replicate-relay"))
-        .args(["retry", "--dead", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Requeued 8 deliveries"));
+    let out = run_relay(&["retry", "--dead"], &config);
+    assert!(out.contains("Requeued 8 deliveries"), "{out}");
     let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
     if let Err(why) = all_delivered(&db, KINDS.len()).await {
         panic!("{why}");

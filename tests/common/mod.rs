@@ -186,6 +186,24 @@ pub async fn get_text(url: &str) -> String {
         .unwrap()
 }
 
+/// `replicate-relay ARGS --config CONFIG` run to its end; asserts it
+/// succeeded and returns what it printed on stdout.
+pub fn run_relay(args: &[&str], config: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replicate-relay"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "replicate-relay {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A daemon started through the library, as `serve` starts it.
 pub struct Daemon {
     pub running: Running,
