@@ -372,7 +372,15 @@ async fn email_arrives_with_both_parts_escaped() {
         "❌ Prediction northwind/captioner-prod failed: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 22.19 GiB of which 1.12 GiB is free."
     );
     assert_eq!(m["content_type"], "multipart/alternative");
-    assert!(m["message_id"].as_str().unwrap().starts_with('<'));
+    // The strict server took the greeting: a fully qualified name (this
+    // host's, or the From address's domain), also on the Message-ID.
+    let helo = m["helo"].as_str().unwrap();
+    assert!(helo.contains('.'), "{helo}");
+    let id = m["message_id"].as_str().unwrap();
+    assert!(
+        id.starts_with("<msg_relay_") && id.ends_with(&format!("@{helo}>")),
+        "{id}"
+    );
     let text = m["text"].as_str().unwrap();
     assert!(text.contains("CUDA out of memory"), "{text}");
     let html = m["html"].as_str().unwrap();
@@ -381,6 +389,48 @@ async fn email_arrives_with_both_parts_escaped() {
         "{html}"
     );
     assert!(!html.contains("<script>"));
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_strict_smtp_server_refuses_a_bare_host_name_and_takes_helo_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(free_port(), dir.path(), false, false);
+    let server = format!("smtp://127.0.0.1:{}", smtp.port);
+    let daemon = start(
+        dir.path(),
+        &email_config(&server, "tls = \"none\"\nhelo_name = \"vm\""),
+    )
+    .await;
+    post_signed(&daemon, "msg_helo", &fixture("prediction-failed.json")).await;
+    let rows = wait_deliveries(&dir.path().join("relay.db"), Duration::from_secs(10), |r| {
+        states(r) == [DeliveryState::Dead]
+    })
+    .await;
+    assert_eq!(states(&rows), [DeliveryState::Dead]);
+    let error = rows[0].delivery.last_error.clone().unwrap();
+    assert!(error.contains("need fully-qualified hostname"), "{error}");
+    daemon.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(
+        dir.path(),
+        &email_config(
+            &server,
+            "tls = \"none\"\nhelo_name = \"relay.lab.example.net\"",
+        ),
+    )
+    .await;
+    post_signed(&daemon, "msg_helo", &fixture("prediction-failed.json")).await;
+    let mails = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0]["helo"], "relay.lab.example.net");
+    assert!(
+        mails[0]["message_id"]
+            .as_str()
+            .unwrap()
+            .ends_with("@relay.lab.example.net>")
+    );
     daemon.stop().await;
 }
 

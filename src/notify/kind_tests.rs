@@ -85,8 +85,10 @@ fn a_failing_template_falls_back_and_says_why() {
     let ctx = ctx();
     let slack = slack::render::render(&t, "broken", &ctx);
     assert!(slack.fallback.as_deref().unwrap().contains("invalid JSON"));
+    // Plain text, which Slack shows as written: no entities.
     let text = slack.message["blocks"][0]["text"]["text"].as_str().unwrap();
-    assert!(text.contains("boom &lt;b&gt;"), "{text}");
+    assert!(text.contains("boom <b>"), "{text}");
+    assert!(!slack.message["text"].as_str().unwrap().contains('\r'));
     let email = email::render::render(&t, "broken", &ctx);
     assert!(email.fallback.is_some());
     assert!(email.message.text.contains("boom <b>"));
@@ -123,9 +125,16 @@ fn each_format_escapes_for_its_target() {
     assert!(slack.fallback.is_none(), "{:?}", slack.fallback);
     assert_eq!(
         slack.message["text"],
-        "&lt;!channel&gt; \"x\" &amp; y\r\nBcc: z"
+        "&lt;!channel&gt; \"x\" &amp; y\nBcc: z"
     );
     let hook = webhook::render(&t, Some("esc"), &ctx, b"{}");
     let body: Value = serde_json::from_slice(&hook.message).unwrap();
     assert_eq!(body["e"], "<!channel> \"x\" & y\r\nBcc: z");
+    // Colour codes and NUL reach no reader.
+    ctx["error"] = json!("\u{1b}[31mRuntimeError\u{1b}[0m\u{0}: x");
+    let email = email::render::render(&t, "esc", &ctx).message;
+    assert_eq!(email.subject, "RuntimeError: x");
+    assert_eq!(email.html.unwrap(), "<p>RuntimeError: x</p>");
+    let slack = slack::render::render(&t, "esc", &ctx);
+    assert_eq!(slack.message["text"], "RuntimeError: x");
 }

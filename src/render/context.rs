@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::display::{display, web_url};
 use super::helpers::{human_duration, tail_lines, truncate_chars};
 use super::text::as_terminal_showed;
 use crate::event::{Event, Job, Kind, Status};
@@ -15,6 +16,10 @@ const TAIL_CHARS: usize = 2_500;
 const MAX_OUTPUTS: usize = 20;
 
 /// Builds the template context for `event`, sent by `route` to `notifier`.
+///
+/// The payload's own fields are there as received. The derived fields are
+/// text to show: through the display rule ([`display`]: no ANSI codes or
+/// control characters), URLs as a URL parser writes them.
 ///
 /// Derived fields: `kind`, `query` (object), `route`, `notifier`, `emoji`,
 /// `target` (destination, deployment or model), `duration` (human),
@@ -56,8 +61,9 @@ pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
         .unwrap_or_default();
     let run = super::run::derive(job, kind, &event.status, &logs_tail, &outputs);
 
+    let mut derived = Map::new();
     let mut set = |k: &str, v: Value| {
-        ctx.insert(k.to_owned(), v);
+        derived.insert(k.to_owned(), v);
     };
     set("kind", json!(kind.as_str()));
     set("query", Value::Object(query));
@@ -82,14 +88,32 @@ pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
     let (version, weights) = match (&common.output, kind) {
         (Value::Object(o), Kind::Training) => (
             o.get("version").and_then(Value::as_str).map(str::to_owned),
-            o.get("weights").and_then(Value::as_str).map(str::to_owned),
+            o.get("weights").and_then(Value::as_str).and_then(web_url),
         ),
         _ => (None, None),
     };
     set("trained_version", json!(version));
     set("weights", json!(weights));
-    ctx.extend(run);
+    derived.extend(run);
+    let mut derived = Value::Object(derived);
+    shown(&mut derived);
+    let Value::Object(derived) = derived else {
+        unreachable!("built as an object")
+    };
+    ctx.extend(derived);
     Value::Object(ctx)
+}
+
+/// Every string in `value` through the display rule.
+fn shown(value: &mut Value) {
+    match value {
+        Value::String(s) if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
+            *s = display(s);
+        }
+        Value::Array(items) => items.iter_mut().for_each(shown),
+        Value::Object(map) => map.values_mut().for_each(shown),
+        _ => {}
+    }
 }
 
 /// The status as one emoji, for subjects and headers.
@@ -105,14 +129,15 @@ pub fn emoji(status: &Status) -> &'static str {
     }
 }
 
-/// Every http(s) URL in `value`, depth first, up to [`MAX_OUTPUTS`].
+/// Every http(s) URL in `value`, depth first, up to [`MAX_OUTPUTS`], as a
+/// URL parser writes it.
 fn collect_urls(value: &Value, out: &mut Vec<String>) {
     if out.len() >= MAX_OUTPUTS {
         return;
     }
     match value {
         Value::String(s) if s.starts_with("https://") || s.starts_with("http://") => {
-            out.push(s.clone())
+            out.extend(web_url(s))
         }
         Value::Array(items) => items.iter().for_each(|v| collect_urls(v, out)),
         Value::Object(map) => map.values().for_each(|v| collect_urls(v, out)),

@@ -8,6 +8,12 @@
 
 use handlebars::{Handlebars, handlebars_helper};
 use serde_json::Value;
+
+use super::cut;
+use super::display::{
+    display, escape_commonmark, escape_markdown, escape_mrkdwn, file_name, markdown_link, one_line,
+    unfence, unmention,
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -33,7 +39,8 @@ pub fn register(hb: &mut Handlebars<'static>) {
 // `{{humanize metrics.predict_time}}` → "19m 51s" (seconds to a human duration;
 // the context's `duration` field already holds the job's run time this way).
 handlebars_helper!(humanize: |secs: Json| as_f64(secs).map(human_duration).unwrap_or_default());
-// `{{truncate error 300}}` → at most 300 characters, "…" when cut.
+// `{{truncate error 300}}` → at most 300 characters, "…" when cut (never
+// inside a grapheme).
 handlebars_helper!(truncate: |text: Json, max: u64| truncate_chars(&as_text(text), max as usize));
 // `{{tail logs 20}}` → the last 20 lines.
 handlebars_helper!(tail: |text: Json, lines: u64| tail_lines(&as_text(text), lines as usize));
@@ -58,14 +65,8 @@ handlebars_helper!(join: |items: Json, sep: str| match items {
     Value::Array(items) => items.iter().map(as_text).collect::<Vec<_>>().join(sep),
     other => as_text(other),
 });
-// `{{basename url}}` → the last path segment ("out-0.webp").
-handlebars_helper!(basename: |url: Json| file_name(&as_text(url)).to_owned());
-
-/// The last path segment of a URL, without its query or fragment.
-pub fn file_name(url: &str) -> &str {
-    let path = url.split(['?', '#']).next().unwrap_or("");
-    path.trim_end_matches('/').rsplit('/').next().unwrap_or("")
-}
+// `{{basename url}}` → the last path segment, decoded ("out-0.webp").
+handlebars_helper!(basename: |url: Json| file_name(&as_text(url)));
 
 // `{{indent error 2}}` → every line but the first indented by 2 spaces, for
 // a multi-line value after a label in plain text (the template indents the
@@ -77,125 +78,28 @@ handlebars_helper!(indent: |text: Json, width: u64| {
 
 // `{{md prompt}}` → text that Markdown (Discord's) shows as it is: every
 // character that could format, link or quote is backslash-escaped.
-handlebars_helper!(md: |text: Json| escape_markdown(&as_text(text)));
+handlebars_helper!(md: |text: Json| escape_markdown(&display(&as_text(text))));
 // `{{fenced logs}}` → text that cannot end a ``` code block it is put in
 // (a zero-width space between backticks in a row); inside a code block
 // Markdown shows everything else as it is.
-handlebars_helper!(fenced: |text: Json| unfence(&as_text(text)));
+handlebars_helper!(fenced: |text: Json| unfence(&display(&as_text(text))));
 
 // `{{mdlink name url}}` → a Markdown link `[name](url)` that neither part can
 // break out of: the URL must be http(s) and is percent-encoded wherever
-// Markdown would end it; brackets in the text become parentheses (Discord
-// shows a backslash escape in link text as written). Just the text when the
-// URL is not one to link to.
+// Markdown would end it; the text cannot format (Discord shows a backslash
+// escape in link text as written, so look-alikes stand in for `*`, `~`, …).
+// Just the text, escaped, when the URL is not one to link to.
 handlebars_helper!(mdlink: |text: Json, url: Json| markdown_link(&as_text(text), &as_text(url)));
-// `{{nolink value}}` → text a Markdown reader (a Teams fact) can show but
-// not turn into a link: a zero-width space between `]` and `(`.
-handlebars_helper!(nolink: |text: Json| {
-    zero_width_between(&as_text(text), |c, next| c == ']' && next == '(')
-});
-
-/// `[text](url)`, safe from both parts: see the `mdlink` helper.
-pub fn markdown_link(text: &str, url: &str) -> String {
-    let text: String = text
-        .chars()
-        .map(|c| match c {
-            '[' => '(',
-            ']' => ')',
-            '\r' | '\n' => ' ',
-            c => c,
-        })
-        .collect();
-    match link_url(url) {
-        Some(url) => format!("[{text}]({url})"),
-        None => text,
-    }
-}
-
-/// What ends a Markdown link target or starts formatting or another link
-/// inside one; a URL parser has already encoded spaces, quotes and angle
-/// brackets.
-const LINK_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b'(')
-    .add(b')')
-    .add(b'[')
-    .add(b']')
-    .add(b'*')
-    .add(b'_')
-    .add(b'~')
-    .add(b'|');
-
-/// `url` as a Markdown link target: http(s) only, normalised by a URL
-/// parser, then with [`LINK_UNSAFE`] encoded.
-fn link_url(url: &str) -> Option<String> {
-    let parsed = url::Url::parse(url.trim()).ok()?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return None;
-    }
-    Some(percent_encoding::utf8_percent_encode(parsed.as_str(), LINK_UNSAFE).to_string())
-}
+// `{{nolink value}}` → text a CommonMark reader (a Teams fact) shows as it
+// is: nothing in it can link or format.
+handlebars_helper!(nolink: |text: Json| escape_commonmark(&as_text(text)));
 
 // `{{{literal prompt}}}` → a complete JSON string for a Slack rich text
 // element, which Slack shows as it is; a `<` before `!`, `@` or `#` gets a
 // zero-width space after it, so no text can ever read as a mention.
 handlebars_helper!(literal: |text: Json| {
-    serde_json::to_string(&unmention(&as_text(text))).unwrap_or_default()
+    serde_json::to_string(&unmention(&display(&as_text(text)))).unwrap_or_default()
 });
-
-/// `<!channel>`, `<@U123>`, `<#C1>` made inert by a zero-width space after
-/// the `<`, which a reader does not see.
-pub fn unmention(text: &str) -> String {
-    zero_width_between(text, |c, next| c == '<' && matches!(next, '!' | '@' | '#'))
-}
-
-/// Markdown's formatting characters backslash-escaped.
-pub fn escape_markdown(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if matches!(
-            c,
-            '\\' | '*'
-                | '_'
-                | '~'
-                | '`'
-                | '|'
-                | '>'
-                | '<'
-                | '#'
-                | '['
-                | ']'
-                | '('
-                | ')'
-                | '-'
-                | ':'
-        ) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A zero-width space after every backtick that another follows, so no run
-/// of three can close a code block.
-pub fn unfence(text: &str) -> String {
-    zero_width_between(text, |c, next| c == '`' && next == '`')
-}
-
-/// `text` with a zero-width space (unseen by a reader) between each pair of
-/// neighbouring characters `split` picks: what breaks a markup sequence
-/// apart without changing what is read.
-fn zero_width_between(text: &str, split: impl Fn(char, char) -> bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if chars.peek().is_some_and(|&next| split(c, next)) {
-            out.push('\u{200B}');
-        }
-    }
-    out
-}
 
 fn as_f64(value: &Value) -> Option<f64> {
     match value {
@@ -244,14 +148,10 @@ pub fn human_duration(secs: f64) -> String {
     }
 }
 
-/// At most `max` characters; the last is "…" when the text was cut.
+/// At most `max` (UTF-16 units, [`cut::measure`]), whole graphemes; the
+/// last is "…" when the text was cut.
 pub fn truncate_chars(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
+    cut::cut(text, max)
 }
 
 /// The last `n` lines (a trailing newline does not count as a line).
@@ -281,23 +181,33 @@ fn format_date(ts: &str, format: &str) -> String {
     }
 }
 
-/// Email subjects: a header must never contain a line break (header injection).
+/// Email subjects: shown text on one line (a header must never contain a
+/// line break: header injection).
 pub fn escape_subject(text: &str) -> String {
-    text.replace(['\r', '\n', '\t'], " ")
+    one_line(text)
 }
 
-/// Slack Block Kit: mrkdwn's three control characters ([`escape_mrkdwn`]),
-/// then JSON string escaping, since values land inside JSON strings.
+/// A plain-text part: shown text ([`display`]).
+pub fn escape_text(text: &str) -> String {
+    display(text)
+}
+
+/// HTML: shown text, HTML-escaped.
+pub fn escape_html(text: &str) -> String {
+    handlebars::html_escape(&display(text))
+}
+
+/// Slack Block Kit: shown text with mrkdwn's three control characters
+/// escaped ([`escape_mrkdwn`]), then JSON string escaping, since values land
+/// inside JSON strings.
 pub fn escape_slack(text: &str) -> String {
-    escape_json(&escape_mrkdwn(text))
+    escape_json(&escape_mrkdwn(&display(text)))
 }
 
-/// The three characters Slack decodes as entities in any text it shows,
-/// so a prompt cannot write `<!channel>` or a fake link.
-pub fn escape_mrkdwn(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// A message's JSON (Discord, Teams, ntfy, PagerDuty): shown text, escaped
+/// for a JSON string.
+pub fn escape_shown_json(text: &str) -> String {
+    escape_json(&display(text))
 }
 
 /// Values inside a JSON string literal.
@@ -378,42 +288,16 @@ mod tests {
     }
 
     #[test]
-    fn links_that_no_payload_string_can_break_out_of() {
-        for (text, url, want) in [
-            (
-                "out-0.webp",
-                "https://replicate.delivery/x/out-0.webp",
-                "[out-0.webp](https://replicate.delivery/x/out-0.webp)",
-            ),
-            // The URL closes the link and opens one of its own.
-            (
-                "out.txt",
-                "https://x.example/out.txt) · [Sign in again](https://evil.example/login",
-                "[out.txt](https://x.example/out.txt%29%20%C2%B7%20%5BSign%20in%20again%5D%28https://evil.example/login)",
-            ),
-            // The text closes the link text and writes a link.
-            (
-                "a](https://evil.example) [b",
-                "https://x.example/f",
-                "[a)(https://evil.example) (b](https://x.example/f)",
-            ),
-            ("x", "javascript:alert(1)", "x"),
-            ("x", "not a url", "x"),
-            (
-                "two\nlines",
-                "https://x.example/a_b*c~d|e",
-                "[two lines](https://x.example/a%5Fb%2Ac%7Ed%7Ce)",
-            ),
+    fn link_and_fact_helpers_go_through_the_display_rule() {
+        let data = json!({"v": "[Sign in](https://evil.example)", "e": "\u{1b}[31mred\u{1b}[0m*", "u": "https://x.example/a b"});
+        for (template, want) in [
+            ("{{nolink v}}", "\\[Sign in\\](https://evil.example)"),
+            ("{{mdlink e u}}", "[red∗](https://x.example/a%20b)"),
+            ("{{md e}}", "red\\*"),
+            ("{{{literal e}}}", "\"red*\""),
         ] {
-            assert_eq!(markdown_link(text, url), want, "{text} {url}");
+            assert_eq!(render(template, data.clone()), want, "{template}");
         }
-        assert_eq!(
-            render(
-                "{{nolink v}}",
-                json!({"v": "[Sign in](https://evil.example)"})
-            ),
-            "[Sign in]\u{200B}(https://evil.example)"
-        );
     }
 
     #[test]
@@ -444,7 +328,7 @@ mod tests {
         let hostile = "<!channel> <script>alert(1)</script>\r\nBcc: x@evil.test & \"q\"";
         assert_eq!(
             escape_slack(hostile),
-            "&lt;!channel&gt; &lt;script&gt;alert(1)&lt;/script&gt;\\r\\nBcc: x@evil.test &amp; \\\"q\\\""
+            "&lt;!channel&gt; &lt;script&gt;alert(1)&lt;/script&gt;\\nBcc: x@evil.test &amp; \\\"q\\\""
         );
         assert!(!escape_subject(hostile).contains(['\r', '\n']));
         assert_eq!(escape_json("a\"b\\c\n"), "a\\\"b\\\\c\\n");

@@ -13,6 +13,8 @@
 //! notification is never lost to a template.
 
 pub mod context;
+pub mod cut;
+pub mod display;
 pub mod helpers;
 pub mod message;
 pub mod run;

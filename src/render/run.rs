@@ -10,7 +10,8 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::helpers::{file_name, human_duration, truncate_chars};
+use super::display::{file_name, web_url as parsed_url};
+use super::helpers::{human_duration, truncate_chars};
 use crate::event::{Job, Kind, Status, Timestamp};
 
 /// Inputs a training message shows, in this order, with their labels: the
@@ -143,7 +144,7 @@ fn distinguisher(kind: Kind, input: Option<&Map<String, Value>>) -> Option<Strin
     match kind {
         Kind::Training => first(&TRIGGER_KEYS)
             .map(quoted)
-            .or_else(|| first(&DATASET_KEYS).map(|d| truncate_chars(file_name(d), 40))),
+            .or_else(|| first(&DATASET_KEYS).map(|d| truncate_chars(&file_name(d), 40))),
         Kind::Prediction => first(PROMPT_KEYS).map(quoted),
     }
 }
@@ -185,7 +186,7 @@ fn inputs(kind: Kind, input: Option<&Map<String, Value>>) -> Vec<Value> {
 /// name; lists, tables and long text are not shown.
 fn shown(value: &Value) -> Option<String> {
     let text = match value {
-        Value::String(s) if is_url(s) => file_name(s).to_owned(),
+        Value::String(s) if is_url(s) => file_name(s),
         Value::String(s) => s.trim().to_owned(),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
@@ -296,10 +297,13 @@ fn billed(job: &Job, status: &Status, timing: &Timing) -> Option<String> {
 /// else the destination's or model's page.
 fn web_url(job: &Job) -> String {
     let common = job.common();
-    if let Some(web) = common.urls.as_ref().and_then(|u| u.web.as_deref())
-        && is_url(web)
+    if let Some(web) = common
+        .urls
+        .as_ref()
+        .and_then(|u| u.web.as_deref())
+        .and_then(parsed_url)
     {
-        return web.to_owned();
+        return web;
     }
     let id_ok = !common.id.is_empty()
         && common

@@ -3,9 +3,11 @@
 //! behind a tokio loop with rustls, and `mail-parser` reading each message
 //! as a mail client would. No Python, nothing to install.
 //!
-//! It checks what strict servers check: STARTTLS before MAIL when TLS is on,
-//! AUTH before MAIL when credentials are set, and message lines that end in
-//! CRLF, carry no bare CR and no NUL, and fit in 1,000 bytes (RFC 5321).
+//! It checks what strict servers check: a fully qualified name in EHLO
+//! (Postfix's `reject_non_fqdn_helo_hostname`), STARTTLS before MAIL when
+//! TLS is on, AUTH before MAIL when credentials are set, and message lines
+//! that end in CRLF, carry no bare CR and no NUL, and fit in 1,000 bytes
+//! (RFC 5321).
 
 use std::io;
 use std::net::IpAddr;
@@ -147,6 +149,8 @@ fn test_ca_acceptor(ca_pem: &Path) -> tokio_rustls::TlsAcceptor {
 struct State {
     tls: bool,
     authenticated: bool,
+    /// The name the client gave in EHLO.
+    helo: String,
 }
 
 struct Session {
@@ -160,6 +164,19 @@ struct Session {
 }
 
 impl Handler for Session {
+    fn helo(&mut self, _ip: IpAddr, domain: &str) -> Response {
+        let literal = domain.starts_with('[') && domain.ends_with(']');
+        let fqdn = domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.');
+        if !literal && !fqdn {
+            return Response::custom(
+                504,
+                format!("5.5.2 <{domain}>: Helo command rejected: need fully-qualified hostname"),
+            );
+        }
+        self.state.lock().unwrap().helo = domain.to_owned();
+        mailin::response::OK
+    }
+
     fn mail(&mut self, _ip: IpAddr, _domain: &str, from: &str) -> Response {
         let state = self.state.lock().unwrap();
         if self.settings.tls.is_some() && !state.tls {
@@ -215,8 +232,12 @@ impl Handler for Session {
         if let Some(why) = self.bad.take() {
             return Response::custom(554, format!("5.6.0 Message refused: {why}"));
         }
-        let tls = self.state.lock().unwrap().tls;
-        let mail = read_mail(&self.data, &self.from, &self.to, tls);
+        let (tls, helo) = {
+            let state = self.state.lock().unwrap();
+            (state.tls, state.helo.clone())
+        };
+        let mut mail = read_mail(&self.data, &self.from, &self.to, tls);
+        mail["helo"] = json!(helo);
         self.settings.received.lock().unwrap().push(mail);
         Response::custom(250, "2.0.0 Ok: queued".into())
     }

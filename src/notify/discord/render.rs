@@ -1,8 +1,9 @@
 //! A Discord message: its format, its shipped template, and the webhook body
 //! assembled from the template — an embed coloured by status, no mentions
 //! allowed (a prompt cannot ping @everyone), within Discord's limits, which
-//! are enforced by cutting, never by failing; the built-in plain message
-//! when the template fails.
+//! are enforced by cutting at safe boundaries and dropping what cannot fit
+//! (a URL is never cut), never by failing; the built-in plain message when
+//! the template fails.
 
 use std::any::Any;
 
@@ -10,13 +11,14 @@ use serde_json::{Map, Value, json};
 
 use super::config::Discord;
 use crate::event::Status;
+use crate::render::cut::{self as cutting, measure};
 use crate::render::{
     BuiltIn, Format, Message, RenderFailure, Rendered, Templates, field, helpers, parse_json,
     plain_title,
 };
 
 /// `discord/NAME.json.hbs`: a webhook body, values JSON-escaped.
-pub const DISCORD: Format = Format::new("discord", ".json.hbs", helpers::escape_json, true);
+pub const DISCORD: Format = Format::new("discord", ".json.hbs", helpers::escape_shown_json, true);
 
 /// The shipped Discord template, built into the binary.
 pub const BUILT_IN: &[BuiltIn] = &[(
@@ -33,6 +35,9 @@ pub const MAX_FIELDS: usize = 25;
 pub const MAX_FIELD_NAME: usize = 256;
 pub const MAX_FIELD_VALUE: usize = 1_024;
 pub const MAX_FOOTER: usize = 2_048;
+pub const MAX_USERNAME: usize = 80;
+/// Any URL in an embed (its link, image, thumbnail, author, footer icon).
+pub const MAX_URL: usize = 2_048;
 /// Characters across every embed's title, description, fields, footer and
 /// author, together.
 pub const MAX_TOTAL: usize = 6_000;
@@ -80,16 +85,46 @@ pub fn render(
     }
 }
 
+/// Cuts plain text (a title, a footer) to `max`.
 fn cut(value: &mut Value, max: usize) {
     if let Value::String(s) = value
-        && s.chars().count() > max
+        && measure(s) > max
     {
-        *s = helpers::truncate_chars(s, max);
+        *s = cutting::cut(s, max);
+    }
+}
+
+/// Cuts Markdown (a description, a field) to `max` at a safe boundary.
+fn cut_md(value: &mut Value, max: usize) {
+    if let Value::String(s) = value
+        && measure(s) > max
+    {
+        *s = cutting::cut_markdown(s, max);
     }
 }
 
 fn chars(v: Option<&Value>) -> usize {
-    v.and_then(Value::as_str).map_or(0, |s| s.chars().count())
+    v.and_then(Value::as_str).map_or(0, measure)
+}
+
+/// Whether `value` is a URL Discord takes: http(s), within [`MAX_URL`].
+fn url_ok(value: Option<&Value>) -> bool {
+    value.and_then(Value::as_str).is_some_and(|u| {
+        measure(u) <= MAX_URL && (u.starts_with("https://") || u.starts_with("http://"))
+    })
+}
+
+/// Removes `key` from `embed` when its URL (at `url`, within it) is not one
+/// Discord takes: a link or picture too long to send is left out, not cut.
+fn drop_bad_url(embed: &mut Value, key: &str, url: &str) {
+    let bad = match embed.get(key) {
+        None | Some(Value::Null) => false,
+        Some(v) if url.is_empty() => !url_ok(Some(v)),
+        Some(v) => v.get(url).is_some_and(|u| !url_ok(Some(u))),
+    };
+    if bad && let Some(o) = embed.as_object_mut() {
+        o.remove(key);
+    }
 }
 
 /// The characters of one embed that count towards [`MAX_TOTAL`].
@@ -111,7 +146,10 @@ fn embed_chars(e: &Value) -> usize {
 fn finish(settings: &Discord, mut body: Map<String, Value>, ctx: &Value) -> Value {
     body.insert("allowed_mentions".into(), json!({"parse": []}));
     if let Some(name) = &settings.username {
-        body.insert("username".into(), json!(name));
+        body.insert("username".into(), json!(cutting::cut(name, MAX_USERNAME)));
+    }
+    if !url_ok(body.get("avatar_url")) {
+        body.remove("avatar_url");
     }
     if let Some(content) = body.get_mut("content") {
         cut(content, MAX_CONTENT);
@@ -125,16 +163,19 @@ fn finish(settings: &Discord, mut body: Map<String, Value>, ctx: &Value) -> Valu
         if !e["color"].is_u64() {
             e["color"] = json!(colour(field(ctx, "status")));
         }
-        if !e["url"]
-            .as_str()
-            .is_some_and(|u| u.starts_with("https://") || u.starts_with("http://"))
-        {
-            if let Some(o) = e.as_object_mut() {
-                o.remove("url");
+        drop_bad_url(e, "url", "");
+        for key in ["image", "thumbnail", "video"] {
+            drop_bad_url(e, key, "url");
+        }
+        for key in ["author", "footer"] {
+            for url in ["url", "icon_url"] {
+                if let Some(part) = e.get_mut(key) {
+                    drop_bad_url(part, url, "");
+                }
             }
         }
         cut(&mut e["title"], MAX_TITLE);
-        cut(&mut e["description"], MAX_DESCRIPTION);
+        cut_md(&mut e["description"], MAX_DESCRIPTION);
         if let Some(text) = e.pointer_mut("/footer/text") {
             cut(text, MAX_FOOTER);
         }
@@ -150,7 +191,7 @@ fn finish(settings: &Discord, mut body: Map<String, Value>, ctx: &Value) -> Valu
                     if chars(f.get(key)) == 0 {
                         f[key] = json!("\u{200b}");
                     }
-                    cut(&mut f[key], max);
+                    cut_md(&mut f[key], max);
                 }
             }
         }
@@ -166,7 +207,7 @@ fn finish(settings: &Discord, mut body: Map<String, Value>, ctx: &Value) -> Valu
             break;
         }
         let keep = chars(embeds[i].get("description")).saturating_sub(over);
-        cut(&mut embeds[i]["description"], keep.max(1));
+        cut_md(&mut embeds[i]["description"], keep.max(1));
     }
     while total(&embeds) > MAX_TOTAL {
         let Some(last) = embeds.last_mut() else { break };
@@ -193,15 +234,16 @@ fn finish(settings: &Discord, mut body: Map<String, Value>, ctx: &Value) -> Valu
 
 /// The message sent when the template fails: plain, complete.
 fn fallback(ctx: &Value, reason: &str) -> Map<String, Value> {
+    let md = crate::render::display::escape_markdown;
     let mut content = format!(
-        "**{}**\nJob `{}` · {}",
-        plain_title(ctx),
-        field(ctx, "id"),
-        field(ctx, "status")
+        "**{}**\nJob {} · {}",
+        md(&plain_title(ctx)),
+        md(field(ctx, "id")),
+        md(field(ctx, "status"))
     );
     let error = field(ctx, "error_message");
     if !error.is_empty() {
-        content.push_str(&format!("\n{}", helpers::truncate_chars(error, 1_000)));
+        content.push_str(&format!("\n{}", md(&helpers::truncate_chars(error, 1_000))));
     }
     content.push_str(&format!(
         "\n(replicate-relay's built-in message: the template failed: {reason})"
@@ -276,6 +318,41 @@ mod tests {
         for f in first["fields"].as_array().map_or(&[][..], |f| f.as_slice()) {
             assert!(chars(f.get("name")) >= 1 && chars(f.get("value")) <= MAX_FIELD_VALUE);
         }
+    }
+
+    #[test]
+    fn urls_too_long_are_left_out_and_lists_say_what_they_left_out() {
+        let long = format!("https://replicate.delivery/a/{}/out.png", "x".repeat(2_100));
+        let links: Vec<String> = (0..40)
+            .map(|i| {
+                format!(
+                    "[out-{i}.png](https://replicate.delivery/xezq/{}/out-{i}.png)",
+                    "k".repeat(60)
+                )
+            })
+            .collect();
+        let body = json!({"embeds": [{
+            "title": "t", "url": long, "image": {"url": long},
+            "thumbnail": {"url": "https://replicate.delivery/a/ok.png"},
+            "footer": {"text": "f", "icon_url": long},
+            "fields": [{"name": "Output", "value": links.join("\n")}],
+        }]});
+        let Value::Object(body) = body else {
+            unreachable!()
+        };
+        let out = finish(&settings(), body, &json!({"status": "succeeded"}));
+        let e = &out["embeds"][0];
+        assert!(e.get("url").is_none() && e.get("image").is_none());
+        assert_eq!(e["thumbnail"]["url"], "https://replicate.delivery/a/ok.png");
+        assert_eq!(e["footer"], json!({"text": "f"}));
+        let value = e["fields"][0]["value"].as_str().unwrap();
+        assert!(measure(value) <= MAX_FIELD_VALUE);
+        let kept = value.lines().filter(|l| l.starts_with("[out-")).count();
+        assert!(kept > 1);
+        assert!(
+            value.ends_with(&format!("…and {} more", 40 - kept)),
+            "{value}"
+        );
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct Email {
     /// A private CA to trust for the SMTP server's certificate.
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// The name given in EHLO and Message-IDs; unset, the host's fully
+    /// qualified name or the From address's domain ([`super::helo`]).
+    pub helo_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +52,7 @@ pub(super) const KEYS: &[&str] = &[
     "reply_to",
     "ca_file",
     "timeout",
+    "helo_name",
 ];
 
 pub(super) fn read(r: &mut Reader, t: Table<'_>) -> Option<Email> {
@@ -110,6 +114,15 @@ pub(super) fn read(r: &mut Reader, t: Table<'_>) -> Option<Email> {
     if to.is_empty() && !r.failed(&t.key("to")) {
         r.error(t.key("to"), "missing; e.g. to = [\"ml-team@example.org\"]");
     }
+    let helo_name = r
+        .string(t, "helo_name")
+        .filter(|name| match super::helo::check(name) {
+            Ok(()) => true,
+            Err(e) => {
+                r.error(t.key("helo_name"), e);
+                false
+            }
+        });
     let ca_file = r.path(t, "ca_file");
     if let Some(ca) = &ca_file
         && !ca.is_file()
@@ -126,6 +139,7 @@ pub(super) fn read(r: &mut Reader, t: Table<'_>) -> Option<Email> {
         reply_to,
         ca_file,
         timeout,
+        helo_name,
     })
 }
 

@@ -1,10 +1,14 @@
 //! The email notifier, with lettre over rustls: STARTTLS required on `smtp://`,
 //! implicit TLS on `smtps://`, cleartext only to a relay on this host. Sends a
-//! multipart/alternative message (text + HTML) with a Message-ID.
+//! multipart/alternative message (text + HTML) with a Message-ID that stays
+//! the same across retries (a server that took the message before the
+//! connection broke, and takes it again, holds one message), greeting the
+//! server with a fully qualified name ([`helo`]).
 
 use lettre::message::{Mailbox, MultiPart, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor};
 
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use crate::render::{BuiltIn, EmailMessage, Format, Message, Rendered, Templates}
 use crate::store::BoxFuture;
 
 mod config;
+pub mod helo;
 pub mod render;
 pub use config::{Email, SmtpServer, SmtpTls};
 
@@ -95,6 +100,8 @@ pub struct EmailNotifier {
     cc: Vec<Mailbox>,
     reply_to: Option<Mailbox>,
     server: String,
+    /// The name in EHLO and on the right of Message-IDs.
+    helo: String,
     /// The whole send's limit, as each SMTP step's: a server that answers
     /// every step just in time must not hold a send for ever.
     timeout: std::time::Duration,
@@ -127,10 +134,16 @@ impl EmailNotifier {
             SmtpTls::Implicit => Tls::Wrapper(tls()?),
             SmtpTls::None => Tls::None,
         };
+        let from = mailbox(&config.from)?;
+        let helo = config
+            .helo_name
+            .clone()
+            .unwrap_or_else(|| helo::default_name(&from));
         let mut builder =
             AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.smtp.host)
                 .port(config.smtp.port)
                 .tls(tls)
+                .hello_name(ClientId::Domain(helo.clone()))
                 .timeout(Some(config.timeout));
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             builder =
@@ -139,7 +152,8 @@ impl EmailNotifier {
         Ok(Self {
             name: name.to_owned(),
             transport: builder.build(),
-            from: mailbox(&config.from)?,
+            from,
+            helo,
             to: config
                 .to
                 .iter()
@@ -156,11 +170,17 @@ impl EmailNotifier {
         })
     }
 
-    fn build(&self, subject: &str, text: &str, html: Option<&str>) -> Result<Mail, DeliveryError> {
+    fn build(
+        &self,
+        subject: &str,
+        text: &str,
+        html: Option<&str>,
+        id: &str,
+    ) -> Result<Mail, DeliveryError> {
         let mut builder = Mail::builder()
             .from(self.from.clone())
             .subject(subject)
-            .message_id(None);
+            .message_id(Some(format!("<{id}@{}>", self.helo)));
         for to in &self.to {
             builder = builder.to(to.clone());
         }
@@ -189,12 +209,12 @@ impl Notify for EmailNotifier {
     fn send<'a>(
         &'a self,
         message: &'a dyn Message,
-        _attempt: Attempt<'a>,
+        attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             let rendered = super::expect::<Rendered<EmailMessage>>(message, "email")?;
             let m = &rendered.message;
-            let mail = self.build(&m.subject, &m.text, m.html.as_deref())?;
+            let mail = self.build(&m.subject, &m.text, m.html.as_deref(), attempt.message_id)?;
             match tokio::time::timeout(self.timeout, self.transport.send(mail)).await {
                 Ok(sent) => sent
                     .map(|_| ())

@@ -12,9 +12,9 @@ use crate::render::{
 /// `email/NAME.subject.hbs`: line breaks removed from values.
 pub const SUBJECT: Format = Format::new("email", ".subject.hbs", helpers::escape_subject, false);
 /// `email/NAME.txt.hbs`: plain text, nothing escaped.
-pub const TEXT: Format = Format::new("email", ".txt.hbs", handlebars::no_escape, false);
+pub const TEXT: Format = Format::new("email", ".txt.hbs", helpers::escape_text, false);
 /// `email/NAME.html.hbs` (optional): values HTML-escaped.
-pub const HTML: Format = Format::new("email", ".html.hbs", handlebars::html_escape, false);
+pub const HTML: Format = Format::new("email", ".html.hbs", helpers::escape_html, false);
 
 /// The shipped email templates, built into the binary.
 pub const BUILT_IN: &[BuiltIn] = &[

@@ -15,7 +15,7 @@ use crate::render::{
 };
 
 /// `ntfy/NAME.json.hbs`: the fields of a JSON publish, values JSON-escaped.
-pub const NTFY: Format = Format::new("ntfy", ".json.hbs", helpers::escape_json, true);
+pub const NTFY: Format = Format::new("ntfy", ".json.hbs", helpers::escape_shown_json, true);
 
 /// The shipped ntfy template, built into the binary.
 pub const BUILT_IN: &[BuiltIn] = &[(
@@ -115,15 +115,19 @@ fn finish(settings: &Ntfy, mut fields: Map<String, Value>, ctx: &Value) -> Value
     Value::Object(fields)
 }
 
-/// At most `max` bytes of `text`, cut at a character and marked with "…".
+/// At most `max` bytes of `text`, cut between graphemes and marked with "…".
 fn cut_bytes(text: &str, max: usize) -> String {
+    use unicode_segmentation::UnicodeSegmentation;
     if text.len() <= max {
         return text.to_owned();
     }
-    let mut end = max - '…'.len_utf8();
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    let budget = max - '…'.len_utf8();
+    let end = text
+        .grapheme_indices(true)
+        .map(|(i, g)| i + g.len())
+        .take_while(|end| *end <= budget)
+        .last()
+        .unwrap_or(0);
     format!("{}…", &text[..end])
 }
 

@@ -17,7 +17,8 @@ use crate::render::{
 };
 
 /// `pagerduty/NAME.json.hbs`: an event's `payload` fields, JSON-escaped.
-pub const PAGERDUTY: Format = Format::new("pagerduty", ".json.hbs", helpers::escape_json, true);
+pub const PAGERDUTY: Format =
+    Format::new("pagerduty", ".json.hbs", helpers::escape_shown_json, true);
 
 /// The shipped PagerDuty template, built into the binary.
 pub const BUILT_IN: &[BuiltIn] = &[(
@@ -102,10 +103,43 @@ fn envelope(settings: &PagerDuty, mut payload: Map<String, Value>, ctx: &Value) 
             payload.insert("source".into(), json!("replicate"));
         }
         payload.insert("severity".into(), json!(settings.severity));
-        payload.retain(|_, v| !v.is_null());
-        event["payload"] = Value::Object(payload);
+        if !payload.get("timestamp").is_some_and(Value::is_string)
+            && let Some(at) = when(ctx)
+        {
+            payload.insert("timestamp".into(), json!(at));
+        }
+        let mut payload = Value::Object(payload);
+        without_nulls(&mut payload);
+        event["payload"] = payload;
     }
     event
+}
+
+/// When the job ended (else when it was made), RFC 3339 in UTC: the time
+/// PagerDuty shows for the incident, which would otherwise be when the
+/// event arrived.
+fn when(ctx: &Value) -> Option<String> {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    ["completed_at", "created_at"].iter().find_map(|key| {
+        let at = OffsetDateTime::parse(field(ctx, key), &Rfc3339).ok()?;
+        at.checked_to_offset(time::UtcOffset::UTC)?
+            .format(&Rfc3339)
+            .ok()
+    })
+}
+
+/// `value` without a `null` anywhere in its objects: PagerDuty shows a
+/// detail that is null as the word "null".
+fn without_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(without_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_nulls),
+        _ => {}
+    }
 }
 
 impl Message for Rendered<Event> {
@@ -189,5 +223,38 @@ mod tests {
         assert_eq!(resolve["payload"]["summary"], "❌ Prediction x failed");
         assert_eq!(action("aborted"), "trigger");
         assert_eq!(action("canceled"), "resolve");
+    }
+
+    #[test]
+    fn the_incident_says_when_the_job_ended_and_no_detail_is_null() {
+        let ctx = json!({"id": "p1", "status": "failed", "completed_at": "2026-11-22T19:20:31.0468+01:00",
+                         "created_at": "2026-11-22T18:00:00Z"});
+        let Value::Object(payload) = json!({"summary": "s", "source": "x", "component": null,
+            "custom_details": {"error": null, "inputs": [{"name": "a", "value": null}], "id": "p1"}})
+        else {
+            unreachable!()
+        };
+        let event = envelope(&settings(), payload, &ctx);
+        let payload = &event["payload"];
+        assert_eq!(payload["timestamp"], "2026-11-22T18:20:31.0468Z");
+        assert!(payload.get("component").is_none());
+        assert_eq!(
+            payload["custom_details"],
+            json!({"inputs": [{"name": "a"}], "id": "p1"})
+        );
+        for (completed, created, want) in [
+            (
+                json!("not a date"),
+                json!("2026-11-22T18:00:00Z"),
+                json!("2026-11-22T18:00:00Z"),
+            ),
+            (json!("9999-12-31T23:00:00-23:59"), json!(null), Value::Null),
+        ] {
+            let ctx = json!({"id": "p", "status": "failed", "completed_at": completed, "created_at": created});
+            assert_eq!(
+                envelope(&settings(), Map::new(), &ctx)["payload"]["timestamp"],
+                want
+            );
+        }
     }
 }

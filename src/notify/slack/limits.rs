@@ -1,11 +1,17 @@
-//! Slack's Block Kit limits, enforced by truncating — never by failing, since a
-//! message Slack rejects is an alert lost. Limits from Slack's Block Kit
-//! reference: 50 blocks per message, 150 characters of header text, 3,000 of
-//! section (and context) text, 10 section fields of 2,000 each, 75 characters
-//! of button text, 3,000 of URL, 40,000 of fallback `text`, 2,000 of an
-//! image's alt text; rich text is kept to a section's 3,000 per element.
+//! Slack's Block Kit limits, enforced by cutting and dropping — never by
+//! failing, since a message Slack rejects is an alert lost. Limits from
+//! Slack's Block Kit reference: 50 blocks per message, 150 characters of
+//! header text, 3,000 of section (and context) text, 10 section fields of
+//! 2,000 each, 75 characters of button text, 3,000 of URL, 40,000 of
+//! fallback `text`, 2,000 of an image's alt text; rich text is kept to a
+//! section's 3,000 per element. Image blocks only for the formats Slack
+//! fetches (PNG, JPEG, GIF). A URL is never cut: a link too long becomes its
+//! text, a button or image too long is left out.
 
 use serde_json::{Value, json};
+
+use crate::render::cut::{self as cutting, measure};
+use crate::render::display::{file_name, web_url};
 
 pub const MAX_BLOCKS: usize = 50;
 pub const MAX_HEADER: usize = 150;
@@ -35,10 +41,9 @@ pub fn enforce_limits(message: &mut Value) {
             "elements": [{"type": "mrkdwn", "text": format!("…{dropped} more blocks left out (Slack allows {MAX_BLOCKS})")}]
         }));
     }
-    // An image Slack could not fetch by its URL is refused: drop it.
-    blocks.retain(|b| {
-        b["type"] != "image" || b["image_url"].as_str().is_some_and(|u| u.len() <= MAX_URL)
-    });
+    // An image Slack cannot fetch (too long a URL, a format it does not
+    // read) makes it refuse the whole message: leave it out.
+    blocks.retain(|b| b["type"] != "image" || b["image_url"].as_str().is_some_and(fetchable));
     for block in blocks.iter_mut() {
         let kind = block
             .get("type")
@@ -66,12 +71,11 @@ pub fn enforce_limits(message: &mut Value) {
             }
             "actions" => {
                 if let Some(elements) = block.get_mut("elements").and_then(Value::as_array_mut) {
+                    // A cut URL leads elsewhere: the button goes instead.
+                    elements.retain(|e| e["url"].as_str().is_none_or(|u| measure(u) <= MAX_URL));
                     elements.truncate(MAX_ACTION_ELEMENTS);
                     for element in elements {
                         cut_text_object(element.get_mut("text"), MAX_BUTTON);
-                        if let Some(url) = element.get_mut("url") {
-                            cut(url, MAX_URL);
-                        }
                     }
                 }
             }
@@ -84,11 +88,42 @@ pub fn enforce_limits(message: &mut Value) {
             _ => {}
         }
     }
+    blocks.retain(|b| {
+        b["type"] != "actions" || b["elements"].as_array().is_some_and(|e| !e.is_empty())
+    });
+}
+
+/// The picture formats Slack fetches for an image block.
+const SLACK_IMAGES: [&str; 4] = ["png", "jpg", "jpeg", "gif"];
+
+/// Whether Slack can fetch the picture at `url` for an image block: a web
+/// URL within [`MAX_URL`], of a format Slack reads (a URL that names no
+/// extension is given the benefit of the doubt).
+pub fn fetchable(url: &str) -> bool {
+    let name = file_name(url).to_ascii_lowercase();
+    let format_ok = match name.rsplit_once('.') {
+        Some((_, ext)) => SLACK_IMAGES.contains(&ext),
+        None => true,
+    };
+    format_ok && measure(url) <= MAX_URL && web_url(url).is_some()
 }
 
 /// Cuts every text of a rich text element tree. Its text is literal (no
-/// entities, no mrkdwn), so it is cut as it is.
+/// entities, no mrkdwn), so it is cut as it is. A link whose URL is too
+/// long (or no web URL) becomes its text.
 fn cut_rich(element: &mut Value) {
+    if element["type"] == "link"
+        && !element["url"]
+            .as_str()
+            .is_some_and(|u| measure(u) <= MAX_URL && web_url(u).is_some())
+    {
+        let text = element["text"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .unwrap_or("(a link Slack cannot show)")
+            .to_owned();
+        *element = json!({"type": "text", "text": text});
+    }
     if matches!(element["type"].as_str(), Some("text" | "link"))
         && let Some(text) = element.get_mut("text")
     {
@@ -99,12 +134,12 @@ fn cut_rich(element: &mut Value) {
     }
 }
 
-/// Cuts a literal string to `max` characters, ending with "…".
+/// Cuts a literal string to `max`, whole graphemes, ending with "…".
 fn cut_literal(value: &mut Value, max: usize) {
     if let Value::String(s) = value
-        && s.chars().count() > max
+        && measure(s) > max
     {
-        *s = crate::render::helpers::truncate_chars(s, max);
+        *s = cutting::cut(s, max);
     }
 }
 
@@ -115,15 +150,17 @@ fn cut_text_object(object: Option<&mut Value>, max: usize) {
     }
 }
 
-/// Cuts a string value to `max` characters, ending with "…", without splitting
-/// an `&amp;`-style entity and closing a code block it cut open.
+/// Cuts a string value to `max`, ending with "…", without splitting a
+/// grapheme or an `&amp;`-style entity, and closing a code block it cut
+/// open.
 fn cut(value: &mut Value, max: usize) {
     let Value::String(s) = value else { return };
-    if s.chars().count() <= max {
+    if measure(s) <= max {
         return;
     }
-    let reserve = 4; // "…" and a possible closing "```"
-    let mut kept: String = s.chars().take(max.saturating_sub(reserve)).collect();
+    // Room for a closing "```" after the "…".
+    let mut kept = cutting::cut(s, max.saturating_sub(3));
+    kept.pop();
     if let Some(amp) = kept.rfind('&')
         && !kept[amp..].contains(';')
     {
@@ -151,7 +188,10 @@ mod tests {
             json!({"type": "header", "text": {"type": "plain_text", "text": long}}),
             json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("```{long}```")},
                    "fields": (0..15).map(|_| json!({"type": "mrkdwn", "text": long})).collect::<Vec<_>>()}),
-            json!({"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": long}, "url": long}]}),
+            json!({"type": "actions", "elements": [
+                {"type": "button", "text": {"type": "plain_text", "text": long}, "url": "https://replicate.com/p/x"},
+                {"type": "button", "text": {"type": "plain_text", "text": "cut URL"}, "url": format!("https://x.example/{long}")},
+            ]}),
             json!({"type": "context", "elements": [{"type": "mrkdwn", "text": long}]}),
         ];
         blocks.extend((0..60).map(|i| json!({"type": "divider", "n": i})));
@@ -172,7 +212,11 @@ mod tests {
         assert_eq!(b[1]["fields"].as_array().unwrap().len(), MAX_FIELDS);
         assert!(len(&b[1]["fields"][0]["text"]) <= MAX_FIELD);
         assert!(len(&b[2]["elements"][0]["text"]["text"]) <= MAX_BUTTON);
-        assert!(len(&b[2]["elements"][0]["url"]) <= MAX_URL);
+        assert_eq!(
+            b[2]["elements"].as_array().unwrap().len(),
+            1,
+            "a button whose URL is too long goes"
+        );
         assert!(len(&b[3]["elements"][0]["text"]) <= MAX_SECTION);
         assert!(len(&msg["text"]) <= MAX_TEXT);
 
@@ -193,6 +237,35 @@ mod tests {
             "rich text is literal: nothing to close"
         );
         assert!(len(&b[1]["alt_text"]) <= MAX_ALT_TEXT);
+    }
+
+    #[test]
+    fn images_slack_cannot_fetch_and_urls_too_long_are_left_out_whole() {
+        let long = format!("https://replicate.delivery/a/{}.png", "x".repeat(3_000));
+        let mut msg = json!({"blocks": [
+            {"type": "image", "image_url": "https://replicate.delivery/a/out-0.webp", "alt_text": "webp"},
+            {"type": "image", "image_url": "https://replicate.delivery/a/OUT-1.PNG", "alt_text": "png"},
+            {"type": "image", "image_url": "https://replicate.delivery/a/chart", "alt_text": "no extension"},
+            {"type": "image", "image_url": long, "alt_text": "too long"},
+            {"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": [
+                {"type": "link", "url": long, "text": "out-2.png"},
+                {"type": "link", "url": "javascript:alert(1)", "text": ""},
+                {"type": "link", "url": "https://replicate.delivery/a/out-3.png", "text": "out-3.png"},
+            ]}]},
+            {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Open"}, "url": long}]},
+        ]});
+        enforce_limits(&mut msg);
+        let b = msg["blocks"].as_array().unwrap();
+        let alts: Vec<&str> = b.iter().filter_map(|b| b["alt_text"].as_str()).collect();
+        assert_eq!(alts, ["png", "no extension"]);
+        let links = &b[2]["elements"][0]["elements"];
+        assert_eq!(links[0], json!({"type": "text", "text": "out-2.png"}));
+        assert_eq!(
+            links[1],
+            json!({"type": "text", "text": "(a link Slack cannot show)"})
+        );
+        assert_eq!(links[2]["type"], "link");
+        assert_eq!(b.len(), 3, "the actions block without its only button goes");
     }
 
     #[test]

@@ -190,10 +190,11 @@ impl Notify for SlackNotifier {
                 let first = self.post(&rendered.message).await;
                 // Slack fetches an image block's picture and refuses the whole
                 // message when it cannot (Replicate deletes API outputs after
-                // an hour): the alert matters more than its pictures.
+                // an hour, a file may be too large): the alert matters more
+                // than its pictures.
                 match (&first, render::without_images(&rendered.message)) {
                     (Err(e), Some(plain)) if refused_blocks(e) => {
-                        tracing::warn!(message = "Slack refused the message's image blocks (the files are gone, or not public); sending it without them.", notifier = %self.name);
+                        tracing::warn!(message = "Slack refused the message's image blocks (it could not download the pictures); sending it without them.", notifier = %self.name);
                         self.post(&plain).await
                     }
                     _ => first,

@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use super::limits::enforce_limits;
+use crate::render::display::decode_entities;
 use crate::render::{
     BuiltIn, Format, RenderFailure, Rendered, Templates, field, helpers, parse_json, plain_title,
 };
@@ -41,24 +42,41 @@ pub fn render(templates: &Templates, name: &str, ctx: &Value) -> Rendered<Value>
                 reason: "`blocks` must be a list".into(),
             });
         }
+        plain_text_as_written(&mut message);
         enforce_limits(&mut message);
         Ok(message)
     };
     Rendered::or_fallback(attempt(), "slack", name, |_| fallback(ctx))
 }
 
+/// Slack shows a `plain_text` object as written, entities and all, so
+/// what the template's escaping wrote for mrkdwn (`Tom &amp; Jerry`) is
+/// decoded there; and it parses no mention or link, so nothing is lost.
+fn plain_text_as_written(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if map.get("type").and_then(Value::as_str) == Some("plain_text")
+                && let Some(Value::String(text)) = map.get_mut("text")
+            {
+                *text = decode_entities(text);
+            }
+            map.values_mut().for_each(plain_text_as_written);
+        }
+        Value::Array(items) => items.iter_mut().for_each(plain_text_as_written),
+        _ => {}
+    }
+}
+
 /// The Slack message sent when a template fails: plain text, which Slack
-/// never formats, escaped for the entities it decodes, and a button.
+/// never formats, and a button; the notification text escaped for the
+/// entities Slack decodes there.
 fn fallback(ctx: &Value) -> Value {
-    let esc = crate::render::helpers::escape_mrkdwn;
-    let mut lines = vec![esc(&plain_title(ctx))];
+    let esc = crate::render::display::escape_mrkdwn;
+    let mut lines = vec![plain_title(ctx)];
     for key in ["id", "error_message"] {
         let value = field(ctx, key);
         if !value.is_empty() {
-            lines.push(format!(
-                "{key}: {}",
-                esc(&helpers::truncate_chars(value, 1_000))
-            ));
+            lines.push(format!("{key}: {}", helpers::truncate_chars(value, 1_000)));
         }
     }
     let mut blocks =
@@ -93,7 +111,7 @@ pub fn without_images(message: &Value) -> Option<Value> {
     let mut plain = message.clone();
     kept.push(json!({
         "type": "context",
-        "elements": [{"type": "mrkdwn", "text": "Slack could not show the output images (deleted or not public); the links above lead to them while they last."}]
+        "elements": [{"type": "mrkdwn", "text": "Slack could not download the output images, so this message leaves them out; the links above lead to the files."}]
     }));
     plain["blocks"] = Value::Array(kept);
     enforce_limits(&mut plain);

@@ -13,7 +13,7 @@ use crate::render::{
 };
 
 /// `teams/NAME.json.hbs`: an Adaptive Card, values JSON-escaped.
-pub const TEAMS: Format = Format::new("teams", ".json.hbs", helpers::escape_json, true);
+pub const TEAMS: Format = Format::new("teams", ".json.hbs", helpers::escape_shown_json, true);
 
 /// The shipped Teams template, built into the binary.
 pub const BUILT_IN: &[BuiltIn] = &[(
@@ -139,14 +139,39 @@ impl Message for Rendered<Post> {
         json!({"teams": self.message.0})
     }
 
+    /// Every string of the card; a fact's, which Teams reads as Markdown,
+    /// with its backslash escapes decoded.
     fn seen_text(&self) -> String {
+        let mut card = self.message.0["attachments"].clone();
+        decode_facts(&mut card);
         let mut all = Vec::new();
-        crate::render::message::strings(&self.message.0["attachments"], &mut all);
+        crate::render::message::strings(&card, &mut all);
         all.join("\n")
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// Every fact's title and value with CommonMark's backslash escapes
+/// decoded, as Teams shows them.
+fn decode_facts(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(facts)) = map.get_mut("facts") {
+                for fact in facts.iter_mut().filter_map(Value::as_object_mut) {
+                    for text in fact.values_mut() {
+                        if let Value::String(s) = text {
+                            *s = crate::render::display::unescape_commonmark(s);
+                        }
+                    }
+                }
+            }
+            map.values_mut().for_each(decode_facts);
+        }
+        Value::Array(items) => items.iter_mut().for_each(decode_facts),
+        _ => {}
     }
 }
 
