@@ -1,6 +1,10 @@
 //! Every fixture through every shipped template, and hostile input through them.
 
 mod common;
+#[path = "render/limits.rs"]
+mod limits;
+#[path = "render/services.rs"]
+mod services;
 
 use std::path::Path;
 

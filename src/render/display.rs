@@ -36,13 +36,39 @@ pub fn file_name(url: &str) -> String {
     one_line(&percent_decode_str(last).decode_utf8_lossy())
 }
 
+/// What RFC 3986 allows nowhere after the host but a WHATWG URL parser
+/// leaves as it is in a path or query (`format: uri` in a service's schema
+/// refuses them).
+const NOT_IN_RFC3986: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b'[')
+    .add(b']')
+    .add(b'{')
+    .add(b'}')
+    .add(b'|')
+    .add(b'^')
+    .add(b'`')
+    .add(b'\\')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b' ');
+
 /// `text` as an http(s) URL written the way a URL parser serialises it
 /// (spaces, quotes, `<` and `>` percent-encoded; the host lowercased and
-/// punycoded), or `None` when it is not a web URL with a host.
+/// punycoded), with what RFC 3986 forbids after the host encoded too; or
+/// `None` when it is not a web URL with a host. Parsing the result gives it
+/// back unchanged.
 pub fn web_url(text: &str) -> Option<String> {
     let parsed = url::Url::parse(text.trim()).ok()?;
-    (matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some())
-        .then(|| parsed.into())
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return None;
+    }
+    let start = &parsed[..url::Position::BeforePath];
+    let rest = &parsed[url::Position::BeforePath..];
+    Some(format!(
+        "{start}{}",
+        percent_encoding::utf8_percent_encode(rest, NOT_IN_RFC3986)
+    ))
 }
 
 /// Slack: the three characters Slack decodes as entities in any text it
@@ -149,10 +175,14 @@ pub fn link_target(url: &str) -> Option<String> {
     Some(percent_encoding::utf8_percent_encode(&url, LINK_UNSAFE).to_string())
 }
 
+/// Discord's limit on a URL, which a link's target is kept to as well.
+pub const MAX_LINK_URL: usize = 2_048;
+
 /// Discord: `[text](url)` that neither part can break out of; the text
-/// alone, Markdown-escaped, when `url` is not a web URL.
+/// alone, Markdown-escaped, when `url` is not a web URL or is longer than
+/// [`MAX_LINK_URL`].
 pub fn markdown_link(text: &str, url: &str) -> String {
-    match link_target(url) {
+    match link_target(url).filter(|u| u.len() <= MAX_LINK_URL) {
         Some(url) => format!("[{}]({url})", link_text(text)),
         None => escape_markdown(&one_line(text)),
     }

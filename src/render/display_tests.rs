@@ -40,12 +40,19 @@ fn urls_as_a_parser_writes_them() {
             Some("https://replicate.delivery/a/%3Cb%3E%20%22c%22.png"),
         ),
         ("HTTPS://Example.COM/x", Some("https://example.com/x")),
+        (
+            "https://[::1]:8080/a[b]{c}|d^e`f?q=[1]|2#x]",
+            Some("https://[::1]:8080/a%5Bb%5D%7Bc%7D%7Cd%5Ee%60f?q=%5B1%5D%7C2#x%5D"),
+        ),
         (" https://x.example/a ", Some("https://x.example/a")),
         ("javascript:alert(1)", None),
         ("data:text/plain,x", None),
         ("not a url", None),
     ] {
         assert_eq!(web_url(text).as_deref(), url, "{text}");
+        if let Some(url) = url {
+            assert_eq!(url::Url::parse(url).unwrap().as_str(), url, "stable");
+        }
     }
 }
 
@@ -97,6 +104,11 @@ fn discord_links_no_part_can_break_out_of() {
             "[a)(https://evil.example) (b](https://x.example/f)",
         ),
         ("x*", "javascript:alert(1)", "x\\*"),
+        (
+            "long",
+            &format!("https://x.example/{}", "a".repeat(2_100)),
+            "long",
+        ),
         (
             "two\nlines",
             "https://x.example/a_b*c~d|e<f",
