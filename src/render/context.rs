@@ -23,7 +23,8 @@ const MAX_OUTPUTS: usize = 20;
 ///
 /// Derived fields: `kind`, `query` (object), `route`, `notifier`, `emoji`,
 /// `target` (destination, deployment or model), `duration` (human),
-/// `duration_seconds`, `outputs` (URLs found in `output`), `logs_tail`,
+/// `duration_seconds`, `outputs` (URLs found in `output`, at most 20),
+/// `more_files` (how many more there were), `logs_tail`,
 /// `error_message`, `is_success`, `is_failure`, `is_training`, and for
 /// trainings `trained_version` and `weights`; and what [`super::run`] says
 /// of the run: `title`, `run_name`, `reason`, `headline`, `web_url` (always
@@ -50,7 +51,8 @@ pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
     .unwrap_or_else(|| common.id.clone());
     let seconds = super::run::run_seconds(job);
     let mut outputs = Vec::new();
-    collect_urls(&common.output, &mut outputs);
+    let mut found = 0;
+    collect_urls(&common.output, &mut outputs, &mut found);
     let logs_tail = common
         .logs
         .as_deref()
@@ -73,6 +75,7 @@ pub fn context(event: &Event, route: &str, notifier: &str) -> Value {
     set("emoji", json!(emoji(&event.status)));
     set("duration", json!(seconds.map(human_duration)));
     set("duration_seconds", json!(seconds));
+    set("more_files", json!(found - outputs.len()));
     set("outputs", json!(outputs));
     set("logs_tail", json!(logs_tail));
     set(
@@ -130,17 +133,19 @@ pub fn emoji(status: &Status) -> &'static str {
 }
 
 /// Every http(s) URL in `value`, depth first, up to [`MAX_OUTPUTS`], as a
-/// URL parser writes it.
-fn collect_urls(value: &Value, out: &mut Vec<String>) {
-    if out.len() >= MAX_OUTPUTS {
-        return;
-    }
+/// URL parser writes it; `found` counts them all.
+fn collect_urls(value: &Value, out: &mut Vec<String>, found: &mut usize) {
     match value {
         Value::String(s) if s.starts_with("https://") || s.starts_with("http://") => {
-            out.extend(web_url(s))
+            if let Some(url) = web_url(s) {
+                *found += 1;
+                if out.len() < MAX_OUTPUTS {
+                    out.push(url);
+                }
+            }
         }
-        Value::Array(items) => items.iter().for_each(|v| collect_urls(v, out)),
-        Value::Object(map) => map.values().for_each(|v| collect_urls(v, out)),
+        Value::Array(items) => items.iter().for_each(|v| collect_urls(v, out, found)),
+        Value::Object(map) => map.values().for_each(|v| collect_urls(v, out, found)),
         _ => {}
     }
 }

@@ -202,13 +202,27 @@ fn whole_lines(tokens: &[Token<'_>], lines: usize, max: usize) -> Option<String>
             if n == 0 {
                 return None;
             }
-            let dropped = texts[n..].iter().filter(|l| !l.trim().is_empty()).count();
+            let dropped: usize = texts[n..]
+                .iter()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| already_more(l).unwrap_or(1))
+                .sum();
             return Some(format!("{kept}\n…and {dropped} more"));
         }
         kept = candidate;
     }
     debug_assert_eq!(lines, texts.len());
     Some(kept)
+}
+
+/// The N of a line "…and N more" that a list already ends with: the items
+/// it stands for.
+fn already_more(line: &str) -> Option<usize> {
+    line.trim()
+        .strip_prefix("…and ")?
+        .strip_suffix(" more")?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

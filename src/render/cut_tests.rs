@@ -55,6 +55,12 @@ fn lists_of_links_lose_items_and_say_how_many() {
         got,
         format!("{}\n{}\n{}\n…and 7 more", lines[0], lines[1], lines[2])
     );
+    // A list that already said how many it left out counts them too.
+    let text = format!("{text}\n…and 40 more");
+    assert_eq!(
+        cut_markdown(&text, 200),
+        format!("{}\n{}\n{}\n…and 47 more", lines[0], lines[1], lines[2])
+    );
     // One link longer than the limit: its text, and the rest counted.
     let long = format!(
         "[big.png](https://x.example/{})\n{}",

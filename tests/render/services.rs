@@ -201,6 +201,18 @@ fn every_kind_is_accepted_and_shown_as_meant_by_its_service() {
             if let Err(e) = checked {
                 problems.push(format!("{what}: {e}"));
             }
+            // Sixty outputs: each list shows what fits and says how many more.
+            let lists = ["slack", "discord", "teams", "ntfy", "email"];
+            if name == "many outputs" && lists.contains(&kind_name.as_str()) {
+                let seen = message.seen_text();
+                let more = regex_lite::Regex::new(r"(\d+) more").unwrap();
+                let said = more
+                    .captures_iter(&seen)
+                    .any(|c| c[1].parse::<usize>().is_ok_and(|n| n >= 40));
+                if !said {
+                    problems.push(format!("{what}: does not say how many outputs it left out"));
+                }
+            }
             if kind_name != "webhook" {
                 let mut all = Vec::new();
                 strings(&preview, &mut all);
