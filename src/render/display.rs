@@ -168,8 +168,8 @@ const LINK_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'~')
     .add(b'|');
 
-/// Discord: `url` as a Markdown link target, [`web_url`] with
-/// [`LINK_UNSAFE`] encoded.
+/// Discord: `url` as a Markdown link target: [`web_url`] with what would
+/// end or format a link target encoded.
 pub fn link_target(url: &str) -> Option<String> {
     let url = web_url(url)?;
     Some(percent_encoding::utf8_percent_encode(&url, LINK_UNSAFE).to_string())

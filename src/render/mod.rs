@@ -6,7 +6,9 @@
 //! [`Format`] a kind declares.
 //!
 //! One registry per output format, because escaping is per registry (HTML for
-//! email bodies, JSON plus Slack mrkdwn for Block Kit, …). Rendering never
+//! email bodies, JSON plus Slack mrkdwn for Block Kit, …); every escape
+//! first applies the display rule ([`display`]) that all payload text goes
+//! through, and kinds keep their services' limits with [`cut`]. Rendering never
 //! fails from the caller's point of view: a kind falls back to a built-in
 //! plain message when a template errors or produces invalid JSON
 //! ([`Rendered::or_fallback`]), and the reason is logged and returned, so a
