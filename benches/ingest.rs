@@ -8,7 +8,7 @@
 //! peak RSS. In the same run it measures the ceiling — a bare warp server that
 //! answers 200 without reading the body, under the same load generator — and
 //! prints ours / ceiling; measures end to end: events at a fixed rate to a real
-//! SMTP server (the tests' own, `tests/common/smtp.rs`), latency from send to
+//! SMTP server (the tests' own, `tests/it/common/smtp.rs`), latency from send to
 //! the server's acceptance;
 //! measures again with M events already stored; and runs the crash suite at
 //! load scale (`--crash-kills K` SIGKILLs while C connections send, then checks
@@ -16,11 +16,11 @@
 //! called for delivered, every one sent again a duplicate). Results:
 //! BENCHMARKS.md.
 
-#[path = "../tests/common/ca.rs"]
+#[path = "../tests/it/common/ca.rs"]
 #[allow(dead_code)] // the SMTP server's STARTTLS uses part of it
 mod ca;
 mod load;
-#[path = "../tests/common/smtp.rs"]
+#[path = "../tests/it/common/smtp.rs"]
 #[allow(dead_code)] // the tests use more of it than the benchmark
 mod smtp;
 

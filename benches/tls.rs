@@ -10,7 +10,7 @@
 //! prints HTTPS / HTTP for both, measured in the same run. Results:
 //! BENCHMARKS.md.
 
-#[path = "../tests/common/ca.rs"]
+#[path = "../tests/it/common/ca.rs"]
 #[allow(dead_code)] // the tests use more of it
 mod ca;
 

@@ -1,4 +1,4 @@
-//! The rule "a 2xx means delivered" (`tests/support/rule.rs`) over arbitrary
+//! The rule "a 2xx means delivered" (`tests/it/common/rule.rs`) over arbitrary
 //! input: the bytes as a body, and a generated body seeded by them, so both
 //! byte-level breakage and the shapes a mutator seldom reaches (deep nesting,
 //! lone surrogates, numbers beyond an f64) are tried.
@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tests/support/rule.rs"]
+#[path = "../../tests/it/common/rule.rs"]
 mod rule;
 
 fn config() -> &'static rule::Compiled {

@@ -4,13 +4,11 @@
 //! 4,096 bytes, and the access token of a protected topic — and answers as
 //! ntfy answers, errors included.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::stand_ins::ntfy::{self, Published, TOKEN};
-use common::*;
+use crate::common::stand_ins::ntfy::{self, Published, TOKEN};
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::DeliveryState;
 use serde_json::{Value, json};

@@ -1,11 +1,9 @@
 //! The real binary: `check`, `serve` (start, answer, stop on SIGTERM), `events`.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_replicate-relay");
 
@@ -498,13 +496,13 @@ fn the_packaged_config_passes_check_with_its_credential() {
 /// example payload, and the rendered alert is in the daemon's log.
 #[tokio::test]
 async fn the_quick_start_shows_the_alert_in_the_daemons_log() {
-    use common::serve::Serve;
+    use crate::common::serve::Serve;
     use std::time::Duration;
     let root = env!("CARGO_MANIFEST_DIR");
     let shipped = std::path::Path::new(root).join("config/relay.toml");
     let dir = tempfile::tempdir().unwrap();
     // The shipped port and store, moved aside so tests never collide.
-    let listen = format!("127.0.0.1:{}", common::stand_ins::free_port());
+    let listen = format!("127.0.0.1:{}", crate::common::stand_ins::free_port());
     let store = dir.path().join("relay.db");
     let serve = Serve::start(
         &shipped,

@@ -4,13 +4,11 @@
 //! no further than a small cap; an SMTP server that answers every step just
 //! in time cannot hold a send past the notifier's timeout.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::DeliveryState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

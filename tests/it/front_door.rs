@@ -4,17 +4,15 @@
 //! past the process's descriptor limit never keeps a signed webhook out;
 //! forged bodies in flight hold bounded memory, read from /proc.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::ca::TestCa;
-use common::serve::{Serve, config_on_port, wait_ready};
-use common::stand_ins::free_port;
-use common::*;
+use crate::common::ca::TestCa;
+use crate::common::serve::{Serve, config_on_port, wait_ready};
+use crate::common::stand_ins::free_port;
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -186,7 +184,7 @@ async fn quiet_connections_are_closed_on_http_https_and_the_acme_port() {
         .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc])
         .await
         .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(common::ca::trusting(&ca.der));
+    let tls = tokio_rustls::TlsConnector::from(crate::common::ca::trusting(&ca.der));
     let name = ServerName::try_from("localhost").unwrap();
     let shaken = tls
         .connect(name.clone(), TcpStream::connect(addr).await.unwrap())
@@ -258,8 +256,8 @@ async fn metrics_are_not_served_where_strangers_can_scrape_them() {
     assert_ne!(metrics.port(), port);
     assert!(metrics.ip().is_loopback());
     let public = tokio::task::spawn_blocking(move || {
-        let answer = common::https::get(&ca.der, "localhost", port, "/metrics");
-        let health = common::https::get(&ca.der, "localhost", port, "/healthz");
+        let answer = crate::common::https::get(&ca.der, "localhost", port, "/metrics");
+        let health = crate::common::https::get(&ca.der, "localhost", port, "/healthz");
         (answer, health)
     })
     .await

@@ -1,14 +1,11 @@
 //! Every fixture through every shipped template, and hostile input through them.
 
-mod common;
-#[path = "render/limits.rs"]
 mod limits;
-#[path = "render/services.rs"]
 mod services;
 
 use std::path::Path;
 
-use common::fixtures;
+use crate::common::fixtures;
 use replicate_relay::event::Event;
 use replicate_relay::notify::slack::limits::{
     MAX_BLOCKS, MAX_FIELD, MAX_FIELDS, MAX_HEADER, MAX_SECTION,

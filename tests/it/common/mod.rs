@@ -17,6 +17,7 @@ pub mod ca;
 pub mod https;
 pub mod pebble;
 pub mod root;
+pub mod rule;
 pub mod serve;
 pub mod smtp;
 pub mod stand_ins;

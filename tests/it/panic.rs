@@ -3,12 +3,10 @@
 //! flowing, the panicking one is retried and then dead with the panic's
 //! message, and `/metrics` counts the panics.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::notify::kind::{self, Kind, Settings, Shared};
 use replicate_relay::notify::{Attempt, DeliveryError, Notify};

@@ -3,14 +3,12 @@
 //! by new connections after a reload or a change on disk, and a broken one
 //! keeps the certificate in use.
 
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::ca::TestCa;
-use common::*;
+use crate::common::ca::TestCa;
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -22,7 +20,7 @@ async fn served(ca: &TestCa, port: u16) -> CertificateDer<'static> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(common::ca::trusting(&ca.der))
+    let tls = tokio_rustls::TlsConnector::from(crate::common::ca::trusting(&ca.der))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .expect("the chain and the name verify");

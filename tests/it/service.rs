@@ -2,17 +2,15 @@
 //! reload on SIGHUP, draining on SIGTERM, metrics, and logs that never show a
 //! secret.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::serve::*;
-use common::smtp::SmtpServer;
-use common::stand_ins::*;
-use common::*;
+use crate::common::serve::*;
+use crate::common::smtp::SmtpServer;
+use crate::common::stand_ins::*;
+use crate::common::*;
 
 fn notify_socket(dir: &Path) -> (UnixDatagram, String) {
     let path = dir.join("notify.sock");

@@ -3,15 +3,13 @@
 //! unwritable and recovers by itself; nothing acknowledged is lost; nothing is
 //! sent to Slack before its Retry-After.
 
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::root::{Immutable, SmallDisk, root_or_skip};
-use common::stand_ins::*;
-use common::*;
+use crate::common::root::{Immutable, SmallDisk, root_or_skip};
+use crate::common::stand_ins::*;
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 
 async fn post_status(daemon: &Daemon, webhook_id: &str, body: &[u8]) -> u16 {

@@ -1,5 +1,5 @@
 //! The rule "a 2xx means delivered", as a check over one body, and a generator
-//! of bodies that lean on it. Shared by the property test (`tests/accepted.rs`)
+//! of bodies that lean on it. Shared by the property test (`tests/it/accepted.rs`)
 //! and the fuzz target (`fuzz/fuzz_targets/accepted.rs`), which include this
 //! file by path.
 //!

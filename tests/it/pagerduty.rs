@@ -4,13 +4,11 @@
 //! (at most 1,024 characters), a source and a severity — and keeps the
 //! incidents those events open and resolve.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::stand_ins::pagerduty::{self, KEY};
-use common::*;
+use crate::common::stand_ins::pagerduty::{self, KEY};
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::DeliveryState;
 use serde_json::{Value, json};

@@ -1,15 +1,13 @@
 //! Delivery end to end: the real daemon, a Slack Web API stand-in, a webhook
 //! receiver that verifies signatures, and a real SMTP server (aiosmtpd).
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::smtp::SmtpServer;
-use common::stand_ins::*;
-use common::*;
+use crate::common::smtp::SmtpServer;
+use crate::common::stand_ins::*;
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::DeliveryState;
 

@@ -7,16 +7,13 @@
 //! and delivered, and those an earlier build left dead delivered by
 //! `retry --dead`.
 
-mod common;
-#[path = "support/rule.rs"]
-mod rule;
-
+use crate::common::rule;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::smtp::SmtpServer;
-use common::stand_ins::{SLACK_TOKEN, SlackStandIn, WebhookReceiver, free_port};
-use common::*;
+use crate::common::smtp::SmtpServer;
+use crate::common::stand_ins::{SLACK_TOKEN, SlackStandIn, WebhookReceiver, free_port};
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::event::json::TOO_DEEP;
 use replicate_relay::store::sqlite::{SqliteOptions, SqliteStore};

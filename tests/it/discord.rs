@@ -5,13 +5,11 @@
 //! description, 25 fields of 256/1,024, 6,000 in all) — and answers as
 //! Discord answers: 204, 429 with `retry_after`, 401, 400.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::stand_ins::discord::{self, TOKEN, invalid};
-use common::*;
+use crate::common::stand_ins::discord::{self, TOKEN, invalid};
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::DeliveryState;
 use serde_json::{Value, json};

@@ -4,18 +4,15 @@
 //! earlier build left dead because rendering such a job panicked are
 //! delivered after `retry --dead`.
 
-mod common;
-#[path = "support/rule.rs"]
-mod rule;
-
+use crate::common::rule;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::smtp::SmtpServer;
-use common::stand_ins::{
+use crate::common::smtp::SmtpServer;
+use crate::common::stand_ins::{
     SLACK_TOKEN, SlackStandIn, WebhookReceiver, discord, free_port, ntfy, pagerduty, teams,
 };
-use common::*;
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::sqlite::{SqliteOptions, SqliteStore};
 use replicate_relay::store::{DeliveryState, NewEvent, Outcome, Routing, Store};

@@ -1,14 +1,12 @@
 //! The intake end to end: the real server on 127.0.0.1:0, a real SQLite file.
 
-mod common;
-
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::root::{Immutable, root_or_skip};
-use common::*;
+use crate::common::root::{Immutable, root_or_skip};
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::event::{Job, Kind};
 use replicate_relay::store::open_beside;

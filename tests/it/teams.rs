@@ -3,13 +3,11 @@
 //! its signature in the query, a message with one Adaptive Card attachment,
 //! and the size limit — and answers 202, or 401 as a wrong signature gets.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::stand_ins::teams::{self, SIG};
-use common::*;
+use crate::common::stand_ins::teams::{self, SIG};
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::DeliveryState;
 use serde_json::{Value, json};

@@ -2,8 +2,6 @@
 //! (`LISTEN_FDS`, as systemd passes it), and a restart under a steady load
 //! refuses no connection, because the socket outlives the process.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
@@ -12,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::serve::Serve;
-use common::stand_ins::free_port;
-use common::*;
+use crate::common::serve::Serve;
+use crate::common::stand_ins::free_port;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_replicate-relay");
 

@@ -5,14 +5,12 @@
 //! a new order, renews one near expiry, answers HTTP-01 on `http_listen`
 //! when asked to, and says what to fix when validation fails.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::ca::TestCa;
-use common::pebble::{self, Pebble};
-use common::serve::{Serve, config_on_port};
+use crate::common::ca::TestCa;
+use crate::common::pebble::{self, Pebble};
+use crate::common::serve::{Serve, config_on_port};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -31,7 +29,7 @@ fn get(
     port: u16,
     path: &str,
 ) -> Result<(CertificateDer<'static>, String), String> {
-    common::https::get(root, DOMAIN, port, path)
+    crate::common::https::get(root, DOMAIN, port, path)
 }
 
 /// Polls [`served`] until a certificate pebble's root verifies is served.
@@ -77,7 +75,7 @@ fn setup(test: &str, tls_port: Option<u16>, http_port: u16, extra: &str) -> Opti
         pebble.directory,
         pebble.listener_root.display()
     );
-    let metrics_port = common::stand_ins::free_port();
+    let metrics_port = crate::common::stand_ins::free_port();
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "[server]\n",
         &format!("[server]\nmetrics = \"127.0.0.1:{metrics_port}\"\n"),
@@ -241,7 +239,7 @@ async fn renews_a_certificate_near_its_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_http01_on_http_listen() {
-    let http_port = common::stand_ins::free_port();
+    let http_port = crate::common::stand_ins::free_port();
     let Some(s) = setup(
         "answers_http01_on_http_listen",
         Some(1),
@@ -259,7 +257,7 @@ async fn answers_http01_on_http_listen() {
     let daemon = Serve::start(&s.config, &[]);
     let leaf = wait_served(&s.pebble, s.port, &daemon).await;
     let (other, _) =
-        common::https::get(&s.pebble.issuer_root, "hooks.test", s.port, "/healthz").unwrap();
+        crate::common::https::get(&s.pebble.issuer_root, "hooks.test", s.port, "/healthz").unwrap();
     assert_eq!(other, leaf);
     // Anything but a challenge on that port points to HTTPS.
     let text = reqwest::get(format!("http://127.0.0.1:{http_port}/hooks/replicate"))
@@ -299,7 +297,7 @@ async fn answers_http01_on_systemds_second_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_validation_says_what_to_fix() {
     // pebble validates on a port where nothing listens.
-    let nobody = common::stand_ins::free_port();
+    let nobody = crate::common::stand_ins::free_port();
     let Some(s) = setup("a_failed_validation_says_what_to_fix", Some(nobody), 1, "") else {
         return;
     };
@@ -337,7 +335,7 @@ async fn a_failed_validation_says_what_to_fix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_directory_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let nobody = common::stand_ins::free_port();
+    let nobody = crate::common::stand_ins::free_port();
     let (config, port) = config_on_port(
         dir.path(),
         &format!(

@@ -3,12 +3,10 @@
 //! daemon must still be serving. Requests are written byte by byte over TCP so
 //! nothing (an HTTP client library) cleans them up first.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::signature::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

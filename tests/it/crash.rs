@@ -5,15 +5,13 @@
 //! benchmark runs it at load scale (`cargo bench --bench ingest --
 //! --crash-kills K`, checked in the store).
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::serve::*;
-use common::stand_ins::*;
-use common::*;
+use crate::common::serve::*;
+use crate::common::stand_ins::*;
+use crate::common::*;
 use replicate_relay::dispatch::backoff::random_unit;
 
 const KILLS: usize = 4;
