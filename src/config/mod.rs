@@ -413,4 +413,5 @@ fn read_templates(r: &mut Reader, value: Option<&Value>) -> TemplatesConfig {
 }
 
 #[cfg(test)]
+#[path = "config_tests.rs"]
 mod tests;

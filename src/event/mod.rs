@@ -488,4 +488,5 @@ where
 }
 
 #[cfg(test)]
+#[path = "event_tests.rs"]
 mod tests;

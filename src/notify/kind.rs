@@ -186,19 +186,4 @@ pub fn names() -> Vec<&'static str> {
 
 #[cfg(test)]
 #[path = "kind_tests.rs"]
-mod templates;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_kind_is_found_by_its_name_once() {
-        let names = names();
-        for name in &names {
-            assert_eq!(find(name).map(|k| k.name()), Some(*name));
-            assert_eq!(names.iter().filter(|n| *n == name).count(), 1, "{name}");
-        }
-        assert!(find("pigeon").is_none());
-    }
-}
+mod tests;

@@ -138,3 +138,13 @@ fn each_format_escapes_for_its_target() {
     let slack = slack::render::render(&t, "esc", &ctx);
     assert_eq!(slack.message["text"], "RuntimeError: x");
 }
+
+#[test]
+fn every_kind_is_found_by_its_name_once() {
+    let names = names();
+    for name in &names {
+        assert_eq!(find(name).map(|k| k.name()), Some(*name));
+        assert_eq!(names.iter().filter(|n| *n == name).count(), 1, "{name}");
+    }
+    assert!(find("pigeon").is_none());
+}

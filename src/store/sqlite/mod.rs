@@ -458,4 +458,5 @@ impl Unrouted for SqliteStore {
 }
 
 #[cfg(test)]
+#[path = "sqlite_tests.rs"]
 mod tests;

@@ -19,6 +19,7 @@ pub mod pebble;
 pub mod root;
 pub mod rule;
 pub mod serve;
+pub mod skip;
 pub mod smtp;
 pub mod stand_ins;
 

@@ -29,7 +29,7 @@ pub struct Pebble {
     log: Arc<Mutex<Vec<String>>>,
 }
 
-/// Whether pebble is here; a test returns early when not (never under CI).
+/// Whether pebble is here; a test is skipped when not ([`super::skip`]).
 pub fn available(test: &str) -> bool {
     let here = Command::new("pebble")
         .arg("-version")
@@ -37,14 +37,11 @@ pub fn available(test: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    if !here {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have pebble (Debian's pebble package; .ci/run installs it)"
-        );
-        eprintln!("skipping {test}: pebble is not installed (apt install pebble)");
-    }
-    here
+    super::skip::unless(
+        here,
+        test,
+        "pebble (apt install pebble; .ci/run installs it)",
+    )
 }
 
 impl Pebble {

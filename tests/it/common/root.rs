@@ -2,16 +2,14 @@
 //! really refuses writes: an immutable file (`chattr +i`, which binds even
 //! root) and a small full tmpfs (`mount`).
 //!
-//! As an ordinary user those tests cannot run; each then prints one line
-//! saying why it was skipped. Under `CI=true` a skip is a failure instead,
-//! so CI always runs everything.
+//! As an ordinary user those tests cannot run and are skipped
+//! ([`super::skip`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Whether this process runs as root. When not, prints why `test` is
-/// skipped and returns false — or panics under `CI=true`.
+/// Whether this process runs as root; when not, `test` is skipped
+/// ([`super::skip::unless`]).
 pub fn root_or_skip(test: &str, needs: &str) -> bool {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -20,17 +18,11 @@ pub fn root_or_skip(test: &str, needs: &str) -> bool {
                 .find_map(|l| l.strip_prefix("Uid:"))
                 .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
         });
-    if uid.as_deref() == Some("0") {
-        return true;
-    }
-    let why = format!("skipped {test}: it needs root ({needs})");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}, and under CI=true nothing may be skipped");
-    }
-    // Straight to stderr: the test harness captures `eprintln!` of a test
-    // that passes, and this line is for the person running the tests.
-    let _ = writeln!(std::io::stderr(), "{why}");
-    false
+    super::skip::unless(
+        uid.as_deref() == Some("0"),
+        test,
+        &format!("root ({needs})"),
+    )
 }
 
 /// Makes `paths` immutable (even for root) until dropped, so the temp dir
