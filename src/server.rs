@@ -30,8 +30,7 @@ use crate::listen::serve::{Limits, SharedListener, serve};
 use crate::listen::tls::Certificates;
 use crate::listen::{self, Acceptor, ListenError};
 use crate::live::{Live, Setup};
-use crate::store::sqlite::SqliteOptions;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use crate::supervise::Supervisor;
 use crate::telemetry;
 
@@ -90,16 +89,10 @@ fn still_starting(migrating: bool) {
 /// Opens the store, binds `config.server.listen` and starts serving.
 pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
     telemetry::handle();
-    let path = config.store.path.clone();
-    let options = SqliteOptions {
-        while_migrating: Some(still_starting),
-        ..SqliteOptions::default()
-    };
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, options))
-        .await
-        .expect("store open does not panic")?;
-    dispatch::router::route_leftovers(&store, config).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = store::open(&config.store, Some(still_starting)).await?;
+    if let Some(leftovers) = store.leftovers() {
+        dispatch::router::route_leftovers(leftovers, config).await?;
+    }
     let live = Arc::new(Live::new(Setup::build(config.clone(), clock.clone())?));
 
     let listening = listen::listen(&config.server).await?;

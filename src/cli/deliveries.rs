@@ -11,7 +11,7 @@ use super::events::{format_time, write_table};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::render::helpers::truncate_chars;
-use crate::store::{DeliveryFilter, DeliveryState, RetrySelector, open_beside};
+use crate::store::{DeliveryFilter, DeliveryState, RetrySelector, open_admin};
 
 pub async fn list(
     config: &Config,
@@ -19,7 +19,7 @@ pub async fn list(
     limit: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let store = open_beside(&config.store.path)?;
+    let store = open_admin(&config.store)?;
     let rows = store
         .deliveries(filter, limit)
         .await
@@ -119,7 +119,7 @@ pub async fn retry(config: &Config, id: Option<i64>, dead: bool) -> anyhow::Resu
             anyhow::bail!("give a delivery ID or --dead (see `replicate-relay deliveries --dead`)")
         }
     };
-    let store = open_beside(&config.store.path)?;
+    let store = open_admin(&config.store)?;
     let max_age = config.delivery.max_age.as_millis() as i64;
     let n = store
         .retry(selector, now_ms(), max_age)

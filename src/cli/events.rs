@@ -7,9 +7,7 @@ use crate::config::Config;
 use crate::store;
 
 pub async fn run(config: &Config, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
-    let events = store::open_beside(&config.store.path)?
-        .recent(limit)
-        .await?;
+    let events = store::open_admin(&config.store)?.recent(limit).await?;
     let mut out = std::io::stdout().lock();
     if json {
         for e in &events {

@@ -322,7 +322,7 @@ async fn held_for(config: &Config) -> Vec<String> {
     if !config.store.path.exists() {
         return Vec::new();
     }
-    let waiting = match crate::store::open_beside(&config.store.path) {
+    let waiting = match crate::store::open_admin(&config.store) {
         Ok(store) => store.waiting_by_notifier().await,
         Err(e) => Err(e),
     };

@@ -216,7 +216,7 @@ pub enum RetrySelector {
 
 /// What the command line asks of a store, beside a running daemon or in
 /// it: the events and the outbox, and requeuing by hand. Every [`Store`]
-/// answers these; [`open_beside`] opens a store for them alone.
+/// answers these; [`open_admin`] opens a store for them alone.
 pub trait Admin: Send + Sync {
     /// The most recent events, newest first.
     fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
@@ -243,11 +243,34 @@ pub trait Admin: Send + Sync {
     ) -> BoxFuture<'_, Result<usize, StoreError>>;
 }
 
-/// Opens the store at `path` for [`Admin`] work beside a daemon that may be
-/// running on it: it creates nothing and migrates nothing, and leaves what
-/// the daemon owns (its writer, the dedup index) alone.
-pub fn open_beside(path: &std::path::Path) -> Result<Box<dyn Admin>, StoreError> {
-    Ok(Box::new(sqlite::beside::Beside::open(path)?))
+/// Opens the store `config` names for the daemon, creating or migrating
+/// it as needed; `while_migrating` is told when a long migration starts
+/// (`true`) and ends. The one place a backend is chosen: a second one is a
+/// folder beside `sqlite/` and an arm here.
+pub async fn open(
+    config: &crate::config::StoreConfig,
+    while_migrating: Option<fn(bool)>,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    let path = config.path.clone();
+    let options = sqlite::SqliteOptions {
+        while_migrating,
+        ..sqlite::SqliteOptions::default()
+    };
+    let opened = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path, options))
+        .await
+        .map_err(|e| StoreError::Open {
+            path: config.path.display().to_string(),
+            cause: Cause::explained("opening the store stopped", e),
+        })??;
+    Ok(std::sync::Arc::new(opened))
+}
+
+/// Opens the store `config` names for [`Admin`] work (the command line)
+/// beside a daemon that may be running on it: it creates nothing and
+/// migrates nothing, and leaves what the daemon owns (its writer, the dedup
+/// index) alone.
+pub fn open_admin(config: &crate::config::StoreConfig) -> Result<Box<dyn Admin>, StoreError> {
+    Ok(Box::new(sqlite::beside::Beside::open(&config.path)?))
 }
 
 /// The durable event store.
@@ -266,6 +289,12 @@ pub trait Store: Admin + Send + Sync + 'static {
 
     /// Resolves when an insert has created deliveries (or after a while).
     fn deliveries_arrived(&self) -> BoxFuture<'_, ()>;
+
+    /// The events an older release stored unrouted, when this backend can
+    /// hold any ([`Unrouted`]); none for a backend that never could.
+    fn leftovers(&self) -> Option<&dyn Unrouted> {
+        None
+    }
 
     /// Marks up to `limit` due deliveries of `notifier` as sending and returns them.
     fn claim(

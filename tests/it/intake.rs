@@ -9,7 +9,6 @@ use crate::common::root::{Immutable, root_or_skip};
 use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::event::{Job, Kind};
-use replicate_relay::store::open_beside;
 
 mod lasting;
 

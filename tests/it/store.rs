@@ -7,20 +7,27 @@ use std::path::Path;
 use std::sync::Arc;
 
 use replicate_relay::clock::now_ms;
+use replicate_relay::config::StoreConfig;
 use replicate_relay::event::{Kind, Status};
-use replicate_relay::store::sqlite::{SqliteOptions, SqliteStore};
 use replicate_relay::store::{
-    DeliveryFilter, DeliveryState, Inserted, NewEvent, OutboxStats, Outcome, Recovered,
+    self, DeliveryFilter, DeliveryState, Inserted, NewEvent, OutboxStats, Outcome, Recovered,
     RetrySelector, Routing, Store, StoreError,
 };
 
-/// Each backend under test: a name and how to open a fresh store in a dir.
-type Open = fn(&Path) -> Arc<dyn Store>;
+/// Each backend under test: a name, and the config of a fresh store in a
+/// directory, opened by the daemon's own factory (`store::open`).
+type Configure = fn(&Path) -> StoreConfig;
 
-fn backends() -> Vec<(&'static str, Open)> {
-    vec![("sqlite", |dir| {
-        Arc::new(SqliteStore::open(&dir.join("relay.db"), SqliteOptions::default()).unwrap())
+fn backends() -> Vec<(&'static str, Configure)> {
+    vec![("sqlite", |dir| StoreConfig {
+        path: dir.join("relay.db"),
+        keep: std::time::Duration::from_secs(30 * 86_400),
     })]
+}
+
+/// A fresh store of a backend, opened as the daemon opens one.
+async fn open(configure: Configure, dir: &Path) -> Arc<dyn Store> {
+    store::open(&configure(dir), None).await.unwrap()
 }
 
 fn event(webhook_id: &str, object_id: &str, status: Status, routes: &[(&str, &str)]) -> NewEvent {
@@ -87,9 +94,9 @@ async fn stats_agree(name: &str, store: &dyn Store, when: &str) {
 /// backend's name and `$store` the store (`&dyn Store`).
 macro_rules! each_backend {
     (|$name:ident, $store:ident| $body:block) => {
-        for (backend, open) in backends() {
+        for (backend, configure) in backends() {
             let dir = tempfile::tempdir().unwrap();
-            let opened = open(dir.path());
+            let opened = open(configure, dir.path()).await;
             {
                 let $name = backend;
                 let $store: &dyn Store = opened.as_ref();
@@ -454,9 +461,9 @@ async fn pruning_deletes_what_is_old_and_finished_and_nothing_else() {
 
 #[tokio::test]
 async fn an_insert_after_close_is_refused() {
-    for (name, open) in backends() {
+    for (name, configure) in backends() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
+        let store = open(configure, dir.path()).await;
         store.close().await;
         assert!(
             matches!(

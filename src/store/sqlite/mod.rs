@@ -369,6 +369,10 @@ impl Store for SqliteStore {
         })
     }
 
+    fn leftovers(&self) -> Option<&dyn Unrouted> {
+        Some(self)
+    }
+
     fn claim(
         &self,
         notifier: &str,

@@ -194,7 +194,8 @@ fn a_store_from_a_newer_binary_is_refused() {
 
 #[test]
 fn opening_a_missing_store_beside_says_what_to_do() {
-    let Err(err) = crate::store::open_beside(Path::new("/nonexistent/relay.db")) else {
+    let Err(err) = crate::store::sqlite::beside::Beside::open(Path::new("/nonexistent/relay.db"))
+    else {
         panic!("opened a missing store")
     };
     assert!(err.to_string().contains("replicate-relay serve"), "{err}");

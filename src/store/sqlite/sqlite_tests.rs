@@ -57,7 +57,7 @@ async fn insert_dedup_and_read_back() {
         Err(StoreError::Closed)
     ));
     // Beside the store, as the command line reads it.
-    let beside = crate::store::open_beside(&path).unwrap();
+    let beside = crate::store::sqlite::beside::Beside::open(&path).unwrap();
     assert_eq!(beside.recent(1).await.unwrap()[0].webhook_id, "msg_b");
 }
 

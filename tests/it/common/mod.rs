@@ -11,7 +11,7 @@ use replicate_relay::clock::Clock;
 use replicate_relay::config::{self, Config};
 use replicate_relay::server::{self, Running};
 use replicate_relay::signature::Secret;
-use replicate_relay::store::{DeliveryFilter, Listed, open_beside};
+use replicate_relay::store::{Admin, DeliveryFilter, Listed, StoreError};
 
 pub mod ca;
 pub mod https;
@@ -308,4 +308,13 @@ pub async fn post_signed(daemon: &Daemon, webhook_id: &str, body: &[u8]) {
 /// The body of fixture `name`.
 pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(fixture_path(name)).unwrap()
+}
+
+/// The store at `db` opened for the command line's work, beside a daemon
+/// that may be running on it (`store::open_admin`).
+pub fn open_beside(db: &Path) -> Result<Box<dyn Admin>, StoreError> {
+    replicate_relay::store::open_admin(&config::StoreConfig {
+        path: db.to_owned(),
+        keep: Duration::from_secs(30 * 86_400),
+    })
 }
