@@ -16,7 +16,7 @@
 //! - [`store`]: the durable store and outbox behind a small trait;
 //!   [`store::sqlite`] is the SQLite implementation with WAL and group commit.
 //! - [`route`]: which routes match an event (pure; the rules themselves are
-//!   read by [`config::routes`]); [`dispatch::router`] turns that into
+//!   read by [`config::routes`]); [`route::plan`] turns that into
 //!   deliveries with their dedup key and expiry.
 //! - [`render`]: handlebars templates per output format, with a built-in
 //!   fallback.
@@ -46,7 +46,6 @@ pub mod intake;
 pub mod listen;
 pub mod live;
 pub mod notify;
-pub mod read;
 pub mod render;
 pub mod route;
 pub mod server;

@@ -91,7 +91,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
     telemetry::handle();
     let store = store::open(&config.store, Some(still_starting)).await?;
     if let Some(leftovers) = store.leftovers() {
-        dispatch::router::route_leftovers(leftovers, config).await?;
+        crate::route::plan::route_leftovers(leftovers, config).await?;
     }
     let live = Arc::new(Live::new(Setup::build(config.clone(), clock.clone())?));
 

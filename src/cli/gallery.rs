@@ -35,7 +35,7 @@ pub fn run(out: &Path, templates: Option<&Path>) -> anyhow::Result<ExitCode> {
             k.example()
         );
     }
-    let listed = |problems: Vec<crate::read::Problem>| {
+    let listed = |problems: Vec<crate::config::read::Problem>| {
         let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
         lines.join("\n  ")
     };

@@ -2,7 +2,7 @@
 //!
 //! Loading is two steps, as in Vector's config compiler: the `config` crate merges
 //! the file and the environment into one tree, then a validation pass reads each
-//! key on its own ([`crate::read::Reader`]) and builds [`Config`] — routes
+//! key on its own ([`crate::config::read::Reader`]) and builds [`Config`] — routes
 //! parsed, cross-references checked, every template a notifier names found —
 //! collecting *every* problem with its full key path and what to do about it,
 //! so `replicate-relay check` lists them all at once. Unknown keys are errors:
@@ -16,6 +16,7 @@
 //! same file works whatever directory the daemon is started from.
 
 pub mod notifiers;
+pub mod read;
 pub mod routes;
 pub mod server;
 
@@ -26,9 +27,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use crate::config::read::{Problem, Sensitive};
+use crate::config::read::{Reader, Table};
 pub use crate::notify::Notifier;
-pub use crate::read::{Problem, Sensitive};
-use crate::read::{Reader, Table};
 use crate::signature::Secret;
 pub use server::{AcmeConfig, ServerConfig, TlsConfig, TlsFiles};
 
@@ -389,7 +390,7 @@ fn read_delivery(r: &mut Reader, value: Option<&Value>) -> DeliveryConfig {
 }
 
 fn read_templates(r: &mut Reader, value: Option<&Value>) -> TemplatesConfig {
-    let mut dir = crate::read::resolve(&r.base, "templates");
+    let mut dir = crate::config::read::resolve(&r.base, "templates");
     let mut explicit = false;
     if let Some(t) = r.table(value, "templates") {
         r.known_keys(t, &["dir"]);

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::config::read::{Reader, Table};
 use crate::notify::{Notifier, kind};
-use crate::read::{Reader, Table};
 
 const COMMON: &[&str] = &["type", "template", "concurrency"];
 
@@ -17,13 +17,13 @@ const COMMON: &[&str] = &["type", "template", "concurrency"];
 pub fn from_toml(
     text: &str,
     templates: Option<&Path>,
-) -> Result<BTreeMap<String, Notifier>, Vec<crate::read::Problem>> {
+) -> Result<BTreeMap<String, Notifier>, Vec<crate::config::read::Problem>> {
     let root: Value = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(|e| {
-            vec![crate::read::Problem {
+            vec![crate::config::read::Problem {
                 key: String::new(),
                 message: e.to_string(),
             }]

@@ -13,8 +13,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::config::read::{Reader, Table};
 use crate::event::Kind;
-use crate::read::{Reader, Table};
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone)]

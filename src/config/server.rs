@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::read::{Reader, Table};
+use crate::config::read::{Reader, Table};
 
 /// Let's Encrypt's production directory, the default.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";

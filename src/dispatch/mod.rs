@@ -14,7 +14,6 @@
 //! they started with.
 
 pub mod backoff;
-pub mod router;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;

@@ -28,10 +28,10 @@ use budget::Held;
 pub use status::metrics_filter;
 use status::{health, metrics};
 
-use crate::dispatch::router;
 use crate::event::{Envelope, Event, Kind, kind_hint, parse_query};
 use crate::listen::connections::RequestConn;
 use crate::live::{Live, Setup};
+use crate::route::plan;
 use crate::signature::{SignedHeaders, VerifyError};
 use crate::store::{Inserted, NewEvent, Store, StoreError};
 use crate::telemetry;
@@ -353,12 +353,12 @@ where
     let kind = envelope.kind;
     let status = envelope.status.as_str().to_owned();
     let view = Event::for_routing_from(fields, pairs, kind, envelope.status.clone());
-    let received = router::Received {
+    let received = plan::Received {
         webhook_id: &webhook_id,
         object_id: &envelope.id,
         received_at_ms,
     };
-    let routing = router::route_event(&setup.config, &view, received);
+    let routing = plan::route_event(&setup.config, &view, received);
     let event = NewEvent {
         webhook_id: webhook_id.clone(),
         object_id: envelope.id,

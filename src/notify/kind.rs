@@ -10,8 +10,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use serde_json::Value;
 
 use super::{Notify, discord, email, http, log, ntfy, pagerduty, slack, teams, webhook};
-use crate::read::Problem;
-use crate::read::{Reader, Table};
+use crate::config::read::Problem;
+use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Templates};
 
 /// A kind of notifier: `type = "<name>"` in a `[notifiers.<name>]` table.

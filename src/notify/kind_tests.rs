@@ -5,9 +5,9 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::config::read::Problem;
 use crate::event::Event;
 use crate::notify::{email, slack, webhook};
-use crate::read::Problem;
 use crate::render::{Templates, context};
 
 fn ctx() -> Value {

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use handlebars::Handlebars;
 use serde_json::Value;
 
-use crate::read::Problem;
+use crate::config::read::Problem;
 
 /// An output format: the subdirectory and file suffix of its templates, how
 /// values are escaped in them, and whether they render JSON. Each notifier

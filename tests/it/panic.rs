@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crate::common::*;
 use replicate_relay::clock::SystemClock;
+use replicate_relay::config::read::{Reader, Table};
 use replicate_relay::notify::kind::{self, Kind, Settings, Shared};
 use replicate_relay::notify::{Attempt, DeliveryError, Notify};
-use replicate_relay::read::{Reader, Table};
 use replicate_relay::render::{BuiltIn, Format, Message, Rendered, Templates};
 use replicate_relay::store::{BoxFuture, DeliveryState};
 use serde_json::Value;

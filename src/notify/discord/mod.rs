@@ -13,7 +13,7 @@ use super::http::Client;
 use super::http::shown_url_hiding;
 use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
-use crate::read::{Reader, Table};
+use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
 

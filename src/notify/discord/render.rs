@@ -280,7 +280,7 @@ impl Message for Rendered<Post> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::read::Sensitive;
+    use crate::config::read::Sensitive;
 
     fn settings() -> Discord {
         Discord {

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, Cause, DeliveryError, Notify};
-use crate::read::{Reader, Table};
+use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, EmailMessage, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
 

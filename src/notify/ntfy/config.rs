@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::config::read::{Reader, Sensitive, Table};
 use crate::event::Status;
-use crate::read::{Reader, Sensitive, Table};
 
 #[derive(Debug, Clone)]
 pub struct Ntfy {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::read::{Reader, Sensitive, Table};
+use crate::config::read::{Reader, Sensitive, Table};
 
 #[derive(Debug, Clone)]
 pub struct PagerDuty {

@@ -185,7 +185,7 @@ impl Message for Rendered<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::read::Sensitive;
+    use crate::config::read::Sensitive;
 
     fn settings() -> PagerDuty {
         PagerDuty {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, Cause, DeliveryError, Notify};
-use crate::read::{Reader, Table};
+use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
 

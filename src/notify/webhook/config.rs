@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::read::{Reader, Table};
+use crate::config::read::{Reader, Table};
 use crate::signature::Secret;
 
 #[derive(Debug, Clone)]

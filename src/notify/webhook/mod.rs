@@ -15,7 +15,7 @@ use super::http::{Client, shown_url};
 use super::kind::{Kind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::clock::{Clock, SystemClock};
-use crate::read::{Reader, Table};
+use crate::config::read::{Reader, Table};
 use crate::render::{Format, Message, RenderFailure, Rendered, Templates, helpers, parse_json};
 use crate::signature::Secret;
 use crate::store::BoxFuture;

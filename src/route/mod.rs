@@ -1,6 +1,7 @@
 //! Routing: which notifiers an event goes to. A pure function of the event and
 //! the `[[routes]]` of the config, so it can be table-tested here and explained
-//! by `replicate-relay route` before anything is ever sent.
+//! by `replicate-relay route` before anything is ever sent; [`plan`] turns
+//! its answer into the deliveries the store writes with the event.
 //!
 //! Routes are tried in file order; the first match wins unless it says
 //! `continue = true`. All conditions of a route's `when` must hold:
@@ -14,6 +15,8 @@
 //! plus the derived `kind` and `query.<param>`. When the payload value is a list,
 //! a condition holds if it holds for any item. A route with no `status` condition
 //! matches terminal statuses only, so nobody is paged for `processing`.
+
+pub mod plan;
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;

@@ -2,8 +2,8 @@
 //! explanations, and routing from the stored fields alone.
 
 use super::*;
+use crate::config::read::{Reader, Table};
 use crate::config::routes::read_when;
-use crate::read::{Reader, Table};
 use serde_json::json;
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! Routing into the outbox: the deliveries one event gets, with their dedup key
-//! and expiry, around the pure `route` module.
+//! and expiry, from the pure matching of the parent module.
 //!
 //! The intake routes each event as it stores it, so the deliveries are written
 //! in the event's own transaction. [`route_leftovers`] covers what releases
