@@ -4,12 +4,13 @@
 //! the whole request or send, so in-flight work finishes with the config it
 //! started with.
 
+use crate::notify::registry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors};
-use crate::notify::{self, BuildError, Notify, kind};
+use crate::notify::{self, BuildError, Notify};
 use crate::render::Templates;
 use crate::signature::Verifier;
 
@@ -58,7 +59,7 @@ pub enum SetupError {
 /// those under its templates directory. Every compile problem is returned,
 /// located as `file:line:column`.
 pub fn templates(config: &Config) -> Result<Templates, ConfigErrors> {
-    let (templates, problems) = kind::load_templates(config.templates.dir.as_deref(), false);
+    let (templates, problems) = registry::load_templates(config.templates.dir.as_deref(), false);
     if problems.is_empty() {
         Ok(templates)
     } else {

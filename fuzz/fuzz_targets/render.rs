@@ -3,6 +3,7 @@
 //! never contain a line break.
 #![no_main]
 
+use replicate_relay::notify::registry;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
@@ -16,7 +17,7 @@ fn templates() -> &'static Templates {
     static T: OnceLock<Templates> = OnceLock::new();
     T.get_or_init(|| {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates");
-        let (t, problems) = kind::load_templates(Some(&dir), false);
+        let (t, problems) = registry::load_templates(Some(&dir), false);
         assert!(problems.is_empty());
         t
     })

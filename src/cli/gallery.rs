@@ -5,6 +5,7 @@
 //! that opens it in Slack's Block Kit Builder, every other kind as what it
 //! sends; and an `index.html` that links them all.
 
+use crate::notify::registry;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use anyhow::Context;
 use handlebars::html_escape as html;
 
 use crate::config::notifiers;
-use crate::notify::{self, kind};
+use crate::notify;
 use crate::render::samples;
 
 pub fn run(out: &Path, templates: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -27,7 +28,7 @@ pub fn run(out: &Path, templates: Option<&Path>) -> anyhow::Result<ExitCode> {
     }
     // One notifier of every kind, with made-up keys.
     let mut toml = String::new();
-    for k in kind::all() {
+    for k in registry::all() {
         let _ = writeln!(
             toml,
             "[notifiers.{0}]\ntype = \"{0}\"\n{1}\n",
@@ -42,7 +43,7 @@ pub fn run(out: &Path, templates: Option<&Path>) -> anyhow::Result<ExitCode> {
     let notifiers = notifiers::from_toml(&toml, templates).map_err(|problems| {
         anyhow::anyhow!("cannot make the preview notifiers:\n  {}", listed(problems))
     })?;
-    let (compiled, problems) = kind::load_templates(templates, false);
+    let (compiled, problems) = registry::load_templates(templates, false);
     if !problems.is_empty() {
         anyhow::bail!("templates that do not compile:\n  {}", listed(problems));
     }

@@ -272,7 +272,7 @@ fn reload(running: &server::Running, arg: &ConfigArg) -> Option<Duration> {
     let problems = match config::load(&arg.config) {
         Ok(config) => {
             let template_problems =
-                crate::notify::kind::check_templates(config.templates.dir.as_deref());
+                crate::notify::registry::check_templates(config.templates.dir.as_deref());
             if template_problems.is_empty() {
                 for warning in &config.warnings {
                     tracing::warn!(message = "Config warning.", %warning);
@@ -352,7 +352,7 @@ async fn check(arg: ConfigArg) -> ExitCode {
     };
     // Compiling is part of loading; rendering every template against samples of
     // every kind and status, in strict mode, is what finds misspelled variables.
-    let mut problems = crate::notify::kind::check_templates(config.templates.dir.as_deref());
+    let mut problems = crate::notify::registry::check_templates(config.templates.dir.as_deref());
     let mut notes = Vec::new();
     match &config.server.tls {
         Some(config::TlsConfig::Files(tls)) => {

@@ -2,13 +2,14 @@
 //! `template`, `concurrency`) is read here; the keys of its kind are read by
 //! the kind itself (`notify/<kind>/`), found in the registry by `type`.
 
+use crate::notify::registry;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
 
 use crate::config::read::{Reader, Table};
-use crate::notify::{Notifier, kind};
+use crate::notify::Notifier;
 
 const COMMON: &[&str] = &["type", "template", "concurrency"];
 
@@ -77,9 +78,9 @@ fn read_one(
     templates: Option<&Path>,
 ) -> Option<Notifier> {
     let type_name = r.string(t, "type");
-    let known = kind::names().join(", ");
+    let known = registry::names().join(", ");
     let kind = match type_name.as_deref() {
-        Some(wanted) => match kind::find(wanted) {
+        Some(wanted) => match registry::find(wanted) {
             Some(kind) => kind,
             None => {
                 r.error(
@@ -102,7 +103,7 @@ fn read_one(
         .or_else(|| kind.default_template().map(str::to_owned));
     if let Some(template) = &template {
         for format in kind.required() {
-            if !kind::template_exists(templates, *format, template) {
+            if !registry::template_exists(templates, *format, template) {
                 r.error(
                     t.key("template"),
                     format!(

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioExecutor;
 
 use warp::http::{HeaderMap, Method, Request, Response, StatusCode, header};
 
-use super::{Cause, DeliveryError};
+use super::{DeliveryError, Failure};
 use crate::connect::{connector, connector_trusting};
 use crate::render::helpers::truncate_chars;
 
@@ -45,7 +45,7 @@ impl Answer {
             return Ok(());
         }
         Err(DeliveryError::new(
-            Cause::Http(self.status.as_u16()),
+            Failure::Http(self.status.as_u16()),
             format!(
                 "{} answered HTTP {}: {}{hint}",
                 self.what,
@@ -200,17 +200,17 @@ impl Client {
         }
         let request = builder.body(Full::new(body)).map_err(|e| {
             DeliveryError::new(
-                Cause::BadAddress,
+                Failure::BadAddress,
                 format!("cannot build a request to {what}: {e}"),
             )
         })?;
         match tokio::time::timeout(timeout, self.send(request)).await {
             Err(_) => Err(DeliveryError::new(
-                Cause::Timeout,
+                Failure::Timeout,
                 format!("no answer from {what} within {timeout:?}"),
             )),
             Ok(Err(e)) => Err(DeliveryError::new(
-                Cause::Connect,
+                Failure::Connect,
                 format!("cannot reach {what}: {}", crate::connect::error_chain(&e)),
             )),
             Ok(Ok((response, body))) => Ok(Answer {

@@ -1,21 +1,19 @@
-//! The registry of notifier kinds. Each kind lives in its own folder
-//! (`notify/<kind>/`: its config keys, the templates it renders, its
-//! rendering and its sending) behind the two traits here, and [`KINDS`] is
-//! the one list that config reading, `check`, `route` previews and the
-//! dispatcher consult. Adding a kind is a folder and a line in [`KINDS`].
+//! What a notifier kind is to the rest of the daemon: the two traits each
+//! kind's folder (`notify/<kind>/`: its config keys, the templates it
+//! renders, its message, its sending) implements, and what senders share.
+//! The list of kinds is [`super::registry`], which no kind imports.
 
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Notify, discord, email, http, log, ntfy, pagerduty, slack, teams, webhook};
-use crate::config::read::Problem;
+use super::{Notify, http};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Templates};
 
 /// A kind of notifier: `type = "<name>"` in a `[notifiers.<name>]` table.
-pub trait Kind: Send + Sync + 'static {
+pub trait NotifierKind: Send + Sync + 'static {
     /// Its `type`.
     fn name(&self) -> &'static str;
 
@@ -62,7 +60,7 @@ pub trait Kind: Send + Sync + 'static {
 /// and renders its messages.
 pub trait Settings: fmt::Debug + Send + Sync {
     /// The kind that read these settings.
-    fn kind(&self) -> &'static dyn Kind;
+    fn kind(&self) -> &'static dyn NotifierKind;
 
     /// The live sender (clients, TLS setup) for notifier `name`.
     fn build(&self, name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String>;
@@ -81,7 +79,7 @@ pub trait Settings: fmt::Debug + Send + Sync {
     fn describe(&self) -> Vec<String>;
 }
 
-/// A kind's settings as the registry holds them (for [`Kind::read`]).
+/// A kind's settings as the registry holds them (for [`NotifierKind::read`]).
 pub fn settings<T: Settings + 'static>(read: Option<T>) -> Option<Arc<dyn Settings>> {
     read.map(|s| Arc::new(s) as Arc<dyn Settings>)
 }
@@ -102,88 +100,3 @@ impl Shared {
         Ok(self.http.insert(http::Client::new()?).clone())
     }
 }
-
-/// Every kind, in the order `check` lists them.
-pub static KINDS: &[&dyn Kind] = &[
-    &email::EmailKind,
-    &slack::SlackKind,
-    &webhook::WebhookKind,
-    &log::LogKind,
-    &ntfy::NtfyKind,
-    &discord::DiscordKind,
-    &pagerduty::PagerDutyKind,
-    &teams::TeamsKind,
-];
-
-/// Kinds added beside [`KINDS`] by [`register`].
-static EXTRA: RwLock<Vec<&'static dyn Kind>> = RwLock::new(Vec::new());
-
-/// Adds a kind beside the built-in ones, for a program that embeds the
-/// relay with a kind of its own, or a test that needs one (a notifier that
-/// panics, say). A kind whose name is already taken is ignored: the first
-/// one wins.
-pub fn register(kind: &'static dyn Kind) {
-    let mut extra = EXTRA.write().unwrap_or_else(PoisonError::into_inner);
-    let taken = KINDS
-        .iter()
-        .chain(extra.iter())
-        .any(|k| k.name() == kind.name());
-    if !taken {
-        extra.push(kind);
-    }
-}
-
-/// Every kind: the built-in ones, then those registered.
-pub fn all() -> Vec<&'static dyn Kind> {
-    let extra = EXTRA.read().unwrap_or_else(PoisonError::into_inner);
-    KINDS.iter().copied().chain(extra.iter().copied()).collect()
-}
-
-/// Every format some kind renders, once each.
-pub fn formats() -> Vec<Format> {
-    let mut all: Vec<Format> = all().iter().flat_map(|k| k.formats()).copied().collect();
-    all.sort();
-    all.dedup();
-    all
-}
-
-/// Every kind's shipped templates, once each (kinds may share a format).
-pub fn built_in() -> Vec<BuiltIn> {
-    let mut all: Vec<BuiltIn> = all().iter().flat_map(|k| k.built_in()).copied().collect();
-    all.sort_by_key(|(format, _)| *format);
-    all.dedup_by_key(|(format, _)| *format);
-    all
-}
-
-/// The shipped templates and those of every kind's formats under `dir`
-/// (see [`Templates::load`]).
-pub fn load_templates(dir: Option<&std::path::Path>, strict: bool) -> (Templates, Vec<Problem>) {
-    Templates::load(dir, strict, &formats(), &built_in())
-}
-
-/// Whether template `name` of `format` exists, built in or as a file under
-/// `dir`. Whether it compiles is checked when the config goes live.
-pub fn template_exists(dir: Option<&std::path::Path>, format: Format, name: &str) -> bool {
-    let built_in = name == "default" && built_in().iter().any(|(f, _)| *f == format);
-    built_in || dir.is_some_and(|d| d.join(format.relative_path(name)).is_file())
-}
-
-/// Every template under `dir` and built in, rendered against every sample in
-/// strict mode (see [`crate::render::check`]).
-pub fn check_templates(dir: Option<&std::path::Path>) -> Vec<Problem> {
-    crate::render::check(dir, &formats(), &built_in())
-}
-
-/// The kind named `name`.
-pub fn find(name: &str) -> Option<&'static dyn Kind> {
-    all().into_iter().find(|k| k.name() == name)
-}
-
-/// Every kind's name.
-pub fn names() -> Vec<&'static str> {
-    all().iter().map(|k| k.name()).collect()
-}
-
-#[cfg(test)]
-#[path = "kind_tests.rs"]
-mod tests;

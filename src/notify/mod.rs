@@ -12,6 +12,7 @@ pub mod kind;
 pub mod log;
 pub mod ntfy;
 pub mod pagerduty;
+pub mod registry;
 pub mod slack;
 pub mod teams;
 pub mod webhook;
@@ -30,7 +31,7 @@ pub struct Notifier {
     /// Template name (`default` unless set); `None` when the kind sends a
     /// message of its own without one (a webhook: the original payload).
     pub template: Option<String>,
-    /// Its kind's settings, read by the kind ([`kind::Kind::read`]).
+    /// Its kind's settings, read by the kind ([`kind::NotifierKind::read`]).
     pub settings: Arc<dyn kind::Settings>,
     /// How many messages may be in flight to this notifier at once.
     pub concurrency: usize,
@@ -53,7 +54,7 @@ pub enum DeliveryError {
 
 impl DeliveryError {
     /// An error of the class [`classify`] gives `cause`.
-    pub fn new(cause: Cause<'_>, reason: impl Into<String>) -> Self {
+    pub fn new(cause: Failure<'_>, reason: impl Into<String>) -> Self {
         let reason = reason.into();
         match classify(&cause) {
             Class::Transient => DeliveryError::Transient {
@@ -81,7 +82,7 @@ impl DeliveryError {
 
 /// What went wrong, as far as deciding about a retry goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause<'a> {
+pub enum Failure<'a> {
     /// Could not connect, or the connection broke.
     Connect,
     Timeout,
@@ -118,19 +119,19 @@ const SLACK_TRANSIENT: &[&str] = &[
 ];
 
 /// The one place where failures are sorted into retry or give up.
-pub fn classify(cause: &Cause<'_>) -> Class {
+pub fn classify(cause: &Failure<'_>) -> Class {
     match *cause {
-        Cause::Connect | Cause::Timeout | Cause::Tls => Class::Transient,
-        Cause::Http(status) => match status {
+        Failure::Connect | Failure::Timeout | Failure::Tls => Class::Transient,
+        Failure::Http(status) => match status {
             408 | 425 | 429 | 500..=599 => Class::Transient,
             _ => Class::Permanent,
         },
-        Cause::Smtp(code) => match code {
+        Failure::Smtp(code) => match code {
             500..=599 => Class::Permanent,
             _ => Class::Transient,
         },
-        Cause::Slack(code) if SLACK_TRANSIENT.contains(&code) => Class::Transient,
-        Cause::Slack(_) | Cause::BadAddress => Class::Permanent,
+        Failure::Slack(code) if SLACK_TRANSIENT.contains(&code) => Class::Transient,
+        Failure::Slack(_) | Failure::BadAddress => Class::Permanent,
     }
 }
 
@@ -252,44 +253,44 @@ mod tests {
     #[test]
     fn retry_classification_table() {
         use Class::{Permanent as P, Transient as T};
-        let cases: &[(Cause, Class)] = &[
-            (Cause::Connect, T),
-            (Cause::Timeout, T),
-            (Cause::Tls, T),
-            (Cause::Http(408), T),
-            (Cause::Http(425), T),
-            (Cause::Http(429), T),
-            (Cause::Http(500), T),
-            (Cause::Http(502), T),
-            (Cause::Http(503), T),
-            (Cause::Http(504), T),
-            (Cause::Http(400), P),
-            (Cause::Http(401), P),
-            (Cause::Http(403), P),
-            (Cause::Http(404), P),
-            (Cause::Http(410), P),
-            (Cause::Http(413), P),
-            (Cause::Http(301), P),
-            (Cause::Smtp(421), T),
-            (Cause::Smtp(450), T),
-            (Cause::Smtp(451), T),
-            (Cause::Smtp(452), T),
-            (Cause::Smtp(550), P),
-            (Cause::Smtp(552), P),
-            (Cause::Smtp(553), P),
-            (Cause::Smtp(554), P),
-            (Cause::Slack("invalid_auth"), P),
-            (Cause::Slack("not_authed"), P),
-            (Cause::Slack("token_revoked"), P),
-            (Cause::Slack("channel_not_found"), P),
-            (Cause::Slack("not_in_channel"), P),
-            (Cause::Slack("is_archived"), P),
-            (Cause::Slack("invalid_blocks"), P),
-            (Cause::Slack("ratelimited"), T),
-            (Cause::Slack("service_unavailable"), T),
-            (Cause::Slack("internal_error"), T),
-            (Cause::Slack("fatal_error"), T),
-            (Cause::BadAddress, P),
+        let cases: &[(Failure, Class)] = &[
+            (Failure::Connect, T),
+            (Failure::Timeout, T),
+            (Failure::Tls, T),
+            (Failure::Http(408), T),
+            (Failure::Http(425), T),
+            (Failure::Http(429), T),
+            (Failure::Http(500), T),
+            (Failure::Http(502), T),
+            (Failure::Http(503), T),
+            (Failure::Http(504), T),
+            (Failure::Http(400), P),
+            (Failure::Http(401), P),
+            (Failure::Http(403), P),
+            (Failure::Http(404), P),
+            (Failure::Http(410), P),
+            (Failure::Http(413), P),
+            (Failure::Http(301), P),
+            (Failure::Smtp(421), T),
+            (Failure::Smtp(450), T),
+            (Failure::Smtp(451), T),
+            (Failure::Smtp(452), T),
+            (Failure::Smtp(550), P),
+            (Failure::Smtp(552), P),
+            (Failure::Smtp(553), P),
+            (Failure::Smtp(554), P),
+            (Failure::Slack("invalid_auth"), P),
+            (Failure::Slack("not_authed"), P),
+            (Failure::Slack("token_revoked"), P),
+            (Failure::Slack("channel_not_found"), P),
+            (Failure::Slack("not_in_channel"), P),
+            (Failure::Slack("is_archived"), P),
+            (Failure::Slack("invalid_blocks"), P),
+            (Failure::Slack("ratelimited"), T),
+            (Failure::Slack("service_unavailable"), T),
+            (Failure::Slack("internal_error"), T),
+            (Failure::Slack("fatal_error"), T),
+            (Failure::BadAddress, P),
         ];
         for (cause, want) in cases {
             assert_eq!(classify(cause), *want, "{cause:?}");
@@ -317,7 +318,7 @@ mod tests {
 
     #[test]
     fn retry_after_only_applies_to_transient_errors() {
-        let t = DeliveryError::new(Cause::Http(429), "slow down")
+        let t = DeliveryError::new(Failure::Http(429), "slow down")
             .with_retry_after(Some(Duration::from_secs(2)));
         assert_eq!(
             t,
@@ -326,7 +327,7 @@ mod tests {
                 retry_after: Some(Duration::from_secs(2))
             }
         );
-        let p = DeliveryError::new(Cause::Http(404), "gone")
+        let p = DeliveryError::new(Failure::Http(404), "gone")
             .with_retry_after(Some(Duration::from_secs(2)));
         assert!(p.is_permanent());
     }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::config::read::{Reader, Table};
-use replicate_relay::notify::kind::{self, Kind, Settings, Shared};
+use replicate_relay::notify::kind::{NotifierKind, Settings, Shared};
+use replicate_relay::notify::registry;
 use replicate_relay::notify::{Attempt, DeliveryError, Notify};
 use replicate_relay::render::{BuiltIn, Format, Message, Rendered, Templates};
 use replicate_relay::store::{BoxFuture, DeliveryState};
@@ -22,7 +23,7 @@ struct PanicSettings;
 
 struct Panics;
 
-impl Kind for PanicKind {
+impl NotifierKind for PanicKind {
     fn name(&self) -> &'static str {
         "panics"
     }
@@ -44,7 +45,7 @@ impl Kind for PanicKind {
 }
 
 impl Settings for PanicSettings {
-    fn kind(&self) -> &'static dyn Kind {
+    fn kind(&self) -> &'static dyn NotifierKind {
         &PanicKind
     }
     fn build(&self, _: &str, _: &mut Shared) -> Result<Arc<dyn Notify>, String> {
@@ -82,7 +83,7 @@ impl Notify for Panics {
 
 #[tokio::test]
 async fn a_panicking_notifier_fails_its_own_deliveries_and_nothing_else() {
-    kind::register(&PanicKind);
+    registry::register(&PanicKind);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),

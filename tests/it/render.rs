@@ -3,6 +3,7 @@
 mod limits;
 mod services;
 
+use replicate_relay::notify::registry;
 use std::path::Path;
 
 use crate::common::fixtures;
@@ -10,7 +11,7 @@ use replicate_relay::event::Event;
 use replicate_relay::notify::slack::limits::{
     MAX_BLOCKS, MAX_FIELD, MAX_FIELDS, MAX_HEADER, MAX_SECTION,
 };
-use replicate_relay::notify::{email, kind, slack, webhook};
+use replicate_relay::notify::{email, slack, webhook};
 use replicate_relay::render::Templates;
 use replicate_relay::render::context::context;
 use replicate_relay::render::message::strings;
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 
 fn shipped() -> Templates {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-    let (templates, problems) = kind::load_templates(Some(&dir), false);
+    let (templates, problems) = registry::load_templates(Some(&dir), false);
     assert!(problems.is_empty(), "{problems:?}");
     templates
 }
@@ -223,7 +224,7 @@ fn hostile_prompts_are_escaped_for_every_target() {
     )
     .unwrap();
     std::fs::write(dir.path().join("email/p.txt.hbs"), "{{input.prompt}}").unwrap();
-    let (custom, problems) = kind::load_templates(Some(dir.path()), false);
+    let (custom, problems) = registry::load_templates(Some(dir.path()), false);
     assert!(problems.is_empty());
     let subject = email::render::render(&custom, "p", &ctx).message.subject;
     assert!(!subject.contains(['\r', '\n']), "{subject:?}");

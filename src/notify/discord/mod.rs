@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::http::Client;
 use super::http::shown_url_hiding;
-use super::kind::{Kind, Settings, Shared};
+use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
@@ -28,7 +28,7 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// `type = "discord"`.
 pub struct DiscordKind;
 
-impl Kind for DiscordKind {
+impl NotifierKind for DiscordKind {
     fn example(&self) -> &'static str {
         r#"webhook_url = "https://discord.com/api/webhooks/1/preview""#
     }
@@ -61,7 +61,7 @@ impl Kind for DiscordKind {
 }
 
 impl Settings for Discord {
-    fn kind(&self) -> &'static dyn Kind {
+    fn kind(&self) -> &'static dyn NotifierKind {
         &DiscordKind
     }
 

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::kind::{Kind, Settings, Shared};
-use super::{Attempt, Cause, DeliveryError, Notify};
+use super::kind::{NotifierKind, Settings, Shared};
+use super::{Attempt, DeliveryError, Failure, Notify};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, EmailMessage, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
@@ -29,7 +29,7 @@ pub use config::{Email, SmtpServer, SmtpTls};
 /// `type = "email"`.
 pub struct EmailKind;
 
-impl Kind for EmailKind {
+impl NotifierKind for EmailKind {
     fn example(&self) -> &'static str {
         r#"smtp = "smtp://smtp.example.org:587"
 from = "Replicate relay <relay@example.org>"
@@ -62,7 +62,7 @@ to = ["ml-team@example.org"]"#
 }
 
 impl Settings for Email {
-    fn kind(&self) -> &'static dyn Kind {
+    fn kind(&self) -> &'static dyn NotifierKind {
         &EmailKind
     }
 
@@ -200,7 +200,7 @@ impl EmailNotifier {
                 .body(text.to_owned()),
         };
         built.map_err(|e| {
-            DeliveryError::new(Cause::BadAddress, format!("cannot build the email: {e}"))
+            DeliveryError::new(Failure::BadAddress, format!("cannot build the email: {e}"))
         })
     }
 }
@@ -220,7 +220,7 @@ impl Notify for EmailNotifier {
                     .map(|_| ())
                     .map_err(|e| classify_smtp(&self.server, &e)),
                 Err(_) => Err(DeliveryError::new(
-                    Cause::Timeout,
+                    Failure::Timeout,
                     format!(
                         "SMTP server {}: the send did not finish within {} (the notifier's timeout)",
                         self.server,
@@ -239,14 +239,14 @@ impl Notify for EmailNotifier {
 fn classify_smtp(server: &str, e: &lettre::transport::smtp::Error) -> DeliveryError {
     let text = crate::connect::error_chain(e);
     let cause = if let Some(code) = e.status() {
-        Cause::Smtp(code.to_string().parse().unwrap_or(451))
+        Failure::Smtp(code.to_string().parse().unwrap_or(451))
     } else if e.is_timeout() {
-        Cause::Timeout
+        Failure::Timeout
     } else if text.contains("tls") || text.contains("certificate") {
-        Cause::Tls
+        Failure::Tls
     } else {
         // Refused connections, resets, DNS: not the message's fault.
-        Cause::Connect
+        Failure::Connect
     };
     DeliveryError::new(cause, format!("SMTP server {server}: {text}"))
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::email::render as email;
-use super::kind::{Kind, Settings, Shared};
+use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, EmailMessage, Format, Message, Rendered, Templates};
@@ -19,7 +19,7 @@ pub struct LogKind;
 #[derive(Debug)]
 pub struct Log;
 
-impl Kind for LogKind {
+impl NotifierKind for LogKind {
     fn name(&self) -> &'static str {
         "log"
     }
@@ -42,7 +42,7 @@ impl Kind for LogKind {
 }
 
 impl Settings for Log {
-    fn kind(&self) -> &'static dyn Kind {
+    fn kind(&self) -> &'static dyn NotifierKind {
         &LogKind
     }
 

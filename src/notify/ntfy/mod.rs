@@ -11,7 +11,7 @@ use serde_json::Value;
 use warp::http::header;
 
 use super::http::{Client, shown_url};
-use super::kind::{Kind, Settings, Shared};
+use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
@@ -28,7 +28,7 @@ const NTFY_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// `type = "ntfy"`.
 pub struct NtfyKind;
 
-impl Kind for NtfyKind {
+impl NotifierKind for NtfyKind {
     fn example(&self) -> &'static str {
         r#"url = "https://ntfy.sh/ml-alerts""#
     }
@@ -55,7 +55,7 @@ impl Kind for NtfyKind {
 }
 
 impl Settings for Ntfy {
-    fn kind(&self) -> &'static dyn Kind {
+    fn kind(&self) -> &'static dyn NotifierKind {
         &NtfyKind
     }
 

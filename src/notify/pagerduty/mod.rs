@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::http::Client;
 use super::http::shown_url;
-use super::kind::{Kind, Settings, Shared};
+use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
@@ -25,7 +25,7 @@ use render::Event;
 /// `type = "pagerduty"`.
 pub struct PagerDutyKind;
 
-impl Kind for PagerDutyKind {
+impl NotifierKind for PagerDutyKind {
     fn example(&self) -> &'static str {
         r#"routing_key = "R0UT1NGKEYR0UT1NGKEYR0UT1NGKEY00""#
     }
@@ -52,7 +52,7 @@ impl Kind for PagerDutyKind {
 }
 
 impl Settings for PagerDuty {
-    fn kind(&self) -> &'static dyn Kind {
+    fn kind(&self) -> &'static dyn NotifierKind {
         &PagerDutyKind
     }
 

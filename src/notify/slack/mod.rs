@@ -11,8 +11,8 @@ use slack_morphism::prelude::*;
 
 use std::sync::Arc;
 
-use super::kind::{Kind, Settings, Shared};
-use super::{Attempt, Cause, DeliveryError, Notify};
+use super::kind::{NotifierKind, Settings, Shared};
+use super::{Attempt, DeliveryError, Failure, Notify};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
@@ -25,7 +25,7 @@ pub use config::{Slack, SlackTarget};
 /// `type = "slack"`.
 pub struct SlackKind;
 
-impl Kind for SlackKind {
+impl NotifierKind for SlackKind {
     fn example(&self) -> &'static str {
         r##"token = "xoxb-preview"
 channel = "#ml-alerts""##
@@ -59,7 +59,7 @@ channel = "#ml-alerts""##
 }
 
 impl Settings for Slack {
-    fn kind(&self) -> &'static dyn Kind {
+    fn kind(&self) -> &'static dyn NotifierKind {
         &SlackKind
     }
 
@@ -202,7 +202,7 @@ impl Notify for SlackNotifier {
             };
             match tokio::time::timeout(self.timeout, sent).await {
                 Err(_) => Err(DeliveryError::new(
-                    Cause::Timeout,
+                    Failure::Timeout,
                     format!("Slack did not answer within {:?}", self.timeout),
                 )),
                 Ok(Ok(())) => Ok(()),
@@ -234,7 +234,7 @@ fn refused_blocks(e: &SlackClientError) -> bool {
 fn classify_slack(name: &str, e: SlackClientError) -> DeliveryError {
     match e {
         SlackClientError::RateLimitError(r) => DeliveryError::new(
-            Cause::Http(429),
+            Failure::Http(429),
             format!("Slack rate limit for notifier `{name}`"),
         )
         .with_retry_after(Some(r.retry_after.unwrap_or(DEFAULT_RETRY_AFTER))),
@@ -251,12 +251,12 @@ fn classify_slack(name: &str, e: SlackClientError) -> DeliveryError {
                 _ => "",
             };
             DeliveryError::new(
-                Cause::Slack(&api.code),
+                Failure::Slack(&api.code),
                 format!("Slack refused the message: {}{hint}", api.code),
             )
         }
         SlackClientError::HttpError(h) => DeliveryError::new(
-            Cause::Http(h.status_code.as_u16()),
+            Failure::Http(h.status_code.as_u16()),
             format!(
                 "Slack answered HTTP {}: {}",
                 h.status_code,
@@ -264,7 +264,7 @@ fn classify_slack(name: &str, e: SlackClientError) -> DeliveryError {
             ),
         ),
         other => DeliveryError::new(
-            Cause::Connect,
+            Failure::Connect,
             format!(
                 "cannot reach Slack: {}",
                 crate::connect::error_chain(&other)

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::http::Client;
 use super::http::shown_url;
-use super::kind::{Kind, Settings, Shared};
+use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
@@ -24,7 +24,7 @@ use render::Post;
 /// `type = "teams"`.
 pub struct TeamsKind;
 
-impl Kind for TeamsKind {
+impl NotifierKind for TeamsKind {
     fn example(&self) -> &'static str {
         r#"webhook_url = "https://example.webhook.office.com/workflows/preview""#
     }
@@ -51,7 +51,7 @@ impl Kind for TeamsKind {
 }
 
 impl Settings for Teams {
-    fn kind(&self) -> &'static dyn Kind {
+    fn kind(&self) -> &'static dyn NotifierKind {
         &TeamsKind
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::http::{Client, shown_url};
-use super::kind::{Kind, Settings, Shared};
+use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::clock::{Clock, SystemClock};
 use crate::config::read::{Reader, Table};
@@ -51,7 +51,7 @@ pub fn render(
 /// `type = "webhook"`.
 pub struct WebhookKind;
 
-impl Kind for WebhookKind {
+impl NotifierKind for WebhookKind {
     fn example(&self) -> &'static str {
         r#"url = "https://hooks.example.org/replicate""#
     }
@@ -79,7 +79,7 @@ impl Kind for WebhookKind {
 }
 
 impl Settings for Webhook {
-    fn kind(&self) -> &'static dyn Kind {
+    fn kind(&self) -> &'static dyn NotifierKind {
         &WebhookKind
     }
 

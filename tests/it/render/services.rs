@@ -6,11 +6,12 @@
 //! against its documented limits, and read as its reader would (no control
 //! characters, no link the payload made, no URL a parser would rewrite).
 
+use replicate_relay::notify::registry;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use replicate_relay::event::Event;
-use replicate_relay::notify::{self, Notifier, kind};
+use replicate_relay::notify::{self, Notifier};
 use replicate_relay::render::Templates;
 use replicate_relay::render::message::strings;
 use serde_json::{Value, json};
@@ -61,15 +62,15 @@ fn valid(what: &str, index: boon::SchemaIndex, value: &Value) -> Result<(), Stri
 /// One notifier of every kind, from each kind's own example keys.
 fn notifiers(dir: &std::path::Path) -> BTreeMap<String, Notifier> {
     let mut extra = String::new();
-    for k in kind::KINDS {
+    for k in registry::KINDS {
         extra.push_str(&format!(
             "[notifiers.{0}]\ntype = \"{0}\"\n{1}\n\n",
             k.name(),
             k.example()
         ));
     }
-    // The shipped kinds (not `kind::names()`: another test may register one).
-    let names: Vec<&str> = kind::KINDS.iter().map(|k| k.name()).collect();
+    // The shipped kinds (not `registry::names()`: another test may register one).
+    let names: Vec<&str> = registry::KINDS.iter().map(|k| k.name()).collect();
     extra.push_str(&format!(
         "[[routes]]\nname = \"everything\"\nnotify = {names:?}\n"
     ));
@@ -81,7 +82,7 @@ fn notifiers(dir: &std::path::Path) -> BTreeMap<String, Notifier> {
 
 fn shipped() -> Templates {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-    kind::load_templates(Some(&dir), false).0
+    registry::load_templates(Some(&dir), false).0
 }
 
 /// A URL as long as an S3 presigned one gets with a long session token.
@@ -172,7 +173,7 @@ fn events() -> Vec<(String, Event)> {
 fn every_kind_is_accepted_and_shown_as_meant_by_its_service() {
     let dir = tempfile::tempdir().unwrap();
     let notifiers = notifiers(dir.path());
-    assert_eq!(notifiers.len(), kind::KINDS.len());
+    assert_eq!(notifiers.len(), registry::KINDS.len());
     let templates = shipped();
     let mut problems = Vec::new();
     for (name, event) in events() {
