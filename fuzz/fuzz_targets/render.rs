@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use replicate_relay::event::Event;
 use replicate_relay::notify::slack::limits::{MAX_BLOCKS, MAX_HEADER, MAX_SECTION};
-use replicate_relay::notify::{email, kind, slack, webhook};
+use replicate_relay::notify::{mail, slack, webhook};
 use replicate_relay::render::Templates;
 use replicate_relay::render::context::context;
 
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let ctx = context(&event, "route", "notifier");
     let t = templates();
-    let email = email::render::render(&t, "default", &ctx).message;
+    let email = mail::render(&t, "default", &ctx).message;
     assert!(!email.subject.contains(['\r', '\n']));
     let slack = slack::render::render(&t, "default", &ctx).message;
     let blocks = slack["blocks"].as_array().expect("blocks");

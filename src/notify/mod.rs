@@ -10,6 +10,7 @@ pub mod email;
 pub mod http;
 pub mod kind;
 pub mod log;
+pub mod mail;
 pub mod ntfy;
 pub mod pagerduty;
 pub mod registry;

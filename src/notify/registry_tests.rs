@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::config::read::Problem;
 use crate::event::Event;
-use crate::notify::{email, slack, webhook};
+use crate::notify::{mail, slack, webhook};
 use crate::render::{Templates, context};
 
 fn ctx() -> Value {
@@ -34,7 +34,7 @@ fn with_dir(files: &[(&str, &str)]) -> (tempfile::TempDir, Templates, Vec<Proble
 fn built_ins_compile_and_pass_the_strict_check() {
     let (t, problems) = load_templates(None, true);
     assert!(problems.is_empty(), "{problems:?}");
-    assert!(t.has(slack::render::SLACK, "default") && t.has(email::render::HTML, "default"));
+    assert!(t.has(slack::render::SLACK, "default") && t.has(mail::HTML, "default"));
     assert_eq!(check_templates(None), vec![]);
 }
 
@@ -89,7 +89,7 @@ fn a_failing_template_falls_back_and_says_why() {
     let text = slack.message["blocks"][0]["text"]["text"].as_str().unwrap();
     assert!(text.contains("boom <b>"), "{text}");
     assert!(!slack.message["text"].as_str().unwrap().contains('\r'));
-    let email = email::render::render(&t, "broken", &ctx);
+    let email = mail::render(&t, "broken", &ctx);
     assert!(email.fallback.is_some());
     assert!(email.message.text.contains("boom <b>"));
     assert_eq!(email.message.subject, "❌ Prediction acme/m failed");
@@ -112,7 +112,7 @@ fn each_format_escapes_for_its_target() {
     ]);
     let mut ctx = ctx();
     ctx["error"] = json!("<!channel> \"x\" & y\r\nBcc: z");
-    let email = email::render::render(&t, "esc", &ctx).message;
+    let email = mail::render(&t, "esc", &ctx).message;
     assert_eq!(email.subject, "<!channel> \"x\" & y Bcc: z");
     // Line breaks as `\n`: lettre writes each as CRLF, and no bare CR
     // reaches the SMTP server.
@@ -132,7 +132,7 @@ fn each_format_escapes_for_its_target() {
     assert_eq!(body["e"], "<!channel> \"x\" & y\r\nBcc: z");
     // Colour codes and NUL reach no reader.
     ctx["error"] = json!("\u{1b}[31mRuntimeError\u{1b}[0m\u{0}: x");
-    let email = email::render::render(&t, "esc", &ctx).message;
+    let email = mail::render(&t, "esc", &ctx).message;
     assert_eq!(email.subject, "RuntimeError: x");
     assert_eq!(email.html.unwrap(), "<p>RuntimeError: x</p>");
     let slack = slack::render::render(&t, "esc", &ctx);

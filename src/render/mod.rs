@@ -177,15 +177,6 @@ impl<T> Rendered<T> {
     }
 }
 
-/// An email's three parts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EmailMessage {
-    pub subject: String,
-    pub text: String,
-    /// Absent when the template has no `.html.hbs`.
-    pub html: Option<String>,
-}
-
 impl Templates {
     /// Compiles the `built_in` templates, then every template of `formats`
     /// under `dir` (overriding built-ins of the same name). Returns every

@@ -11,7 +11,7 @@ use replicate_relay::event::Event;
 use replicate_relay::notify::slack::limits::{
     MAX_BLOCKS, MAX_FIELD, MAX_FIELDS, MAX_HEADER, MAX_SECTION,
 };
-use replicate_relay::notify::{email, slack, webhook};
+use replicate_relay::notify::{mail, slack, webhook};
 use replicate_relay::render::Templates;
 use replicate_relay::render::context::context;
 use replicate_relay::render::message::strings;
@@ -79,7 +79,7 @@ fn every_fixture_renders_through_every_shipped_template() {
             f.name
         );
 
-        let email = email::render::render(&templates, "default", &ctx);
+        let email = mail::render(&templates, "default", &ctx);
         assert_eq!(email.fallback, None, "{}", f.name);
         let m = &email.message;
         assert!(!m.subject.contains(['\r', '\n']), "{}", f.name);
@@ -124,7 +124,7 @@ fn failure_messages_carry_the_error_and_log_tail_and_successes_their_outputs() {
         let ctx = context(&event, "r", "n");
         (
             slack::render::render(&templates, "default", &ctx).message,
-            email::render::render(&templates, "default", &ctx).message,
+            mail::render(&templates, "default", &ctx).message,
         )
     };
 
@@ -212,7 +212,7 @@ fn hostile_prompts_are_escaped_for_every_target() {
 
     // Email: HTML escaped, subject on one line even when a template puts the
     // prompt in it.
-    let email = email::render::render(&templates, "default", &ctx).message;
+    let email = mail::render(&templates, "default", &ctx).message;
     let html = email.html.unwrap();
     assert!(!html.contains("<script>") && html.contains("&lt;script&gt;"));
     assert!(!html.contains("<!channel>"));
@@ -226,7 +226,7 @@ fn hostile_prompts_are_escaped_for_every_target() {
     std::fs::write(dir.path().join("email/p.txt.hbs"), "{{input.prompt}}").unwrap();
     let (custom, problems) = registry::load_templates(Some(dir.path()), false);
     assert!(problems.is_empty());
-    let subject = email::render::render(&custom, "p", &ctx).message.subject;
+    let subject = mail::render(&custom, "p", &ctx).message.subject;
     assert!(!subject.contains(['\r', '\n']), "{subject:?}");
     assert_eq!(
         subject,
@@ -304,7 +304,7 @@ fn a_megabyte_of_logs_is_cut_not_sent_whole() {
             serde_json::to_string(&slack).unwrap().len() < 20_000,
             "{name}"
         );
-        let email = email::render::render(&templates, "default", &ctx).message;
+        let email = mail::render(&templates, "default", &ctx).message;
         assert!(email.text.len() < 20_000, "{name}: {}", email.text.len());
         assert!(email.html.unwrap().len() < 30_000, "{name}");
     }
@@ -314,7 +314,7 @@ fn a_megabyte_of_logs_is_cut_not_sent_whole() {
 fn rendered(
     name: &str,
     edit: impl FnOnce(&mut Value),
-) -> (Value, replicate_relay::render::EmailMessage) {
+) -> (Value, replicate_relay::notify::mail::EmailMessage) {
     let (_, fixtures) = fixtures();
     let mut payload: Value =
         serde_json::from_slice(&fixtures.iter().find(|f| f.name == name).unwrap().body).unwrap();
@@ -329,7 +329,7 @@ fn rendered(
     let templates = shipped();
     (
         slack::render::render(&templates, "default", &ctx).message,
-        email::render::render(&templates, "default", &ctx).message,
+        mail::render(&templates, "default", &ctx).message,
     )
 }
 

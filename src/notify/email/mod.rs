@@ -16,14 +16,14 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::kind::{NotifierKind, Settings, Shared};
+use super::mail::{self, EmailMessage};
 use super::{Attempt, DeliveryError, Failure, Notify};
 use crate::config::read::{Reader, Table};
-use crate::render::{BuiltIn, EmailMessage, Format, Message, Rendered, Templates};
+use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
 
 mod config;
 pub mod helo;
-pub mod render;
 pub use config::{Email, SmtpServer, SmtpTls};
 
 /// `type = "email"`.
@@ -45,15 +45,15 @@ to = ["ml-team@example.org"]"#
     }
 
     fn formats(&self) -> &'static [Format] {
-        &[render::SUBJECT, render::TEXT, render::HTML]
+        &[mail::SUBJECT, mail::TEXT, mail::HTML]
     }
 
     fn required(&self) -> &'static [Format] {
-        &[render::SUBJECT, render::TEXT]
+        &[mail::SUBJECT, mail::TEXT]
     }
 
     fn built_in(&self) -> &'static [BuiltIn] {
-        render::BUILT_IN
+        mail::BUILT_IN
     }
 
     fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
@@ -77,11 +77,7 @@ impl Settings for Email {
         ctx: &Value,
         _: &[u8],
     ) -> Box<dyn Message> {
-        Box::new(render::render(
-            templates,
-            template.unwrap_or("default"),
-            ctx,
-        ))
+        Box::new(mail::render(templates, template.unwrap_or("default"), ctx))
     }
 
     fn describe(&self) -> Vec<String> {

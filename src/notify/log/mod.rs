@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::email::render as email;
 use super::kind::{NotifierKind, Settings, Shared};
+use super::mail::{self, EmailMessage};
 use super::{Attempt, DeliveryError, Notify};
 use crate::config::read::{Reader, Table};
-use crate::render::{BuiltIn, EmailMessage, Format, Message, Rendered, Templates};
+use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use crate::store::BoxFuture;
 
 /// `type = "log"`: the message's subject and text in the daemon's log.
@@ -29,11 +29,11 @@ impl NotifierKind for LogKind {
     }
 
     fn formats(&self) -> &'static [Format] {
-        &[email::SUBJECT, email::TEXT]
+        &[mail::SUBJECT, mail::TEXT]
     }
 
     fn built_in(&self) -> &'static [BuiltIn] {
-        email::BUILT_IN
+        mail::BUILT_IN
     }
 
     fn read(&self, _: &mut Reader, _: Table<'_>) -> Option<Arc<dyn Settings>> {
@@ -57,7 +57,7 @@ impl Settings for Log {
         ctx: &Value,
         _: &[u8],
     ) -> Box<dyn Message> {
-        let mut rendered = email::render(templates, template.unwrap_or("default"), ctx);
+        let mut rendered = mail::render(templates, template.unwrap_or("default"), ctx);
         rendered.message.html = None; // a log line has no use for HTML
         Box::new(rendered)
     }

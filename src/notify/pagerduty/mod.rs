@@ -20,7 +20,7 @@ use crate::store::BoxFuture;
 mod config;
 pub mod render;
 pub use config::PagerDuty;
-use render::Event;
+use render::Enqueue;
 
 /// `type = "pagerduty"`.
 pub struct PagerDutyKind;
@@ -122,7 +122,7 @@ impl Notify for PagerDutyNotifier {
         _attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let rendered = super::expect::<Rendered<Event>>(message, "pagerduty")?;
+            let rendered = super::expect::<Rendered<Enqueue>>(message, "pagerduty")?;
             let answer = self
                 .client
                 .post_json(

@@ -32,7 +32,7 @@ pub const MAX_DEDUP_KEY: usize = 255;
 
 /// The event to enqueue.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event(pub Value);
+pub struct Enqueue(pub Value);
 
 /// What an event of `status` does to the job's incident.
 pub fn action(status: &str) -> &'static str {
@@ -49,7 +49,7 @@ pub fn render(
     templates: &Templates,
     name: &str,
     ctx: &Value,
-) -> Rendered<Event> {
+) -> Rendered<Enqueue> {
     let attempt = || -> Result<Map<String, Value>, RenderFailure> {
         let text = templates.render(PAGERDUTY, name, ctx)?;
         match parse_json(&text, PAGERDUTY, name)? {
@@ -62,7 +62,7 @@ pub fn render(
     };
     let rendered = Rendered::or_fallback(attempt(), "pagerduty", name, |_| Map::new());
     Rendered {
-        message: Event(envelope(settings, rendered.message, ctx)),
+        message: Enqueue(envelope(settings, rendered.message, ctx)),
         fallback: rendered.fallback,
     }
 }
@@ -142,7 +142,7 @@ fn without_nulls(value: &mut Value) {
     }
 }
 
-impl Message for Rendered<Event> {
+impl Message for Rendered<Enqueue> {
     fn fallback(&self) -> Option<&str> {
         self.fallback.as_deref()
     }

@@ -3,12 +3,15 @@
 //! Slack's limits enforced by truncating; the built-in plain message when
 //! the template fails.
 
+use std::any::Any;
+
 use serde_json::{Value, json};
 
 use super::limits::enforce_limits;
 use crate::render::display::decode_entities;
 use crate::render::{
-    BuiltIn, Format, RenderFailure, Rendered, Templates, field, helpers, parse_json, plain_title,
+    BuiltIn, Format, Message, RenderFailure, Rendered, Templates, field, helpers, parse_json,
+    plain_title,
 };
 
 /// `slack/NAME.json.hbs`: Block Kit, values escaped for JSON and mrkdwn.
@@ -116,4 +119,78 @@ pub fn without_images(message: &Value) -> Option<Value> {
     plain["blocks"] = Value::Array(kept);
     enforce_limits(&mut plain);
     Some(plain)
+}
+
+/// Everything but RFC 3986's unreserved characters, for the Block Kit
+/// Builder link's fragment.
+const FRAGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A JSON message (Slack's Block Kit): its strings are what a reader sees,
+/// with the three entities Slack's mrkdwn decodes.
+impl Message for Rendered<Value> {
+    fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    fn preview(&self) -> String {
+        serde_json::to_string_pretty(&self.message).unwrap_or_default()
+    }
+
+    fn preview_json(&self) -> Value {
+        json!({"slack": self.message})
+    }
+
+    fn seen_text(&self) -> String {
+        let mut all = Vec::new();
+        crate::render::message::strings(&self.message, &mut all);
+        all.join("\n")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    }
+
+    /// The Block Kit JSON, and a link that opens it in Slack's Block Kit
+    /// Builder to see it as Slack lays it out.
+    fn files(&self) -> Vec<(&'static str, String)> {
+        let blocks = json!({"blocks": self.message.get("blocks").cloned().unwrap_or(json!([]))});
+        vec![
+            ("json", self.preview()),
+            (
+                "builder-url.txt",
+                format!(
+                    "https://app.slack.com/block-kit-builder/#{}\n",
+                    percent_encoding::utf8_percent_encode(&blocks.to_string(), FRAGMENT)
+                ),
+            ),
+        ]
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_sees_entities_decoded_and_the_builder_link_opens_the_blocks() {
+        let slack = Rendered {
+            message: json!({"text": "a &lt;b&gt; &amp; c", "blocks": [{"text": "t1"}]}),
+            fallback: Some("broke".into()),
+        };
+        assert_eq!(slack.seen_text(), "t1\na <b> & c");
+        let files = slack.files();
+        assert_eq!(files[0].0, "json");
+        assert_eq!(
+            files[1].1,
+            "https://app.slack.com/block-kit-builder/#%7B%22blocks%22%3A%5B%7B%22text%22%3A%22t1%22%7D%5D%7D\n"
+        );
+        assert_eq!(slack.fallback(), Some("broke"));
+    }
 }

@@ -9,7 +9,9 @@ use warp::http::HeaderName;
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use std::any::Any;
+
+use serde_json::{Value, json};
 
 use super::http::{Client, shown_url};
 use super::kind::{NotifierKind, Settings, Shared};
@@ -169,5 +171,61 @@ impl Notify for WebhookNotifier {
 
     fn rate_key(&self) -> String {
         format!("webhook:{}", self.name)
+    }
+}
+
+/// A request body (a webhook's): JSON shown pretty, anything else as text.
+impl Message for Rendered<Vec<u8>> {
+    fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    fn preview(&self) -> String {
+        match serde_json::from_slice::<Value>(&self.message) {
+            Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+            Err(_) => String::from_utf8_lossy(&self.message).into_owned(),
+        }
+    }
+
+    fn preview_json(&self) -> Value {
+        let body = serde_json::from_slice(&self.message)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&self.message)));
+        json!({ "body": body })
+    }
+
+    fn seen_text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.message);
+        match crate::event::json::read(&text) {
+            Ok(body) => {
+                let mut all = Vec::new();
+                crate::render::message::strings(&body, &mut all);
+                all.join("\n")
+            }
+            Err(_) => text.into_owned(),
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_sees_a_bodys_strings() {
+        let body = Rendered {
+            message: br#"{"id":"p\u00e9","status":"failed"}"#.to_vec(),
+            fallback: None,
+        };
+        assert_eq!(body.seen_text(), "pé\nfailed");
+        assert_eq!(body.preview_json()["body"]["id"], "pé");
+        let text = Rendered {
+            message: b"not json".to_vec(),
+            fallback: None,
+        };
+        assert_eq!(text.seen_text(), "not json");
     }
 }

@@ -14,7 +14,8 @@ use std::path::Path;
 use replicate_relay::config::{self, Config};
 use replicate_relay::event::{Envelope, Event, Status};
 use replicate_relay::notify;
-use replicate_relay::render::{EmailMessage, Message, Rendered, Templates};
+use replicate_relay::notify::mail::EmailMessage;
+use replicate_relay::render::{Message, Rendered, Templates};
 use replicate_relay::route;
 
 /// A config and its compiled templates.
