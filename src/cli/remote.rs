@@ -15,7 +15,6 @@ use warp::http::{Method, Request, header};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::dispatch::backoff::random_unit;
 use crate::notify::http::Client;
 use crate::signature::Secret;
 
@@ -23,9 +22,8 @@ const USER_AGENT: &str = concat!("replicate-relay/", env!("CARGO_PKG_VERSION"));
 
 /// A fresh id in the shape Replicate uses (`msg_` and 27 alphanumerics).
 fn webhook_id() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let id: String = (0..27)
-        .map(|_| ALPHABET[(random_unit() * ALPHABET.len() as f64) as usize] as char)
+    let id: String = std::iter::repeat_with(fastrand::alphanumeric)
+        .take(27)
         .collect();
     format!("msg_{id}")
 }

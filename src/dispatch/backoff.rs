@@ -2,7 +2,6 @@
 //! minute cap, with jitter so deliveries that failed together (an SMTP outage)
 //! do not all come back in the same instant.
 
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 const FIRST: Duration = Duration::from_secs(1);
@@ -17,13 +16,10 @@ pub fn delay(attempt: i64, unit: f64) -> Duration {
     base.mul_f64(0.5 + unit * 0.5)
 }
 
-/// A number in [0, 1) that differs from call to call. Jitter needs no more than
-/// this, so no random-number crate: std's `RandomState` is randomly keyed.
+/// A number in [0, 1) for jitter (`fastrand`, seeded per thread from the
+/// system's randomness).
 pub fn random_unit() -> f64 {
-    let bits = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    (bits >> 11) as f64 / (1u64 << 53) as f64
+    fastrand::f64()
 }
 
 #[cfg(test)]

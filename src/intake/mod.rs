@@ -332,7 +332,7 @@ where
             Ok(id) => id.to_owned(),
             Err(_) => {
                 let digest = Sha256::digest(&body);
-                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+                let hex = hex::encode(&digest[..12]);
                 format!("sha256_{hex}")
             }
         },

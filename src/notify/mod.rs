@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::render::{Message, Templates};
-use crate::store::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// A configured notifier: what every one has, and its kind's settings.
 #[derive(Debug, Clone)]
@@ -229,7 +229,7 @@ pub fn message(
 pub fn secret_rate_key(kind: &str, secret: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(secret.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&digest[..8]);
     format!("{kind}:{hex}")
 }
 

@@ -10,9 +10,6 @@
 mod error;
 pub mod sqlite;
 
-use std::future::Future;
-use std::pin::Pin;
-
 use bytes::Bytes;
 
 use crate::event::{Kind, Status};
@@ -20,8 +17,8 @@ use crate::event::{Kind, Status};
 pub use error::{Cause, StoreError};
 pub use sqlite::SqliteStore;
 
-/// A boxed future, so the trait stays object-safe (`Arc<dyn Store>`).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future, as the traits' methods return (`futures-util`'s).
+pub use futures_util::future::BoxFuture;
 
 /// An event the intake has verified and wants stored.
 #[derive(Debug, Clone)]

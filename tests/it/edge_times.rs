@@ -5,6 +5,7 @@
 //! delivered after `retry --dead`.
 
 use crate::common::rule;
+use replicate_relay::notify::registry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +18,36 @@ use replicate_relay::clock::SystemClock;
 use replicate_relay::store::sqlite::{SqliteOptions, SqliteStore};
 use replicate_relay::store::{DeliveryState, NewEvent, Outcome, Routing, Store};
 
-const KINDS: [&str; 8] = [
-    "chat", "mail", "hook", "console", "channel", "team", "phone", "oncall",
+/// One notifier of every kind, by the name the config gives it; checked
+/// against the registry, so a new kind fails here until it is added.
+const NOTIFIERS: [(&str, &str); 8] = [
+    ("chat", "slack"),
+    ("mail", "email"),
+    ("hook", "webhook"),
+    ("console", "log"),
+    ("channel", "discord"),
+    ("team", "teams"),
+    ("phone", "ntfy"),
+    ("oncall", "pagerduty"),
 ];
+const KINDS: [&str; 8] = {
+    let mut names = [""; 8];
+    let mut i = 0;
+    while i < NOTIFIERS.len() {
+        names[i] = NOTIFIERS[i].0;
+        i += 1;
+    }
+    names
+};
+
+#[test]
+fn every_registered_kind_has_a_notifier_here() {
+    let mut here: Vec<&str> = NOTIFIERS.iter().map(|(_, kind)| *kind).collect();
+    let mut registered: Vec<&str> = registry::KINDS.iter().map(|k| k.name()).collect();
+    here.sort_unstable();
+    registered.sort_unstable();
+    assert_eq!(here, registered);
+}
 
 /// Every kind, each on its shipped default template, all routed every
 /// final job; returns the config file.

@@ -35,7 +35,7 @@ impl Cache {
                 let mut sorted = domains.to_vec();
                 sorted.sort();
                 let hash = Sha256::digest(sorted.join(",").as_bytes());
-                let hex: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+                let hex = hex::encode(&hash[..4]);
                 format!("{}+{hex}", sorted.first().map_or("", String::as_str))
             }
         };

@@ -10,7 +10,7 @@ use super::mail::{self, EmailMessage};
 use super::{Attempt, DeliveryError, Notify};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
-use crate::store::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// `type = "log"`: the message's subject and text in the daemon's log.
 pub struct LogKind;

@@ -15,7 +15,7 @@ use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Failure, Notify};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
-use crate::store::BoxFuture;
+use futures_util::future::BoxFuture;
 
 mod config;
 pub mod limits;

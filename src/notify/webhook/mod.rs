@@ -20,7 +20,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::read::{Reader, Table};
 use crate::render::{Format, Message, RenderFailure, Rendered, Templates, helpers, parse_json};
 use crate::signature::Secret;
-use crate::store::BoxFuture;
+use futures_util::future::BoxFuture;
 
 mod config;
 pub use config::Webhook;
