@@ -57,6 +57,32 @@ impl Answer {
     }
 }
 
+/// The reason a receiver's JSON error gives, for [`Answer::result`]: the
+/// strings at `pointers` (JSON pointers; a list's strings joined by "; "),
+/// joined by ": " in that order; the body as sent when it is not JSON or
+/// holds none of them. Each kind names where its service puts its reason.
+pub fn json_reason(body: &str, pointers: &[&str]) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.trim().to_owned();
+    };
+    let parts: Vec<String> = pointers
+        .iter()
+        .filter_map(|p| match v.pointer(p)? {
+            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+            serde_json::Value::Array(items) => {
+                let texts: Vec<&str> = items.iter().filter_map(|i| i.as_str()).collect();
+                (!texts.is_empty()).then(|| texts.join("; "))
+            }
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        body.trim().to_owned()
+    } else {
+        parts.join(": ")
+    }
+}
+
 /// How much of a receiver's answer is read: enough for any error a service
 /// sends; the rest is not read at all (the connection is dropped, not
 /// reused), so a receiver cannot make the daemon hold its 300 MB page.
@@ -283,6 +309,40 @@ mod tests {
             ("not a url", 0, "(invalid URL)"),
         ] {
             assert_eq!(shown_url_hiding(url, hide), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn reasons_from_each_services_json() {
+        for (body, pointers, want) in [
+            (
+                r#"{"message": "Unknown Webhook", "code": 10015}"#,
+                &["/message"][..],
+                "Unknown Webhook",
+            ),
+            (
+                r#"{"code":40101,"http":401,"error":"unauthorized"}"#,
+                &["/error"][..],
+                "unauthorized",
+            ),
+            (
+                r#"{"error":{"code":"WorkflowTriggerIsNotEnabled","message":"turned off"}}"#,
+                &["/error/code", "/error/message"][..],
+                "WorkflowTriggerIsNotEnabled: turned off",
+            ),
+            (
+                r#"{"status":"invalid event","message":"Event object is invalid","errors":["'routing_key' is invalid","'payload.summary' is missing"]}"#,
+                &["/message", "/errors"][..],
+                "Event object is invalid: 'routing_key' is invalid; 'payload.summary' is missing",
+            ),
+            (
+                "<html>busy</html>\n",
+                &["/message"][..],
+                "<html>busy</html>",
+            ),
+            (r#"{"other": 1}"#, &["/message"][..], r#"{"other": 1}"#),
+        ] {
+            assert_eq!(json_reason(body, pointers), want, "{body}");
         }
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::Client;
 use super::http::shown_url_hiding;
+use super::http::{Client, json_reason};
 use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::config::read::{Reader, Table};
@@ -112,14 +112,6 @@ pub struct DiscordNotifier {
     client: Client,
 }
 
-/// Discord's error text (`{"message": "Unknown Webhook", "code": 10015}`).
-fn discord_error(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| body.trim().to_owned())
-}
-
 /// `retry_after` from a 429's JSON body, in (possibly fractional) seconds.
 fn body_retry_after(body: &str) -> Option<Duration> {
     let v: Value = serde_json::from_str(body).ok()?;
@@ -160,7 +152,7 @@ impl Notify for DiscordNotifier {
                     .unwrap_or(DEFAULT_RETRY_AFTER)
             });
             answer
-                .result(discord_error, hint)
+                .result(|body| json_reason(body, &["/message"]), hint)
                 .map_err(|e| e.with_retry_after(wait))
         })
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use warp::http::header;
 
-use super::http::{Client, shown_url};
+use super::http::{Client, json_reason, shown_url};
 use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::config::read::{Reader, Table};
@@ -95,15 +95,6 @@ pub struct NtfyNotifier {
     client: Client,
 }
 
-/// ntfy's error text (`{"code":40101,"http":401,"error":"unauthorized"}`),
-/// or the body as sent.
-fn ntfy_error(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| body.trim().to_owned())
-}
-
 impl Notify for NtfyNotifier {
     fn send<'a>(
         &'a self,
@@ -138,13 +129,15 @@ impl Notify for NtfyNotifier {
             };
             // ntfy sends no Retry-After with its 429.
             let limited = answer.status.as_u16() == 429 && answer.retry_after().is_none();
-            answer.result(ntfy_error, hint).map_err(|e| {
-                if limited {
-                    e.with_retry_after(Some(NTFY_RETRY_AFTER))
-                } else {
-                    e
-                }
-            })
+            answer
+                .result(|body| json_reason(body, &["/error"]), hint)
+                .map_err(|e| {
+                    if limited {
+                        e.with_retry_after(Some(NTFY_RETRY_AFTER))
+                    } else {
+                        e
+                    }
+                })
         })
     }
 

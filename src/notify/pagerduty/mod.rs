@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::Client;
 use super::http::shown_url;
+use super::http::{Client, json_reason};
 use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::config::read::{Reader, Table};
@@ -96,25 +96,6 @@ pub struct PagerDutyNotifier {
     client: Client,
 }
 
-/// PagerDuty's reason (`{"status":"invalid event","message":"Event object is
-/// invalid","errors":["…"]}`): the message and every error.
-fn pagerduty_error(body: &str) -> String {
-    let Ok(v) = serde_json::from_str::<Value>(body) else {
-        return body.trim().to_owned();
-    };
-    let message = v.get("message").and_then(Value::as_str).unwrap_or("");
-    let errors: Vec<&str> = v
-        .get("errors")
-        .and_then(Value::as_array)
-        .map(|e| e.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if errors.is_empty() {
-        message.to_owned()
-    } else {
-        format!("{message}: {}", errors.join("; "))
-    }
-}
-
 impl Notify for PagerDutyNotifier {
     fn send<'a>(
         &'a self,
@@ -138,27 +119,11 @@ impl Notify for PagerDutyNotifier {
             } else {
                 ""
             };
-            answer.result(pagerduty_error, hint)
+            answer.result(|body| json_reason(body, &["/message", "/errors"]), hint)
         })
     }
 
     fn rate_key(&self) -> String {
         format!("pagerduty:{}", self.shown)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pagerdutys_reasons_are_kept_whole() {
-        assert_eq!(
-            pagerduty_error(
-                r#"{"status":"invalid event","message":"Event object is invalid","errors":["'routing_key' is invalid","'payload.summary' is missing"]}"#
-            ),
-            "Event object is invalid: 'routing_key' is invalid; 'payload.summary' is missing"
-        );
-        assert_eq!(pagerduty_error("<html>"), "<html>");
     }
 }

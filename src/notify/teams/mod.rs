@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::Client;
 use super::http::shown_url;
+use super::http::{Client, json_reason};
 use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify};
 use crate::config::read::{Reader, Table};
@@ -96,19 +96,6 @@ pub struct TeamsNotifier {
     client: Client,
 }
 
-/// The workflow's reason (`{"error":{"code":…,"message":…}}`), or the body.
-fn teams_error(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            let e = v.get("error")?;
-            let code = e.get("code").and_then(Value::as_str).unwrap_or("");
-            let message = e.get("message").and_then(Value::as_str).unwrap_or("");
-            Some(format!("{code}: {message}"))
-        })
-        .unwrap_or_else(|| body.trim().to_owned())
-}
-
 impl Notify for TeamsNotifier {
     fn send<'a>(
         &'a self,
@@ -133,7 +120,10 @@ impl Notify for TeamsNotifier {
                 }
                 _ => "",
             };
-            answer.result(teams_error, hint)
+            answer.result(
+                |body| json_reason(body, &["/error/code", "/error/message"]),
+                hint,
+            )
         })
     }
 
