@@ -273,7 +273,7 @@ fn read_verify(r: &mut Reader, value: Option<&Value>) -> VerifyConfig {
                     r.error(
                         "verify.secret_file",
                         format!(
-                            "cannot read {}: {e}; put the webhook secret there (see README, \"Webhook secret\")",
+                            "cannot read {}: {e}; put the webhook secret there (see docs/operations.md, \"Webhook secret\")",
                             path.display()
                         ),
                     );

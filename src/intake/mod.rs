@@ -4,7 +4,7 @@
 //!
 //! Nothing slow happens before the answer except the commit itself: the 2xx is
 //! sent only once the event is on disk, and every refusal is a JSON body that says
-//! why (see the HTTP table in the README). Routing (pure and quick) is decided
+//! why (see the HTTP table in docs/operations.md). Routing (pure and quick) is decided
 //! here so its deliveries share the event's commit; sending happens later, from
 //! the store, never on this path.
 

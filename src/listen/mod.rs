@@ -141,7 +141,7 @@ pub async fn listen(server: &ServerConfig) -> Result<Listening, ListenError> {
     }
     if server.tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(
-            message = "Listening without TLS on an address other hosts can reach. Replicate only delivers webhooks to HTTPS URLs (and follows no redirects): add [server.tls.acme] with your domain (automatic certificates), or [server.tls] with cert_file and key_file, or put this daemon behind a TLS reverse proxy (README, \"A public HTTPS URL\").",
+            message = "Listening without TLS on an address other hosts can reach. Replicate only delivers webhooks to HTTPS URLs (and follows no redirects): add [server.tls.acme] with your domain (automatic certificates), or [server.tls] with cert_file and key_file, or put this daemon behind a TLS reverse proxy (docs/https.md).",
             %addr
         );
     }
