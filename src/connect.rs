@@ -4,48 +4,81 @@
 //! allowed because the operator chose the URL (a service on the same host,
 //! a test receiver).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+/// Why a connector could not be made: what to fix is in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error(
+        "cannot load the system's root certificates ({0}); install the ca-certificates package"
+    )]
+    RootCertificates(#[source] std::io::Error),
+    #[error("cannot read {}: {source}", path.display())]
+    ReadCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: not a CA certificate: {source}", path.display())]
+    NotCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("{} holds no PEM certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("no TLS version both rustls and ring support: {0}")]
+    Protocols(#[source] rustls::Error),
+}
+
 /// An HTTPS-or-HTTP connector with the native root store.
-pub fn connector() -> Result<HttpsConnector<HttpConnector>, String> {
+pub fn connector() -> Result<HttpsConnector<HttpConnector>, ConnectorError> {
     Ok(finish(
         hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
-            .map_err(|e| {
-                format!(
-                    "cannot load the system's root certificates ({e}); install the ca-certificates package"
-                )
-            })?,
+            .map_err(ConnectorError::RootCertificates)?,
     ))
 }
 
 /// [`connector`] trusting the certificates in `ca_file` (PEM) instead of
 /// the system's roots.
-pub fn connector_trusting(
-    ca_file: &std::path::Path,
-) -> Result<HttpsConnector<HttpConnector>, String> {
+pub fn connector_trusting(ca_file: &Path) -> Result<HttpsConnector<HttpConnector>, ConnectorError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let pem =
-        std::fs::read(ca_file).map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
+    let path = || ca_file.to_owned();
+    let pem = std::fs::read(ca_file).map_err(|source| ConnectorError::ReadCa {
+        path: path(),
+        source,
+    })?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("{}: {e}", ca_file.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: not a CA certificate: {e}", ca_file.display()))?;
+        let cert = cert.map_err(|source| ConnectorError::Pem {
+            path: path(),
+            source,
+        })?;
+        roots.add(cert).map_err(|source| ConnectorError::NotCa {
+            path: path(),
+            source,
+        })?;
     }
     if roots.is_empty() {
-        return Err(format!("{} holds no PEM certificate", ca_file.display()));
+        return Err(ConnectorError::NoCertificate { path: path() });
     }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(ConnectorError::Protocols)?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(finish(

@@ -57,8 +57,7 @@ pub async fn send(
     let client = match ca_file {
         Some(ca) => Client::trusting(ca),
         None => Client::new(),
-    }
-    .map_err(anyhow::Error::msg)?;
+    }?;
     let (response, text) = exchange(&client, request, url).await?;
     let status = response.status();
     println!("POST {url} (webhook-id {id}) → {status}");
@@ -89,7 +88,7 @@ pub async fn fetch_secret(output: &Path, api_url: &str) -> anyhow::Result<ExitCo
         .header(header::USER_AGENT, USER_AGENT)
         .body(Full::new(Bytes::new()))
         .with_context(|| format!("`{url}` is not a URL"))?;
-    let client = Client::new().map_err(anyhow::Error::msg)?;
+    let client = Client::new()?;
     let (response, text) = exchange(&client, request, &url).await?;
     let status = response.status();
     if status == 401 || status == 403 {

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use warp::http::{HeaderMap, Method, Request, Response, StatusCode, header};
 
 use super::{DeliveryError, Failure};
-use crate::connect::{connector, connector_trusting};
+use crate::connect::{ConnectorError, connector, connector_trusting};
 use crate::render::helpers::truncate_chars;
 
 /// A receiver's answer: its status, headers, and the start of its body.
@@ -144,7 +144,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new() -> Result<Self, String> {
+    pub fn new() -> Result<Self, ConnectorError> {
         Ok(Self {
             inner: HyperClient::builder(TokioExecutor::new()).build(connector()?),
         })
@@ -152,7 +152,7 @@ impl Client {
 
     /// A client that trusts the certificates in `ca_file` (PEM) instead of
     /// the system's: an endpoint behind a private CA.
-    pub fn trusting(ca_file: &std::path::Path) -> Result<Self, String> {
+    pub fn trusting(ca_file: &std::path::Path) -> Result<Self, ConnectorError> {
         Ok(Self {
             inner: HyperClient::builder(TokioExecutor::new()).build(connector_trusting(ca_file)?),
         })

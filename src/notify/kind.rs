@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Notify, http};
+use super::{Notify, SetupError, http};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Templates};
 
@@ -63,7 +63,7 @@ pub trait Settings: fmt::Debug + Send + Sync {
     fn kind(&self) -> &'static dyn NotifierKind;
 
     /// The live sender (clients, TLS setup) for notifier `name`.
-    fn build(&self, name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String>;
+    fn build(&self, name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, SetupError>;
 
     /// The message for template context `ctx`, from template `template`
     /// (the built-in fallback if it fails); `original` is the webhook body.
@@ -93,7 +93,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn http(&mut self) -> Result<http::Client, String> {
+    pub fn http(&mut self) -> Result<http::Client, SetupError> {
         if let Some(client) = &self.http {
             return Ok(client.clone());
         }

@@ -186,7 +186,42 @@ pub trait Notify: Send + Sync {
 #[error("notifier `{name}`: {reason}")]
 pub struct BuildError {
     pub name: String,
-    pub reason: String,
+    #[source]
+    pub reason: SetupError,
+}
+
+/// Why a kind could not set up its sender (its client, its TLS, its
+/// addresses), with the cause kept.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Connector(#[from] crate::connect::ConnectorError),
+    #[error("`{text}` is not an email address: {source}")]
+    Address {
+        text: String,
+        #[source]
+        source: lettre::address::AddressError,
+    },
+    #[error("cannot read ca_file {}: {source}", path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ca_file {} is not a PEM certificate: {source}", path.display())]
+    CaPem {
+        path: std::path::PathBuf,
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
+    #[error("cannot set up TLS for {host}: {source}")]
+    Tls {
+        host: String,
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
+    #[error("webhook_url is not a URL: {0}")]
+    WebhookUrl(#[source] url::ParseError),
 }
 
 /// Builds a sender for every configured notifier.

@@ -11,7 +11,7 @@ use replicate_relay::clock::SystemClock;
 use replicate_relay::config::read::{Reader, Table};
 use replicate_relay::notify::kind::{NotifierKind, Settings, Shared};
 use replicate_relay::notify::registry;
-use replicate_relay::notify::{Attempt, DeliveryError, Notify};
+use replicate_relay::notify::{Attempt, DeliveryError, Notify, SetupError};
 use replicate_relay::render::{BuiltIn, Format, Message, Rendered, Templates};
 use replicate_relay::store::{BoxFuture, DeliveryState};
 use serde_json::Value;
@@ -48,7 +48,7 @@ impl Settings for PanicSettings {
     fn kind(&self) -> &'static dyn NotifierKind {
         &PanicKind
     }
-    fn build(&self, _: &str, _: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+    fn build(&self, _: &str, _: &mut Shared) -> Result<Arc<dyn Notify>, SetupError> {
         Ok(Arc::new(Panics))
     }
     fn render(

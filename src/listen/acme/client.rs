@@ -25,7 +25,7 @@ pub struct Client {
 
 impl Client {
     /// A client trusting `config.directory_ca_file`, else the system's roots.
-    pub fn new(config: &AcmeConfig) -> Result<Self, String> {
+    pub fn new(config: &AcmeConfig) -> Result<Self, crate::connect::ConnectorError> {
         let connector = match &config.directory_ca_file {
             Some(ca_file) => crate::connect::connector_trusting(ca_file)?,
             None => crate::connect::connector()?,

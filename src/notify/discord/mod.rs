@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::http::shown_url_hiding;
 use super::http::{Client, json_reason};
 use super::kind::{NotifierKind, Settings, Shared};
-use super::{Attempt, DeliveryError, Notify};
+use super::{Attempt, DeliveryError, Notify, SetupError};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use futures_util::future::BoxFuture;
@@ -65,7 +65,7 @@ impl Settings for Discord {
         &DiscordKind
     }
 
-    fn build(&self, _name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+    fn build(&self, _name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, SetupError> {
         let rate_key = super::secret_rate_key("discord", self.webhook_url.expose());
         Ok(Arc::new(DiscordNotifier {
             url: self.webhook_url.expose().to_owned(),

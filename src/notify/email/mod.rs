@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::kind::{NotifierKind, Settings, Shared};
 use super::mail::{self, EmailMessage};
-use super::{Attempt, DeliveryError, Failure, Notify};
+use super::{Attempt, DeliveryError, Failure, Notify, SetupError};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use futures_util::future::BoxFuture;
@@ -66,7 +66,7 @@ impl Settings for Email {
         &EmailKind
     }
 
-    fn build(&self, name: &str, _shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+    fn build(&self, name: &str, _shared: &mut Shared) -> Result<Arc<dyn Notify>, SetupError> {
         Ok(Arc::new(EmailNotifier::new(name, self)?))
     }
 
@@ -103,27 +103,33 @@ pub struct EmailNotifier {
     timeout: std::time::Duration,
 }
 
-fn mailbox(text: &str) -> Result<Mailbox, String> {
-    text.parse()
-        .map_err(|e| format!("`{text}` is not an email address: {e}"))
+fn mailbox(text: &str) -> Result<Mailbox, SetupError> {
+    text.parse().map_err(|source| SetupError::Address {
+        text: text.to_owned(),
+        source,
+    })
 }
 
 impl EmailNotifier {
-    pub fn new(name: &str, config: &Email) -> Result<Self, String> {
+    pub fn new(name: &str, config: &Email) -> Result<Self, SetupError> {
         let host = config.smtp.host.clone();
-        let tls = || -> Result<TlsParameters, String> {
+        let tls = || -> Result<TlsParameters, SetupError> {
             let mut params = TlsParameters::builder(host.clone());
             if let Some(ca) = &config.ca_file {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
-                let cert = Certificate::from_pem(&pem).map_err(|e| {
-                    format!("ca_file {} is not a PEM certificate: {e}", ca.display())
+                let pem = std::fs::read(ca).map_err(|source| SetupError::CaFile {
+                    path: ca.clone(),
+                    source,
+                })?;
+                let cert = Certificate::from_pem(&pem).map_err(|source| SetupError::CaPem {
+                    path: ca.clone(),
+                    source,
                 })?;
                 params = params.add_root_certificate(cert);
             }
-            params
-                .build_rustls()
-                .map_err(|e| format!("cannot set up TLS for {host}: {e}"))
+            params.build_rustls().map_err(|source| SetupError::Tls {
+                host: host.clone(),
+                source,
+            })
         };
         let tls = match config.smtp.tls {
             SmtpTls::StartTls => Tls::Required(tls()?),

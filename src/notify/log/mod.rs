@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::kind::{NotifierKind, Settings, Shared};
 use super::mail::{self, EmailMessage};
-use super::{Attempt, DeliveryError, Notify};
+use super::{Attempt, DeliveryError, Notify, SetupError};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use futures_util::future::BoxFuture;
@@ -46,7 +46,7 @@ impl Settings for Log {
         &LogKind
     }
 
-    fn build(&self, name: &str, _shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+    fn build(&self, name: &str, _shared: &mut Shared) -> Result<Arc<dyn Notify>, SetupError> {
         Ok(Arc::new(LogNotifier::new(name)))
     }
 

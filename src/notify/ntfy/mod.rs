@@ -12,7 +12,7 @@ use warp::http::header;
 
 use super::http::{Client, json_reason, shown_url};
 use super::kind::{NotifierKind, Settings, Shared};
-use super::{Attempt, DeliveryError, Notify};
+use super::{Attempt, DeliveryError, Notify, SetupError};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use futures_util::future::BoxFuture;
@@ -59,7 +59,7 @@ impl Settings for Ntfy {
         &NtfyKind
     }
 
-    fn build(&self, _name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+    fn build(&self, _name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, SetupError> {
         Ok(Arc::new(NtfyNotifier {
             settings: self.clone(),
             client: shared.http()?,

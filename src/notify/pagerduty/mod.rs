@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::http::shown_url;
 use super::http::{Client, json_reason};
 use super::kind::{NotifierKind, Settings, Shared};
-use super::{Attempt, DeliveryError, Notify};
+use super::{Attempt, DeliveryError, Notify, SetupError};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use futures_util::future::BoxFuture;
@@ -56,7 +56,7 @@ impl Settings for PagerDuty {
         &PagerDutyKind
     }
 
-    fn build(&self, _name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+    fn build(&self, _name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, SetupError> {
         Ok(Arc::new(PagerDutyNotifier {
             url: self.url.clone(),
             shown: shown_url(&self.url),

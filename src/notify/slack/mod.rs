@@ -12,7 +12,7 @@ use slack_morphism::prelude::*;
 use std::sync::Arc;
 
 use super::kind::{NotifierKind, Settings, Shared};
-use super::{Attempt, DeliveryError, Failure, Notify};
+use super::{Attempt, DeliveryError, Failure, Notify, SetupError};
 use crate::config::read::{Reader, Table};
 use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
 use futures_util::future::BoxFuture;
@@ -63,7 +63,7 @@ impl Settings for Slack {
         &SlackKind
     }
 
-    fn build(&self, name: &str, _shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+    fn build(&self, name: &str, _shared: &mut Shared) -> Result<Arc<dyn Notify>, SetupError> {
         Ok(Arc::new(SlackNotifier::new(name, self)?))
     }
 
@@ -111,7 +111,7 @@ pub struct SlackNotifier {
 }
 
 impl SlackNotifier {
-    pub fn new(name: &str, config: &Slack) -> Result<Self, String> {
+    pub fn new(name: &str, config: &Slack) -> Result<Self, SetupError> {
         let connector = SlackClientHyperConnector::with_connector(crate::connect::connector()?)
             .with_slack_api_url(config.api_url.trim_end_matches('/'));
         // The workspace is what Slack rate-limits: key by a hash of the token
@@ -126,10 +126,7 @@ impl SlackNotifier {
             ),
             SlackTarget::IncomingWebhook { url } => (
                 Target::Webhook {
-                    url: url
-                        .expose()
-                        .parse()
-                        .map_err(|e| format!("webhook_url is not a URL: {e}"))?,
+                    url: url.expose().parse().map_err(SetupError::WebhookUrl)?,
                 },
                 url.expose().to_owned(),
             ),

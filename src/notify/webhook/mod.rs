@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::http::{Client, shown_url};
 use super::kind::{NotifierKind, Settings, Shared};
-use super::{Attempt, DeliveryError, Notify};
+use super::{Attempt, DeliveryError, Notify, SetupError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::read::{Reader, Table};
 use crate::render::{Format, Message, RenderFailure, Rendered, Templates, helpers, parse_json};
@@ -85,7 +85,7 @@ impl Settings for Webhook {
         &WebhookKind
     }
 
-    fn build(&self, name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, String> {
+    fn build(&self, name: &str, shared: &mut Shared) -> Result<Arc<dyn Notify>, SetupError> {
         Ok(Arc::new(WebhookNotifier::new(name, self, shared.http()?)))
     }
 
