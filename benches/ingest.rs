@@ -608,10 +608,10 @@ async fn end_to_end(o: &Options) {
         for mail in smtp.messages() {
             let accepted =
                 UNIX_EPOCH + Duration::from_millis(mail["accepted_at_ms"].as_u64().unwrap());
-            // The text part has a "Job:  <id>" line.
+            // The text part has a line "Job <id> · model …".
             let job = mail["text"]
                 .as_str()
-                .and_then(|t| t.split("Job:").nth(1))
+                .and_then(|t| t.lines().find_map(|l| l.strip_prefix("Job ")))
                 .and_then(|rest| rest.split_whitespace().next())
                 .unwrap_or("");
             if let Some(sent) = sent_at.get(job) {
@@ -626,6 +626,10 @@ async fn end_to_end(o: &Options) {
     daemon.stop();
     drop(smtp);
     latencies.sort();
+    assert!(
+        !latencies.is_empty(),
+        "end to end: none of the {total} mails was accepted, or none named its job"
+    );
     let pct = |p: f64| {
         latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
     };

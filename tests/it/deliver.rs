@@ -1,5 +1,5 @@
 //! Delivery end to end: the real daemon, a Slack Web API stand-in, a webhook
-//! receiver that verifies signatures, and a real SMTP server (aiosmtpd).
+//! receiver that verifies signatures, and a real SMTP server (`common::smtp`).
 
 use std::path::Path;
 use std::sync::Arc;
