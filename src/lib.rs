@@ -1,8 +1,9 @@
 //! # replicate-relay
 //!
 //! A daemon that receives Replicate webhooks, stores each one durably before
-//! answering, and routes the final ones to Slack, email, other webhooks and the
-//! log.
+//! answering, and routes the final ones to its notifier kinds: Slack, email,
+//! webhooks, the log, Discord, PagerDuty, Teams and ntfy. `docs/ARCHITECTURE.md`
+//! follows one webhook through these modules.
 //!
 //! ## Layout — the data flow, one module per stage
 //!
@@ -18,18 +19,21 @@
 //! - [`route`]: which routes match an event (pure; the rules themselves are
 //!   read by [`config::routes`]); [`route::plan`] turns that into
 //!   deliveries with their dedup key and expiry.
-//! - [`render`]: handlebars templates per output format, with a built-in
-//!   fallback.
+//! - [`render`]: the context a template sees, the display rule every
+//!   payload string goes through, cutting to a limit, and handlebars
+//!   templates per output format with a built-in fallback.
 //! - [`dispatch`]: claims due deliveries, sends them, records the outcome.
-//! - [`notify`]: one sender per notifier kind, each error transient or
-//!   permanent.
+//! - [`notify`]: one folder per notifier kind (its config, message,
+//!   rendering and sending), listed once in [`notify::registry`]; each
+//!   error transient or permanent.
 //! - [`config`]: loading and validating the TOML config, all errors at once;
 //!   [`live`]: what is built from it (compiled templates, senders) and what a
 //!   reload swaps.
 //! - [`listen`]: the socket (bound, or handed over by systemd), each
 //!   connection's deadlines and the cap on how many are open, and TLS from
 //!   certificate files or ACME.
-//! - [`server`]: start (store open, port bound), reload and graceful shutdown.
+//! - [`server`]: start (the store opened by [`store::open`], ports bound),
+//!   reload and graceful shutdown; [`connect`]: the outbound HTTPS connector.
 //! - [`cli`]: the `replicate-relay` subcommands; [`shutdown`]: stop signals;
 //!   [`telemetry`]: metrics; [`supervise`]: restarting a task that panicked;
 //!   [`clock`]: "now", one place.

@@ -1,8 +1,8 @@
 //! Dispatch: from stored events to sent messages, through the outbox.
 //!
-//! - the [router] decides an event's deliveries (the intake calls
-//!   [`router::route_event`] for each event as it stores it, so they are
-//!   written in the event's own transaction);
+//! - routing decides an event's deliveries (the intake calls
+//!   [`crate::route::plan::route_event`] for each event as it stores it, so
+//!   they are written in the event's own transaction);
 //! - the [`Dispatcher`], a task driven by the store so a restart loses
 //!   nothing, claims due deliveries per notifier (within each
 //!   notifier's concurrency limit, and never while its workspace is paused by a

@@ -1,6 +1,9 @@
 //! Notify: sending a rendered message to its destination. One folder per kind
-//! of notifier (`email/`, `slack/`, `webhook/`, `log/`), listed once in the
-//! registry ([`kind`]); each sends through one trait, [`Notify`]. Every
+//! of notifier (`slack/`, `email/`, `webhook/`, `log/`, `discord/`,
+//! `pagerduty/`, `teams/`, `ntfy/`), listed once in [`registry`], behind the
+//! traits of [`kind`]; what kinds share is [`http`] (posting and judging an
+//! answer) and [`mail`] (the message email sends and log writes). Each sends
+//! through one trait, [`Notify`]. Every
 //! failure is a [`DeliveryError`] that says whether to retry (transient) or
 //! give up now (permanent). That decision is made in one place, [`classify`],
 //! tested by one table.

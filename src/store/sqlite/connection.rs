@@ -13,7 +13,7 @@ use super::schema::{MIGRATIONS, check_version};
 use crate::store::{Cause, StoreError};
 
 /// Opens the store at `path` beside a running daemon, as a plain connection:
-/// no migrations, no writer thread ([`beside`] is built on it; tests use it
+/// no migrations, no writer thread ([`super::beside`] is built on it; tests use it
 /// to put a store in a state only a crash leaves).
 pub fn open_for_cli(path: &Path) -> Result<Connection, StoreError> {
     let open_err = |cause: Cause| StoreError::Open {
