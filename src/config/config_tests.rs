@@ -320,3 +320,35 @@ fn acme_section() {
     );
     assert_eq!(keys(load_text(&both, &[])), ["server.tls.cert_file"]);
 }
+
+#[test]
+fn a_postgresql_store() {
+    let base = "[verify]\nsecret_file = \"secret\"\n";
+    let cfg = load_text(
+        &format!("{base}[store]\nurl = \"postgres://relay@db.internal:5433/relay?sslmode=require\"\ninstance = \"relay-a\"\n"),
+        &[("RELAY__STORE__PASSWORD", "s3cret")],
+    )
+    .unwrap();
+    let pg = cfg.store.postgres.unwrap();
+    assert_eq!(pg.instance, "relay-a");
+    assert_eq!(pg.password.unwrap().expose(), "s3cret");
+    assert!(
+        !format!("{:?}", pg.url).contains("relay@db"),
+        "the URL is a secret"
+    );
+    assert!(load_text(base, &[]).unwrap().store.postgres.is_none());
+    for (store, key) in [
+        ("url = \"mysql://relay@db/relay\"", "store.url"),
+        (
+            "url = \"postgres://relay@db/relay?sslmode=sometimes\"",
+            "store.url",
+        ),
+        ("password = \"x\"", "store"),
+    ] {
+        assert_eq!(
+            keys(load_text(&format!("{base}[store]\n{store}\n"), &[])),
+            [key],
+            "{store}"
+        );
+    }
+}

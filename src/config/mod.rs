@@ -79,10 +79,26 @@ pub struct VerifyConfig {
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// The SQLite database file.
+    /// The SQLite database file (unless `postgres` is set).
     pub path: PathBuf,
     /// How long events and finished deliveries are kept.
     pub keep: Duration,
+    /// `[store] url = "postgres://…"`: the shared database of several
+    /// instances, in place of the SQLite file.
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// Where the PostgreSQL store is, and who this instance is on it.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `postgres://user@host:port/db?sslmode=…` (a secret: it may hold a password).
+    pub url: Sensitive,
+    /// The password, kept apart from the URL (`password_file`, or the environment).
+    pub password: Option<Sensitive>,
+    /// This instance's name among those on the database (the host name
+    /// unless set): at its start it sends again what it was sending when it
+    /// stopped, and leaves other instances' sends to their leases.
+    pub instance: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -342,13 +358,52 @@ fn read_store(r: &mut Reader, value: Option<&Value>) -> StoreConfig {
     let mut store = StoreConfig {
         path: PathBuf::from("/var/lib/replicate-relay/relay.db"),
         keep: Duration::from_secs(30 * 24 * 3600),
+        postgres: None,
     };
     let Some(t) = r.table(value, "store") else {
         return store;
     };
-    r.known_keys(t, &["path", "keep"]);
+    r.known_keys(
+        t,
+        &[
+            "path",
+            "keep",
+            "url",
+            "url_file",
+            "password",
+            "password_file",
+            "instance",
+        ],
+    );
     if let Some(path) = r.path(t, "path") {
         store.path = path;
+    }
+    let url = r.secret(t, "url");
+    let password = r.secret(t, "password");
+    let instance = r.string(t, "instance");
+    match url {
+        Some(url) => match url.expose().parse::<tokio_postgres::Config>() {
+            Ok(_) if !url.expose().starts_with("postgres") => r.error(
+                t.key("url"),
+                "must be a postgres:// or postgresql:// URL; e.g. \"postgres://relay@db.internal/relay?sslmode=require\"",
+            ),
+            Ok(_) => {
+                store.postgres = Some(PostgresConfig {
+                    url,
+                    password,
+                    instance: instance.unwrap_or_else(host_name),
+                })
+            }
+            Err(e) => r.error(
+                t.key("url"),
+                format!("is not a PostgreSQL URL ({e}); e.g. \"postgres://relay@db.internal/relay?sslmode=require\""),
+            ),
+        },
+        None if password.is_some() || instance.is_some() => r.error(
+            t.path,
+            "password and instance are for a PostgreSQL store: set url too",
+        ),
+        None => {}
     }
     if let Some(keep) = r.duration(t, "keep") {
         if keep < Duration::from_secs(3600) {
@@ -357,6 +412,15 @@ fn read_store(r: &mut Reader, value: Option<&Value>) -> StoreConfig {
         store.keep = keep;
     }
     store
+}
+
+/// This host's name, for an instance on a shared store.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|n| n.trim().to_owned())
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "replicate-relay".to_owned())
 }
 
 fn read_delivery(r: &mut Reader, value: Option<&Value>) -> DeliveryConfig {

@@ -8,6 +8,7 @@
 //! may be shared with other requests).
 
 mod error;
+pub mod postgres;
 pub mod sqlite;
 
 use bytes::Bytes;
@@ -248,6 +249,11 @@ pub async fn open(
     config: &crate::config::StoreConfig,
     while_migrating: Option<fn(bool)>,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if let Some(target) = &config.postgres {
+        return Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(target).await?,
+        ));
+    }
     let path = config.path.clone();
     let options = sqlite::SqliteOptions {
         while_migrating,
@@ -267,6 +273,9 @@ pub async fn open(
 /// migrates nothing, and leaves what the daemon owns (its writer, the dedup
 /// index) alone.
 pub fn open_admin(config: &crate::config::StoreConfig) -> Result<Box<dyn Admin>, StoreError> {
+    if let Some(target) = &config.postgres {
+        return Ok(Box::new(postgres::PostgresAdmin::open(target)?));
+    }
     Ok(Box::new(sqlite::beside::Beside::open(&config.path)?))
 }
 

@@ -20,6 +20,7 @@ mod ntfy;
 mod outbound;
 mod pagerduty;
 mod panic;
+mod postgres;
 mod render;
 mod service;
 mod socket;

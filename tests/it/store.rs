@@ -6,28 +6,61 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::common::postgres::Database;
 use replicate_relay::clock::now_ms;
-use replicate_relay::config::StoreConfig;
+use replicate_relay::config::{PostgresConfig, Sensitive, StoreConfig};
 use replicate_relay::event::{Kind, Status};
 use replicate_relay::store::{
     self, DeliveryFilter, DeliveryState, Inserted, NewEvent, OutboxStats, Outcome, Recovered,
     RetrySelector, Routing, Store, StoreError,
 };
 
-/// Each backend under test: a name, and the config of a fresh store in a
-/// directory, opened by the daemon's own factory (`store::open`).
-type Configure = fn(&Path) -> StoreConfig;
-
-fn backends() -> Vec<(&'static str, Configure)> {
-    vec![("sqlite", |dir| StoreConfig {
-        path: dir.join("relay.db"),
-        keep: std::time::Duration::from_secs(30 * 86_400),
-    })]
+/// Each backend under test, by name.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
 
-/// A fresh store of a backend, opened as the daemon opens one.
-async fn open(configure: Configure, dir: &Path) -> Arc<dyn Store> {
-    store::open(&configure(dir), None).await.unwrap()
+/// The backends to run: SQLite always, PostgreSQL where `RELAY_TEST_POSTGRES`
+/// names a server (skipped, saying so, where not; never under `CI=true`).
+fn backends() -> Vec<(&'static str, Backend)> {
+    let mut all = vec![("sqlite", Backend::Sqlite)];
+    if crate::common::postgres::server("the store conformance suite on PostgreSQL").is_some() {
+        all.push(("postgres", Backend::Postgres));
+    }
+    all
+}
+
+/// A fresh store of `backend`, opened as the daemon opens one (through
+/// `store::open`), with what must live as long as it.
+async fn open(backend: Backend, dir: &Path) -> (Arc<dyn Store>, Option<Database>) {
+    let keep = std::time::Duration::from_secs(30 * 86_400);
+    let (config, database) = match backend {
+        Backend::Sqlite => (
+            StoreConfig {
+                path: dir.join("relay.db"),
+                keep,
+                postgres: None,
+            },
+            None,
+        ),
+        Backend::Postgres => {
+            let server = std::env::var("RELAY_TEST_POSTGRES").expect("checked by backends()");
+            let database = Database::create(&server).await;
+            let config = StoreConfig {
+                path: dir.join("unused.db"),
+                keep,
+                postgres: Some(PostgresConfig {
+                    url: Sensitive::new(database.url.clone()),
+                    password: None,
+                    instance: "test".into(),
+                }),
+            };
+            (config, Some(database))
+        }
+    };
+    (store::open(&config, None).await.unwrap(), database)
 }
 
 fn event(webhook_id: &str, object_id: &str, status: Status, routes: &[(&str, &str)]) -> NewEvent {
@@ -94,9 +127,9 @@ async fn stats_agree(name: &str, store: &dyn Store, when: &str) {
 /// backend's name and `$store` the store (`&dyn Store`).
 macro_rules! each_backend {
     (|$name:ident, $store:ident| $body:block) => {
-        for (backend, configure) in backends() {
+        for (backend, kind) in backends() {
             let dir = tempfile::tempdir().unwrap();
-            let opened = open(configure, dir.path()).await;
+            let (opened, _database) = open(kind, dir.path()).await;
             {
                 let $name = backend;
                 let $store: &dyn Store = opened.as_ref();
@@ -461,9 +494,9 @@ async fn pruning_deletes_what_is_old_and_finished_and_nothing_else() {
 
 #[tokio::test]
 async fn an_insert_after_close_is_refused() {
-    for (name, configure) in backends() {
+    for (name, kind) in backends() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(configure, dir.path()).await;
+        let (store, _database) = open(kind, dir.path()).await;
         store.close().await;
         assert!(
             matches!(

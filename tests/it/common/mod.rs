@@ -16,6 +16,7 @@ use replicate_relay::store::{Admin, DeliveryFilter, Listed, StoreError};
 pub mod ca;
 pub mod https;
 pub mod pebble;
+pub mod postgres;
 pub mod root;
 pub mod rule;
 pub mod serve;
@@ -316,5 +317,6 @@ pub fn open_beside(db: &Path) -> Result<Box<dyn Admin>, StoreError> {
     replicate_relay::store::open_admin(&config::StoreConfig {
         path: db.to_owned(),
         keep: Duration::from_secs(30 * 86_400),
+        postgres: None,
     })
 }

@@ -1,0 +1,483 @@
+//! The PostgreSQL store, for several instances on one database (SQLite stays
+//! the embedded default for one host).
+//!
+//! `tokio-postgres` with a `deadpool-postgres` pool: both fit this crate's
+//! rust-version and tokio, TLS goes through rustls on ring
+//! (`tokio-postgres-rustls`) like every other connection of the daemon, and
+//! queries are checked at run time, so building needs no database (`sqlx`'s
+//! macros would, and its SQLite would link a second one beside rusqlite).
+//!
+//! - An insert is durable at its 2xx: the commit is acknowledged by the
+//!   server, `synchronous_commit` as the server has it (on by default).
+//!   Concurrent inserts share one transaction ([`writer`]).
+//! - Two instances receiving the same retry store it once: the webhook id is
+//!   unique, and so is (job and final status, route, notifier).
+//! - Claims take rows `FOR UPDATE SKIP LOCKED` and hold a lease, so one
+//!   instance sends a delivery at a time and no transaction is open across a
+//!   send ([`outbox`]).
+//! - New deliveries wake every instance through `LISTEN`/`NOTIFY`, on a
+//!   connection of its own (a pooled one's notifications are dropped), with
+//!   polling as the fallback.
+
+mod outbox;
+pub mod schema;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::future::BoxFuture;
+use tokio::sync::{Notify, mpsc};
+
+use super::error::Cause;
+use super::{
+    Admin, Claimed, DeliveryFilter, Inserted, Listed, NewEvent, OutboxStats, Outcome, Recovered,
+    RetrySelector, Store, StoreError, StoredEvent,
+};
+use outbox::QueryError;
+
+/// How many connections the pool keeps at most.
+const POOL_SIZE: usize = 16;
+/// The channel new deliveries are announced on.
+const CHANNEL: &str = "relay_deliveries";
+/// How long [`Store::deliveries_arrived`] waits for an announcement before
+/// the dispatcher looks anyway (a lost connection, another writer).
+const POLL: Duration = Duration::from_secs(2);
+
+/// Where and how to reach the database: `[store] url`, a password kept
+/// apart from it, and this instance's name.
+pub use crate::config::PostgresConfig as Target;
+
+impl Target {
+    /// The connection settings, with the password put in.
+    fn config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+        let mut config = tokio_postgres::Config::from_str(self.url.expose())?;
+        if let Some(password) = &self.password {
+            config.password(password.expose());
+        }
+        config.application_name("replicate-relay");
+        Ok(config)
+    }
+
+    /// The database as messages show it: host, port and name, no password.
+    pub fn shown(&self) -> String {
+        crate::notify::http::shown_url(self.url.expose())
+    }
+}
+
+/// The TLS every connection to the server uses when `sslmode` asks for it:
+/// rustls on ring with the system's roots.
+fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports TLS 1.2 and 1.3")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+fn open_error(target: &Target, cause: Cause) -> StoreError {
+    StoreError::Open {
+        path: target.shown(),
+        cause,
+    }
+}
+
+fn read_error(e: impl Into<QueryErrorOrPool>) -> StoreError {
+    StoreError::Read(e.into().cause())
+}
+
+fn write_error(e: impl Into<QueryErrorOrPool>) -> StoreError {
+    StoreError::Write(e.into().cause())
+}
+
+/// A query's failure, or the pool's (no connection).
+enum QueryErrorOrPool {
+    Query(QueryError),
+    Pool(deadpool_postgres::PoolError),
+}
+
+impl From<QueryError> for QueryErrorOrPool {
+    fn from(e: QueryError) -> Self {
+        Self::Query(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for QueryErrorOrPool {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Pool(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for QueryErrorOrPool {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Query(QueryError::Database(e))
+    }
+}
+
+impl QueryErrorOrPool {
+    fn cause(self) -> Cause {
+        match self {
+            Self::Query(e) => Cause::new(e),
+            Self::Pool(e) => Cause::new(e),
+        }
+    }
+}
+
+/// The pool for `target`.
+fn pool(target: &Target) -> Result<Pool, StoreError> {
+    let config = target
+        .config()
+        .map_err(|e| open_error(target, Cause::explained("the store url", e)))?;
+    let manager = Manager::from_config(
+        config,
+        tls(),
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .build()
+        .map_err(|e| open_error(target, Cause::explained("the connection pool", e)))
+}
+
+/// The command line's reads and requeues, on a pool.
+pub struct PostgresAdmin {
+    pool: Pool,
+}
+
+impl PostgresAdmin {
+    /// Connects to `target` without migrating anything.
+    pub fn open(target: &Target) -> Result<Self, StoreError> {
+        Ok(Self {
+            pool: pool(target)?,
+        })
+    }
+}
+
+impl Admin for PostgresAdmin {
+    fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(read_error)?;
+            outbox::recent(&**c, limit).await.map_err(read_error)
+        })
+    }
+
+    fn deliveries(
+        &self,
+        filter: DeliveryFilter,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Listed>, StoreError>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(read_error)?;
+            outbox::list(&**c, filter, limit).await.map_err(read_error)
+        })
+    }
+
+    fn waiting_by_notifier(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(read_error)?;
+            outbox::waiting_by_notifier(&**c).await.map_err(read_error)
+        })
+    }
+
+    fn retry(
+        &self,
+        selector: RetrySelector,
+        now_ms: i64,
+        max_age_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(write_error)?;
+            outbox::retry(&**c, selector, now_ms, max_age_ms)
+                .await
+                .map_err(write_error)
+        })
+    }
+}
+
+/// The daemon's store on PostgreSQL.
+pub struct PostgresStore {
+    admin: PostgresAdmin,
+    /// Inserts waiting for the writer; `None` once closed.
+    writes: std::sync::Mutex<Option<mpsc::Sender<writer::Pending>>>,
+    writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    listener: tokio::task::JoinHandle<()>,
+    arrived: Arc<Notify>,
+    /// Who claims: requeued at this instance's start are its own claims only.
+    instance: String,
+    closed: AtomicBool,
+}
+
+impl PostgresStore {
+    /// Connects to `target`, migrates it, and starts the writer and the
+    /// listener.
+    pub async fn open(target: &Target) -> Result<Self, StoreError> {
+        let admin = PostgresAdmin::open(target)?;
+        {
+            let mut c = admin.pool.get().await.map_err(|e| {
+                open_error(target, Cause::explained("cannot connect to PostgreSQL", e))
+            })?;
+            schema::migrate(&mut c).await.map_err(|e| match e {
+                schema::MigrateError::Database(e) => {
+                    open_error(target, Cause::explained("migrating the store", e))
+                }
+                schema::MigrateError::TooNew { found, known } => StoreError::TooNew {
+                    path: target.shown(),
+                    found,
+                    known,
+                },
+            })?;
+        }
+        let arrived = Arc::new(Notify::new());
+        let (tx, rx) = mpsc::channel(writer::QUEUE);
+        let writer = tokio::spawn(writer::run(admin.pool.clone(), rx, arrived.clone()));
+        let listener = tokio::spawn(listen(target.clone(), arrived.clone()));
+        Ok(Self {
+            admin,
+            writes: std::sync::Mutex::new(Some(tx)),
+            writer: std::sync::Mutex::new(Some(writer)),
+            listener,
+            arrived,
+            instance: target.instance.clone(),
+            closed: AtomicBool::new(false),
+        })
+    }
+}
+
+/// Listens for new deliveries on a connection of its own, waking the
+/// dispatcher; connects again after a failure.
+async fn listen(target: Target, arrived: Arc<Notify>) {
+    use futures_util::StreamExt;
+    loop {
+        if let Ok(config) = target.config()
+            && let Ok((client, mut connection)) = config.connect(tls()).await
+        {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            let statement = format!("LISTEN {CHANNEL}");
+            let listening = client.batch_execute(&statement);
+            let mut listening = std::pin::pin!(listening);
+            let mut subscribed = false;
+            loop {
+                tokio::select! {
+                    done = &mut listening, if !subscribed => {
+                        if done.is_err() {
+                            break;
+                        }
+                        subscribed = true;
+                    }
+                    message = messages.next() => match message {
+                        Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                            arrived.notify_waiters();
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                }
+            }
+        }
+        // Polling covers the gap; try again in a while.
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl Admin for PostgresStore {
+    fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        self.admin.recent(limit)
+    }
+
+    fn deliveries(
+        &self,
+        filter: DeliveryFilter,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Listed>, StoreError>> {
+        self.admin.deliveries(filter, limit)
+    }
+
+    fn waiting_by_notifier(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        self.admin.waiting_by_notifier()
+    }
+
+    fn retry(
+        &self,
+        selector: RetrySelector,
+        now_ms: i64,
+        max_age_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.admin.retry(selector, now_ms, max_age_ms)
+    }
+}
+
+impl Store for PostgresStore {
+    fn insert(&self, event: NewEvent) -> BoxFuture<'static, Result<Inserted, StoreError>> {
+        let sender = self
+            .writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Box::pin(async move {
+            let sender = sender.ok_or(StoreError::Closed)?;
+            let (done, answer) = tokio::sync::oneshot::channel();
+            sender
+                .send(writer::Pending { event, done })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let check = async {
+                let c = self.admin.pool.get().await.map_err(write_error)?;
+                let writable: bool = c
+                    .query_one("SELECT NOT pg_is_in_recovery()", &[])
+                    .await
+                    .map_err(write_error)?
+                    .get(0);
+                if writable {
+                    Ok(())
+                } else {
+                    Err(StoreError::Write(Cause::explained(
+                        "the server is a read-only replica",
+                        std::io::Error::other("in recovery"),
+                    )))
+                }
+            };
+            match tokio::time::timeout(Duration::from_secs(5), check).await {
+                Ok(answer) => answer,
+                Err(e) => Err(StoreError::Write(Cause::explained(
+                    "PostgreSQL did not answer within 5 s",
+                    e,
+                ))),
+            }
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.closed.store(true, Ordering::SeqCst);
+            // The writer finishes what is queued, then ends with the channel.
+            drop(
+                self.writes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take(),
+            );
+            let writer = self
+                .writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(writer) = writer {
+                let _ = writer.await;
+            }
+            self.listener.abort();
+        })
+    }
+
+    fn deliveries_arrived(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(POLL, self.arrived.notified()).await;
+        })
+    }
+
+    fn claim(
+        &self,
+        notifier: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>> {
+        let notifier = notifier.to_owned();
+        Box::pin(async move {
+            let mut c = self.admin.pool.get().await.map_err(write_error)?;
+            let claimed = outbox::claim(&mut c, &notifier, now_ms, limit, &self.instance)
+                .await
+                .map_err(write_error)?;
+            Ok(claimed
+                .into_iter()
+                .map(|(delivery, event)| Claimed { delivery, event })
+                .collect())
+        })
+    }
+
+    fn finish(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(write_error)?;
+            outbox::finish(&**c, id, &outcome, now_ms)
+                .await
+                .map_err(write_error)
+        })
+    }
+
+    fn next_due(&self, notifiers: Vec<String>) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(read_error)?;
+            outbox::next_due(&**c, &notifiers).await.map_err(read_error)
+        })
+    }
+
+    fn recover(
+        &self,
+        notifiers: Vec<String>,
+        now_ms: i64,
+        requeue_sending: bool,
+    ) -> BoxFuture<'_, Result<Recovered, StoreError>> {
+        Box::pin(async move {
+            let mut c = self.admin.pool.get().await.map_err(write_error)?;
+            outbox::recover(&mut c, &notifiers, now_ms, requeue_sending, &self.instance)
+                .await
+                .map_err(write_error)
+        })
+    }
+
+    fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
+        Box::pin(async move {
+            let (mut events, mut deliveries) = (0, 0);
+            loop {
+                let mut c = self.admin.pool.get().await.map_err(write_error)?;
+                match outbox::prune(&mut c, cutoff_ms, 1_000)
+                    .await
+                    .map_err(write_error)?
+                {
+                    // Another instance is pruning.
+                    None => return Ok((events, deliveries)),
+                    Some((0, 0)) => return Ok((events, deliveries)),
+                    Some((e, d)) => {
+                        events += e;
+                        deliveries += d;
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    }
+
+    fn outbox_stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>> {
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(read_error)?;
+            outbox::stats(&**c).await.map_err(read_error)
+        })
+    }
+}

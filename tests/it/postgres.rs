@@ -1,0 +1,122 @@
+//! The daemon on a PostgreSQL store (`[store] url`), end to end: webhooks
+//! stored and delivered, a retry answered as a duplicate, and two daemons on
+//! one database, webhooks sent to both in turn, each job notified once.
+//! Skipped without `RELAY_TEST_POSTGRES`, never under `CI=true`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common::postgres::{Database, server};
+use crate::common::stand_ins::WebhookReceiver;
+use crate::common::*;
+use replicate_relay::clock::SystemClock;
+use replicate_relay::store::Inserted;
+
+/// A config for a daemon on `database`, named `instance`, sending every
+/// final job to the webhook receiver at `hook`.
+fn config_on(
+    dir: &std::path::Path,
+    database: &Database,
+    instance: &str,
+    hook: &str,
+) -> std::path::PathBuf {
+    let file = write_config(
+        dir,
+        SECRET,
+        &format!(
+            "[notifiers.n]\ntype = \"webhook\"\nurl = \"http://{hook}/x\"\n\n\
+             [[routes]]\nname = \"everything\"\nnotify = [\"n\"]\n"
+        ),
+    );
+    let text = std::fs::read_to_string(&file).unwrap().replacen(
+        "[store]\npath = \"relay.db\"\n",
+        &format!(
+            "[store]\nurl = \"{}\"\ninstance = \"{instance}\"\n",
+            database.url
+        ),
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn a_daemon_on_postgresql_stores_delivers_and_knows_a_retry() {
+    let Some(server) = server("a_daemon_on_postgresql_stores_delivers_and_knows_a_retry") else {
+        return;
+    };
+    let database = Database::create(&server).await;
+    let hook = WebhookReceiver::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_on(dir.path(), &database, "a", &hook.addr.to_string());
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+    let body = payload("p_pg_1", "failed");
+    post_signed(&daemon, "msg_pg_1", &body).await;
+    // Replicate's retry of the same webhook: answered 200, stored once.
+    post_signed(&daemon, "msg_pg_1", &body).await;
+    let got = hook.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, body);
+    let store = daemon.running.store();
+    assert_eq!(store.recent(10).await.unwrap().len(), 1);
+    let again = store
+        .insert(replicate_relay::store::NewEvent {
+            webhook_id: "msg_pg_1".into(),
+            object_id: "p_pg_1".into(),
+            kind: replicate_relay::event::Kind::Prediction,
+            status: replicate_relay::event::Status::Failed,
+            model: None,
+            query: String::new(),
+            body: body.clone().into(),
+            received_at_ms: replicate_relay::clock::now_ms(),
+            routing: replicate_relay::store::Routing {
+                dedup_key: "p_pg_1:failed".into(),
+                deliveries: vec![],
+                expires_at_ms: replicate_relay::clock::now_ms() + 3_600_000,
+            },
+        })
+        .await
+        .unwrap();
+    assert!(matches!(again, Inserted::Duplicate(_)), "{again:?}");
+    // The command line reads the same database.
+    let admin = replicate_relay::store::open_admin(&daemon.config.store).unwrap();
+    assert_eq!(admin.recent(10).await.unwrap()[0].object_id, "p_pg_1");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn two_daemons_on_one_database_notify_each_job_once() {
+    let Some(server) = server("two_daemons_on_one_database_notify_each_job_once") else {
+        return;
+    };
+    let database = Database::create(&server).await;
+    let hook = WebhookReceiver::start(SECRET).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Daemon::start(
+        &config_on(dir_a.path(), &database, "a", &hook.addr.to_string()),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let b = Daemon::start(
+        &config_on(dir_b.path(), &database, "b", &hook.addr.to_string()),
+        Arc::new(SystemClock),
+    )
+    .await;
+    const JOBS: usize = 20;
+    for i in 0..JOBS {
+        let body = payload(&format!("p_two_{i}"), "succeeded");
+        // Each webhook to one daemon, and Replicate's retry of it to the other.
+        let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        post_signed(first, &format!("msg_two_{i}"), &body).await;
+        post_signed(second, &format!("msg_two_{i}"), &body).await;
+    }
+    let got = hook.wait_for(JOBS, Duration::from_secs(20)).await;
+    // A moment more, for a second send of anything to show.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let got_all = hook.wait_for(JOBS + 1, Duration::from_millis(100)).await;
+    assert_eq!(got.len(), JOBS);
+    assert_eq!(got_all.len(), JOBS, "each job notified once");
+    assert_eq!(a.running.store().recent(100).await.unwrap().len(), JOBS);
+    a.stop().await;
+    b.stop().await;
+}
