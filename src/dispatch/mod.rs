@@ -122,13 +122,39 @@ struct Dispatcher {
     shared: Arc<Shared>,
     /// Per notifier: its concurrency limit and the slots enforcing it.
     slots: BTreeMap<String, (usize, Arc<Semaphore>)>,
+    /// When the pauses recorded in the store were last read.
+    pauses_read_at: i64,
 }
+
+/// How often the pauses recorded in the store (by another instance on a
+/// shared store, or before a restart) are read.
+const PAUSES_EVERY_MS: i64 = 500;
 
 impl Dispatcher {
     fn new(shared: Arc<Shared>) -> Self {
         Self {
             shared,
             slots: BTreeMap::new(),
+            pauses_read_at: i64::MIN,
+        }
+    }
+
+    /// Takes in the pauses the store holds, at most every
+    /// [`PAUSES_EVERY_MS`]: a 429 another instance saw pauses this one too.
+    async fn read_pauses(&mut self, now: i64) {
+        if now.saturating_sub(self.pauses_read_at) < PAUSES_EVERY_MS {
+            return;
+        }
+        self.pauses_read_at = now;
+        match self.shared.store.pauses(now).await {
+            Ok(pauses) => {
+                for (key, until) in pauses {
+                    self.shared.pause(key, until);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(message = "Could not read the receivers' pauses from the store.", error = %e)
+            }
         }
     }
 
@@ -192,6 +218,7 @@ impl Dispatcher {
                 self.recover(&setup, false).await;
             }
             let now = now_ms();
+            self.read_pauses(now).await;
             let mut claimable = Vec::new();
             let mut wake_at = now + 1_000;
             for (name, sender) in &setup.senders {
@@ -393,7 +420,13 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
                         max_pause = %humantime::format_duration(setup.config.delivery.max_pause),
                     );
                 }
-                shared.pause(sender.rate_key(), now.saturating_add(millis(after)));
+                let until = now.saturating_add(millis(after));
+                shared.pause(sender.rate_key(), until);
+                // Kept in the store too: every instance on it pauses, and a
+                // restart does not forget.
+                if let Err(e) = shared.store.pause(&sender.rate_key(), until).await {
+                    tracing::warn!(message = "Could not record a receiver's pause in the store.", notifier = %d.notifier, error = %e);
+                }
                 delay = delay.max(after);
             }
             let at_ms = now.saturating_add(millis(delay));

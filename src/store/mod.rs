@@ -342,6 +342,15 @@ pub trait Store: Admin + Send + Sync + 'static {
 
     /// Outbox counters.
     fn outbox_stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>>;
+
+    /// Records that the receiver known by `rate_key` asked for nothing to be
+    /// sent before `until_ms` (a 429's `Retry-After`); a later pause already
+    /// recorded stays.
+    fn pause(&self, rate_key: &str, until_ms: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The pauses still running at `now_ms`, by rate key: every instance on
+    /// the store keeps them.
+    fn pauses(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
 }
 
 /// Events stored without routing by the releases before routing moved into

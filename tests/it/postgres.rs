@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::postgres::{Database, server};
-use crate::common::stand_ins::WebhookReceiver;
+use crate::common::stand_ins::{SLACK_TOKEN, SlackAnswer, SlackStandIn, WebhookReceiver};
 use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::Inserted;
@@ -119,4 +119,61 @@ async fn two_daemons_on_one_database_notify_each_job_once() {
     assert_eq!(a.running.store().recent(100).await.unwrap().len(), JOBS);
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_seen_by_one_daemon_pauses_the_other() {
+    let Some(server) = server("a_429_seen_by_one_daemon_pauses_the_other") else {
+        return;
+    };
+    let database = Database::create(&server).await;
+    let slack = SlackStandIn::start().await;
+    slack.plan(&[SlackAnswer::RateLimited { retry_after: 5 }]);
+    let daemons = {
+        let mut daemons = Vec::new();
+        for instance in ["a", "b"] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = config_on(dir.path(), &database, instance, "127.0.0.1:9");
+            let text = std::fs::read_to_string(&file).unwrap().replace(
+                "type = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"",
+                &format!(
+                    "type = \"slack\"\ntoken = \"{SLACK_TOKEN}\"\nchannel = \"#ml\"\napi_url = \"{}\"",
+                    slack.api_url()
+                ),
+            );
+            std::fs::write(&file, text).unwrap();
+            daemons.push((Daemon::start(&file, Arc::new(SystemClock)).await, dir));
+        }
+        daemons
+    };
+    let (a, b) = (&daemons[0].0, &daemons[1].0);
+    post_signed(a, "msg_429_a", &payload("p_429_a", "failed")).await;
+    let first = slack.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].answer.contains("429") || first[0].answer.contains("ratelimited"),
+        "{}",
+        first[0].answer
+    );
+    // Past the half second in which daemons take in each other's pauses.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    post_signed(b, "msg_429_b", &payload("p_429_b", "failed")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        slack.requests().len(),
+        1,
+        "b sent to the workspace a asked to wait"
+    );
+    // Once the pause is over, both go out.
+    let all = slack.wait_for(3, Duration::from_secs(15)).await;
+    assert_eq!(
+        all.len(),
+        3,
+        "{:?}",
+        all.iter().map(|r| &r.answer).collect::<Vec<_>>()
+    );
+    assert!(all[1].at.duration_since(first[0].at) >= Duration::from_secs(5));
+    for (daemon, _dir) in daemons {
+        daemon.stop().await;
+    }
 }

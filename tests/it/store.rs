@@ -507,3 +507,23 @@ async fn an_insert_after_close_is_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_receivers_pause_is_kept_until_it_ends_the_latest_winning() {
+    each_backend!(|name, store| {
+        let now = now_ms();
+        store.pause("slack:abc", now + 60_000).await.unwrap();
+        // An earlier end recorded later does not shorten it.
+        store.pause("slack:abc", now + 30_000).await.unwrap();
+        store.pause("discord:x", now - 1).await.unwrap();
+        assert_eq!(
+            store.pauses(now).await.unwrap(),
+            [("slack:abc".to_owned(), now + 60_000)],
+            "{name}: the running pause, not the ended one"
+        );
+        assert!(
+            store.pauses(now + 60_000).await.unwrap().is_empty(),
+            "{name}: over when it ends"
+        );
+    });
+}

@@ -480,4 +480,21 @@ impl Store for PostgresStore {
             outbox::stats(&**c).await.map_err(read_error)
         })
     }
+
+    fn pause(&self, rate_key: &str, until_ms: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        let rate_key = rate_key.to_owned();
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(write_error)?;
+            outbox::pause(&**c, &rate_key, until_ms)
+                .await
+                .map_err(write_error)
+        })
+    }
+
+    fn pauses(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(read_error)?;
+            outbox::pauses(&**c, now_ms).await.map_err(read_error)
+        })
+    }
 }

@@ -299,6 +299,8 @@ pub async fn prune(
             &[&cutoff_ms, &limit],
         )
         .await?;
+    tx.execute("DELETE FROM pauses WHERE until_ms < $1", &[&cutoff_ms])
+        .await?;
     tx.commit().await?;
     Ok(Some((events as usize, deliveries as usize)))
 }
@@ -389,4 +391,26 @@ pub async fn retry(
         }
     };
     Ok(n as usize)
+}
+
+pub async fn pause(c: &impl GenericClient, rate_key: &str, until_ms: i64) -> Result<()> {
+    c.execute(
+        "INSERT INTO pauses (rate_key, until_ms) VALUES ($1, $2)
+         ON CONFLICT (rate_key) DO UPDATE SET until_ms = greatest(pauses.until_ms, excluded.until_ms)",
+        &[&rate_key, &until_ms],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn pauses(c: &impl GenericClient, now_ms: i64) -> Result<Vec<(String, i64)>> {
+    let rows = c
+        .query(
+            "SELECT rate_key, until_ms FROM pauses WHERE until_ms > $1 ORDER BY rate_key",
+            &[&now_ms],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }

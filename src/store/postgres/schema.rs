@@ -48,6 +48,12 @@ const STEPS: &[&str] = &[
      CREATE INDEX deliveries_held ON deliveries (id) WHERE state = 'held';
      CREATE INDEX deliveries_finished ON deliveries (finished_at_ms)
          WHERE state IN ('delivered', 'dead');",
+    // 2: the pauses receivers asked for (a 429's Retry-After), by rate key,
+    // so one instance's 429 pauses every instance.
+    "CREATE TABLE pauses (
+         rate_key TEXT   PRIMARY KEY,
+         until_ms BIGINT NOT NULL
+     );",
 ];
 
 /// The version this build writes.

@@ -428,6 +428,15 @@ impl Store for SqliteStore {
         self.read(outbox::stats)
     }
 
+    fn pause(&self, rate_key: &str, until_ms: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        let rate_key = rate_key.to_owned();
+        self.write(move |conn| outbox::pause(conn, &rate_key, until_ms))
+    }
+
+    fn pauses(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        self.read(move |conn| outbox::pauses(conn, now_ms))
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         // Dropping the last sender lets the writer drain what is queued and exit.
         lock(&self.sender).take();

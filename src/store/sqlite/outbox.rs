@@ -301,8 +301,28 @@ pub fn prune(
     if events > 0 {
         super::dedup::after_prune(&tx)?;
     }
+    tx.execute("DELETE FROM pauses WHERE until_ms < ?1", [cutoff_ms])?;
     tx.commit()?;
     Ok((events, deliveries))
+}
+
+/// Records a receiver's pause; a later one already recorded stays.
+pub fn pause(conn: &Connection, rate_key: &str, until_ms: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO pauses (rate_key, until_ms) VALUES (?1, ?2)
+         ON CONFLICT (rate_key) DO UPDATE SET until_ms = max(until_ms, excluded.until_ms)",
+        params![rate_key, until_ms],
+    )?;
+    Ok(())
+}
+
+/// The pauses still running at `now_ms`.
+pub fn pauses(conn: &Connection, now_ms: i64) -> rusqlite::Result<Vec<(String, i64)>> {
+    conn.prepare_cached(
+        "SELECT rate_key, until_ms FROM pauses WHERE until_ms > ?1 ORDER BY rate_key",
+    )?
+    .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
 }
 
 pub fn stats(conn: &Connection) -> rusqlite::Result<OutboxStats> {

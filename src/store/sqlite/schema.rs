@@ -111,6 +111,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
          UPDATE outbox_counts SET n = n - 1
          WHERE class = iif(old.state IN ('pending', 'sending'), 'waiting', old.state);
      END;",
+    // 5: the pauses receivers asked for (a 429's Retry-After), by rate key,
+    // kept in the store so a restart does not forget them (and, on a shared
+    // store, every instance keeps them).
+    "CREATE TABLE pauses (
+         rate_key TEXT    PRIMARY KEY,
+         until_ms INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 pub(super) fn check_version(found: i64, path: &Path) -> Result<(), StoreError> {
