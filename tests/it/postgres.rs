@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::postgres::{Database, server};
+use crate::common::postgres::{Database, Private, server};
 use crate::common::stand_ins::{SLACK_TOKEN, SlackAnswer, SlackStandIn, WebhookReceiver};
 use crate::common::*;
 use replicate_relay::clock::SystemClock;
@@ -176,4 +176,70 @@ async fn a_429_seen_by_one_daemon_pauses_the_other() {
     for (daemon, _dir) in daemons {
         daemon.stop().await;
     }
+}
+
+#[tokio::test]
+async fn postgresql_down_answers_503_loses_nothing_and_recovers_by_itself() {
+    let test = "postgresql_down_answers_503_loses_nothing_and_recovers_by_itself";
+    if server(test).is_none() {
+        return;
+    }
+    let Some(pg) = Private::start(test) else {
+        return;
+    };
+    let hook = WebhookReceiver::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = Database::create(&pg.url()).await;
+    let file = config_on(dir.path(), &database, "a", &hook.addr.to_string());
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+    post_signed(&daemon, "msg_down_1", &payload("p_down_1", "failed")).await;
+    assert_eq!(hook.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+
+    pg.stop();
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let body = payload(&format!("p_during_{i}"), "failed");
+        let headers = signed(SECRET, &format!("msg_during_{i}"), now(), &body);
+        let (status, answer) = post(&client, &daemon.hook_url(), &headers, body).await;
+        assert_eq!(status, 503, "never 2xx while the store is down: {answer}");
+    }
+    let health = daemon.hook_url().replace("/hooks/replicate", "/healthz");
+    assert_eq!(reqwest::get(&health).await.unwrap().status(), 503);
+
+    pg.start_again();
+    // Replicate retries: the webhook refused during the outage is stored
+    // once the server is back, with no restart of the daemon.
+    let body = payload("p_during_0", "failed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let headers = signed(SECRET, "msg_during_0", now(), &body);
+        let (status, _) = post(&client, &daemon.hook_url(), &headers, body.clone()).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not back after 30 s: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(reqwest::get(&health).await.unwrap().status(), 200);
+    let got = hook.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 2, "both jobs notified");
+    let stored: Vec<String> = daemon
+        .running
+        .store()
+        .recent(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.object_id)
+        .collect();
+    assert_eq!(
+        stored,
+        ["p_during_0", "p_down_1"],
+        "what was acknowledged is there"
+    );
+    daemon.stop().await;
+    drop(database);
 }

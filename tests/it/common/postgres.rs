@@ -89,3 +89,139 @@ async fn admin(server: &str, sql: &str) {
     drop(client);
     let _ = driver.await;
 }
+
+/// A PostgreSQL server of the test's own, in a temporary directory, so the
+/// test can stop and start it (the machine's own server is left alone):
+/// `initdb` and `pg_ctl` from Debian's PostgreSQL, run as the `postgres`
+/// user when the tests run as root (PostgreSQL refuses root).
+pub struct Private {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl Private {
+    /// Creates and starts one; `None` (after saying so) where PostgreSQL's
+    /// programs are not installed.
+    pub fn start(test: &str) -> Option<Private> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|versions| {
+                versions
+                    .filter_map(|v| Some(v.ok()?.path().join("bin")))
+                    .find(|b| b.join("initdb").is_file())
+            });
+        let bin = super::skip::unless(
+            bin.is_some(),
+            test,
+            "PostgreSQL's initdb (the postgresql package)",
+        )
+        .then(|| bin.expect("checked"))?;
+        let dir = tempfile::tempdir().unwrap();
+        let private = Private {
+            dir,
+            bin,
+            port: super::stand_ins::free_port(),
+        };
+        if as_root() {
+            let chown = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(private.dir.path())
+                .status()
+                .unwrap();
+            assert!(chown.success());
+        }
+        private.run(&["initdb", "-A", "trust", "-U", "postgres", "-D"], true);
+        private.start_again();
+        Some(private)
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Stops it at once (`pg_ctl stop -m immediate`: as a crash would).
+    pub fn stop(&self) {
+        self.run(&["pg_ctl", "stop", "-m", "immediate", "-D"], true);
+    }
+
+    /// Starts it (again), and waits until it takes connections.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run_with(
+            &["pg_ctl", "start", "-w", "-o", &options, "-l"],
+            Some("log"),
+            true,
+        );
+    }
+
+    fn run(&self, args: &[&str], data_last: bool) {
+        self.run_with(args, None, data_last)
+    }
+
+    /// Runs `args[0]` from PostgreSQL's bin with the rest, then (`-l`'s file
+    /// and) `-D`'s data directory.
+    fn run_with(&self, args: &[&str], log: Option<&str>, data_last: bool) {
+        let program = self.bin.join(args[0]);
+        let mut command = if as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        command.args(&args[1..]);
+        if let Some(log) = log {
+            command.arg(self.dir.path().join(log)).arg("-D");
+        }
+        if data_last {
+            command.arg(self.dir.path().join("data"));
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        let program = self.bin.join("pg_ctl");
+        let data = self.dir.path().join("data");
+        let _ = if as_root() {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(program)
+                .args(["stop", "-m", "immediate", "-D"])
+                .arg(data)
+                .output()
+        } else {
+            std::process::Command::new(program)
+                .args(["stop", "-m", "immediate", "-D"])
+                .arg(data)
+                .output()
+        };
+    }
+}
+
+fn as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
