@@ -41,6 +41,12 @@ use outbox::QueryError;
 
 /// How many connections the pool keeps at most.
 const POOL_SIZE: usize = 16;
+/// How long connecting, waiting for a pooled connection, or one statement
+/// may take: a server that does not answer (a partition drops packets
+/// rather than refusing) must turn into a 503 while Replicate still waits
+/// for an answer, not hold the request for the system's TCP timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The channel new deliveries are announced on.
 const CHANNEL: &str = "relay_deliveries";
 /// How long [`Store::deliveries_arrived`] waits for an announcement before
@@ -59,6 +65,11 @@ impl Target {
             config.password(password.expose());
         }
         config.application_name("replicate-relay");
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.options(format!(
+            "-c statement_timeout={}",
+            STATEMENT_TIMEOUT.as_millis()
+        ));
         Ok(config)
     }
 
@@ -147,6 +158,10 @@ fn pool(target: &Target) -> Result<Pool, StoreError> {
     );
     Pool::builder(manager)
         .max_size(POOL_SIZE)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(CONNECT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()
         .map_err(|e| open_error(target, Cause::explained("the connection pool", e)))
 }
