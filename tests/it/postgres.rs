@@ -243,3 +243,134 @@ async fn postgresql_down_answers_503_loses_nothing_and_recovers_by_itself() {
     daemon.stop().await;
     drop(database);
 }
+
+/// Each send in flight at a kill may go out twice: the webhook notifier's
+/// default concurrency.
+const IN_FLIGHT_PER_KILL: usize = 4;
+const KILLS: usize = 3;
+
+/// Two daemons (processes) on one database, webhooks sent to each in turn,
+/// one SIGKILLed at random moments and started again under the same
+/// instance name: every acknowledged event is notified, and duplicates come
+/// only from sends in flight at the kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_daemons_killed_again_and_again_loses_nothing() {
+    use crate::common::serve::{Serve, config_on_port, wait_ready};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(server) = server("one_of_two_daemons_killed_again_and_again_loses_nothing") else {
+        return;
+    };
+    let database = Database::create(&server).await;
+    // A slow receiver keeps sends in flight when the kills come.
+    let hook = WebhookReceiver::start_with_delay(SECRET, Duration::from_millis(30)).await;
+    let extra = format!(
+        "[notifiers.n]\ntype = \"webhook\"\nurl = \"http://{}/x\"\n\n[[routes]]\nname = \"all\"\nnotify = [\"n\"]\n",
+        hook.addr
+    );
+    let mut daemons = Vec::new();
+    for instance in ["a", "b"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, port) = config_on_port(dir.path(), &extra);
+        let text = std::fs::read_to_string(&file).unwrap().replacen(
+            "[store]\npath = \"relay.db\"\n",
+            &format!(
+                "[store]\nurl = \"{}\"\ninstance = \"{instance}\"\n",
+                database.url
+            ),
+            1,
+        );
+        std::fs::write(&file, text).unwrap();
+        daemons.push((file, port, dir));
+    }
+    let ports = [daemons[0].1, daemons[1].1];
+    let b = Serve::start(&daemons[1].0, &[("RUST_LOG", "warn")]);
+    wait_ready(ports[1]).await;
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let running = Arc::new(AtomicBool::new(true));
+    let mut senders = Vec::new();
+    for s in 0..4 {
+        let (acknowledged, running) = (acknowledged.clone(), running.clone());
+        senders.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut n = 0;
+            while running.load(Ordering::SeqCst) {
+                n += 1;
+                let object = format!("p_two_kill_{s}_{n}");
+                let body = payload(&object, "succeeded");
+                let port = ports[n % 2];
+                let mut req = client
+                    .post(format!("http://127.0.0.1:{port}/hooks/replicate"))
+                    .timeout(Duration::from_secs(5))
+                    .body(body.clone());
+                for (k, v) in signed(SECRET, &format!("msg_{object}"), now(), &body) {
+                    req = req.header(k, v);
+                }
+                if let Ok(res) = req.send().await
+                    && res.status().is_success()
+                {
+                    acknowledged.lock().unwrap().push(object);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    for kill in 0..=KILLS {
+        let a = Serve::start(&daemons[0].0, &[("RUST_LOG", "warn")]);
+        wait_ready(ports[0]).await;
+        if kill == KILLS {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            running.store(false, Ordering::SeqCst);
+            for s in senders.drain(..) {
+                s.await.unwrap();
+            }
+            let want = acknowledged.lock().unwrap().clone();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let mut delivered: HashMap<String, usize> = HashMap::new();
+            while std::time::Instant::now() < deadline {
+                delivered.clear();
+                for r in hook.wait_for(0, Duration::ZERO).await {
+                    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                    *delivered
+                        .entry(v["id"].as_str().unwrap().to_owned())
+                        .or_default() += 1;
+                }
+                if want.iter().all(|id| delivered.contains_key(id)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let missing: Vec<&String> = want
+                .iter()
+                .filter(|id| !delivered.contains_key(*id))
+                .collect();
+            assert!(want.len() >= 20, "only {} acknowledged", want.len());
+            assert!(
+                missing.is_empty(),
+                "acknowledged but never notified: {missing:?}"
+            );
+            let duplicates: usize = delivered.values().map(|n| n - 1).sum();
+            assert!(
+                duplicates <= KILLS * IN_FLIGHT_PER_KILL,
+                "{duplicates} duplicates after {KILLS} kills"
+            );
+            eprintln!(
+                "two daemons, {KILLS} kills of one: {} acknowledged, {} notified, {duplicates} duplicates",
+                want.len(),
+                delivered.len()
+            );
+            a.signal("TERM");
+            let (code, log) = a.wait(Duration::from_secs(15)).await;
+            assert_eq!(code, Some(0), "{log}");
+        } else {
+            let lifetime = 300 + (replicate_relay::dispatch::backoff::random_unit() * 600.0) as u64;
+            tokio::time::sleep(Duration::from_millis(lifetime)).await;
+            a.kill();
+        }
+    }
+    b.signal("TERM");
+    let (code, log) = b.wait(Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{log}");
+}
