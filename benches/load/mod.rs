@@ -368,11 +368,17 @@ impl Daemon {
     }
 
     pub async fn start_at(dir: &Path, extra: &str, port: u16) -> Self {
+        Self::start_on(dir, "path = \"relay.db\"", extra, port).await
+    }
+
+    /// [`Daemon::start_at`] with `store` as the `[store]` table's keys (a
+    /// PostgreSQL `url`, say).
+    pub async fn start_on(dir: &Path, store: &str, extra: &str, port: u16) -> Self {
         let config = dir.join("relay.toml");
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[verify]\nsecret = \"{SECRET}\"\n\n[store]\npath = \"relay.db\"\n\n{extra}"
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[verify]\nsecret = \"{SECRET}\"\n\n[store]\n{store}\n\n{extra}"
             ),
         )
         .unwrap();

@@ -527,3 +527,44 @@ async fn a_receivers_pause_is_kept_until_it_ends_the_latest_winning() {
         );
     });
 }
+
+#[tokio::test]
+async fn the_same_webhook_twice_at_once_is_stored_once() {
+    each_backend!(|name, store| {
+        // Concurrent inserts share a commit: the same id twice in one batch.
+        let inserts: Vec<_> = (0..8)
+            .map(|i| {
+                let id = if i % 2 == 0 { "msg_same" } else { "msg_other" };
+                store.insert(event(
+                    id,
+                    &format!("p{id}"),
+                    Status::Failed,
+                    &[("r", "chat")],
+                ))
+            })
+            .collect();
+        let answers = futures_util::future::join_all(inserts).await;
+        let answers: Vec<Inserted> = answers.into_iter().map(Result::unwrap).collect();
+        let new = answers
+            .iter()
+            .filter(|a| matches!(a, Inserted::New(_)))
+            .count();
+        assert_eq!(new, 2, "{name}: {answers:?}");
+        for pair in answers.chunks(2).skip(1) {
+            assert!(
+                matches!(pair[0], Inserted::Duplicate(_)),
+                "{name}: {answers:?}"
+            );
+        }
+        assert_eq!(store.recent(10).await.unwrap().len(), 2, "{name}");
+        assert_eq!(
+            store
+                .deliveries(DeliveryFilter::All, 10)
+                .await
+                .unwrap()
+                .len(),
+            2,
+            "{name}"
+        );
+    });
+}

@@ -5,6 +5,7 @@
 //! sequence number; deliveries are deduplicated by (job and final status,
 //! route, notifier), and new ones are announced with `NOTIFY` at commit.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
@@ -49,82 +50,123 @@ pub async fn run(pool: Pool, mut queue: mpsc::Receiver<Pending>, arrived: Arc<No
     }
 }
 
-/// One transaction for `events`: each event and its deliveries. Returns
-/// what each insert did, and whether any delivery was created.
+/// One transaction for `events`: every event in one statement, every
+/// delivery in another (arrays unnested: two round trips whatever the batch
+/// size), then the commit. Returns what each insert did, and whether any
+/// delivery was created.
 async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, bool), StoreError> {
     let mut client = pool.get().await.map_err(write_error)?;
     let tx = client.transaction().await.map_err(write_error)?;
-    let insert_event = tx
+    let ids: Vec<&str> = events.iter().map(|e| e.webhook_id.as_str()).collect();
+    let objects: Vec<&str> = events.iter().map(|e| e.object_id.as_str()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let statuses: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
+    let models: Vec<Option<&str>> = events.iter().map(|e| e.model.as_deref()).collect();
+    let queries: Vec<&str> = events.iter().map(|e| e.query.as_str()).collect();
+    let bodies: Vec<&[u8]> = events.iter().map(|e| &e.body[..]).collect();
+    let received: Vec<i64> = events.iter().map(|e| e.received_at_ms).collect();
+    // A webhook id seen before, or twice in this batch, is not inserted
+    // again: the first of the batch is new, the rest are duplicates.
+    // Statements prepared once per connection: a round trip fewer each.
+    let insert_events = tx
         .prepare_cached(
             "INSERT INTO events
                  (webhook_id, object_id, kind, status, model, query, body, received_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                  $5::text[], $6::text[], $7::bytea[], $8::int8[])
              ON CONFLICT (webhook_id) DO NOTHING
-             RETURNING seq",
+             RETURNING webhook_id, seq",
         )
         .await
         .map_err(write_error)?;
-    let stored = tx
-        .prepare_cached("SELECT seq FROM events WHERE webhook_id = $1")
-        .await
-        .map_err(write_error)?;
-    let insert_delivery = tx
-        .prepare_cached(
-            "INSERT INTO deliveries
-                 (event_seq, dedup_key, route, notifier, state, created_at_ms,
-                  next_attempt_at_ms, expires_at_ms)
-             VALUES ($1, $2, $3, $4, 'pending', $5, $5, $6)
-             ON CONFLICT (dedup_key, route, notifier) DO NOTHING",
+    let inserted = tx
+        .query(
+            &insert_events,
+            &[
+                &ids, &objects, &kinds, &statuses, &models, &queries, &bodies, &received,
+            ],
         )
         .await
         .map_err(write_error)?;
+    let mut new: HashMap<String, i64> = inserted
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect();
+    let seen: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| !new.contains_key(*id))
+        .collect();
+    let mut stored: HashMap<String, i64> = HashMap::new();
+    if !seen.is_empty() {
+        for r in tx
+            .query(
+                "SELECT webhook_id, seq FROM events WHERE webhook_id = ANY($1)",
+                &[&seen],
+            )
+            .await
+            .map_err(write_error)?
+        {
+            stored.insert(r.get(0), r.get(1));
+        }
+    }
     let mut answers = Vec::with_capacity(events.len());
-    let mut created = false;
+    let (mut seqs, mut keys, mut routes, mut notifiers, mut created_at, mut expires) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for e in events {
-        let row = tx
-            .query_opt(
-                &insert_event,
-                &[
-                    &e.webhook_id,
-                    &e.object_id,
-                    &e.kind.as_str(),
-                    &e.status.as_str(),
-                    &e.model,
-                    &e.query,
-                    &&e.body[..],
-                    &e.received_at_ms,
-                ],
+        let answer = match new.remove(&e.webhook_id) {
+            Some(seq) => {
+                stored.insert(e.webhook_id.clone(), seq);
+                for (route, notifier) in &e.routing.deliveries {
+                    seqs.push(seq);
+                    keys.push(e.routing.dedup_key.as_str());
+                    routes.push(route.as_str());
+                    notifiers.push(notifier.as_str());
+                    created_at.push(e.received_at_ms);
+                    expires.push(e.routing.expires_at_ms);
+                }
+                Inserted::New(seq)
+            }
+            None => match stored.get(&e.webhook_id) {
+                Some(seq) => Inserted::Duplicate(*seq),
+                None => {
+                    return Err(StoreError::Write(crate::store::error::Cause::explained(
+                        format!("webhook {} was neither inserted nor found", e.webhook_id),
+                        std::io::Error::other("lost row"),
+                    )));
+                }
+            },
+        };
+        answers.push(answer);
+    }
+    let mut created = false;
+    if !seqs.is_empty() {
+        let insert_deliveries = tx
+            .prepare_cached(
+                "INSERT INTO deliveries
+                     (event_seq, dedup_key, route, notifier, state, created_at_ms,
+                      next_attempt_at_ms, expires_at_ms)
+                 SELECT d.seq, d.key, d.route, d.notifier, 'pending', d.at, d.at, d.expires
+                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[])
+                      AS d (seq, key, route, notifier, at, expires)
+                 ON CONFLICT (dedup_key, route, notifier) DO NOTHING",
             )
             .await
             .map_err(write_error)?;
-        let Some(row) = row else {
-            let seq: i64 = tx
-                .query_one(&stored, &[&e.webhook_id])
-                .await
-                .map_err(write_error)?
-                .get(0);
-            answers.push(Inserted::Duplicate(seq));
-            continue;
-        };
-        let seq: i64 = row.get(0);
-        for (route, notifier) in &e.routing.deliveries {
-            created |= tx
-                .execute(
-                    &insert_delivery,
-                    &[
-                        &seq,
-                        &e.routing.dedup_key,
-                        route,
-                        notifier,
-                        &e.received_at_ms,
-                        &e.routing.expires_at_ms,
-                    ],
-                )
-                .await
-                .map_err(write_error)?
-                > 0;
-        }
-        answers.push(Inserted::New(seq));
+        created = tx
+            .execute(
+                &insert_deliveries,
+                &[&seqs, &keys, &routes, &notifiers, &created_at, &expires],
+            )
+            .await
+            .map_err(write_error)?
+            > 0;
     }
     if created {
         tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
