@@ -14,8 +14,9 @@
 //!   notifier use too), JSON check, routing, then hands the event and its
 //!   deliveries to the store and answers only after the commit.
 //! - [`event`]: the typed prediction/training model and kind detection.
-//! - [`store`]: the durable store and outbox behind a small trait;
-//!   [`store::sqlite`] is the SQLite implementation with WAL and group commit.
+//! - [`store`]: the durable store and outbox behind a small trait, opened by
+//!   [`store::open`]; [`store::sqlite`] (WAL, group commit) is the default,
+//!   [`store::postgres`] serves several instances on one database.
 //! - [`route`]: which routes match an event (pure; the rules themselves are
 //!   read by [`config::routes`]); [`route::plan`] turns that into
 //!   deliveries with their dedup key and expiry.
