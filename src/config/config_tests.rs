@@ -337,6 +337,12 @@ fn a_postgresql_store() {
         "the URL is a secret"
     );
     assert!(load_text(base, &[]).unwrap().store.postgres.is_none());
+    // libpq's stricter modes are what the store does with TLS anyway.
+    let verified = load_text(
+        &format!("{base}[store]\nurl = \"postgres://relay@db/relay?sslmode=verify-full\"\n"),
+        &[],
+    );
+    assert!(verified.unwrap().store.postgres.is_some());
     for (store, key) in [
         ("url = \"mysql://relay@db/relay\"", "store.url"),
         (

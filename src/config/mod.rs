@@ -382,7 +382,7 @@ fn read_store(r: &mut Reader, value: Option<&Value>) -> StoreConfig {
     let password = r.secret(t, "password");
     let instance = r.string(t, "instance");
     match url {
-        Some(url) => match url.expose().parse::<tokio_postgres::Config>() {
+        Some(url) => match postgres_url(url.expose()).parse::<tokio_postgres::Config>() {
             Ok(_) if !url.expose().starts_with("postgres") => r.error(
                 t.key("url"),
                 "must be a postgres:// or postgresql:// URL; e.g. \"postgres://relay@db.internal/relay?sslmode=require\"",
@@ -391,12 +391,18 @@ fn read_store(r: &mut Reader, value: Option<&Value>) -> StoreConfig {
                 store.postgres = Some(PostgresConfig {
                     url,
                     password,
-                    instance: instance.unwrap_or_else(host_name),
+                    instance: instance
+                        .or_else(host_name)
+                        .unwrap_or_else(|| "replicate-relay".to_owned()),
                 })
             }
             Err(e) => r.error(
                 t.key("url"),
-                format!("is not a PostgreSQL URL ({e}); e.g. \"postgres://relay@db.internal/relay?sslmode=require\""),
+                format!(
+                    "is not a PostgreSQL URL ({e}); e.g. \"postgres://relay@db.internal/relay?sslmode=require\" \
+                     (sslmode: disable, prefer, require, verify-ca or verify-full; with TLS the server's \
+                     certificate is always verified)"
+                ),
             ),
         },
         None if password.is_some() || instance.is_some() => r.error(
@@ -414,13 +420,22 @@ fn read_store(r: &mut Reader, value: Option<&Value>) -> StoreConfig {
     store
 }
 
-/// This host's name, for an instance on a shared store.
-fn host_name() -> String {
+/// `url` as tokio-postgres reads it: libpq's `verify-ca` and `verify-full`,
+/// which it does not know, become `require`, which the store already
+/// verifies (the certificate against the system's roots, and the host name).
+pub fn postgres_url(url: &str) -> String {
+    url.replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require")
+}
+
+/// This host's name as the kernel has it (what `hostname` prints): an
+/// instance's default name on a shared store, and where email's EHLO name
+/// starts.
+pub fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|n| n.trim().to_owned())
         .ok()
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "replicate-relay".to_owned())
 }
 
 fn read_delivery(r: &mut Reader, value: Option<&Value>) -> DeliveryConfig {

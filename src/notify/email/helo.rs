@@ -8,9 +8,9 @@
 /// kernel host name when that has a dot, else the first dotted name
 /// `/etc/hosts` gives it), else the domain of `from`.
 pub fn default_name(from: &lettre::message::Mailbox) -> String {
-    let short = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let short = crate::config::host_name().unwrap_or_default();
     let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    fqdn(short.trim(), &hosts).unwrap_or_else(|| from.email.domain().to_owned())
+    fqdn(&short, &hosts).unwrap_or_else(|| from.email.domain().to_owned())
 }
 
 /// The fully qualified name of host `short`, from the text of `/etc/hosts`

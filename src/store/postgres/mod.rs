@@ -25,7 +25,6 @@ mod writer;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -37,7 +36,6 @@ use super::{
     Admin, Claimed, DeliveryFilter, Inserted, Listed, NewEvent, OutboxStats, Outcome, Recovered,
     RetrySelector, Store, StoreError, StoredEvent,
 };
-use outbox::QueryError;
 
 /// How many connections the pool keeps at most.
 const POOL_SIZE: usize = 16;
@@ -60,7 +58,8 @@ pub use crate::config::PostgresConfig as Target;
 impl Target {
     /// The connection settings, with the password put in.
     fn config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
-        let mut config = tokio_postgres::Config::from_str(self.url.expose())?;
+        let mut config =
+            tokio_postgres::Config::from_str(&crate::config::postgres_url(self.url.expose()))?;
         if let Some(password) = &self.password {
             config.password(password.expose());
         }
@@ -103,45 +102,12 @@ fn open_error(target: &Target, cause: Cause) -> StoreError {
     }
 }
 
-fn read_error(e: impl Into<QueryErrorOrPool>) -> StoreError {
-    StoreError::Read(e.into().cause())
+fn read_error(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Read(Cause::new(e))
 }
 
-fn write_error(e: impl Into<QueryErrorOrPool>) -> StoreError {
-    StoreError::Write(e.into().cause())
-}
-
-/// A query's failure, or the pool's (no connection).
-enum QueryErrorOrPool {
-    Query(QueryError),
-    Pool(deadpool_postgres::PoolError),
-}
-
-impl From<QueryError> for QueryErrorOrPool {
-    fn from(e: QueryError) -> Self {
-        Self::Query(e)
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for QueryErrorOrPool {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Pool(e)
-    }
-}
-
-impl From<tokio_postgres::Error> for QueryErrorOrPool {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Query(QueryError::Database(e))
-    }
-}
-
-impl QueryErrorOrPool {
-    fn cause(self) -> Cause {
-        match self {
-            Self::Query(e) => Cause::new(e),
-            Self::Pool(e) => Cause::new(e),
-        }
-    }
+fn write_error(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Write(Cause::new(e))
 }
 
 /// The pool for `target`.
@@ -231,7 +197,6 @@ pub struct PostgresStore {
     arrived: Arc<Notify>,
     /// Who claims: requeued at this instance's start are its own claims only.
     instance: String,
-    closed: AtomicBool,
 }
 
 impl PostgresStore {
@@ -265,7 +230,6 @@ impl PostgresStore {
             listener,
             arrived,
             instance: target.instance.clone(),
-            closed: AtomicBool::new(false),
         })
     }
 }
@@ -387,7 +351,6 @@ impl Store for PostgresStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            self.closed.store(true, Ordering::SeqCst);
             // The writer finishes what is queued, then ends with the channel.
             drop(
                 self.writes
