@@ -5,10 +5,9 @@
 //! benchmark runs it at load scale (`cargo bench --bench ingest --
 //! --crash-kills K`, checked in the store).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::senders::{Senders, all_delivered, delivered};
 use crate::common::serve::*;
 use crate::common::stand_ins::*;
 use crate::common::*;
@@ -19,16 +18,6 @@ const SENDERS: usize = 4;
 /// The webhook notifier's default concurrency: at most this many sends are in
 /// flight when the daemon is killed.
 const IN_FLIGHT_PER_KILL: usize = 4;
-
-/// How many times each event (by prediction id) reached the receiver.
-async fn delivered(hook: &WebhookReceiver) -> HashMap<String, usize> {
-    let mut out: HashMap<String, usize> = HashMap::new();
-    for r in hook.wait_for(0, Duration::ZERO).await {
-        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        *out.entry(v["id"].as_str().unwrap().to_owned()).or_default() += 1;
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_no_acknowledged_event() {
@@ -41,36 +30,8 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     );
     let (config, port) = config_on_port(dir.path(), &extra);
 
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let mut senders = Vec::new();
-    for s in 0..SENDERS {
-        let (acknowledged, running) = (acknowledged.clone(), running.clone());
-        senders.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut n = 0;
-            while running.load(std::sync::atomic::Ordering::SeqCst) {
-                n += 1;
-                let object = format!("p_crash_{s}_{n}");
-                let body = payload(&object, "succeeded");
-                let mut req = client
-                    .post(format!("http://127.0.0.1:{port}/hooks/replicate"))
-                    .timeout(Duration::from_secs(5))
-                    .body(body.clone());
-                for (k, v) in signed(SECRET, &format!("msg_{object}"), now(), &body) {
-                    req = req.header(k, v);
-                }
-                // Refused connections and 503s are expected around the kills;
-                // only a 2xx is a promise.
-                if let Ok(res) = req.send().await
-                    && res.status().is_success()
-                {
-                    acknowledged.lock().unwrap().push(object);
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }));
-    }
+    let mut senders = Some(Senders::start(SENDERS, &[port], "crash"));
+    let mut acknowledged = None;
 
     for kill in 0..=KILLS {
         let child = Serve::start(&config, &[("RUST_LOG", "warn")]);
@@ -78,21 +39,11 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_event() {
         if kill == KILLS {
             // The last life: stop sending and let everything drain.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            running.store(false, std::sync::atomic::Ordering::SeqCst);
-            for s in senders.drain(..) {
-                s.await.unwrap();
-            }
-            // Wait until every acknowledged event has been delivered (a count
-            // is not enough: duplicates and stored-but-unanswered events add up).
-            let want = acknowledged.lock().unwrap().clone();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while std::time::Instant::now() < deadline {
-                let delivered = delivered(&hook).await;
-                if want.iter().all(|id| delivered.contains_key(id)) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let want = senders.take().expect("stopped once").stop().await;
+            // Every acknowledged event delivered (a count is not enough:
+            // duplicates and stored-but-unanswered events add up).
+            all_delivered(&hook, &want).await;
+            acknowledged = Some(want.clone());
             // Replicate retries what it thinks failed: every acknowledged
             // webhook sent again is a duplicate, though the kills came before
             // the writer wrote the ids of the newest events to the dedup
@@ -119,7 +70,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_event() {
         }
     }
 
-    let acknowledged = acknowledged.lock().unwrap().clone();
+    let acknowledged = acknowledged.expect("the last life stopped the senders");
     assert!(
         acknowledged.len() >= 20,
         "only {} acknowledged",

@@ -12,6 +12,20 @@ use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::Inserted;
 
+/// Points the config `file` (from `write_config`) at `database`, as
+/// instance `instance`.
+fn on_database(file: &std::path::Path, database: &Database, instance: &str) {
+    let text = std::fs::read_to_string(file).unwrap().replacen(
+        "[store]\npath = \"relay.db\"\n",
+        &format!(
+            "[store]\nurl = \"{}\"\ninstance = \"{instance}\"\n",
+            database.url
+        ),
+        1,
+    );
+    std::fs::write(file, text).unwrap();
+}
+
 /// A config for a daemon on `database`, named `instance`, sending every
 /// final job to the webhook receiver at `hook`.
 fn config_on(
@@ -28,15 +42,7 @@ fn config_on(
              [[routes]]\nname = \"everything\"\nnotify = [\"n\"]\n"
         ),
     );
-    let text = std::fs::read_to_string(&file).unwrap().replacen(
-        "[store]\npath = \"relay.db\"\n",
-        &format!(
-            "[store]\nurl = \"{}\"\ninstance = \"{instance}\"\n",
-            database.url
-        ),
-        1,
-    );
-    std::fs::write(&file, text).unwrap();
+    on_database(&file, database, instance);
     file
 }
 
@@ -255,10 +261,8 @@ const KILLS: usize = 3;
 /// only from sends in flight at the kills.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_daemons_killed_again_and_again_loses_nothing() {
+    use crate::common::senders::{Senders, all_delivered};
     use crate::common::serve::{Serve, config_on_port, wait_ready};
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
     let Some(server) = server("one_of_two_daemons_killed_again_and_again_loses_nothing") else {
         return;
     };
@@ -273,75 +277,21 @@ async fn one_of_two_daemons_killed_again_and_again_loses_nothing() {
     for instance in ["a", "b"] {
         let dir = tempfile::tempdir().unwrap();
         let (file, port) = config_on_port(dir.path(), &extra);
-        let text = std::fs::read_to_string(&file).unwrap().replacen(
-            "[store]\npath = \"relay.db\"\n",
-            &format!(
-                "[store]\nurl = \"{}\"\ninstance = \"{instance}\"\n",
-                database.url
-            ),
-            1,
-        );
-        std::fs::write(&file, text).unwrap();
+        on_database(&file, &database, instance);
         daemons.push((file, port, dir));
     }
     let ports = [daemons[0].1, daemons[1].1];
     let b = Serve::start(&daemons[1].0, &[("RUST_LOG", "warn")]);
     wait_ready(ports[1]).await;
 
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let running = Arc::new(AtomicBool::new(true));
-    let mut senders = Vec::new();
-    for s in 0..4 {
-        let (acknowledged, running) = (acknowledged.clone(), running.clone());
-        senders.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut n = 0;
-            while running.load(Ordering::SeqCst) {
-                n += 1;
-                let object = format!("p_two_kill_{s}_{n}");
-                let body = payload(&object, "succeeded");
-                let port = ports[n % 2];
-                let mut req = client
-                    .post(format!("http://127.0.0.1:{port}/hooks/replicate"))
-                    .timeout(Duration::from_secs(5))
-                    .body(body.clone());
-                for (k, v) in signed(SECRET, &format!("msg_{object}"), now(), &body) {
-                    req = req.header(k, v);
-                }
-                if let Ok(res) = req.send().await
-                    && res.status().is_success()
-                {
-                    acknowledged.lock().unwrap().push(object);
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }));
-    }
+    let mut senders = Some(Senders::start(4, &ports, "two_kill"));
     for kill in 0..=KILLS {
         let a = Serve::start(&daemons[0].0, &[("RUST_LOG", "warn")]);
         wait_ready(ports[0]).await;
         if kill == KILLS {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            running.store(false, Ordering::SeqCst);
-            for s in senders.drain(..) {
-                s.await.unwrap();
-            }
-            let want = acknowledged.lock().unwrap().clone();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            let mut delivered: HashMap<String, usize> = HashMap::new();
-            while std::time::Instant::now() < deadline {
-                delivered.clear();
-                for r in hook.wait_for(0, Duration::ZERO).await {
-                    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-                    *delivered
-                        .entry(v["id"].as_str().unwrap().to_owned())
-                        .or_default() += 1;
-                }
-                if want.iter().all(|id| delivered.contains_key(id)) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let want = senders.take().expect("stopped once").stop().await;
+            let delivered = all_delivered(&hook, &want).await;
             let missing: Vec<&String> = want
                 .iter()
                 .filter(|id| !delivered.contains_key(*id))

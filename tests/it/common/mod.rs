@@ -19,6 +19,7 @@ pub mod pebble;
 pub mod postgres;
 pub mod root;
 pub mod rule;
+pub mod senders;
 pub mod serve;
 pub mod skip;
 pub mod smtp;

@@ -123,7 +123,7 @@ impl Private {
             bin,
             port: super::stand_ins::free_port(),
         };
-        if as_root() {
+        if super::root::is_root() {
             let chown = std::process::Command::new("chown")
                 .args(["-R", "postgres"])
                 .arg(private.dir.path())
@@ -167,17 +167,22 @@ impl Private {
         self.run_with(args, None, data_last)
     }
 
+    /// `program` from PostgreSQL's bin, as the `postgres` user when root.
+    fn command(&self, program: &str) -> std::process::Command {
+        let program = self.bin.join(program);
+        if super::root::is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            std::process::Command::new(program)
+        }
+    }
+
     /// Runs `args[0]` from PostgreSQL's bin with the rest, then (`-l`'s file
     /// and) `-D`'s data directory.
     fn run_with(&self, args: &[&str], log: Option<&str>, data_last: bool) {
-        let program = self.bin.join(args[0]);
-        let mut command = if as_root() {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
-            c
-        } else {
-            std::process::Command::new(&program)
-        };
+        let mut command = self.command(args[0]);
         command.args(&args[1..]);
         if let Some(log) = log {
             command.arg(self.dir.path().join(log)).arg("-D");
@@ -197,31 +202,10 @@ impl Private {
 
 impl Drop for Private {
     fn drop(&mut self) {
-        let program = self.bin.join("pg_ctl");
-        let data = self.dir.path().join("data");
-        let _ = if as_root() {
-            std::process::Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(program)
-                .args(["stop", "-m", "immediate", "-D"])
-                .arg(data)
-                .output()
-        } else {
-            std::process::Command::new(program)
-                .args(["stop", "-m", "immediate", "-D"])
-                .arg(data)
-                .output()
-        };
+        let _ = self
+            .command("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .output();
     }
-}
-
-fn as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }

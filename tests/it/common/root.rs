@@ -8,21 +8,22 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Whether this process runs as root; when not, `test` is skipped
-/// ([`super::skip::unless`]).
-pub fn root_or_skip(test: &str, needs: &str) -> bool {
-    let uid = std::fs::read_to_string("/proc/self/status")
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        });
-    super::skip::unless(
-        uid.as_deref() == Some("0"),
-        test,
-        &format!("root ({needs})"),
-    )
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether this process runs as root; when not, `test` is skipped
+/// ([`super::skip::unless`]).
+pub fn root_or_skip(test: &str, needs: &str) -> bool {
+    super::skip::unless(is_root(), test, &format!("root ({needs})"))
 }
 
 /// Makes `paths` immutable (even for root) until dropped, so the temp dir
