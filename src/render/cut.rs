@@ -59,16 +59,31 @@ impl Token<'_> {
     }
 }
 
-/// `text` split into [`Token`]s.
-fn tokens(text: &str) -> Vec<Token<'_>> {
-    let mut out = Vec::new();
+/// `text` split into [`Token`]s, lazily: a cut reads only as far as it keeps.
+fn tokens(text: &str) -> impl Iterator<Item = Token<'_>> {
     let mut rest = text;
-    while !rest.is_empty() {
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
         let (token, len) = next_token(rest);
-        out.push(token);
         rest = &rest[len..];
+        Some(token)
+    })
+}
+
+/// How far ahead a token may reach: farther than any link or code span a
+/// message holds (a URL is at most a few thousand characters), near enough
+/// that text full of `[` or `` ` `` is still cut in linear time.
+const LOOKAHEAD: usize = 8 * 1024;
+
+/// The start of `rest`, at most [`LOOKAHEAD`] bytes, on a character boundary.
+fn window(rest: &str) -> &str {
+    let mut end = rest.len().min(LOOKAHEAD);
+    while !rest.is_char_boundary(end) {
+        end -= 1;
     }
-    out
+    &rest[..end]
 }
 
 fn next_token(rest: &str) -> (Token<'_>, usize) {
@@ -89,7 +104,8 @@ fn next_token(rest: &str) -> (Token<'_>, usize) {
         return (Token::Text(&rest[..end]), end);
     }
     if rest.starts_with('`') {
-        let line = rest.split('\n').next().unwrap_or(rest);
+        let ahead = window(rest);
+        let line = ahead.split('\n').next().unwrap_or(ahead);
         if let Some(close) = line[1..].find('`') {
             let end = close + 2;
             return (Token::Text(&rest[..end]), end);
@@ -108,6 +124,7 @@ fn next_token(rest: &str) -> (Token<'_>, usize) {
 /// if one does: text without brackets or line breaks, a target without
 /// spaces or parentheses (what [`super::display::markdown_link`] writes).
 fn link_at(rest: &str) -> Option<(usize, usize)> {
+    let rest = window(rest);
     let text_end = rest.find(']')?;
     if rest[1..text_end].contains(['[', '\n']) || !rest[text_end..].starts_with("](") {
         return None;
@@ -129,18 +146,18 @@ pub fn cut_markdown(text: &str, max: usize) -> String {
     if measure(text) <= max {
         return text.to_owned();
     }
-    let tokens = tokens(text);
-    let lines = tokens.iter().filter(|t| **t == Token::Newline).count() + 1;
-    if lines > 1
-        && !tokens.iter().any(|t| matches!(t, Token::Fence(_)))
-        && let Some(kept) = whole_lines(&tokens, lines, max)
+    // A line holds no link or code span across its end, so without code
+    // blocks lines can be kept whole.
+    if text.contains('\n')
+        && !text.contains("```")
+        && let Some(kept) = whole_lines(text, max)
     {
         return kept;
     }
     let mut out = String::new();
     let mut used = 0;
     let mut in_code = false;
-    for token in &tokens {
+    for token in tokens(text) {
         let width = measure(token.text());
         let code_after = in_code ^ matches!(token, Token::Fence(_));
         if used + width + closing_len(code_after) <= max {
@@ -171,48 +188,38 @@ fn closing_len(in_code: bool) -> usize {
     if in_code { 5 } else { 1 }
 }
 
-/// The most whole lines of `tokens` that fit in `max` with a last line
-/// "…and N more"; `None` when not even the first one does.
-fn whole_lines(tokens: &[Token<'_>], lines: usize, max: usize) -> Option<String> {
-    let mut texts = vec![String::new()];
-    for token in tokens {
-        match token {
-            Token::Newline => texts.push(String::new()),
-            t => texts.last_mut()?.push_str(t.text()),
-        }
+/// The most whole lines of `text` that fit in `max` with a last line
+/// "…and N more"; `None` when not even the first one does. Linear: what the
+/// lines after each one stand for is counted once, from the end.
+fn whole_lines(text: &str, max: usize) -> Option<String> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let mut after = vec![0usize; lines.len() + 1];
+    for i in (0..lines.len()).rev() {
+        let items = if lines[i].trim().is_empty() {
+            0
+        } else {
+            already_more(lines[i]).unwrap_or(1)
+        };
+        after[i] = after[i + 1] + items;
     }
-    let mut kept = String::new();
-    for (n, line) in texts.iter().enumerate() {
-        let left = texts[n + 1..]
-            .iter()
-            .filter(|l| !l.trim().is_empty())
-            .count();
-        let candidate = if n == 0 {
-            line.clone()
+    let mut used = 0;
+    for (n, line) in lines.iter().enumerate() {
+        let width = measure(line) + usize::from(n > 0);
+        let left = after[n + 1];
+        let note = if left == 0 {
+            0
         } else {
-            format!("{kept}\n{line}")
+            measure(&format!("\n…and {left} more"))
         };
-        let note = format!("\n…and {} more", left);
-        let fits = if left == 0 {
-            measure(&candidate) <= max
-        } else {
-            measure(&candidate) + measure(&note) <= max
-        };
-        if !fits {
+        if used + width + note > max {
             if n == 0 {
                 return None;
             }
-            let dropped: usize = texts[n..]
-                .iter()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| already_more(l).unwrap_or(1))
-                .sum();
-            return Some(format!("{kept}\n…and {dropped} more"));
+            return Some(format!("{}\n…and {} more", lines[..n].join("\n"), after[n]));
         }
-        kept = candidate;
+        used += width;
     }
-    debug_assert_eq!(lines, texts.len());
-    Some(kept)
+    Some(text.to_owned())
 }
 
 /// The N of a line "…and N more" that a list already ends with: the items

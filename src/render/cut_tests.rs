@@ -86,3 +86,23 @@ fn code_blocks_cut_open_are_closed_and_escapes_kept_whole() {
     // An inline code span is kept whole or left out.
     assert_eq!(cut_markdown("run `abcdefgh` x", 10), "run …");
 }
+
+#[test]
+fn text_built_to_be_slow_is_cut_in_one_pass() {
+    // Every `[` would look for its `]`, every backtick for its pair, every
+    // line count those after it: each bounded, so this is quick.
+    for text in [
+        "[".repeat(400_000),
+        "`".repeat(400_000),
+        "x\n".repeat(200_000),
+        format!("[a]({}", "b".repeat(400_000)),
+    ] {
+        let got = cut_markdown(&text, 1_024);
+        assert!(measure(&got) <= 1_024);
+        assert!(
+            got.ends_with("more") || got.ends_with('…'),
+            "{}",
+            &got[got.len() - 20..]
+        );
+    }
+}
