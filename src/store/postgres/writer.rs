@@ -25,26 +25,54 @@ pub struct Pending {
     pub done: oneshot::Sender<Result<Inserted, StoreError>>,
 }
 
-/// Takes what is queued, a batch at a time, until the channel closes.
+/// The most body bytes one statement carries: PostgreSQL refuses a message
+/// over 1 GiB, and a batch of large bodies (up to `max_body` each) would
+/// otherwise fail whole, again at every retry.
+const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Takes what is queued, a batch at a time, until the channel closes; a
+/// batch of more than [`MAX_BATCH_BYTES`] of bodies commits in parts.
 pub async fn run(pool: Pool, mut queue: mpsc::Receiver<Pending>, arrived: Arc<Notify>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
-        match commit(&pool, &events).await {
-            Ok((answers, created)) => {
-                if created {
-                    // This instance's own dispatcher, at once; others by NOTIFY.
-                    arrived.notify_waiters();
-                }
-                for (pending, answer) in batch.drain(..).zip(answers) {
-                    let _ = pending.done.send(Ok(answer));
-                }
+        while !batch.is_empty() {
+            let part = part_len(batch.iter().map(|p| p.event.body.len()), MAX_BATCH_BYTES);
+            let part: Vec<Pending> = batch.drain(..part).collect();
+            commit_part(&pool, part, &arrived).await;
+        }
+    }
+}
+
+/// How many of the bodies of `sizes` go in one statement: as many as fit
+/// in `max` bytes, and at least one.
+fn part_len(sizes: impl Iterator<Item = usize>, max: usize) -> usize {
+    let mut bytes = 0;
+    sizes
+        .take_while(|size| {
+            bytes += size;
+            bytes <= max
+        })
+        .count()
+        .max(1)
+}
+
+/// Commits `part` and answers each of its inserts.
+async fn commit_part(pool: &Pool, part: Vec<Pending>, arrived: &Notify) {
+    let events: Vec<&NewEvent> = part.iter().map(|p| &p.event).collect();
+    match commit(pool, &events).await {
+        Ok((answers, created)) => {
+            if created {
+                // This instance's own dispatcher, at once; others by NOTIFY.
+                arrived.notify_waiters();
             }
-            Err(e) => {
-                tracing::warn!(message = "The store could not commit.", error = %e);
-                for pending in batch.drain(..) {
-                    let _ = pending.done.send(Err(e.clone()));
-                }
+            for (pending, answer) in part.into_iter().zip(answers) {
+                let _ = pending.done.send(Ok(answer));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(message = "The store could not commit.", error = %e);
+            for pending in part {
+                let _ = pending.done.send(Err(e.clone()));
             }
         }
     }
@@ -175,4 +203,21 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
     }
     tx.commit().await.map_err(write_error)?;
     Ok((answers, created))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_of_large_bodies_commits_in_parts() {
+        for (sizes, max, want) in [
+            (vec![10, 10, 10], 100, 3),
+            (vec![60, 60, 60], 100, 1),
+            (vec![500, 1], 100, 1),
+            (vec![40, 60, 1], 100, 2),
+        ] {
+            assert_eq!(part_len(sizes.clone().into_iter(), max), want, "{sizes:?}");
+        }
+    }
 }
