@@ -194,6 +194,8 @@ pub struct PostgresStore {
     writes: std::sync::Mutex<Option<mpsc::Sender<writer::Pending>>>,
     writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     listener: tokio::task::JoinHandle<()>,
+    /// Wakes the dispatcher (the one waiter): `notify_one` keeps a permit,
+    /// so deliveries that arrive while it is busy are not missed.
     arrived: Arc<Notify>,
     /// Who claims: requeued at this instance's start are its own claims only.
     instance: String,
@@ -206,7 +208,14 @@ impl PostgresStore {
         let admin = PostgresAdmin::open(target)?;
         {
             let mut c = admin.pool.get().await.map_err(|e| {
-                open_error(target, Cause::explained("cannot connect to PostgreSQL", e))
+                open_error(
+                    target,
+                    Cause::explained(
+                        "cannot connect to PostgreSQL (check [store] url and password, and that \
+                         the server is up and takes connections from this host)",
+                        e,
+                    ),
+                )
             })?;
             schema::migrate(&mut c).await.map_err(|e| match e {
                 schema::MigrateError::Database(e) => {
@@ -257,7 +266,7 @@ async fn listen(target: Target, arrived: Arc<Notify>) {
                     }
                     message = messages.next() => match message {
                         Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
-                            arrived.notify_waiters();
+                            arrived.notify_one();
                         }
                         Some(Ok(_)) => {}
                         _ => break,

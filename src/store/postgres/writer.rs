@@ -63,7 +63,7 @@ async fn commit_part(pool: &Pool, part: Vec<Pending>, arrived: &Notify) {
         Ok((answers, created)) => {
             if created {
                 // This instance's own dispatcher, at once; others by NOTIFY.
-                arrived.notify_waiters();
+                arrived.notify_one();
             }
             for (pending, answer) in part.into_iter().zip(answers) {
                 let _ = pending.done.send(Ok(answer));
