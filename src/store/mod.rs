@@ -351,6 +351,50 @@ pub trait Store: Admin + Send + Sync + 'static {
     /// The pauses still running at `now_ms`, by rate key: every instance on
     /// the store keeps them.
     fn pauses(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
+
+    /// Files and locks every instance on this store sees ([`Shared`]), when
+    /// several instances can share it; none for a store of one host, whose
+    /// daemon keeps such files on its own disk.
+    fn shared(&self) -> Option<&dyn Shared> {
+        None
+    }
+}
+
+/// What asking for a lock found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lock {
+    /// This instance holds it, until the time asked for.
+    Taken,
+    /// Another instance holds it until `until_ms`.
+    HeldBy { holder: String, until_ms: i64 },
+}
+
+/// Named files and leased locks shared by every instance on a store, as
+/// Caddy's storage is: the ACME account, certificate and key, the answers
+/// to an order's challenges (so whichever instance the CA reaches can
+/// answer), and the lock under which one instance orders at a time.
+pub trait Shared: Send + Sync {
+    /// The file called `name`, if there is one.
+    fn load(&self, name: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// Writes every file in `files` (name, contents), all or none.
+    fn save(&self, files: Vec<(String, Vec<u8>)>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Deletes the files whose names start with `prefix`; returns how many.
+    fn delete(&self, prefix: &str) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Takes the lock `name` for this instance until `until_ms` when it is
+    /// free, expired (at `now_ms`) or already this instance's (then the
+    /// lease moves to `until_ms`).
+    fn lock(
+        &self,
+        name: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> BoxFuture<'_, Result<Lock, StoreError>>;
+
+    /// Lets go of the lock `name` if this instance holds it.
+    fn unlock(&self, name: &str) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 /// Events stored without routing by the releases before routing moved into

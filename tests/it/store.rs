@@ -568,3 +568,5 @@ async fn the_same_webhook_twice_at_once_is_stored_once() {
         );
     });
 }
+
+mod shared;

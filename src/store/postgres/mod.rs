@@ -18,9 +18,12 @@
 //! - New deliveries wake every instance through `LISTEN`/`NOTIFY`, on a
 //!   connection of its own (a pooled one's notifications are dropped), with
 //!   polling as the fallback.
+//! - The ACME account, certificate and challenge answers are files every
+//!   instance reads, and one order at a time holds a leased lock ([`shared`]).
 
 mod outbox;
 pub mod schema;
+mod shared;
 mod writer;
 
 use std::str::FromStr;
@@ -483,5 +486,9 @@ impl Store for PostgresStore {
             let c = self.admin.pool.get().await.map_err(read_error)?;
             outbox::pauses(&**c, now_ms).await.map_err(read_error)
         })
+    }
+
+    fn shared(&self) -> Option<&dyn crate::store::Shared> {
+        Some(self)
     }
 }

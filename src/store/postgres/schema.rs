@@ -54,6 +54,18 @@ const STEPS: &[&str] = &[
          rate_key TEXT   PRIMARY KEY,
          until_ms BIGINT NOT NULL
      );",
+    // 3: files and leased locks every instance shares (the ACME account,
+    // certificate and challenge answers; the lock one order holds).
+    "CREATE TABLE shared_files (
+         name       TEXT   PRIMARY KEY,
+         contents   BYTEA  NOT NULL,
+         updated_ms BIGINT NOT NULL
+     );
+     CREATE TABLE shared_locks (
+         name     TEXT   PRIMARY KEY,
+         holder   TEXT   NOT NULL,
+         until_ms BIGINT NOT NULL
+     );",
 ];
 
 /// The version this build writes.
