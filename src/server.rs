@@ -95,7 +95,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
     }
     let live = Arc::new(Live::new(Setup::build(config.clone(), clock.clone())?));
 
-    let listening = listen::listen(&config.server).await?;
+    let listening = listen::listen(&config.server, store.clone()).await?;
     let addr = listening.addr;
     let certificates = listening.certificates.clone();
     let acme = listening.acme.clone();
@@ -135,7 +135,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         stopped: &stopped,
     };
     if let (Some(acme), Some(listener)) = (&acme, listening.http01) {
-        let filter = crate::listen::acme::http01(acme.resolver());
+        let filter = crate::listen::acme::http01(acme.challenges());
         on("acme-http01-listener").spawn(listener, Acceptor::Plain, filter);
     }
     let metrics_addr = match metrics_at {

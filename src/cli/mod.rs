@@ -368,7 +368,12 @@ async fn check(arg: ConfigArg) -> ExitCode {
                 });
             }
         }
-        Some(config::TlsConfig::Acme(acme)) => match crate::listen::acme::cached(acme) {
+        Some(config::TlsConfig::Acme(acme)) if config.store.postgres.is_some() => notes.push(format!(
+            "ACME: the certificate for {} is kept in the PostgreSQL store and shared by every instance (one orders at a time; a store with none takes this host's cached one from {})",
+            acme.domains.join(", "),
+            acme.cache_dir.display()
+        )),
+        Some(config::TlsConfig::Acme(acme)) => match crate::listen::acme::cached(acme).await {
             Ok(note) => notes.push(note),
             Err(message) => problems.push(config::Problem {
                 key: "server.tls.acme.cache_dir".into(),

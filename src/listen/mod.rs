@@ -55,6 +55,8 @@ pub enum ListenError {
 pub enum Acceptor {
     Plain,
     Tls(tokio_rustls::TlsAcceptor),
+    /// TLS that answers the CA's TLS-ALPN-01 validations too.
+    Acme(acme::AcmeAcceptor),
 }
 
 /// A listening socket, its address, and what it speaks.
@@ -73,8 +75,12 @@ pub struct Listening {
 }
 
 /// The socket systemd passed, if it passed one; else `server.listen`
-/// bound. Then TLS on it when `[server.tls]` is set.
-pub async fn listen(server: &ServerConfig) -> Result<Listening, ListenError> {
+/// bound. Then TLS on it when `[server.tls]` is set, an ACME certificate
+/// kept in `store` when several instances share it.
+pub async fn listen(
+    server: &ServerConfig,
+    store: Arc<dyn crate::store::Store>,
+) -> Result<Listening, ListenError> {
     let mut passed = systemd_sockets()?.into_iter();
     let (listener, from_systemd) = match passed.next() {
         Some(listener) => (listener, true),
@@ -109,15 +115,13 @@ pub async fn listen(server: &ServerConfig) -> Result<Listening, ListenError> {
                 };
                 http01 = Some(listener);
             }
-            let a = acme::Acme::new(config.clone());
-            let alpn: &[&[u8]] = if config.http_listen.is_none() {
-                &[acme::ACME_TLS_ALPN]
-            } else {
-                &[]
+            let a = acme::Acme::new(config.clone(), Some(store)).await;
+            let acceptor = acme::AcmeAcceptor {
+                config: tls::server_config(a.resolver(), &[]),
+                challenges: a.challenges(),
             };
-            let acceptor = tls::server_config(a.resolver(), alpn);
             acme = Some(a);
-            Acceptor::Tls(tokio_rustls::TlsAcceptor::from(acceptor))
+            Acceptor::Acme(acceptor)
         }
         None => Acceptor::Plain,
     };

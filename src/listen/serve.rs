@@ -172,7 +172,7 @@ async fn connection(
     closing: watch::Receiver<bool>,
     _done: mpsc::Sender<()>,
 ) {
-    let stream = match acceptor {
+    let handshake: BoxFuture<'static, std::io::Result<_>> = match acceptor {
         Acceptor::Plain => {
             return drive(
                 TokioIo::new(io),
@@ -185,24 +185,24 @@ async fn connection(
             )
             .await;
         }
-        Acceptor::Tls(tls) => {
-            // The handshake runs in the connection's own task, within the
-            // time the whole head has: a client that stalls it holds
-            // nothing but its own task, and only until then.
-            let deadline = Instant::now() + limits.read_timeout;
-            tokio::select! {
-                handshake = tokio::time::timeout_at(deadline, tls.accept(io)) => match handshake {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::debug!(message = "TLS handshake failed.", %peer, error = %e);
-                        return;
-                    }
-                    Err(_) => return closed(Closed::Slow, peer),
-                },
-                // Before any request, only an eviction wakes it.
-                _ = admitted.changed() => return closed(Closed::Evicted, peer),
+        Acceptor::Tls(tls) => Box::pin(async move { tls.accept(io).await }),
+        Acceptor::Acme(acme) => Box::pin(async move { acme.accept(io).await }),
+    };
+    // The handshake runs in the connection's own task, within the time the
+    // whole head has: a client that stalls it holds nothing but its own
+    // task, and only until then.
+    let deadline = Instant::now() + limits.read_timeout;
+    let stream = tokio::select! {
+        handshake = tokio::time::timeout_at(deadline, handshake) => match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(message = "TLS handshake failed.", %peer, error = %e);
+                return;
             }
-        }
+            Err(_) => return closed(Closed::Slow, peer),
+        },
+        // Before any request, only an eviction wakes it.
+        _ = admitted.changed() => return closed(Closed::Evicted, peer),
     };
     if stream.get_ref().1.alpn_protocol() == Some(super::acme::ACME_TLS_ALPN) {
         // The CA validating a TLS-ALPN-01 challenge: the handshake was the

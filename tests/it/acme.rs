@@ -394,3 +394,5 @@ async fn a_certificate_that_cannot_be_kept_is_served_and_not_ordered_again() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(s.pebble.orders(), 1, "ordered again: {}", daemon.log());
 }
+
+mod shared;

@@ -6,25 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::postgres::{Database, Private, server};
+use crate::common::postgres::{Database, Private, on_database, server};
 use crate::common::stand_ins::{SLACK_TOKEN, SlackAnswer, SlackStandIn, WebhookReceiver};
 use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::Inserted;
-
-/// Points the config `file` (from `write_config`) at `database`, as
-/// instance `instance`.
-fn on_database(file: &std::path::Path, database: &Database, instance: &str) {
-    let text = std::fs::read_to_string(file).unwrap().replacen(
-        "[store]\npath = \"relay.db\"\n",
-        &format!(
-            "[store]\nurl = \"{}\"\ninstance = \"{instance}\"\n",
-            database.url
-        ),
-        1,
-    );
-    std::fs::write(file, text).unwrap();
-}
 
 /// A config for a daemon on `database`, named `instance`, sending every
 /// final job to the webhook receiver at `hook`.

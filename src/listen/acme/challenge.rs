@@ -1,31 +1,41 @@
 //! What the ACME server sees while it validates an order, and the
 //! certificate served the rest of the time.
 //!
-//! [`Resolver`] is what rustls asks at each handshake. A client offering
-//! only ALPN `acme-tls/1` is the ACME server checking a TLS-ALPN-01
-//! challenge (RFC 8737): it gets the self-signed certificate carrying the
-//! key authorization's digest for the name it asked for, and the
-//! connection ends after the handshake. Everyone else gets the
-//! certificate obtained. HTTP-01 answers (RFC 8555 §8.3) are served by
-//! [`http01`] on `http_listen`.
+//! [`Resolver`] is what rustls asks at each ordinary handshake: the
+//! certificate obtained. [`Challenges`] holds an order's answers: on this
+//! instance, and, on a store several instances share, in the store too, so
+//! whichever instance the CA reaches answers it. [`AcmeAcceptor`] reads a
+//! client's hello before choosing: one offering only ALPN `acme-tls/1` is
+//! the CA checking a TLS-ALPN-01 challenge (RFC 8737) and gets the
+//! self-signed certificate carrying the key authorization's digest for
+//! the name it asked for; the connection ends after that handshake.
+//! HTTP-01 answers (RFC 8555 §8.3) are served by [`http01`] on
+//! `http_listen`.
+//!
+//! What a stranger can make this do is bounded: the store is asked only
+//! for a name in `domains` or a token shaped as ACME tokens are.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use tokio::net::TcpStream;
+
+use super::cache::{Cache, CacheError};
+use crate::store::Shared;
 
 /// The ALPN protocol of TLS-ALPN-01 validation.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
-/// The certificate served, and the challenge answers of an order under way.
+/// The longest HTTP-01 token looked up (ACME tokens are 43 base64url
+/// characters at Let's Encrypt; RFC 8555 asks for at least 22).
+const MAX_TOKEN: usize = 128;
+
+/// The certificate served to every ordinary connection.
 #[derive(Debug, Default)]
 pub struct Resolver {
     current: RwLock<Option<Arc<CertifiedKey>>>,
-    /// TLS-ALPN-01 certificates by domain name.
-    alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
-    /// HTTP-01 key authorizations by token.
-    http: Mutex<HashMap<String, String>>,
 }
 
 impl Resolver {
@@ -33,41 +43,10 @@ impl Resolver {
     pub fn serve(&self, certified: Arc<CertifiedKey>) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(certified);
     }
-
-    /// Answers the TLS-ALPN-01 challenge for `domain` with a certificate
-    /// carrying `digest` (SHA-256 of the key authorization).
-    pub fn answer_alpn(&self, domain: &str, digest: &[u8]) -> Result<(), rcgen::Error> {
-        let certified = alpn_certificate(domain, digest)?;
-        lock(&self.alpn).insert(domain.to_owned(), Arc::new(certified));
-        Ok(())
-    }
-
-    /// Answers the HTTP-01 challenge `token` with `key_authorization`.
-    pub fn answer_http(&self, token: &str, key_authorization: &str) {
-        lock(&self.http).insert(token.to_owned(), key_authorization.to_owned());
-    }
-
-    /// Forgets every challenge answer: the order is over.
-    pub fn clear_answers(&self) {
-        lock(&self.alpn).clear();
-        lock(&self.http).clear();
-    }
-
-    /// The HTTP-01 answer for `token`.
-    pub fn http_answer(&self, token: &str) -> Option<String> {
-        lock(&self.http).get(token).cloned()
-    }
 }
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let challenged = hello
-            .alpn()
-            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
-        if challenged {
-            let name = hello.server_name()?.to_ascii_lowercase();
-            return lock(&self.alpn).get(&name).cloned();
-        }
         let current = self
             .current
             .read()
@@ -81,6 +60,178 @@ impl ResolvesServerCert for Resolver {
         }
         current
     }
+}
+
+/// The answers of an order under way, here and in a shared store.
+pub struct Challenges {
+    /// TLS-ALPN-01 certificates by domain name.
+    alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// HTTP-01 key authorizations by token.
+    http: Mutex<HashMap<String, String>>,
+    /// The names a TLS-ALPN-01 answer may be for (lowercase).
+    domains: Vec<String>,
+    cache: Cache,
+}
+
+impl Challenges {
+    pub fn new(domains: &[String], cache: Cache) -> Self {
+        Challenges {
+            alpn: Mutex::default(),
+            http: Mutex::default(),
+            domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            cache,
+        }
+    }
+
+    fn shared(&self) -> Option<(&dyn Shared, String)> {
+        Some((self.cache.shared()?, self.cache.challenges()))
+    }
+
+    /// Answers the TLS-ALPN-01 challenge for `domain` with a certificate
+    /// carrying `digest` (SHA-256 of the key authorization).
+    pub async fn answer_alpn(&self, domain: &str, digest: &[u8]) -> Result<(), AnswerError> {
+        let certified = alpn_certificate(domain, digest).map_err(AnswerError::Alpn)?;
+        lock(&self.alpn).insert(domain.to_ascii_lowercase(), Arc::new(certified));
+        if let Some((shared, prefix)) = self.shared() {
+            let name = format!("{prefix}tls-alpn-01/{}", domain.to_ascii_lowercase());
+            shared
+                .save(vec![(name, digest.to_vec())])
+                .await
+                .map_err(|e| AnswerError::Cache(e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Answers the HTTP-01 challenge `token` with `key_authorization`.
+    pub async fn answer_http(
+        &self,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), AnswerError> {
+        lock(&self.http).insert(token.to_owned(), key_authorization.to_owned());
+        if let Some((shared, prefix)) = self.shared() {
+            let name = format!("{prefix}http-01/{token}");
+            shared
+                .save(vec![(name, key_authorization.as_bytes().to_vec())])
+                .await
+                .map_err(|e| AnswerError::Cache(e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets every challenge answer: the order is over.
+    pub async fn clear(&self) {
+        lock(&self.alpn).clear();
+        lock(&self.http).clear();
+        if let Some((shared, prefix)) = self.shared()
+            && let Err(e) = shared.delete(&prefix).await
+        {
+            // Harmless: an answer to an order that is over validates nothing.
+            tracing::debug!(message = "Could not delete the ACME challenge answers from the store.", error = %e);
+        }
+    }
+
+    /// The HTTP-01 answer for `token`: this instance's, else the store's.
+    pub async fn http(&self, token: &str) -> Option<String> {
+        if let Some(answer) = lock(&self.http).get(token).cloned() {
+            return Some(answer);
+        }
+        let (shared, prefix) = self.shared().filter(|_| plausible_token(token))?;
+        let bytes = shared
+            .load(&format!("{prefix}http-01/{token}"))
+            .await
+            .ok()??;
+        String::from_utf8(bytes).ok()
+    }
+
+    /// The TLS-ALPN-01 certificate for `domain`: this instance's, else one
+    /// made from the store's answer.
+    pub async fn alpn(&self, domain: &str) -> Option<Arc<CertifiedKey>> {
+        let domain = domain.to_ascii_lowercase();
+        if let Some(certified) = lock(&self.alpn).get(&domain).cloned() {
+            return Some(certified);
+        }
+        if !self.domains.contains(&domain) {
+            return None;
+        }
+        let (shared, prefix) = self.shared()?;
+        let digest = shared
+            .load(&format!("{prefix}tls-alpn-01/{domain}"))
+            .await
+            .ok()??;
+        alpn_certificate(&domain, &digest).ok().map(Arc::new)
+    }
+}
+
+/// Whether `token` could be an ACME token (base64url, RFC 8555 §8.1):
+/// only such a token is looked up in the store.
+fn plausible_token(token: &str) -> bool {
+    (1..=MAX_TOKEN).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Why an answer could not be put where the CA will look.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error(
+        "cannot make the TLS-ALPN-01 answer: {0}; set server.tls.acme.http_listen to answer HTTP-01 instead"
+    )]
+    Alpn(rcgen::Error),
+    #[error("cannot share the answer with the other instances: {0}")]
+    Cache(CacheError),
+}
+
+/// TLS for `[server.tls.acme]`: reads the client's hello, then answers a
+/// TLS-ALPN-01 validation with its challenge certificate, and everyone
+/// else with the certificate obtained.
+#[derive(Clone)]
+pub struct AcmeAcceptor {
+    pub config: Arc<rustls::ServerConfig>,
+    pub challenges: Arc<Challenges>,
+}
+
+impl AcmeAcceptor {
+    pub async fn accept(
+        &self,
+        io: TcpStream,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+        let hello = start.client_hello();
+        let challenged = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+        if !challenged {
+            return start.into_stream(self.config.clone()).await;
+        }
+        let name = hello.server_name().map(str::to_owned);
+        let certified = match name {
+            Some(name) => self.challenges.alpn(&name).await,
+            None => None,
+        };
+        let Some(certified) = certified else {
+            return Err(std::io::Error::other(
+                "a TLS-ALPN-01 validation for a name with no challenge under way",
+            ));
+        };
+        start.into_stream(alpn_config(certified)).await
+    }
+}
+
+/// The settings of a TLS-ALPN-01 answer: that certificate, that protocol.
+fn alpn_config(certified: Arc<CertifiedKey>) -> Arc<rustls::ServerConfig> {
+    #[derive(Debug)]
+    struct Only(Arc<CertifiedKey>);
+    impl ResolvesServerCert for Only {
+        fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+    let mut config = super::super::tls::server_config(Arc::new(Only(certified)), &[]);
+    Arc::make_mut(&mut config).alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+    config
 }
 
 /// The self-signed certificate of RFC 8737 §3: `domain` as its only name,
@@ -101,7 +252,7 @@ fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<CertifiedKey, rcgen::
 /// `/.well-known/acme-challenge/<token>`, and a pointer to HTTPS
 /// everywhere else.
 pub fn http01(
-    resolver: Arc<Resolver>,
+    challenges: Arc<Challenges>,
 ) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone
 {
     use warp::Filter;
@@ -110,15 +261,22 @@ pub fn http01(
 
     let answer = warp::get()
         .and(warp::path!(".well-known" / "acme-challenge" / String))
-        .map(move |token: String| match resolver.http_answer(&token) {
-            Some(key_authorization) => warp::reply::with_header(
-                key_authorization,
-                "content-type",
-                "application/octet-stream",
-            )
-            .into_response(),
-            None => warp::reply::with_status("no such ACME challenge\n", StatusCode::NOT_FOUND)
-                .into_response(),
+        .then(move |token: String| {
+            let challenges = challenges.clone();
+            async move {
+                match challenges.http(&token).await {
+                    Some(key_authorization) => warp::reply::with_header(
+                        key_authorization,
+                        "content-type",
+                        "application/octet-stream",
+                    )
+                    .into_response(),
+                    None => {
+                        warp::reply::with_status("no such ACME challenge\n", StatusCode::NOT_FOUND)
+                            .into_response()
+                    }
+                }
+            }
         });
     let elsewhere = warp::any().map(|| {
         warp::reply::with_status(
@@ -132,4 +290,26 @@ pub fn http01(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tokens_shaped_as_acme_makes_them_are_looked_up() {
+        for (token, looked_up) in [
+            ("LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0", true),
+            ("a", true),
+            (&"A".repeat(MAX_TOKEN), true),
+            (&"A".repeat(MAX_TOKEN + 1), false),
+            ("", false),
+            ("../../etc/passwd", false),
+            ("a%2Fb", false),
+            ("tok en", false),
+            ("tök", false),
+        ] {
+            assert_eq!(plausible_token(token), looked_up, "{token}");
+        }
+    }
 }

@@ -15,8 +15,8 @@ use instant_acme::{
     NewOrder, OrderStatus, Problem, RetryPolicy,
 };
 
-use super::cache::Cache;
-use super::challenge::Resolver;
+use super::cache::{Cache, CacheError};
+use super::challenge::{AnswerError, Challenges};
 use crate::config::AcmeConfig;
 
 /// How long the CA may take to validate, and then to sign.
@@ -66,20 +66,13 @@ pub enum AcmeError {
         domain: String,
         challenge: &'static str,
     },
-    #[error(
-        "cannot use the ACME account file {path}: {source}; the daemon's user must be able to read and write server.tls.acme.cache_dir"
-    )]
-    AccountFile {
-        path: std::path::PathBuf,
-        source: std::io::Error,
+    #[error("cannot use the ACME account kept in {place}: {source}")]
+    Account {
+        place: std::path::PathBuf,
+        source: CacheError,
     },
-    #[error(
-        "cannot make the TLS-ALPN-01 answer for {domain}: {source}; set server.tls.acme.http_listen to answer HTTP-01 instead"
-    )]
-    AlpnCertificate {
-        domain: String,
-        source: rcgen::Error,
-    },
+    #[error("cannot answer the challenge for {domain}: {source}")]
+    Answer { domain: String, source: AnswerError },
     #[error("the certificate the ACME server issued cannot be served: {0}")]
     Issued(crate::listen::tls::TlsError),
     #[error("the order did not finish within {0:?}; the ACME server may be overloaded")]
@@ -92,18 +85,22 @@ pub enum AcmeError {
 }
 
 /// Orders a certificate for `config.domains`, answering its challenges
-/// through `resolver`; the answers are withdrawn whatever the outcome.
+/// through `challenges`; the answers are withdrawn whatever the outcome.
 pub async fn order(
     config: &AcmeConfig,
     cache: &Cache,
-    resolver: &Resolver,
+    challenges: &Challenges,
 ) -> Result<Issued, AcmeError> {
-    let result = run(config, cache, resolver).await;
-    resolver.clear_answers();
+    let result = run(config, cache, challenges).await;
+    challenges.clear().await;
     result
 }
 
-async fn run(config: &AcmeConfig, cache: &Cache, resolver: &Resolver) -> Result<Issued, AcmeError> {
+async fn run(
+    config: &AcmeConfig,
+    cache: &Cache,
+    challenges: &Challenges,
+) -> Result<Issued, AcmeError> {
     let identifiers: Vec<Identifier> = config
         .domains
         .iter()
@@ -118,6 +115,7 @@ async fn run(config: &AcmeConfig, cache: &Cache, resolver: &Resolver) -> Result<
             tracing::warn!(message = "The ACME server no longer knows the cached account; creating a new one.", directory = %config.directory);
             cache
                 .forget_account()
+                .await
                 .map_err(|source| account_file(cache, source))?;
             account = self::account(config, cache).await?;
             account.new_order(&new_order).await
@@ -153,15 +151,20 @@ async fn run(config: &AcmeConfig, cache: &Cache, resolver: &Resolver) -> Result<
         let key_authorization = handle.key_authorization();
         match challenge {
             ChallengeType::Http01 => {
-                resolver.answer_http(&handle.token, key_authorization.as_str())
+                challenges
+                    .answer_http(&handle.token, key_authorization.as_str())
+                    .await
             }
-            _ => resolver
-                .answer_alpn(&domain, key_authorization.digest().as_ref())
-                .map_err(|source| AcmeError::AlpnCertificate {
-                    domain: domain.clone(),
-                    source,
-                })?,
+            _ => {
+                challenges
+                    .answer_alpn(&domain, key_authorization.digest().as_ref())
+                    .await
+            }
         }
+        .map_err(|source| AcmeError::Answer {
+            domain: domain.clone(),
+            source,
+        })?;
         handle
             .set_ready()
             .await
@@ -208,6 +211,7 @@ async fn account(config: &AcmeConfig, cache: &Cache) -> Result<Account, AcmeErro
     };
     if let Some(json) = cache
         .account()
+        .await
         .map_err(|source| account_file(cache, source))?
     {
         match serde_json::from_slice::<AccountCredentials>(&json) {
@@ -219,7 +223,7 @@ async fn account(config: &AcmeConfig, cache: &Cache) -> Result<Account, AcmeErro
                     .map_err(unreachable);
             }
             Err(e) => {
-                tracing::warn!(message = "The cached ACME account cannot be read; creating a new one.", file = %cache.account.display(), error = %e)
+                tracing::warn!(message = "The cached ACME account cannot be read; creating a new one.", file = %cache.account_shown().display(), error = %e)
             }
         }
     }
@@ -240,6 +244,7 @@ async fn account(config: &AcmeConfig, cache: &Cache) -> Result<Account, AcmeErro
     let json = serde_json::to_vec_pretty(&credentials).expect("credentials serialize");
     cache
         .keep_account(&json)
+        .await
         .map_err(|source| account_file(cache, source))?;
     tracing::info!(message = "ACME account created, agreeing to the CA's terms of service.", directory = %config.directory, account = account.id());
     Ok(account)
@@ -338,9 +343,9 @@ fn challenge(config: &AcmeConfig) -> (ChallengeType, &'static str) {
     }
 }
 
-fn account_file(cache: &Cache, source: std::io::Error) -> AcmeError {
-    AcmeError::AccountFile {
-        path: cache.account.clone(),
+fn account_file(cache: &Cache, source: CacheError) -> AcmeError {
+    AcmeError::Account {
+        place: cache.account_shown(),
         source,
     }
 }

@@ -209,3 +209,17 @@ impl Drop for Private {
             .output();
     }
 }
+
+/// Points the config `file` (from `write_config`) at `database`, as
+/// instance `instance`.
+pub fn on_database(file: &std::path::Path, database: &Database, instance: &str) {
+    let text = std::fs::read_to_string(file).unwrap().replacen(
+        "[store]\npath = \"relay.db\"\n",
+        &format!(
+            "[store]\nurl = \"{}\"\ninstance = \"{instance}\"\n",
+            database.url
+        ),
+        1,
+    );
+    std::fs::write(file, text).unwrap();
+}
