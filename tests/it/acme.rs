@@ -226,6 +226,14 @@ async fn renews_a_certificate_near_its_expiry() {
         daemon.log()
     );
     assert_eq!(s.pebble.orders(), 1);
+    // Served first, then kept: the log line follows the keeping.
+    assert!(
+        daemon
+            .wait_log("ACME certificate obtained", Duration::from_secs(10))
+            .await,
+        "{}",
+        daemon.log()
+    );
     let kept = std::fs::read(cache.join("cert.pem")).unwrap();
     assert_eq!(
         CertificateDer::pem_slice_iter(&kept)
