@@ -2,6 +2,7 @@
 //! parsing; errors come back as `anyhow` with context saying what to do, and are
 //! printed whole by `main`.
 
+mod copy;
 mod deliveries;
 mod events;
 mod gallery;
@@ -150,6 +151,9 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Work on the store itself.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// List the most recently stored events.
     Events {
         #[command(flatten)]
@@ -160,6 +164,25 @@ pub enum Command {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `replicate-relay store …`
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy the config's store (events, and deliveries still to send) into
+    /// another: a SQLite file into PostgreSQL, or back. Every daemon on
+    /// the source must be stopped; a copy can run again (what is there
+    /// already is not copied twice).
+    Copy {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The target: postgres://user@host/db?sslmode=… or a SQLite file's path.
+        #[arg(long, value_name = "URL_OR_PATH")]
+        to: String,
+        /// A file holding the target database's password (kept out of the URL).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
     },
 }
 
@@ -181,6 +204,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => events::run(&load(&config)?, limit, json).await,
+        Command::Store(StoreCommand::Copy {
+            config,
+            to,
+            password_file,
+        }) => copy::run(&load(&config)?, &to, password_file.as_deref()).await,
         Command::Deliveries {
             config,
             dead,

@@ -7,6 +7,7 @@
 //! or dispatch. Writes are asynchronous (the caller awaits its own commit, which
 //! may be shared with other requests).
 
+pub mod copy;
 mod error;
 pub mod postgres;
 pub mod sqlite;
@@ -239,6 +240,15 @@ pub trait Admin: Send + Sync {
         now_ms: i64,
         max_age_ms: i64,
     ) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Up to `limit` events after sequence number `after_seq`, oldest
+    /// first, each with what it still has to send: what `store copy`
+    /// carries to another store.
+    fn export(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<copy::Exported>, StoreError>>;
 }
 
 /// Opens the store `config` names for the daemon, creating or migrating
@@ -277,6 +287,19 @@ pub fn open_admin(config: &crate::config::StoreConfig) -> Result<Box<dyn Admin>,
         return Ok(Box::new(postgres::PostgresAdmin::open(target)?));
     }
     Ok(Box::new(sqlite::beside::Beside::open(&config.path)?))
+}
+
+/// Who is writing the store `config` names: a description of each daemon
+/// running on it (none when it is quiet), so `store copy` can refuse to
+/// copy a store that is still taking webhooks.
+pub async fn daemons_on(config: &crate::config::StoreConfig) -> Result<Vec<String>, StoreError> {
+    if let Some(target) = &config.postgres {
+        return postgres::PostgresAdmin::open(target)?.daemons().await;
+    }
+    Ok(sqlite::daemon_lock::held(&config.path)
+        .then(|| format!("a daemon on this host holds {}", config.path.display()))
+        .into_iter()
+        .collect())
 }
 
 /// The durable event store.

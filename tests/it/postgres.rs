@@ -310,3 +310,5 @@ async fn one_of_two_daemons_killed_again_and_again_loses_nothing() {
     let (code, log) = b.wait(Duration::from_secs(15)).await;
     assert_eq!(code, Some(0), "{log}");
 }
+
+mod copy;

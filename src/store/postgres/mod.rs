@@ -21,6 +21,7 @@
 //! - The ACME account, certificate and challenge answers are files every
 //!   instance reads, and one order at a time holds a leased lock ([`shared`]).
 
+mod export;
 mod outbox;
 pub mod schema;
 mod shared;
@@ -59,14 +60,15 @@ const POLL: Duration = Duration::from_secs(2);
 pub use crate::config::PostgresConfig as Target;
 
 impl Target {
-    /// The connection settings, with the password put in.
-    fn config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+    /// The connection settings, with the password put in, for a session
+    /// that names itself `application` (what `store copy` looks for).
+    fn config(&self, application: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
         let mut config =
             tokio_postgres::Config::from_str(&crate::config::postgres_url(self.url.expose()))?;
         if let Some(password) = &self.password {
             config.password(password.expose());
         }
-        config.application_name("replicate-relay");
+        config.application_name(application);
         config.connect_timeout(CONNECT_TIMEOUT);
         config.options(format!(
             "-c statement_timeout={}",
@@ -113,10 +115,25 @@ fn write_error(e: impl std::error::Error + Send + Sync + 'static) -> StoreError 
     StoreError::Write(Cause::new(e))
 }
 
-/// The pool for `target`.
-fn pool(target: &Target) -> Result<Pool, StoreError> {
+/// How a daemon's sessions name themselves: the prefix, then the instance
+/// (PostgreSQL keeps 63 bytes of it).
+const DAEMON: &str = "replicate-relay ";
+
+/// How the command line's sessions name themselves.
+const COMMAND_LINE: &str = "replicate-relay-cli";
+
+fn daemon_name(target: &Target) -> String {
+    let mut name = format!("{DAEMON}{}", target.instance);
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
+/// The pool for `target`, its sessions named `application`.
+fn pool(target: &Target, application: &str) -> Result<Pool, StoreError> {
     let config = target
-        .config()
+        .config(application)
         .map_err(|e| open_error(target, Cause::explained("the store url", e)))?;
     let manager = Manager::from_config(
         config,
@@ -144,8 +161,34 @@ impl PostgresAdmin {
     /// Connects to `target` without migrating anything.
     pub fn open(target: &Target) -> Result<Self, StoreError> {
         Ok(Self {
-            pool: pool(target)?,
+            pool: pool(target, COMMAND_LINE)?,
         })
+    }
+
+    /// The daemons connected to this database now, by instance and
+    /// address: a daemon's sessions carry its instance name.
+    pub async fn daemons(&self) -> Result<Vec<String>, StoreError> {
+        let c = self.pool.get().await.map_err(read_error)?;
+        let rows = c
+            .query(
+                "SELECT substr(application_name, $2), coalesce(host(client_addr), 'a local socket')
+                 FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND left(application_name, char_length($1)) = $1
+                 GROUP BY 1, 2 ORDER BY 1, 2",
+                &[&DAEMON, &(DAEMON.len() as i32 + 1)],
+            )
+            .await
+            .map_err(read_error)?;
+        rows.iter()
+            .map(|r| {
+                let (instance, from): (String, String) = (
+                    r.try_get(0).map_err(read_error)?,
+                    r.try_get(1).map_err(read_error)?,
+                );
+                Ok(format!("instance {instance}, connected from {from}"))
+            })
+            .collect()
     }
 }
 
@@ -154,6 +197,19 @@ impl Admin for PostgresAdmin {
         Box::pin(async move {
             let c = self.pool.get().await.map_err(read_error)?;
             outbox::recent(&**c, limit).await.map_err(read_error)
+        })
+    }
+
+    fn export(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::copy::Exported>, StoreError>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(read_error)?;
+            export::export(&**c, after_seq, limit)
+                .await
+                .map_err(read_error)
         })
     }
 
@@ -208,7 +264,9 @@ impl PostgresStore {
     /// Connects to `target`, migrates it, and starts the writer and the
     /// listener.
     pub async fn open(target: &Target) -> Result<Self, StoreError> {
-        let admin = PostgresAdmin::open(target)?;
+        let admin = PostgresAdmin {
+            pool: pool(target, &daemon_name(target))?,
+        };
         {
             let mut c = admin.pool.get().await.map_err(|e| {
                 open_error(
@@ -251,7 +309,7 @@ impl PostgresStore {
 async fn listen(target: Target, arrived: Arc<Notify>) {
     use futures_util::StreamExt;
     loop {
-        if let Ok(config) = target.config()
+        if let Ok(config) = target.config(&daemon_name(&target))
             && let Ok((client, mut connection)) = config.connect(tls()).await
         {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -291,6 +349,14 @@ impl Drop for PostgresStore {
 impl Admin for PostgresStore {
     fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
         self.admin.recent(limit)
+    }
+
+    fn export(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::copy::Exported>, StoreError>> {
+        self.admin.export(after_seq, limit)
     }
 
     fn deliveries(

@@ -56,6 +56,17 @@ impl Admin for Beside {
         self.with(move |c| outbox::recent(c, limit), StoreError::Read)
     }
 
+    fn export(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::copy::Exported>, StoreError>> {
+        self.with(
+            move |c| super::export::export(c, after_seq, limit),
+            StoreError::Read,
+        )
+    }
+
     fn deliveries(
         &self,
         filter: DeliveryFilter,

@@ -18,7 +18,9 @@
 pub mod beside;
 mod checkpoint;
 mod connection;
+pub mod daemon_lock;
 mod dedup;
+mod export;
 pub mod outbox;
 mod schema;
 mod writer;
@@ -99,6 +101,8 @@ pub struct SqliteStore {
     /// The WAL as the checkpoint thread sees it.
     #[cfg(test)]
     wal: Arc<checkpoint::WalState>,
+    /// This daemon's alone until closed ([`daemon_lock`]).
+    held: Mutex<Option<daemon_lock::DaemonLock>>,
 }
 
 /// How often the dispatcher looks at the store even without a
@@ -122,6 +126,7 @@ impl SqliteStore {
         };
         let sqlite = |e: rusqlite::Error| open_err(Cause::new(e));
         connection::private_file(path).map_err(|why| open_err(Cause::text(why)))?;
+        let held = daemon_lock::take(path).map_err(|e| open_err(Cause::new(e)))?;
         let mut conn = connection::open(path).map_err(sqlite)?;
         configure(&conn, options.busy_timeout).map_err(sqlite)?;
         migrate(&mut conn, path, options.while_migrating)?;
@@ -198,6 +203,7 @@ impl SqliteStore {
             recheck_after: options.recheck_after,
             #[cfg(test)]
             wal: wal_seen,
+            held: Mutex::new(Some(held)),
         })
     }
 
@@ -281,6 +287,14 @@ impl SqliteStore {
 impl crate::store::Admin for SqliteStore {
     fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
         self.read(move |conn| outbox::recent(conn, limit))
+    }
+
+    fn export(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::copy::Exported>, StoreError>> {
+        self.read(move |conn| export::export(conn, after_seq, limit))
     }
 
     fn deliveries(
@@ -445,6 +459,8 @@ impl Store for SqliteStore {
             if let Some(handle) = writer {
                 let _ = tokio::task::spawn_blocking(move || handle.join()).await;
             }
+            // Written for the last time: another process may take it now.
+            lock(&self.held).take();
         })
     }
 }
