@@ -226,6 +226,41 @@ async fn the_quick_start_shows_the_alert_in_the_daemons_log() {
     assert_eq!(code, Some(0));
 }
 
+/// Two daemons on one SQLite file would each stage webhook ids the other
+/// cannot see: the second is refused, saying why, and starts once the
+/// first has stopped.
+#[tokio::test]
+async fn a_second_daemon_on_the_same_sqlite_store_is_refused() {
+    use crate::common::serve::Serve;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::common::write_config(dir.path(), crate::common::SECRET, "");
+    let on_port = || format!("127.0.0.1:{}", crate::common::stand_ins::free_port());
+    let (a, b) = (on_port(), on_port());
+    let first = Serve::start(&config, &[("RELAY__SERVER__LISTEN", &a)]);
+    assert!(
+        first.wait_log("Listening.", Duration::from_secs(10)).await,
+        "{}",
+        first.log()
+    );
+    let second = Serve::start(&config, &[("RELAY__SERVER__LISTEN", &b)]);
+    let (code, log) = second.wait(Duration::from_secs(15)).await;
+    assert_ne!(code, Some(0), "{log}");
+    assert!(
+        log.contains("another replicate-relay daemon is running on this store")
+            && log.contains("relay.db-lock"),
+        "{log}"
+    );
+    first.signal("TERM");
+    assert_eq!(first.wait(Duration::from_secs(15)).await.0, Some(0));
+    let again = Serve::start(&config, &[("RELAY__SERVER__LISTEN", &b)]);
+    assert!(
+        again.wait_log("Listening.", Duration::from_secs(10)).await,
+        "{}",
+        again.log()
+    );
+}
+
 #[test]
 fn preview_writes_every_kind_for_every_sample() {
     let dir = tempfile::tempdir().unwrap();
