@@ -170,8 +170,13 @@ async fn a_429_seen_by_one_daemon_pauses_the_other() {
     }
 }
 
-#[tokio::test]
+/// Two daemons on a PostgreSQL server of the test's own, webhooks sent to
+/// both in turn, the server stopped under that load and started again:
+/// every answer meanwhile is 503 or a refused connection, `/healthz` says
+/// 503, both come back with no restart, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_down_answers_503_loses_nothing_and_recovers_by_itself() {
+    use crate::common::senders::{Senders, all_delivered};
     let test = "postgresql_down_answers_503_loses_nothing_and_recovers_by_itself";
     if server(test).is_none() {
         return;
@@ -180,59 +185,74 @@ async fn postgresql_down_answers_503_loses_nothing_and_recovers_by_itself() {
         return;
     };
     let hook = WebhookReceiver::start(SECRET).await;
-    let dir = tempfile::tempdir().unwrap();
     let database = Database::create(&pg.url()).await;
-    let file = config_on(dir.path(), &database, "a", &hook.addr.to_string());
-    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
-    post_signed(&daemon, "msg_down_1", &payload("p_down_1", "failed")).await;
-    assert_eq!(hook.wait_for(1, Duration::from_secs(10)).await.len(), 1);
-
-    pg.stop();
-    let client = reqwest::Client::new();
-    for i in 0..5 {
-        let body = payload(&format!("p_during_{i}"), "failed");
-        let headers = signed(SECRET, &format!("msg_during_{i}"), now(), &body);
-        let (status, answer) = post(&client, &daemon.hook_url(), &headers, body).await;
-        assert_eq!(status, 503, "never 2xx while the store is down: {answer}");
-    }
-    let health = daemon.hook_url().replace("/hooks/replicate", "/healthz");
-    assert_eq!(reqwest::get(&health).await.unwrap().status(), 503);
-
-    pg.start_again();
-    // Replicate retries: the webhook refused during the outage is stored
-    // once the server is back, with no restart of the daemon.
-    let body = payload("p_during_0", "failed");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let headers = signed(SECRET, "msg_during_0", now(), &body);
-        let (status, _) = post(&client, &daemon.hook_url(), &headers, body.clone()).await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not back after 30 s: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(reqwest::get(&health).await.unwrap().status(), 200);
-    let got = hook.wait_for(2, Duration::from_secs(20)).await;
-    assert_eq!(got.len(), 2, "both jobs notified");
-    let stored: Vec<String> = daemon
-        .running
-        .store()
-        .recent(10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.object_id)
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let hook_at = hook.addr.to_string();
+    let a = config_on(dir_a.path(), &database, "a", &hook_at);
+    let b = config_on(dir_b.path(), &database, "b", &hook_at);
+    let daemons = [
+        Daemon::start(&a, Arc::new(SystemClock)).await,
+        Daemon::start(&b, Arc::new(SystemClock)).await,
+    ];
+    let ports: Vec<u16> = daemons
+        .iter()
+        .map(|d| d.running.local_addr().port())
         .collect();
-    assert_eq!(
-        stored,
-        ["p_during_0", "p_down_1"],
-        "what was acknowledged is there"
+    let health = |d: &Daemon| d.hook_url().replace("/hooks/replicate", "/healthz");
+
+    let senders = Senders::start(4, &ports, "down");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.stop();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for d in &daemons {
+        let answer = reqwest::get(health(d)).await.unwrap();
+        assert_eq!(answer.status(), 503);
+        let why = answer.text().await.unwrap();
+        assert!(why.contains("store"), "healthz says why: {why}");
+    }
+    pg.start_again();
+    // Both back with no restart.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for d in &daemons {
+        while reqwest::get(health(d)).await.unwrap().status() != 200 {
+            assert!(std::time::Instant::now() < deadline, "not back after 30 s");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (acknowledged, unexpected) = senders.stop_with_answers().await;
+    assert!(
+        unexpected.is_empty(),
+        "answers other than 2xx, 503 or a refused connection: {unexpected:?}"
     );
-    daemon.stop().await;
+    assert!(
+        acknowledged.len() >= 10,
+        "only {} acknowledged",
+        acknowledged.len()
+    );
+    let delivered = all_delivered(&hook, &acknowledged).await;
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !delivered.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never notified: {missing:?}"
+    );
+    let stored = daemons[0].running.store().recent(100_000).await.unwrap();
+    let stored: std::collections::HashSet<String> =
+        stored.into_iter().map(|e| e.object_id).collect();
+    assert!(
+        acknowledged.iter().all(|id| stored.contains(id)),
+        "acknowledged but not stored"
+    );
+    eprintln!(
+        "PostgreSQL stopped under load: {} acknowledged, all stored and notified",
+        acknowledged.len()
+    );
+    for d in daemons {
+        d.stop().await;
+    }
     drop(database);
 }
 

@@ -1,7 +1,8 @@
 //! Load for the crash tests: tasks that send fresh signed webhooks to the
 //! daemons on `ports` in turn until told to stop, keeping the ids of those
 //! answered 2xx (only a 2xx is a promise; refused connections and 503s are
-//! expected around a kill); and what a webhook receiver got, by job.
+//! expected around a kill, and kept apart from any other answer); and what
+//! a webhook receiver got, by job.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,8 @@ use super::{SECRET, now, payload, signed};
 /// Senders running until [`Senders::stop`].
 pub struct Senders {
     acknowledged: Arc<Mutex<Vec<String>>>,
+    /// Answers neither 2xx, 503 nor a refused connection.
+    unexpected: Arc<Mutex<Vec<String>>>,
     running: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -23,10 +26,12 @@ impl Senders {
     /// to the ports in turn.
     pub fn start(count: usize, ports: &[u16], prefix: &str) -> Senders {
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let unexpected = Arc::new(Mutex::new(Vec::new()));
         let running = Arc::new(AtomicBool::new(true));
         let tasks = (0..count)
             .map(|s| {
                 let (acknowledged, running) = (acknowledged.clone(), running.clone());
+                let unexpected = unexpected.clone();
                 let (ports, prefix) = (ports.to_vec(), prefix.to_owned());
                 tokio::spawn(async move {
                     let client = reqwest::Client::new();
@@ -43,10 +48,17 @@ impl Senders {
                         for (k, v) in signed(SECRET, &format!("msg_{object}"), now(), &body) {
                             req = req.header(k, v);
                         }
-                        if let Ok(res) = req.send().await
-                            && res.status().is_success()
-                        {
-                            acknowledged.lock().unwrap().push(object);
+                        match req.send().await {
+                            Ok(res) if res.status().is_success() => {
+                                acknowledged.lock().unwrap().push(object)
+                            }
+                            Ok(res) if res.status() == 503 => {}
+                            Err(e) if e.is_connect() => {}
+                            Ok(res) => unexpected
+                                .lock()
+                                .unwrap()
+                                .push(format!("{object}: {}", res.status())),
+                            Err(e) => unexpected.lock().unwrap().push(format!("{object}: {e}")),
                         }
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
@@ -55,6 +67,7 @@ impl Senders {
             .collect();
         Senders {
             acknowledged,
+            unexpected,
             running,
             tasks,
         }
@@ -62,11 +75,19 @@ impl Senders {
 
     /// Stops sending; returns the ids answered 2xx.
     pub async fn stop(self) -> Vec<String> {
+        self.stop_with_answers().await.0
+    }
+
+    /// Stops sending; returns the ids answered 2xx, and every answer that
+    /// was neither 2xx, 503 nor a refused connection.
+    pub async fn stop_with_answers(self) -> (Vec<String>, Vec<String>) {
         self.running.store(false, Ordering::SeqCst);
         for task in self.tasks {
             task.await.unwrap();
         }
-        self.acknowledged.lock().unwrap().clone()
+        let acknowledged = self.acknowledged.lock().unwrap().clone();
+        let unexpected = self.unexpected.lock().unwrap().clone();
+        (acknowledged, unexpected)
     }
 }
 
