@@ -175,7 +175,9 @@ impl Acme {
     /// Keeps the certificate fresh; runs until the daemon stops.
     pub async fn run(self: Arc<Self>) {
         let mut failures = 0u32;
-        let mut waiting_for = None;
+        // Who holds the order lock, as last said in the log ("" for a
+        // store that could not be asked), so a wait is logged once.
+        let mut waiting_for: Option<String> = None;
         loop {
             if self.cache.shared().is_some() {
                 self.look_again().await;
@@ -199,7 +201,11 @@ impl Acme {
                     continue;
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(message = "Cannot take the ACME order lock in the store; trying again shortly.", error = %e);
+                    // Said once while the store stays unreachable.
+                    if waiting_for.as_deref() != Some("") {
+                        tracing::warn!(message = "Cannot take the ACME order lock in the store; trying again every few seconds.", error = %e);
+                        waiting_for = Some(String::new());
+                    }
                     self.pause(WHILE_ANOTHER_ORDERS).await;
                     continue;
                 }
