@@ -77,7 +77,7 @@ fn main() {
 /// durable insert costs the server beyond the bare body.
 const EVENTS: &str = "CREATE TABLE events (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    webhook_id TEXT NOT NULL UNIQUE, object_id TEXT NOT NULL, kind TEXT NOT NULL,
+    webhook_id TEXT COLLATE \"C\" NOT NULL UNIQUE, object_id TEXT NOT NULL, kind TEXT NOT NULL,
     status TEXT NOT NULL, model TEXT, query TEXT NOT NULL, body BYTEA NOT NULL,
     received_at_ms BIGINT NOT NULL);
     CREATE INDEX events_received ON events (received_at_ms);";
