@@ -8,6 +8,7 @@
 //! give up now (permanent). That decision is made in one place, [`classify`],
 //! tested by one table.
 
+pub mod archive;
 pub mod discord;
 pub mod email;
 pub mod http;
