@@ -3,7 +3,9 @@
 //! Replicate deletes them an hour after the job ends.
 //!
 //! [`source`] decides what is fetched: the URLs a job names, anywhere in
-//! its output, and which of them the relay may fetch at all. The kind
-//! joins [`super::registry`] once it can also fetch and keep them.
+//! its output, and which of them the relay may fetch at all; [`resolve`]
+//! holds the connection to that rule, address by address. The kind joins
+//! [`super::registry`] once it can also fetch and keep them.
 
+pub mod resolve;
 pub mod source;
