@@ -4,8 +4,10 @@
 //!
 //! [`source`] decides what is fetched: the URLs a job names, anywhere in
 //! its output, and which of them the relay may fetch at all; [`resolve`]
-//! holds the connection to that rule, address by address. The kind joins
+//! holds the connection to that rule, address by address; [`path`] names
+//! the folder and the files under `to`. The kind joins
 //! [`super::registry`] once it can also fetch and keep them.
 
+pub mod path;
 pub mod resolve;
 pub mod source;
