@@ -19,6 +19,11 @@ pub const MAX_FOLDER: usize = 768;
 /// The names the archive writes itself.
 pub const RESERVED: [&str; 2] = ["job.json", "manifest.json"];
 
+/// What marks a temporary file (`<name>.part-<random>`) while it is
+/// written: no name given here holds it, so sweeping temporary files
+/// never deletes an archived one.
+pub const PART: &str = ".part-";
+
 /// Why a rendered folder cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -109,7 +114,7 @@ pub fn file_names(files: &[Named]) -> Vec<String> {
                         .decode_utf8_lossy()
                         .into_owned()
                 })
-                .map(|name| clean(&name))
+                .map(|name| clean(&name).replace(PART, "_part-"))
                 .filter(|name| !name.is_empty())
                 .unwrap_or_else(|| "file".to_owned());
             // A long tail after the last dot is no extension to keep.
@@ -187,6 +192,7 @@ mod tests {
             "https://replicate.delivery/j/.hidden",
             "https://replicate.delivery/k/noext",
             "https://replicate.delivery/l/noext",
+            "https://replicate.delivery/m/model.part-1.bin",
         ]));
         assert_eq!(
             names,
@@ -206,6 +212,7 @@ mod tests {
                 ".hidden",
                 "noext",
                 "noext-2",
+                "model_part-1.bin",
             ]
         );
         let long = format!("https://replicate.delivery/{}.png", "n".repeat(600));
