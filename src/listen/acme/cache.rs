@@ -234,9 +234,11 @@ impl Cache {
         acme(&format!("{}/order", self.certs))
     }
 
-    /// Where an order's challenge answers are kept for every instance.
+    /// Where an order's challenge answers are kept for every instance: in
+    /// the certificate's folder, so clearing one order's answers never
+    /// touches another's (instances with other domains on the database).
     pub fn challenges(&self) -> String {
-        acme(&format!("{}/challenge/", self.issuer))
+        acme(&format!("{}/challenge/", self.certs))
     }
 }
 

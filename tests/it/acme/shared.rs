@@ -147,7 +147,7 @@ async fn two_instances_share_one_certificate(test: &str, http: bool) {
     // The answers are gone with the order.
     assert_eq!(
         shared
-            .delete(&format!("acme/{slug}/challenge/"))
+            .delete(&format!("acme/{slug}/{DOMAIN}/challenge/"))
             .await
             .unwrap(),
         0
