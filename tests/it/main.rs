@@ -7,6 +7,7 @@ mod common;
 
 mod accepted;
 mod acme;
+mod archive;
 mod cli;
 mod crash;
 mod deliver;

@@ -4,12 +4,14 @@
 //!
 //! [`source`] decides what is fetched: the URLs a job names, anywhere in
 //! its output, and which of them the relay may fetch at all; [`resolve`]
-//! holds the connection to that rule, address by address; [`path`] names
+//! holds the connection to that rule, address by address, and
+//! [`download`] each request and its redirects; [`path`] names
 //! the folder and the files under `to`; [`directory`] keeps them in a
 //! directory, whole or not at all. The kind joins
 //! [`super::registry`] once it can also fetch and keep them.
 
 pub mod directory;
+pub mod download;
 pub mod path;
 pub mod resolve;
 pub mod source;

@@ -1,0 +1,178 @@
+//! Fetching one file for an archive, under [`source`]'s rule: HTTPS only,
+//! through the [`Guarded`] resolver, redirects followed only on the same
+//! host (a signed URL may hop; it may not leave), a Replicate API token
+//! sent to Replicate's hosts alone, and every answer judged: 404 and 410
+//! mean Replicate deleted the file (no retry brings it back), 429 and 5xx
+//! are worth a retry, any other refusal is not.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::StatusCode;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use url::Url;
+
+use super::resolve::Guarded;
+use super::source::{self, Refused, Trust};
+
+/// The most redirects one download follows.
+const MAX_REDIRECTS: usize = 5;
+
+/// Why a file was not fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error(
+        "Replicate deleted the outputs ({url} answered {status}); archive within an hour of completion"
+    )]
+    Deleted { url: String, status: u16 },
+    #[error(
+        "{url} redirected to {to}, another host; an archive follows redirects on the same host only"
+    )]
+    Redirect { url: String, to: String },
+    #[error("{url} redirected more than {MAX_REDIRECTS} times")]
+    TooManyRedirects { url: String },
+    #[error("{url} answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("cannot fetch {url}: {reason}")]
+    Connect { url: String, reason: String },
+}
+
+impl DownloadError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DownloadError::Status { status, .. } => *status == 429 || *status >= 500,
+            DownloadError::Connect { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// The body of a file being fetched.
+pub type Body = hyper::body::Incoming;
+
+/// Fetches files for archives.
+#[derive(Clone)]
+pub struct Downloader {
+    client: Client<HttpsConnector<HttpConnector<Guarded>>, Empty<Bytes>>,
+    allow_hosts: Vec<String>,
+    /// `Authorization` for Replicate's hosts (a Replicate API token).
+    token: Option<String>,
+}
+
+impl Downloader {
+    /// Fetching through `resolver` with `tls` (the system's roots, or a
+    /// test's CA), sending `token` to Replicate's hosts only.
+    pub fn new(
+        resolver: Guarded,
+        allow_hosts: &[String],
+        tls: rustls::ClientConfig,
+        token: Option<String>,
+    ) -> Self {
+        let mut http = HttpConnector::new_with_resolver(resolver);
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        Downloader {
+            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(https),
+            allow_hosts: allow_hosts.to_vec(),
+            token,
+        }
+    }
+
+    /// The body of `url`, after the redirects on its host; its size as
+    /// announced, when it was.
+    pub async fn get(&self, url: &str) -> Result<(Body, Option<u64>), DownloadError> {
+        let mut current = url.to_owned();
+        for _ in 0..=MAX_REDIRECTS {
+            let trust = source::allowed(&current, &self.allow_hosts)?;
+            let mut request = hyper::Request::get(current.as_str());
+            if let (Trust::Replicate, Some(token)) = (trust, &self.token) {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let request = request
+                .body(Empty::new())
+                .map_err(|e| DownloadError::Connect {
+                    url: shown(&current),
+                    reason: e.to_string(),
+                })?;
+            let answer =
+                self.client
+                    .request(request)
+                    .await
+                    .map_err(|e| DownloadError::Connect {
+                        url: shown(&current),
+                        reason: crate::connect::error_chain(&e),
+                    })?;
+            let status = answer.status();
+            if status.is_redirection() {
+                let to = answer
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| Url::parse(&current).ok()?.join(l).ok())
+                    .ok_or_else(|| DownloadError::Status {
+                        url: shown(&current),
+                        status: status.as_u16(),
+                    })?;
+                let from = Url::parse(&current).ok();
+                if from.as_ref().and_then(Url::host_str) != to.host_str() {
+                    return Err(DownloadError::Redirect {
+                        url: shown(&current),
+                        to: shown(to.as_str()),
+                    });
+                }
+                current = to.to_string();
+                continue;
+            }
+            if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
+                return Err(DownloadError::Deleted {
+                    url: shown(url),
+                    status: status.as_u16(),
+                });
+            }
+            if !status.is_success() {
+                return Err(DownloadError::Status {
+                    url: shown(&current),
+                    status: status.as_u16(),
+                });
+            }
+            let size = answer
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            return Ok((answer.into_body(), size));
+        }
+        Err(DownloadError::TooManyRedirects { url: shown(url) })
+    }
+}
+
+/// A body as the chunks [`super::directory::Directory::write`] takes.
+pub fn chunks(body: Body) -> impl futures_util::Stream<Item = Result<Bytes, hyper::Error>> {
+    futures_util::stream::unfold(body, |mut body| async move {
+        loop {
+            match body.frame().await? {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => return Some((Ok(data), body)),
+                    // Trailers: nothing to keep.
+                    Err(_) => continue,
+                },
+                Err(e) => return Some((Err(e), body)),
+            }
+        }
+    })
+}
+
+/// A URL as messages show it: no query (Replicate's signed URLs carry
+/// their signature there).
+fn shown(url: &str) -> String {
+    crate::notify::http::shown_url(url)
+}

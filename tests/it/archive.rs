@@ -1,0 +1,198 @@
+//! The archive's downloads against a real HTTPS server on loopback (a
+//! test CA's certificate for `localhost`, listed in `allow_hosts`): a file
+//! streamed into a directory byte for byte with its SHA-256; redirects on
+//! the same host followed and to another host refused; 404 and 410 read
+//! as deleted by Replicate; a 503 worth a retry; `http://` and hosts
+//! outside the rule refused with nothing fetched; no token to a listed
+//! host.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use replicate_relay::notify::archive::directory::Directory;
+use replicate_relay::notify::archive::download::{DownloadError, Downloader, chunks};
+use replicate_relay::notify::archive::resolve::Guarded;
+use sha2::{Digest, Sha256};
+
+/// A file big enough to come in many chunks.
+fn contents() -> Vec<u8> {
+    (0..3_000_000u32).map(|i| (i % 251) as u8).collect()
+}
+
+/// An HTTPS server for `localhost` on a free port; what it was asked,
+/// with the `authorization` header each request carried.
+async fn server() -> (
+    u16,
+    rustls::pki_types::CertificateDer<'static>,
+    Arc<Mutex<Vec<(String, Option<String>)>>>,
+) {
+    let ca = crate::common::ca::TestCa::new();
+    let (chain, key) = ca.leaf_der();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let auth = req
+                                .headers()
+                                .get("authorization")
+                                .map(|v| v.to_str().unwrap().to_owned());
+                            seen.lock()
+                                .unwrap()
+                                .push((req.uri().path().to_owned(), auth));
+                            let reply = |status: u16, location: Option<&str>, body: Vec<u8>| {
+                                let mut r = hyper::Response::builder().status(status);
+                                if let Some(l) = location {
+                                    r = r.header("location", l);
+                                }
+                                Ok::<_, Infallible>(r.body(Full::new(Bytes::from(body))).unwrap())
+                            };
+                            match req.uri().path() {
+                                "/file.bin" => reply(200, None, contents()),
+                                "/hop" => reply(302, Some("/file.bin"), vec![]),
+                                "/loop" => reply(302, Some("/loop"), vec![]),
+                                "/away" => reply(302, Some("https://replicate.delivery/x"), vec![]),
+                                "/gone" => reply(410, None, vec![]),
+                                "/busy" => reply(503, None, vec![]),
+                                "/forbidden" => reply(403, None, vec![]),
+                                _ => reply(404, None, vec![]),
+                            }
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    (port, ca.der.clone(), asked)
+}
+
+fn downloader(root: &rustls::pki_types::CertificateDer<'static>) -> Downloader {
+    replicate_relay::install_crypto_provider();
+    let listed = vec!["localhost".to_owned()];
+    let tls = (*crate::common::ca::trusting(root)).clone();
+    Downloader::new(
+        Guarded::new(&listed),
+        &listed,
+        tls,
+        Some("r8_secret".into()),
+    )
+}
+
+#[tokio::test]
+async fn a_file_is_kept_byte_for_byte_through_a_redirect_on_its_host() {
+    let (port, root, asked) = server().await;
+    let downloads = downloader(&root);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Directory::new(dir.path());
+    let (body, size) = downloads
+        .get(&format!("https://localhost:{port}/hop"))
+        .await
+        .unwrap();
+    assert_eq!(size, Some(3_000_000));
+    let written = archive
+        .write("prediction/p1/file.bin", chunks(body), 5_000_000)
+        .await
+        .unwrap();
+    let want = contents();
+    assert_eq!(written.bytes, want.len() as u64);
+    assert_eq!(written.sha256, hex::encode(Sha256::digest(&want)));
+    assert_eq!(
+        std::fs::read(dir.path().join("prediction/p1/file.bin")).unwrap(),
+        want
+    );
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(
+        asked.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["/hop", "/file.bin"]
+    );
+    assert!(
+        asked.iter().all(|(_, auth)| auth.is_none()),
+        "the token went to a host that is not Replicate's: {asked:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_refusal_says_why_and_whether_to_retry() {
+    let (port, root, asked) = server().await;
+    let downloads = downloader(&root);
+    let at = |path: &str| format!("https://localhost:{port}{path}");
+    for (url, words, transient) in [
+        (at("/gone"), "Replicate deleted the outputs", false),
+        (at("/missing"), "Replicate deleted the outputs", false),
+        (at("/busy"), "answered 503", true),
+        (at("/forbidden"), "answered 403", false),
+        (at("/away"), "another host", false),
+        (at("/loop"), "redirected more than 5 times", false),
+        (
+            format!("http://localhost:{port}/file.bin"),
+            "not an https:// URL",
+            false,
+        ),
+        (
+            "https://example.com/file.bin".to_owned(),
+            "not one of Replicate's",
+            false,
+        ),
+    ] {
+        let e = downloads
+            .get(&url)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{url} fetched"));
+        assert!(e.to_string().contains(words), "{url}: {e}");
+        assert_eq!(e.is_transient(), transient, "{url}: {e}");
+    }
+    // Refused before any request: neither the http:// URL nor example.com
+    // reached anything, and the redirect away was not followed.
+    let paths: Vec<String> = asked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(!paths.contains(&"/x".to_owned()), "{paths:?}");
+    assert_eq!(
+        paths.iter().filter(|p| *p == "/file.bin").count(),
+        0,
+        "{paths:?}"
+    );
+    // A server that is not there: worth a retry.
+    let closed = crate::common::stand_ins::free_port();
+    let e = downloads
+        .get(&format!("https://localhost:{closed}/x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, DownloadError::Connect { .. }) && e.is_transient(),
+        "{e}"
+    );
+}
