@@ -53,6 +53,38 @@ pub fn connector() -> Result<HttpsConnector<HttpConnector>, ConnectorError> {
 /// [`connector`] trusting the certificates in `ca_file` (PEM) instead of
 /// the system's roots.
 pub fn connector_trusting(ca_file: &Path) -> Result<HttpsConnector<HttpConnector>, ConnectorError> {
+    let tls = with_roots(trusted(ca_file)?)?;
+    Ok(finish(
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls),
+    ))
+}
+
+/// The TLS settings every connector here uses, for a client that brings
+/// its own connector (an archive's, whose resolver refuses private
+/// addresses): the system's roots, or `ca_file`'s.
+pub fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ConnectorError> {
+    let roots = match ca_file {
+        Some(file) => trusted(file)?,
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(ConnectorError::RootCertificates(std::io::Error::other(
+                    found
+                        .errors
+                        .first()
+                        .map_or_else(|| "no certificates found".to_owned(), |e| e.to_string()),
+                )));
+            }
+            roots
+        }
+    };
+    with_roots(roots)
+}
+
+/// The CA certificates in `ca_file` (PEM).
+fn trusted(ca_file: &Path) -> Result<rustls::RootCertStore, ConnectorError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let path = || ca_file.to_owned();
@@ -74,16 +106,18 @@ pub fn connector_trusting(ca_file: &Path) -> Result<HttpsConnector<HttpConnector
     if roots.is_empty() {
         return Err(ConnectorError::NoCertificate { path: path() });
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    Ok(roots)
+}
+
+/// rustls on ring, TLS 1.2 and 1.3, trusting `roots`.
+fn with_roots(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, ConnectorError> {
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(ConnectorError::Protocols)?
     .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(finish(
-        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls),
-    ))
+    .with_no_client_auth())
 }
 
 /// The connector for `roots`: https or plain http (the operator chose the

@@ -23,11 +23,7 @@ fn contents() -> Vec<u8> {
 
 /// An HTTPS server for `localhost` on a free port; what it was asked,
 /// with the `authorization` header each request carried.
-async fn server() -> (
-    u16,
-    rustls::pki_types::CertificateDer<'static>,
-    Arc<Mutex<Vec<(String, Option<String>)>>>,
-) {
+async fn server() -> (u16, String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
     let ca = crate::common::ca::TestCa::new();
     let (chain, key) = ca.leaf_der();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -92,13 +88,17 @@ async fn server() -> (
             });
         }
     });
-    (port, ca.der.clone(), asked)
+    (port, ca.pem.clone(), asked)
 }
 
-fn downloader(root: &rustls::pki_types::CertificateDer<'static>) -> Downloader {
+/// A downloader trusting the CA in `ca_pem`, through the daemon's own
+/// TLS settings for a `ca_file`.
+fn downloader(ca_pem: &str) -> Downloader {
     replicate_relay::install_crypto_provider();
     let listed = vec!["localhost".to_owned()];
-    let tls = (*crate::common::ca::trusting(root)).clone();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), ca_pem).unwrap();
+    let tls = replicate_relay::connect::client_tls(Some(file.path())).unwrap();
     Downloader::new(
         Guarded::new(&listed),
         &listed,
@@ -111,6 +111,8 @@ fn downloader(root: &rustls::pki_types::CertificateDer<'static>) -> Downloader {
 async fn a_file_is_kept_byte_for_byte_through_a_redirect_on_its_host() {
     let (port, root, asked) = server().await;
     let downloads = downloader(&root);
+    // The daemon's default: the system's roots.
+    replicate_relay::connect::client_tls(None).expect("the system's root certificates");
     let dir = tempfile::tempdir().unwrap();
     let archive = Directory::new(dir.path());
     let (body, size) = downloads
