@@ -69,39 +69,15 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options {
-        events: 100_000,
-        connections: 32,
-        prefill: 1_000_000,
-        e2e_seconds: 20,
-        e2e_rate: 50,
-        crash_kills: 10,
-        routed: false,
-    };
-    let args: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < args.len() {
-        let value = || {
-            args.get(i + 1)
-                .and_then(|v| v.parse::<u64>().ok())
-                .expect("a number")
-        };
-        match args[i].as_str() {
-            "--events" => o.events = value() as usize,
-            "--connections" => o.connections = value() as usize,
-            "--prefill" => o.prefill = value() as usize,
-            "--e2e-seconds" => o.e2e_seconds = value(),
-            "--e2e-rate" => o.e2e_rate = value(),
-            "--crash-kills" => o.crash_kills = value() as usize,
-            "--routed" => o.routed = value() != 0,
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
+    Options {
+        events: flag("--events").unwrap_or(100_000),
+        connections: flag("--connections").unwrap_or(32),
+        prefill: flag("--prefill").unwrap_or(1_000_000),
+        e2e_seconds: flag("--e2e-seconds").unwrap_or(20),
+        e2e_rate: flag("--e2e-rate").unwrap_or(50),
+        crash_kills: flag("--crash-kills").unwrap_or(10),
+        routed: flag::<u8>("--routed").is_some_and(|r| r != 0),
     }
-    o
 }
 
 fn main() {

@@ -27,33 +27,12 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options {
-        deliveries: 1_000_000,
-        events: 20_000,
-        rounds: 3,
-        connections: 32,
-    };
-    let args: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < args.len() {
-        let value = || {
-            args.get(i + 1)
-                .and_then(|v| v.parse::<usize>().ok())
-                .expect("a number")
-        };
-        match args[i].as_str() {
-            "--deliveries" => o.deliveries = value(),
-            "--events" => o.events = value(),
-            "--rounds" => o.rounds = value(),
-            "--connections" => o.connections = value(),
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
+    Options {
+        deliveries: flag("--deliveries").unwrap_or(1_000_000),
+        events: flag("--events").unwrap_or(20_000),
+        rounds: flag("--rounds").unwrap_or(3),
+        connections: flag("--connections").unwrap_or(32),
     }
-    o
 }
 
 /// A store holding `count` events of the last 30 days, each with one

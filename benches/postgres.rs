@@ -33,31 +33,16 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options {
-        events: 30_000,
-        connections: 32,
-        rounds: 3,
-        server: std::env::var("RELAY_BENCH_POSTGRES").unwrap_or_else(|_| {
-            "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into()
+    Options {
+        events: flag("--events").unwrap_or(30_000),
+        connections: flag("--connections").unwrap_or(32),
+        rounds: flag::<usize>("--rounds").unwrap_or(3).max(1),
+        server: flag("--server").unwrap_or_else(|| {
+            std::env::var("RELAY_BENCH_POSTGRES").unwrap_or_else(|_| {
+                "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into()
+            })
         }),
-    };
-    let args: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < args.len() {
-        let value = || args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
-            "--events" => o.events = value().parse().expect("--events N"),
-            "--connections" => o.connections = value().parse().expect("--connections C"),
-            "--rounds" => o.rounds = value().parse::<usize>().expect("--rounds R").max(1),
-            "--server" => o.server = value(),
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
     }
-    o
 }
 
 fn main() {

@@ -15,6 +15,22 @@ use replicate_relay::signature::Secret;
 pub const SECRET: &str = "whsec_YmVuY2htYXJrLXNlY3JldC1mb3ItcmVwbGljYXRlLXJlbGF5";
 /// The daemon under test; `RELAY_BENCH_BIN` points at another build of it, so
 /// two versions can be compared in interleaved runs.
+/// The value after `name` on the command line (`--events 5000`), parsed;
+/// `None` when the flag is absent. A value that does not parse stops the
+/// run saying which flag.
+pub fn flag<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name)?;
+    let value = args
+        .get(at + 1)
+        .unwrap_or_else(|| panic!("{name} needs a value"));
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: cannot read {value:?}")),
+    )
+}
+
 pub fn daemon_bin() -> PathBuf {
     std::env::var_os("RELAY_BENCH_BIN")
         .map(PathBuf::from)
