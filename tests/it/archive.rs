@@ -25,16 +25,7 @@ fn contents() -> Vec<u8> {
 /// with the `authorization` header each request carried.
 async fn server() -> (u16, String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
     let ca = crate::common::ca::TestCa::new();
-    let (chain, key) = ca.leaf_der();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let asked = Arc::new(Mutex::new(Vec::new()));

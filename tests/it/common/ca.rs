@@ -53,6 +53,21 @@ impl TestCa {
         cert.der().clone()
     }
 
+    /// A TLS server's settings serving [`TestCa::leaf`] (ring, TLS 1.2
+    /// and 1.3).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let (chain, key) = self.leaf_der();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        Arc::new(config)
+    }
+
     /// [`TestCa::leaf`] as rustls serves it.
     pub fn leaf_der(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let (cert, key) = self.leaf();

@@ -132,16 +132,7 @@ impl Drop for SmtpServer {
 fn test_ca_acceptor(ca_pem: &Path) -> tokio_rustls::TlsAcceptor {
     let ca = super::ca::TestCa::new();
     std::fs::write(ca_pem, &ca.pem).unwrap();
-    let (chain, key) = ca.leaf_der();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    tokio_rustls::TlsAcceptor::from(ca.server_config())
 }
 
 /// What a session's handler and its I/O loop both know.
