@@ -134,24 +134,41 @@ impl Cache {
     /// store that has none takes this host's files, if any: the way over
     /// from one instance on SQLite orders nothing new.
     pub async fn certificate(&self) -> Result<Option<Pair>, CacheError> {
-        let (cert, key) = (self.cert_name(), self.key_name());
-        let Some(shared) = self.shared() else {
-            return read_pair(&self.dir.join(&cert), &self.dir.join(&key));
+        let names = [self.cert_name(), self.key_name()];
+        Ok(self.kept(&names).await?.map(|mut both| {
+            let key = both.pop().unwrap_or_default();
+            (both.pop().unwrap_or_default(), key)
+        }))
+    }
+
+    /// The files `names`, all or none: from the shared store when there is
+    /// one (taking this host's files into it when it has none of them
+    /// all), else from this host.
+    async fn kept(&self, names: &[String]) -> Result<Option<Vec<Vec<u8>>>, CacheError> {
+        let from_host = || -> Result<Option<Vec<Vec<u8>>>, CacheError> {
+            names.iter().map(|n| read(&self.dir.join(n))).collect()
         };
-        if let (Some(c), Some(k)) = (
-            shared.load(&acme(&cert)).await?,
-            shared.load(&acme(&key)).await?,
-        ) {
-            return Ok(Some((c, k)));
+        let Some(shared) = self.shared() else {
+            return from_host();
+        };
+        let mut stored = Vec::with_capacity(names.len());
+        for name in names {
+            match shared.load(&acme(name)).await? {
+                Some(bytes) => stored.push(bytes),
+                None => break,
+            }
         }
-        let Ok(Some((c, k))) = read_pair(&self.dir.join(&cert), &self.dir.join(&key)) else {
+        if stored.len() == names.len() {
+            return Ok(Some(stored));
+        }
+        // This host's files are a way in, not a reason to fail.
+        let Ok(Some(files)) = from_host() else {
             return Ok(None);
         };
-        shared
-            .save(vec![(acme(&cert), c.clone()), (acme(&key), k.clone())])
-            .await?;
-        tracing::info!(message = "Took this host's ACME certificate into the store, for every instance.", from = %self.dir.join(&cert).display());
-        Ok(Some((c, k)))
+        let taken = names.iter().map(|n| acme(n)).zip(files.iter().cloned());
+        shared.save(taken.collect()).await?;
+        tracing::info!(message = "Took this host's ACME files into the store, for every instance.", files = ?names, from = %self.dir.display());
+        Ok(Some(files))
     }
 
     /// Keeps a new certificate chain and its key: in a shared store both
@@ -175,19 +192,10 @@ impl Cache {
     /// The account kept, if any (taken from this host's file into an
     /// empty shared store, as the certificate is).
     pub async fn account(&self) -> Result<Option<Vec<u8>>, CacheError> {
-        let name = self.account_name();
-        let file = self.dir.join(&name);
-        let Some(shared) = self.shared() else {
-            return read(&file);
-        };
-        if let Some(json) = shared.load(&acme(&name)).await? {
-            return Ok(Some(json));
-        }
-        let Ok(Some(json)) = read(&file) else {
-            return Ok(None);
-        };
-        shared.save(vec![(acme(&name), json.clone())]).await?;
-        Ok(Some(json))
+        Ok(self
+            .kept(&[self.account_name()])
+            .await?
+            .and_then(|mut one| one.pop()))
     }
 
     pub async fn keep_account(&self, json: &[u8]) -> Result<(), CacheError> {
@@ -256,13 +264,6 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, CacheError> {
             source,
         }),
     }
-}
-
-fn read_pair(cert: &Path, key: &Path) -> Result<Option<Pair>, CacheError> {
-    Ok(match (read(cert)?, read(key)?) {
-        (Some(c), Some(k)) => Some((c, k)),
-        _ => None,
-    })
 }
 
 /// A directory URL as a folder name: `acme-v02.api.letsencrypt.org-directory`.

@@ -180,3 +180,75 @@ async fn two_instances_share_one_certificate(test: &str, http: bool) {
     assert_eq!(wait_served(&s.pebble, port_b, &b).await, leaf_a);
     assert_eq!(s.pebble.orders(), 1);
 }
+
+/// A daemon that had its own certificate (SQLite, `cache_dir`) moved onto
+/// an empty PostgreSQL store: the store takes the host's certificate, and
+/// nothing is ordered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_to_postgresql_keeps_the_certificate_the_host_had() {
+    const TEST: &str = "moving_to_postgresql_keeps_the_certificate_the_host_had";
+    let Some(server) = crate::common::postgres::server(TEST) else {
+        return;
+    };
+    let Some(s) = setup(TEST, None, 1, "") else {
+        return;
+    };
+    let on_sqlite = Serve::start(&s.config, &[]);
+    let first = wait_served(&s.pebble, s.port, &on_sqlite).await;
+    assert!(
+        on_sqlite
+            .wait_log("ACME certificate obtained", Duration::from_secs(10))
+            .await,
+        "{}",
+        on_sqlite.log()
+    );
+    on_sqlite.signal("TERM");
+    on_sqlite.wait(Duration::from_secs(15)).await;
+
+    // `url` added, `path` kept: `cache_dir` defaults beside it.
+    let database = Database::create(&server).await;
+    let text = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "[store]\n",
+        &format!("[store]\nurl = \"{}\"\ninstance = \"a\"\n", database.url),
+        1,
+    );
+    std::fs::write(&s.config, text).unwrap();
+    let on_postgres = Serve::start(&s.config, &[]);
+    assert!(
+        on_postgres
+            .wait_log(
+                "Serving the cached ACME certificate",
+                Duration::from_secs(10)
+            )
+            .await,
+        "{}",
+        on_postgres.log()
+    );
+    assert!(
+        on_postgres
+            .log()
+            .contains("Took this host's ACME files into the store"),
+        "{}",
+        on_postgres.log()
+    );
+    assert_eq!(wait_served(&s.pebble, s.port, &on_postgres).await, first);
+    assert_eq!(s.pebble.orders(), 1, "moving ordered again");
+    let slug = s
+        .pebble
+        .directory
+        .replace("https://", "")
+        .replace([':', '/'], "-");
+    let store = store_as(&database, "b", s.dir.path()).await;
+    let shared = store.shared().unwrap();
+    // The account is taken in when an order first needs it.
+    for name in [
+        format!("acme/{slug}/{DOMAIN}/cert.pem"),
+        format!("acme/{slug}/{DOMAIN}/key.pem"),
+    ] {
+        assert!(
+            shared.load(&name).await.unwrap().is_some(),
+            "{name} not taken in"
+        );
+    }
+    store.close().await;
+}
