@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -31,6 +32,9 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// The longest HTTP-01 token looked up (ACME tokens are 43 base64url
 /// characters at Let's Encrypt; RFC 8555 asks for at least 22).
 const MAX_TOKEN: usize = 128;
+
+/// How long a store lookup for a challenge answer may wait its turn.
+const LOOKUP_WAIT: Duration = Duration::from_secs(2);
 
 /// The certificate served to every ordinary connection.
 #[derive(Debug, Default)]
@@ -71,6 +75,8 @@ pub struct Challenges {
     /// The names a TLS-ALPN-01 answer may be for (lowercase).
     domains: Vec<String>,
     cache: Cache,
+    /// Store lookups, one at a time.
+    lookups: OneAtATime,
 }
 
 impl Challenges {
@@ -80,7 +86,18 @@ impl Challenges {
             http: Mutex::default(),
             domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
             cache,
+            lookups: OneAtATime::new(LOOKUP_WAIT),
         }
+    }
+
+    /// The shared file `name` (under the challenges' prefix), when the
+    /// store is shared and answers in time.
+    async fn look_up(&self, name: &str) -> Option<Vec<u8>> {
+        let (shared, prefix) = self.shared()?;
+        let name = format!("{prefix}{name}");
+        self.lookups
+            .run(async { shared.load(&name).await.ok().flatten() })
+            .await
     }
 
     fn shared(&self) -> Option<(&dyn Shared, String)> {
@@ -136,12 +153,10 @@ impl Challenges {
         if let Some(answer) = lock(&self.http).get(token).cloned() {
             return Some(answer);
         }
-        let (shared, prefix) = self.shared().filter(|_| plausible_token(token))?;
-        let bytes = shared
-            .load(&format!("{prefix}http-01/{token}"))
-            .await
-            .ok()??;
-        String::from_utf8(bytes).ok()
+        if !plausible_token(token) {
+            return None;
+        }
+        String::from_utf8(self.look_up(&format!("http-01/{token}")).await?).ok()
     }
 
     /// The TLS-ALPN-01 certificate for `domain`: this instance's, else one
@@ -154,12 +169,37 @@ impl Challenges {
         if !self.domains.contains(&domain) {
             return None;
         }
-        let (shared, prefix) = self.shared()?;
-        let digest = shared
-            .load(&format!("{prefix}tls-alpn-01/{domain}"))
-            .await
-            .ok()??;
+        let digest = self.look_up(&format!("tls-alpn-01/{domain}")).await?;
         alpn_certificate(&domain, &digest).ok().map(Arc::new)
+    }
+}
+
+/// Work a stranger can cause, run one at a time, each waiting its turn at
+/// most so long: a flood of TLS hellos offering `acme-tls/1`, or of GETs
+/// of challenge paths, holds one store connection at most, never the pool
+/// the intake writes through. (The CA's own few validations of a name
+/// just take turns.)
+struct OneAtATime {
+    permit: tokio::sync::Semaphore,
+    wait: Duration,
+}
+
+impl OneAtATime {
+    fn new(wait: Duration) -> Self {
+        OneAtATime {
+            permit: tokio::sync::Semaphore::new(1),
+            wait,
+        }
+    }
+
+    /// `work`'s answer, or `None` when its turn did not come (or it did
+    /// not finish) within the wait.
+    async fn run<T>(&self, work: impl Future<Output = Option<T>>) -> Option<T> {
+        let turn = async {
+            let _permit = self.permit.acquire().await.ok()?;
+            work.await
+        };
+        tokio::time::timeout(self.wait, turn).await.ok()?
     }
 }
 
@@ -295,6 +335,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn store_lookups_a_stranger_causes_run_one_at_a_time_and_give_up() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let gate = Arc::new(OneAtATime::new(Duration::from_millis(250)));
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let runs: Vec<_> = (0..10)
+            .map(|i| {
+                let (gate, now, most) = (gate.clone(), now.clone(), most.clone());
+                tokio::spawn(async move {
+                    gate.run(async {
+                        /// Leaves on drop too: a run given up mid-work.
+                        struct Inside(Arc<AtomicUsize>);
+                        impl Drop for Inside {
+                            fn drop(&mut self) {
+                                self.0.fetch_sub(1, Ordering::SeqCst);
+                            }
+                        }
+                        most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        let _inside = Inside(now.clone());
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Some(i)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut answered = 0;
+        for run in runs {
+            answered += usize::from(run.await.unwrap().is_some());
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "never two at once");
+        // 100 ms each, 250 ms to wait: two get their turn, the rest give up.
+        assert_eq!(answered, 2);
+    }
 
     #[test]
     fn only_tokens_shaped_as_acme_makes_them_are_looked_up() {
