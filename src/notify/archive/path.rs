@@ -4,7 +4,7 @@
 //! so nothing in them may climb out of `to`, hide a control character in
 //! a name, or make a name no file system or object store takes.
 //!
-//! Rather than refusing, what is unsafe is replaced: an alert's archive
+//! Rather than refusing, what could do harm is replaced: an alert's archive
 //! is kept under a plain name rather than lost over a strange one.
 
 use super::source::Named;
