@@ -10,9 +10,10 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody};
 use replicate_relay::notify::archive::directory::Directory;
-use replicate_relay::notify::archive::download::{DownloadError, Downloader, chunks};
+use replicate_relay::notify::archive::download::{DownloadError, Downloader};
 use replicate_relay::notify::archive::resolve::Guarded;
 use sha2::{Digest, Sha256};
 
@@ -56,9 +57,23 @@ async fn server() -> (u16, String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
                                 if let Some(l) = location {
                                     r = r.header("location", l);
                                 }
-                                Ok::<_, Infallible>(r.body(Full::new(Bytes::from(body))).unwrap())
+                                Ok::<_, Infallible>(
+                                    r.body(Full::new(Bytes::from(body)).boxed()).unwrap(),
+                                )
                             };
                             match req.uri().path() {
+                                // Headers never come.
+                                "/silent" => std::future::pending().await,
+                                // A first chunk, then nothing, ever.
+                                "/stall" => {
+                                    let first = futures_util::stream::iter([Ok::<_, Infallible>(
+                                        hyper::body::Frame::data(Bytes::from_static(b"first")),
+                                    )]);
+                                    let body = StreamBody::new(
+                                        first.chain(futures_util::stream::pending()),
+                                    );
+                                    Ok(hyper::Response::new(BodyExt::boxed(body)))
+                                }
                                 "/file.bin" => reply(200, None, contents()),
                                 "/hop" => reply(302, Some("/file.bin"), vec![]),
                                 "/loop" => reply(302, Some("/loop"), vec![]),
@@ -112,7 +127,7 @@ async fn a_file_is_kept_byte_for_byte_through_a_redirect_on_its_host() {
         .unwrap();
     assert_eq!(size, Some(3_000_000));
     let written = archive
-        .write("prediction/p1/file.bin", chunks(body), 5_000_000)
+        .write("prediction/p1/file.bin", downloads.chunks(body), 5_000_000)
         .await
         .unwrap();
     let want = contents();
@@ -188,4 +203,35 @@ async fn every_refusal_says_why_and_whether_to_retry() {
         matches!(e, DownloadError::Connect { .. }) && e.is_transient(),
         "{e}"
     );
+}
+
+/// A server that never answers, or stops sending mid-file, holds a
+/// download for its limits only: given up, worth a retry, nothing kept.
+#[tokio::test]
+async fn a_server_that_stalls_is_given_up() {
+    use std::time::Duration;
+    let (port, root, _) = server().await;
+    let downloads =
+        downloader(&root).with_limits(Duration::from_millis(300), Duration::from_millis(300));
+    let e = downloads
+        .get(&format!("https://localhost:{port}/silent"))
+        .await
+        .expect_err("answered");
+    assert!(e.to_string().contains("did not answer within"), "{e}");
+    assert!(e.is_transient(), "{e}");
+
+    let (body, _) = downloads
+        .get(&format!("https://localhost:{port}/stall"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Directory::new(dir.path());
+    let write = archive.write("p/stall.bin", downloads.chunks(body), 1_000);
+    let e = tokio::time::timeout(Duration::from_secs(10), write)
+        .await
+        .expect("the stalled body was waited on for ever")
+        .unwrap_err();
+    assert!(e.to_string().contains("no data for"), "{e}");
+    assert!(!dir.path().join("p/stall.bin").exists());
+    assert_eq!(std::fs::read_dir(dir.path().join("p")).unwrap().count(), 0);
 }

@@ -5,6 +5,8 @@
 //! mean Replicate deleted the file (no retry brings it back), 429 and 5xx
 //! are worth a retry, any other refusal is not.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::StatusCode;
@@ -18,6 +20,13 @@ use super::source::{self, Refused, Trust};
 
 /// The most redirects one download follows.
 const MAX_REDIRECTS: usize = 5;
+
+/// How long a server may take to answer a request with its headers.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long a body may go without a byte before the download is given up
+/// (a server that stalls mid-file holds nothing for longer).
+const IDLE: Duration = Duration::from_secs(60);
 
 /// Why a file was not fetched.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +47,8 @@ pub enum DownloadError {
     Status { url: String, status: u16 },
     #[error("cannot fetch {url}: {reason}")]
     Connect { url: String, reason: String },
+    #[error("{url} did not answer within {}s", .within.as_secs())]
+    TimedOut { url: String, within: Duration },
 }
 
 impl DownloadError {
@@ -45,7 +56,7 @@ impl DownloadError {
     pub fn is_transient(&self) -> bool {
         match self {
             DownloadError::Status { status, .. } => *status == 429 || *status >= 500,
-            DownloadError::Connect { .. } => true,
+            DownloadError::Connect { .. } | DownloadError::TimedOut { .. } => true,
             _ => false,
         }
     }
@@ -61,6 +72,8 @@ pub struct Downloader {
     allow_hosts: Vec<String>,
     /// `Authorization` for Replicate's hosts (a Replicate API token).
     token: Option<String>,
+    answer_within: Duration,
+    idle: Duration,
 }
 
 impl Downloader {
@@ -85,6 +98,18 @@ impl Downloader {
             client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(https),
             allow_hosts: allow_hosts.to_vec(),
             token,
+            answer_within: ANSWER_WITHIN,
+            idle: IDLE,
+        }
+    }
+
+    /// The same, with other limits on waiting for an answer and on a body
+    /// that stops moving.
+    pub fn with_limits(self, answer_within: Duration, idle: Duration) -> Self {
+        Downloader {
+            answer_within,
+            idle,
+            ..self
         }
     }
 
@@ -104,14 +129,16 @@ impl Downloader {
                     url: shown(&current),
                     reason: e.to_string(),
                 })?;
-            let answer =
-                self.client
-                    .request(request)
-                    .await
-                    .map_err(|e| DownloadError::Connect {
-                        url: shown(&current),
-                        reason: crate::connect::error_chain(&e),
-                    })?;
+            let answer = tokio::time::timeout(self.answer_within, self.client.request(request))
+                .await
+                .map_err(|_| DownloadError::TimedOut {
+                    url: shown(&current),
+                    within: self.answer_within,
+                })?
+                .map_err(|e| DownloadError::Connect {
+                    url: shown(&current),
+                    reason: crate::connect::error_chain(&e),
+                })?;
             let status = answer.status();
             if status.is_redirection() {
                 let to = answer
@@ -153,22 +180,36 @@ impl Downloader {
         }
         Err(DownloadError::TooManyRedirects { url: shown(url) })
     }
-}
 
-/// A body as the chunks [`super::directory::Directory::write`] takes.
-pub fn chunks(body: Body) -> impl futures_util::Stream<Item = Result<Bytes, hyper::Error>> {
-    futures_util::stream::unfold(body, |mut body| async move {
-        loop {
-            match body.frame().await? {
-                Ok(frame) => match frame.into_data() {
-                    Ok(data) => return Some((Ok(data), body)),
-                    // Trailers: nothing to keep.
-                    Err(_) => continue,
-                },
-                Err(e) => return Some((Err(e), body)),
+    /// `body` as the chunks [`super::directory::Directory::write`]
+    /// takes, ending in an error when it goes without a byte for the idle
+    /// limit.
+    pub fn chunks(
+        &self,
+        body: Body,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + use<> {
+        let idle = self.idle;
+        futures_util::stream::unfold(Some(body), move |body| async move {
+            let mut body = body?;
+            loop {
+                let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+                    let stalled = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no data for {}s", idle.as_secs()),
+                    );
+                    return Some((Err(stalled), None));
+                };
+                match frame? {
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => return Some((Ok(data), Some(body))),
+                        // Trailers: nothing to keep.
+                        Err(_) => continue,
+                    },
+                    Err(e) => return Some((Err(std::io::Error::other(e)), None)),
+                }
             }
-        }
-    })
+        })
+    }
 }
 
 /// A URL as messages show it: no query (Replicate's signed URLs carry
