@@ -124,6 +124,10 @@ fn describe() {
         "relay_acme_orders_total",
         "ACME certificate orders by result (ok, failed)."
     );
+    describe_counter!(
+        "relay_archive_bytes_total",
+        "Bytes of job files an archive notifier kept, by notifier."
+    );
 }
 
 /// Handles for what is recorded at every webhook and every commit, looked up
@@ -258,4 +262,9 @@ pub fn connections(open: usize) {
 /// The daemon closed a connection: `reason` is `slow`, `idle` or `evicted`.
 pub fn connection_closed(reason: &'static str) {
     counter!("relay_connections_closed_total", "reason" => reason).increment(1);
+}
+
+/// Bytes an archive notifier kept.
+pub fn archive_bytes(notifier: &str, bytes: u64) {
+    counter!("relay_archive_bytes_total", "notifier" => notifier.to_owned()).increment(bytes);
 }

@@ -6,7 +6,7 @@
 use std::sync::{PoisonError, RwLock};
 
 use super::kind::NotifierKind;
-use super::{discord, email, log, ntfy, pagerduty, slack, teams, webhook};
+use super::{archive, discord, email, log, ntfy, pagerduty, slack, teams, webhook};
 use crate::config::read::Problem;
 use crate::render::{BuiltIn, Format, Templates};
 
@@ -20,6 +20,7 @@ pub static KINDS: &[&dyn NotifierKind] = &[
     &discord::DiscordKind,
     &pagerduty::PagerDutyKind,
     &teams::TeamsKind,
+    &archive::ArchiveKind,
 ];
 
 /// Kinds added beside [`KINDS`] by [`register`].

@@ -6,96 +6,14 @@
 //! outside the rule refused with nothing fetched; no token to a listed
 //! host.
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+mod daemon;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full, StreamBody};
+use std::time::Duration;
+
+use crate::common::files::{self, FileServer};
 use replicate_relay::notify::archive::directory::Directory;
 use replicate_relay::notify::archive::download::{DownloadError, Downloader};
 use replicate_relay::notify::archive::resolve::Guarded;
-use sha2::{Digest, Sha256};
-
-/// A file big enough to come in many chunks.
-fn contents() -> Vec<u8> {
-    (0..3_000_000u32).map(|i| (i % 251) as u8).collect()
-}
-
-/// An HTTPS server for `localhost` on a free port; what it was asked,
-/// with the `authorization` header each request carried.
-async fn server() -> (u16, String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
-    let ca = crate::common::ca::TestCa::new();
-    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let asked = Arc::new(Mutex::new(Vec::new()));
-    let seen = asked.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let (acceptor, seen) = (acceptor.clone(), seen.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let seen = seen.clone();
-                        async move {
-                            let auth = req
-                                .headers()
-                                .get("authorization")
-                                .map(|v| v.to_str().unwrap().to_owned());
-                            seen.lock()
-                                .unwrap()
-                                .push((req.uri().path().to_owned(), auth));
-                            let reply = |status: u16, location: Option<&str>, body: Vec<u8>| {
-                                let mut r = hyper::Response::builder().status(status);
-                                if let Some(l) = location {
-                                    r = r.header("location", l);
-                                }
-                                Ok::<_, Infallible>(
-                                    r.body(Full::new(Bytes::from(body)).boxed()).unwrap(),
-                                )
-                            };
-                            match req.uri().path() {
-                                // Headers never come.
-                                "/silent" => std::future::pending().await,
-                                // A first chunk, then nothing, ever.
-                                "/stall" => {
-                                    let first = futures_util::stream::iter([Ok::<_, Infallible>(
-                                        hyper::body::Frame::data(Bytes::from_static(b"first")),
-                                    )]);
-                                    let body = StreamBody::new(
-                                        first.chain(futures_util::stream::pending()),
-                                    );
-                                    Ok(hyper::Response::new(BodyExt::boxed(body)))
-                                }
-                                "/file.bin" => reply(200, None, contents()),
-                                "/hop" => reply(302, Some("/file.bin"), vec![]),
-                                "/loop" => reply(302, Some("/loop"), vec![]),
-                                "/away" => reply(302, Some("https://replicate.delivery/x"), vec![]),
-                                "/gone" => reply(410, None, vec![]),
-                                "/busy" => reply(503, None, vec![]),
-                                "/forbidden" => reply(403, None, vec![]),
-                                _ => reply(404, None, vec![]),
-                            }
-                        }
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-            });
-        }
-    });
-    (port, ca.pem.clone(), asked)
-}
 
 /// A downloader trusting the CA in `ca_pem`, through the daemon's own
 /// TLS settings for a `ca_file`.
@@ -115,44 +33,52 @@ fn downloader(ca_pem: &str) -> Downloader {
 
 #[tokio::test]
 async fn a_file_is_kept_byte_for_byte_through_a_redirect_on_its_host() {
-    let (port, root, asked) = server().await;
-    let downloads = downloader(&root);
+    let server = FileServer::start().await;
+    let downloads = downloader(&server.ca_pem);
     // The daemon's default: the system's roots.
     replicate_relay::connect::client_tls(None).expect("the system's root certificates");
     let dir = tempfile::tempdir().unwrap();
     let archive = Directory::new(dir.path());
-    let (body, size) = downloads
-        .get(&format!("https://localhost:{port}/hop"))
+    let fetched = downloads
+        .get(&server.url("/hop/bytes/3000000/file.bin"))
         .await
         .unwrap();
-    assert_eq!(size, Some(3_000_000));
+    assert_eq!(fetched.size, Some(3_000_000));
     let written = archive
-        .write("prediction/p1/file.bin", downloads.chunks(body), 5_000_000)
+        .write(
+            "prediction/p1/file.bin",
+            downloads.chunks(fetched.body),
+            5_000_000,
+        )
         .await
         .unwrap();
-    let want = contents();
-    assert_eq!(written.bytes, want.len() as u64);
-    assert_eq!(written.sha256, hex::encode(Sha256::digest(&want)));
+    assert_eq!(
+        fetched.content_type.as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(written.bytes, 3_000_000);
+    assert_eq!(written.sha256, files::sha256(3_000_000).await);
     assert_eq!(
         std::fs::read(dir.path().join("prediction/p1/file.bin")).unwrap(),
-        want
+        files::bytes(3_000_000).await
     );
-    let asked = asked.lock().unwrap().clone();
+    let asked = server.asked();
     assert_eq!(
-        asked.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
-        ["/hop", "/file.bin"]
+        asked.iter().map(|a| a.path.as_str()).collect::<Vec<_>>(),
+        ["/hop/bytes/3000000/file.bin", "/bytes/3000000/file.bin"]
     );
     assert!(
-        asked.iter().all(|(_, auth)| auth.is_none()),
+        asked.iter().all(|a| a.authorization.is_none()),
         "the token went to a host that is not Replicate's: {asked:?}"
     );
 }
 
 #[tokio::test]
 async fn every_refusal_says_why_and_whether_to_retry() {
-    let (port, root, asked) = server().await;
-    let downloads = downloader(&root);
-    let at = |path: &str| format!("https://localhost:{port}{path}");
+    let server = FileServer::start().await;
+    let port = server.port;
+    let downloads = downloader(&server.ca_pem);
+    let at = |path: &str| server.url(path);
     for (url, words, transient) in [
         (at("/gone"), "Replicate deleted the outputs", false),
         (at("/missing"), "Replicate deleted the outputs", false),
@@ -160,8 +86,9 @@ async fn every_refusal_says_why_and_whether_to_retry() {
         (at("/forbidden"), "answered 403", false),
         (at("/away"), "another host", false),
         (at("/loop"), "redirected more than 5 times", false),
+        (at("/to-loopback/bytes/10/x"), "another host", false),
         (
-            format!("http://localhost:{port}/file.bin"),
+            format!("http://localhost:{port}/bytes/10/file.bin"),
             "not an https:// URL",
             false,
         ),
@@ -181,18 +108,9 @@ async fn every_refusal_says_why_and_whether_to_retry() {
     }
     // Refused before any request: neither the http:// URL nor example.com
     // reached anything, and the redirect away was not followed.
-    let paths: Vec<String> = asked
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(p, _)| p.clone())
-        .collect();
+    let paths: Vec<String> = server.asked().into_iter().map(|a| a.path).collect();
     assert!(!paths.contains(&"/x".to_owned()), "{paths:?}");
-    assert_eq!(
-        paths.iter().filter(|p| *p == "/file.bin").count(),
-        0,
-        "{paths:?}"
-    );
+    assert!(!paths.iter().any(|p| p.starts_with("/bytes/")), "{paths:?}");
     // A server that is not there: worth a retry.
     let closed = crate::common::stand_ins::free_port();
     let e = downloads
@@ -209,24 +127,20 @@ async fn every_refusal_says_why_and_whether_to_retry() {
 /// download for its limits only: given up, worth a retry, nothing kept.
 #[tokio::test]
 async fn a_server_that_stalls_is_given_up() {
-    use std::time::Duration;
-    let (port, root, _) = server().await;
-    let downloads =
-        downloader(&root).with_limits(Duration::from_millis(300), Duration::from_millis(300));
+    let server = FileServer::start().await;
+    let downloads = downloader(&server.ca_pem)
+        .with_limits(Duration::from_millis(300), Duration::from_millis(300));
     let e = downloads
-        .get(&format!("https://localhost:{port}/silent"))
+        .get(&server.url("/silent"))
         .await
         .expect_err("answered");
     assert!(e.to_string().contains("did not answer within"), "{e}");
     assert!(e.is_transient(), "{e}");
 
-    let (body, _) = downloads
-        .get(&format!("https://localhost:{port}/stall"))
-        .await
-        .unwrap();
+    let stalled = downloads.get(&server.url("/stall")).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let archive = Directory::new(dir.path());
-    let write = archive.write("p/stall.bin", downloads.chunks(body), 1_000);
+    let write = archive.write("p/stall.bin", downloads.chunks(stalled.body), 1_000);
     let e = tokio::time::timeout(Duration::from_secs(10), write)
         .await
         .expect("the stalled body was waited on for ever")

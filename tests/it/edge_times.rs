@@ -9,6 +9,7 @@ use replicate_relay::notify::registry;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::files::FileServer;
 use crate::common::smtp::SmtpServer;
 use crate::common::stand_ins::{
     SLACK_TOKEN, SlackStandIn, WebhookReceiver, discord, free_port, ntfy, pagerduty, teams,
@@ -20,7 +21,7 @@ use replicate_relay::store::{DeliveryState, NewEvent, Outcome, Routing, Store};
 
 /// One notifier of every kind, by the name the config gives it; checked
 /// against the registry, so a new kind fails here until it is added.
-const NOTIFIERS: [(&str, &str); 8] = [
+const NOTIFIERS: [(&str, &str); 9] = [
     ("chat", "slack"),
     ("mail", "email"),
     ("hook", "webhook"),
@@ -29,9 +30,10 @@ const NOTIFIERS: [(&str, &str); 8] = [
     ("team", "teams"),
     ("phone", "ntfy"),
     ("oncall", "pagerduty"),
+    ("shelf", "archive"),
 ];
-const KINDS: [&str; 8] = {
-    let mut names = [""; 8];
+const KINDS: [&str; 9] = {
+    let mut names = [""; 9];
     let mut i = 0;
     while i < NOTIFIERS.len() {
         names[i] = NOTIFIERS[i].0;
@@ -50,8 +52,11 @@ fn every_registered_kind_has_a_notifier_here() {
 }
 
 /// Every kind, each on its shipped default template, all routed every
-/// final job; returns the config file.
-async fn every_kind(dir: &std::path::Path) -> (std::path::PathBuf, Vec<Box<dyn std::any::Any>>) {
+/// final job; returns the config file and the URL of an output file the
+/// archive can fetch.
+async fn every_kind(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, Vec<Box<dyn std::any::Any>>, String) {
     let slack = SlackStandIn::start().await;
     let hook = WebhookReceiver::start(SECRET).await;
     let smtp = SmtpServer::start(free_port(), dir, false, false);
@@ -59,6 +64,9 @@ async fn every_kind(dir: &std::path::Path) -> (std::path::PathBuf, Vec<Box<dyn s
     let (teams_url, flow) = teams::start().await;
     let (ntfy_url, published) = ntfy::start().await;
     let (pd_url, service) = pagerduty::start().await;
+    let files = FileServer::start().await;
+    files.ca_file(dir);
+    let output = files.url("/bytes/100/out.png");
     let config = write_config(
         dir,
         SECRET,
@@ -71,6 +79,7 @@ async fn every_kind(dir: &std::path::Path) -> (std::path::PathBuf, Vec<Box<dyn s
              [notifiers.team]\ntype = \"teams\"\nwebhook_url = \"{teams_url}&sig={}\"\n\n\
              [notifiers.phone]\ntype = \"ntfy\"\nurl = \"{ntfy_url}/ml-alerts\"\ntoken = \"{}\"\n\n\
              [notifiers.oncall]\ntype = \"pagerduty\"\nrouting_key = \"{}\"\nurl = \"{pd_url}\"\n\n\
+             [notifiers.shelf]\ntype = \"archive\"\nto = \"archive\"\nallow_hosts = [\"localhost\"]\nca_file = \"files-ca.pem\"\n\n\
              [[routes]]\nname = \"everything\"\nnotify = {KINDS:?}\n",
             slack.api_url(),
             smtp.port,
@@ -90,14 +99,15 @@ async fn every_kind(dir: &std::path::Path) -> (std::path::PathBuf, Vec<Box<dyn s
         Box::new(flow),
         Box::new(published),
         Box::new(service),
+        Box::new(files),
     ];
-    (config, keep)
+    (config, keep, output)
 }
 
-/// A failed prediction from the API with `extra` fields.
-fn body(id: &str, extra: &str) -> Vec<u8> {
+/// A failed prediction from the API with `extra` fields, naming `output`.
+fn body(id: &str, extra: &str, output: &str) -> Vec<u8> {
     format!(
-        r#"{{"id":"{id}","status":"failed","model":"acme/captioner","error":"CUDA out of memory","urls":{{"get":"https://api.replicate.com/v1/predictions/{id}"}},"output":["https://replicate.delivery/x/out.png"],{extra}}}"#
+        r#"{{"id":"{id}","status":"failed","model":"acme/captioner","error":"CUDA out of memory","urls":{{"get":"https://api.replicate.com/v1/predictions/{id}"}},"output":["{output}"],{extra}}}"#
     )
     .into_bytes()
 }
@@ -131,13 +141,13 @@ async fn all_delivered(db: &std::path::Path, expected: usize) -> Result<(), Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_with_dates_and_durations_at_their_limits_reach_every_kind() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, _keep) = every_kind(dir.path()).await;
+    let (config, _keep, output) = every_kind(dir.path()).await;
     let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
     for (i, (_, extra)) in rule::EDGE_TIMES.iter().enumerate() {
         post_signed(
             &daemon,
             &format!("msg_edge_{i}"),
-            &body(&format!("edge{i}"), extra),
+            &body(&format!("edge{i}"), extra, &output),
         )
         .await;
     }
@@ -159,11 +169,12 @@ async fn jobs_with_dates_and_durations_at_their_limits_reach_every_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_left_dead_by_a_panic_on_a_date_are_delivered_after_retry_dead() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, _keep) = every_kind(dir.path()).await;
+    let (config, _keep, output) = every_kind(dir.path()).await;
     let db = dir.path().join("relay.db");
     let late = body(
         "year9999",
         r#""source":"api","completed_at":"9999-12-31T23:59:59Z""#,
+        &output,
     );
     {
         let store = SqliteStore::open(&db, SqliteOptions::default()).unwrap();
@@ -201,7 +212,7 @@ async fn deliveries_left_dead_by_a_panic_on_a_date_are_delivered_after_retry_dea
         store.close().await;
     }
     let out = run_relay(&["retry", "--dead"], &config);
-    assert!(out.contains("Requeued 8 deliveries"), "{out}");
+    assert!(out.contains("Requeued 9 deliveries"), "{out}");
     let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
     if let Err(why) = all_delivered(&db, KINDS.len()).await {
         panic!("{why}");

@@ -51,6 +51,11 @@ impl Directory {
         Directory { root: root.into() }
     }
 
+    /// The directory `to` names.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Where `key` (a `/`-separated relative path) is kept, if it stays
     /// under the root.
     fn place(&self, key: &str) -> Result<PathBuf, WriteError> {
@@ -148,6 +153,25 @@ impl Directory {
             bytes,
             sha256: hex::encode(hash.finalize()),
         })
+    }
+
+    /// What `key` holds, at most `max` bytes; `None` when there is no such
+    /// file or it is larger.
+    pub async fn read(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, WriteError> {
+        let path = self.place(key)?;
+        let disk = |source| WriteError::Disk {
+            path: path.clone(),
+            source,
+        };
+        let meta = match tokio::fs::metadata(&path).await {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(disk(e)),
+        };
+        if !meta.is_file() || meta.len() > max {
+            return Ok(None);
+        }
+        tokio::fs::read(&path).await.map(Some).map_err(disk)
     }
 
     /// Deletes temporary files a crash left in `folder` (relative to the

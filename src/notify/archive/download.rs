@@ -65,6 +65,16 @@ impl DownloadError {
 /// The body of a file being fetched.
 pub type Body = hyper::body::Incoming;
 
+/// A file's answer, its body still to read.
+#[derive(Debug)]
+pub struct Fetched {
+    pub body: Body,
+    /// Its size, as announced.
+    pub size: Option<u64>,
+    /// Its `Content-Type`, as announced (at most 255 bytes of text).
+    pub content_type: Option<String>,
+}
+
 /// Fetches files for archives.
 #[derive(Clone)]
 pub struct Downloader {
@@ -113,9 +123,8 @@ impl Downloader {
         }
     }
 
-    /// The body of `url`, after the redirects on its host; its size as
-    /// announced, when it was.
-    pub async fn get(&self, url: &str) -> Result<(Body, Option<u64>), DownloadError> {
+    /// The answer for `url`, after the redirects on its host.
+    pub async fn get(&self, url: &str) -> Result<Fetched, DownloadError> {
         let mut current = url.to_owned();
         for _ in 0..=MAX_REDIRECTS {
             let trust = source::allowed(&current, &self.allow_hosts)?;
@@ -172,11 +181,20 @@ impl Downloader {
                     status: status.as_u16(),
                 });
             }
-            let size = answer
-                .headers()
+            let headers = answer.headers();
+            let size = headers
                 .get("content-length")
                 .and_then(|v| v.to_str().ok()?.parse().ok());
-            return Ok((answer.into_body(), size));
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| v.len() <= 255)
+                .map(str::to_owned);
+            return Ok(Fetched {
+                body: answer.into_body(),
+                size,
+                content_type,
+            });
         }
         Err(DownloadError::TooManyRedirects { url: shown(url) })
     }

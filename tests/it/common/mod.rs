@@ -14,6 +14,7 @@ use replicate_relay::signature::Secret;
 use replicate_relay::store::{Admin, DeliveryFilter, Listed, StoreError};
 
 pub mod ca;
+pub mod files;
 pub mod https;
 pub mod pebble;
 pub mod postgres;

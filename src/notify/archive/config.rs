@@ -1,0 +1,228 @@
+//! `type = "archive"`: its keys (where to keep files, under which folder,
+//! the limits, the hosts it may fetch from and the token it may send them),
+//! read and checked with every problem reported.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use handlebars::Handlebars;
+
+use super::keep::Destination;
+use crate::config::read::{Reader, Sensitive, Table};
+
+/// The folder each job's files go under, unless `path` says otherwise.
+pub const DEFAULT_PATH: &str = "{{kind}}/{{model}}/{{id}}/";
+
+/// The largest file kept unless `max_file` says otherwise: Replicate's
+/// trained weights run to several gigabytes.
+pub const DEFAULT_MAX_FILE: u64 = 5 << 30;
+
+/// The most one job's files may come to unless `max_total` says otherwise.
+pub const DEFAULT_MAX_TOTAL: u64 = 20 << 30;
+
+#[derive(Debug, Clone)]
+pub struct Archive {
+    pub to: Destination,
+    /// The folder template, compiled (`path`).
+    pub path: PathTemplate,
+    /// Whether a training's `output.weights` is kept.
+    pub weights: bool,
+    pub max_file: u64,
+    pub max_total: u64,
+    /// Hosts fetched from beside Replicate's delivery domain, trusted as
+    /// listed (lowercase, no port).
+    pub allow_hosts: Vec<String>,
+    /// A Replicate API token, sent to Replicate's hosts only.
+    pub token: Option<Sensitive>,
+    /// CA certificates trusted instead of the system's (a mirror behind a
+    /// private CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+pub(super) const KEYS: &[&str] = &[
+    "to",
+    "path",
+    "weights",
+    "max_file",
+    "max_total",
+    "allow_hosts",
+    "token",
+    "token_file",
+    "ca_file",
+];
+
+/// The `path` template, compiled once when the config is read.
+#[derive(Clone)]
+pub struct PathTemplate {
+    source: String,
+    registry: Arc<Handlebars<'static>>,
+}
+
+impl fmt::Debug for PathTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PathTemplate").field(&self.source).finish()
+    }
+}
+
+impl PathTemplate {
+    /// `source` compiled, or why it does not compile.
+    pub fn compile(source: &str) -> Result<Self, String> {
+        let mut hb = Handlebars::new();
+        // A path is not markup: values go in as they are and the folder is
+        // made safe afterwards, part by part.
+        hb.register_escape_fn(handlebars::no_escape);
+        crate::render::helpers::register(&mut hb);
+        hb.register_template_string("path", source)
+            .map_err(|e| match e.pos() {
+                Some((line, col)) => format!("{} (line {line}, column {col})", e.reason()),
+                None => e.reason().to_string(),
+            })?;
+        Ok(PathTemplate {
+            source: source.to_owned(),
+            registry: Arc::new(hb),
+        })
+    }
+
+    /// The template as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The folder for template context `ctx`, made safe
+    /// ([`super::path::folder`]).
+    pub fn folder(&self, ctx: &serde_json::Value) -> Result<String, String> {
+        let rendered = self
+            .registry
+            .render("path", ctx)
+            .map_err(|e| format!("the archive's path template failed: {}", e.reason()))?;
+        super::path::folder(&rendered).map_err(|e| e.to_string())
+    }
+}
+
+pub(super) fn read(r: &mut Reader, t: Table<'_>) -> Option<Archive> {
+    let to = match r.string(t, "to") {
+        None => {
+            r.error(
+                t.key("to"),
+                "missing; a directory (to = \"/var/lib/replicate-relay/archive\") or an object store (\"s3://bucket/prefix\", \"gs://bucket\", \"az://container\")",
+            );
+            None
+        }
+        Some(text) => read_destination(r, t, &text),
+    };
+    let path_text = r.string(t, "path").unwrap_or_else(|| DEFAULT_PATH.into());
+    let path = match PathTemplate::compile(&path_text) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            r.error(t.key("path"), format!("is not a template: {e}"));
+            None
+        }
+    };
+    let weights = r.bool(t, "weights").unwrap_or(true);
+    let max_file = r.size(t, "max_file").unwrap_or(DEFAULT_MAX_FILE);
+    let max_total = r.size(t, "max_total").unwrap_or(DEFAULT_MAX_TOTAL);
+    for (key, value) in [("max_file", max_file), ("max_total", max_total)] {
+        if value == 0 {
+            r.error(t.key(key), "must be more than 0 bytes");
+        }
+    }
+    let mut allow_hosts = Vec::new();
+    for host in r.strings(t, "allow_hosts") {
+        match allowed_host(&host) {
+            Ok(host) => allow_hosts.push(host),
+            Err(e) => r.error(t.key("allow_hosts"), e),
+        }
+    }
+    let token = r.secret(t, "token");
+    let ca_file = r.path(t, "ca_file");
+    Some(Archive {
+        to: to?,
+        path: path?,
+        weights,
+        max_file,
+        max_total,
+        allow_hosts,
+        token,
+        ca_file,
+    })
+}
+
+/// `to`: an absolute or config-relative directory (`file://` allowed).
+fn read_destination(r: &mut Reader, t: Table<'_>, text: &str) -> Option<Destination> {
+    let path = match text.split_once("://") {
+        Some(("file", rest)) => rest,
+        Some((scheme, _)) => {
+            r.error(
+                t.key("to"),
+                format!("`{scheme}://` is not a place this build keeps archives; give a directory"),
+            );
+            return None;
+        }
+        None => text,
+    };
+    Some(Destination::Directory(r.expand_path(&t.key("to"), path)?))
+}
+
+/// A host for `allow_hosts`: a DNS name or an IP address, no scheme, port
+/// or path, lowercased.
+fn allowed_host(text: &str) -> Result<String, String> {
+    let host = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    let plain = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'));
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok();
+    if !plain || (host.contains(':') && !ip) {
+        return Err(format!(
+            "`{text}` is not a host name; write the host alone, e.g. \"files.example.org\" (no https:// or port)"
+        ));
+    }
+    Ok(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_names_or_addresses_alone() {
+        let cases: &[(&str, Result<&str, ()>)] = &[
+            ("files.example.org", Ok("files.example.org")),
+            ("Files.Example.ORG.", Ok("files.example.org")),
+            ("localhost", Ok("localhost")),
+            ("10.0.0.5", Ok("10.0.0.5")),
+            ("::1", Ok("::1")),
+            ("https://files.example.org", Err(())),
+            ("files.example.org:8443", Err(())),
+            ("files.example.org/x", Err(())),
+            ("", Err(())),
+            ("a b", Err(())),
+        ];
+        for (text, want) in cases {
+            let got = allowed_host(text);
+            match want {
+                Ok(host) => assert_eq!(got.as_deref(), Ok(*host), "{text}"),
+                Err(()) => assert!(got.is_err(), "{text} should be refused"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_path_names_kind_model_and_id() {
+        let path = PathTemplate::compile(DEFAULT_PATH).unwrap();
+        let ctx = serde_json::json!({"kind": "prediction", "model": "acme/neon", "id": "p1"});
+        assert_eq!(path.folder(&ctx).unwrap(), "prediction/acme/neon/p1/");
+        // A payload cannot climb out of `to` through its values.
+        let ctx = serde_json::json!({"kind": "prediction", "model": "../../etc", "id": ".."});
+        assert_eq!(path.folder(&ctx).unwrap(), "prediction/_../_../etc/_../");
+        assert!(PathTemplate::compile("{{#if}}").is_err());
+        let empty = PathTemplate::compile("{{nothing}}").unwrap();
+        assert!(empty.folder(&ctx).unwrap_err().contains("empty folder"));
+    }
+}

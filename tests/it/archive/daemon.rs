@@ -1,0 +1,229 @@
+//! The `archive` notifier end to end: the real daemon, a signed webhook,
+//! the [`FileServer`] standing in for `replicate.delivery`, and a
+//! directory to keep files in. Every file a job names is kept byte for
+//! byte with a manifest that says so; what may not be fetched, and files
+//! Replicate already deleted, end dead with the reason and nothing fetched.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common::files::{self, FileServer};
+use crate::common::*;
+use replicate_relay::clock::SystemClock;
+use replicate_relay::store::{DeliveryState, Listed};
+use serde_json::{Value, json};
+
+/// A config archiving every final job into `dir/archive`, fetching from
+/// `server` (listed in `allow_hosts`, trusted through `ca_file`).
+pub fn archive_config(dir: &Path, server: &FileServer, extra_keys: &str) -> std::path::PathBuf {
+    server.ca_file(dir);
+    write_config(
+        dir,
+        SECRET,
+        &format!(
+            "[notifiers.keep]\ntype = \"archive\"\nto = \"archive\"\nallow_hosts = [\"localhost\"]\n\
+             ca_file = \"files-ca.pem\"\n{extra_keys}\n\n\
+             [[routes]]\nname = \"everything\"\nnotify = [\"keep\"]\n"
+        ),
+    )
+}
+
+/// A finished prediction of `acme/neon` whose output is `output`.
+pub fn job(id: &str, output: Value) -> Vec<u8> {
+    let mut body: Value = serde_json::from_slice(&payload(id, "succeeded")).unwrap();
+    body["model"] = json!("acme/neon");
+    body["output"] = output;
+    serde_json::to_vec(&body).unwrap()
+}
+
+/// Waits until `n` deliveries are delivered or dead.
+pub async fn settled(db: &Path, n: usize, within: Duration) -> Vec<Listed> {
+    wait_deliveries(db, within, |rows| {
+        rows.len() >= n
+            && rows.iter().all(|r| {
+                matches!(
+                    r.delivery.state,
+                    DeliveryState::Delivered | DeliveryState::Dead
+                )
+            })
+    })
+    .await
+}
+
+/// The files under `dir`, relative, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.map(Result::unwrap) {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                let path = entry.path();
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn every_file_a_job_names_is_kept_byte_for_byte_with_a_manifest_written_last() {
+    let server = FileServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &archive_config(dir.path(), &server, ""),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let sizes = [1_000u64, 3_000_000, 1];
+    let output = json!({
+        "images": [server.url("/bytes/1000/out.png"), server.url("/hop/bytes/3000000/out.png")],
+        "nested": {"deeper": [{"log": server.url("/bytes/1/log.txt")}]},
+        "caption": "not a URL",
+        // Named twice, kept once.
+        "again": server.url("/bytes/1000/out.png"),
+    });
+    let body = job("p_keep", output);
+    post_signed(&daemon, "msg_keep", &body).await;
+    let rows = settled(&dir.path().join("relay.db"), 1, Duration::from_secs(30)).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].delivery.state,
+        DeliveryState::Delivered,
+        "{:?}",
+        rows[0].delivery.last_error
+    );
+    let folder = dir.path().join("archive/prediction/acme/neon/p_keep");
+    assert_eq!(
+        listing(&folder),
+        [
+            "job.json",
+            "log.txt",
+            "manifest.json",
+            "out-2.png",
+            "out.png"
+        ]
+    );
+    assert_eq!(std::fs::read(folder.join("job.json")).unwrap(), body);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["id"], "p_keep");
+    assert_eq!(manifest["kind"], "prediction");
+    assert_eq!(manifest["folder"], "prediction/acme/neon/p_keep/");
+    let kept = manifest["files"].as_array().unwrap();
+    assert_eq!(kept.len(), 3, "{manifest:#}");
+    // The order the job names them in: keys sorted, arrays in order.
+    let want = [
+        // `again` sorts first; `images/0` names the same URL again.
+        ("/output/again", "out.png", sizes[0], "image/png"),
+        ("/output/images/1", "out-2.png", sizes[1], "image/png"),
+        (
+            "/output/nested/deeper/0/log",
+            "log.txt",
+            sizes[2],
+            "text/plain",
+        ),
+    ];
+    let mut total = 0;
+    for ((at, name, size, content_type), entry) in want.iter().zip(kept) {
+        assert_eq!(entry["at"], *at, "{entry}");
+        assert_eq!(entry["path"], format!("prediction/acme/neon/p_keep/{name}"));
+        assert_eq!(entry["bytes"], *size);
+        assert_eq!(entry["content_type"], *content_type);
+        // Checked against the source, not against what the relay wrote.
+        assert_eq!(entry["sha256"], files::sha256(*size).await, "{name}");
+        let on_disk = std::fs::read(folder.join(name)).unwrap();
+        assert_eq!(on_disk, files::bytes(*size).await, "{name}");
+        assert_eq!(
+            entry["location"],
+            folder.join(name).display().to_string(),
+            "{entry}"
+        );
+        total += size;
+    }
+    assert_eq!(manifest["total_bytes"], total);
+    let metrics = get_text(&format!("{}/metrics", daemon.base)).await;
+    assert!(
+        metrics.contains(&format!(
+            "relay_archive_bytes_total{{notifier=\"keep\"}} {total}"
+        )),
+        "{metrics}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn what_may_not_be_fetched_or_is_already_deleted_ends_dead_with_the_reason() {
+    let server = FileServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &archive_config(dir.path(), &server, ""),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let port = server.port;
+    let cases = [
+        (
+            "p_outside",
+            json!([
+                server.url("/bytes/10/a.png"),
+                "https://files.example.org/b.png"
+            ]),
+            "not one of Replicate's",
+        ),
+        (
+            "p_loopback",
+            json!(server.url("/to-loopback/bytes/10/a.png")),
+            "another host",
+        ),
+        (
+            "p_plain",
+            json!(format!("http://localhost:{port}/bytes/10/a.png")),
+            "not an https:// URL",
+        ),
+        (
+            "p_gone",
+            json!(server.url("/gone")),
+            "Replicate deleted the outputs",
+        ),
+    ];
+    for (id, output, _) in &cases {
+        post_signed(&daemon, &format!("msg_{id}"), &job(id, output.clone())).await;
+    }
+    let mut removed: Value = serde_json::from_slice(&job("p_removed", Value::Null)).unwrap();
+    removed["data_removed"] = json!(true);
+    post_signed(
+        &daemon,
+        "msg_p_removed",
+        &serde_json::to_vec(&removed).unwrap(),
+    )
+    .await;
+    let rows = settled(&dir.path().join("relay.db"), 5, Duration::from_secs(30)).await;
+    assert_eq!(rows.len(), 5);
+    let reasons = cases.iter().map(|(id, _, why)| (*id, *why)).chain([(
+        "p_removed",
+        "Replicate deleted the outputs; archive within an hour of completion",
+    )]);
+    for (id, why) in reasons {
+        let row = rows.iter().find(|r| r.object_id == id).unwrap();
+        assert_eq!(row.delivery.state, DeliveryState::Dead, "{id}");
+        assert_eq!(row.delivery.attempts, 1, "{id}: given up at once");
+        let error = row.delivery.last_error.as_deref().unwrap_or_default();
+        assert!(error.contains(why), "{id}: {error}");
+    }
+    // Nothing was fetched: the file listed beside the refused one neither,
+    // and the redirect to 127.0.0.1 was not followed.
+    let fetched: Vec<String> = server.asked().into_iter().map(|a| a.path).collect();
+    assert!(
+        !fetched.iter().any(|p| p.starts_with("/bytes/")),
+        "{fetched:?}"
+    );
+    assert!(listing(&dir.path().join("archive")).is_empty());
+    daemon.stop().await;
+}
