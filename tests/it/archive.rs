@@ -7,6 +7,7 @@
 //! host.
 
 mod daemon;
+mod process;
 
 use std::time::Duration;
 
