@@ -224,6 +224,8 @@ pub enum SetupError {
         #[source]
         source: lettre::transport::smtp::Error,
     },
+    #[error(transparent)]
+    ObjectStore(#[from] archive::objects::OpenError),
     #[error("webhook_url is not a URL: {0}")]
     WebhookUrl(#[source] url::ParseError),
 }

@@ -175,7 +175,7 @@ fn format_date(ts: &str, format: &str) -> String {
     let Some(t) = t.checked_to_offset(time::UtcOffset::UTC) else {
         return ts.to_owned();
     };
-    match time::format_description::parse(format) {
+    match time::format_description::parse_borrowed::<1>(format) {
         Ok(f) => t.format(&f).unwrap_or_else(|_| ts.to_owned()),
         Err(_) => ts.to_owned(),
     }

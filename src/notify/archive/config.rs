@@ -50,6 +50,11 @@ pub(super) const KEYS: &[&str] = &[
     "token",
     "token_file",
     "ca_file",
+    "endpoint",
+    "region",
+    "access_key_id",
+    "secret_access_key",
+    "secret_access_key_file",
 ];
 
 /// The `path` template, compiled once when the config is read.
@@ -148,19 +153,19 @@ pub(super) fn read(r: &mut Reader, t: Table<'_>) -> Option<Archive> {
     })
 }
 
-/// `to`: an absolute or config-relative directory (`file://` allowed).
+/// `to`: an absolute or config-relative directory (`file://` allowed),
+/// or an object store URL with the keys that reach it.
 fn read_destination(r: &mut Reader, t: Table<'_>, text: &str) -> Option<Destination> {
     let path = match text.split_once("://") {
         Some(("file", rest)) => rest,
-        Some((scheme, _)) => {
-            r.error(
-                t.key("to"),
-                format!("`{scheme}://` is not a place this build keeps archives; give a directory"),
-            );
-            return None;
-        }
+        Some(_) => return super::keep::read_object_store(r, t, text),
         None => text,
     };
+    for key in super::keep::OBJECT_KEYS {
+        if t.map.contains_key(key) {
+            r.error(t.key(key), "is for an object store; `to` names a directory");
+        }
+    }
     Some(Destination::Directory(r.expand_path(&t.key("to"), path)?))
 }
 
@@ -224,5 +229,57 @@ mod tests {
         assert!(PathTemplate::compile("{{#if}}").is_err());
         let empty = PathTemplate::compile("{{nothing}}").unwrap();
         assert!(empty.folder(&ctx).unwrap_err().contains("empty folder"));
+    }
+
+    /// What `to` and the object store keys come to, or the keys with a
+    /// problem.
+    fn destination(table: serde_json::Value) -> Result<String, Vec<String>> {
+        let t = Table {
+            path: "k",
+            map: table.as_object().unwrap(),
+        };
+        let mut r = Reader::new("/etc/relay".into());
+        let got = read(&mut r, t);
+        match got {
+            Some(a) if r.problems.is_empty() => Ok(match a.to {
+                Destination::Directory(p) => p.display().to_string(),
+                Destination::Objects(o) => format!("{} {:?}", o.url(), o.endpoint),
+            }),
+            _ => Err(r.problems.into_iter().map(|p| p.key).collect()),
+        }
+    }
+
+    #[test]
+    fn to_is_a_directory_or_an_object_store_with_its_keys() {
+        use serde_json::json;
+        let ok = |v| destination(v).unwrap();
+        let bad = |v| destination(v).unwrap_err();
+        assert_eq!(ok(json!({"to": "archive"})), "/etc/relay/archive");
+        assert_eq!(ok(json!({"to": "file:///srv/a"})), "/srv/a");
+        assert_eq!(ok(json!({"to": "s3://b/p/q/"})), "s3://b/p/q None");
+        assert_eq!(
+            ok(json!({"to": "s3://b", "endpoint": "http://127.0.0.1:9000",
+                      "access_key_id": "k", "secret_access_key": "s"})),
+            "s3://b Some(\"http://127.0.0.1:9000\")"
+        );
+        assert_eq!(ok(json!({"to": "gs://b/x"})), "gs://b/x None");
+        assert_eq!(ok(json!({"to": "az://c"})), "az://c None");
+        assert_eq!(bad(json!({})), ["k.to"]);
+        assert_eq!(bad(json!({"to": "ftp://b"})), ["k.to"]);
+        assert_eq!(bad(json!({"to": "s3://"})), ["k.to"]);
+        assert_eq!(bad(json!({"to": "s3://k:s@b"})), ["k.to"]);
+        assert_eq!(
+            bad(json!({"to": "s3://b", "endpoint": "minio:9000"})),
+            ["k.endpoint"]
+        );
+        assert_eq!(
+            bad(json!({"to": "s3://b", "access_key_id": "k"})),
+            ["k.access_key_id"]
+        );
+        assert_eq!(bad(json!({"to": "gs://b", "region": "eu"})), ["k.region"]);
+        assert_eq!(
+            bad(json!({"to": "dir", "endpoint": "https://x"})),
+            ["k.endpoint"]
+        );
     }
 }

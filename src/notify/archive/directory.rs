@@ -31,6 +31,8 @@ pub enum WriteError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write {key}: {reason}")]
+    Store { key: String, reason: String },
     #[error("the download of {key} broke off: {source}")]
     Source {
         key: String,

@@ -7,7 +7,7 @@
 //! fetch at all; [`resolve`] holds the connection to that rule, address by
 //! address, and [`download`] each request and its redirects; [`path`]
 //! names the folder and the files under `to`; [`keep`] writes them there,
-//! whole or not at all ([`directory`]); [`send`] runs one job's archive
+//! whole or not at all ([`directory`], [`objects`]); [`send`] runs one job's archive
 //! and writes its [`manifest`] last.
 //!
 //! The message a notifier of this kind renders is the job itself
@@ -19,6 +19,7 @@ pub mod directory;
 pub mod download;
 pub mod keep;
 pub mod manifest;
+pub mod objects;
 pub mod path;
 pub mod resolve;
 pub mod send;

@@ -45,14 +45,18 @@ impl ArchiveNotifier {
             tls,
             config.token.as_ref().map(|t| t.expose().to_owned()),
         );
-        Ok(Self::with_downloader(name, config, downloads))
+        // An object store is reached with the system's roots: `ca_file`
+        // is for the hosts files are fetched from.
+        let store_tls = crate::connect::client_tls(None)?;
+        let keeper = Keeper::open(&config.to, &store_tls).map_err(SetupError::from)?;
+        Ok(Self::with_parts(name, config, keeper, downloads))
     }
 
-    /// The same, fetching through `downloads` (a test's resolver or limits).
-    pub fn with_downloader(name: &str, config: &Archive, downloads: Downloader) -> Self {
+    /// The same, writing through `keeper` and fetching through `downloads`.
+    pub fn with_parts(name: &str, config: &Archive, keeper: Keeper, downloads: Downloader) -> Self {
         ArchiveNotifier {
             name: name.to_owned(),
-            keeper: Keeper::new(&config.to),
+            keeper,
             downloads,
             allow_hosts: config.allow_hosts.clone(),
             max_file: config.max_file,
@@ -111,7 +115,12 @@ impl ArchiveNotifier {
             let limit = self.max_file.min(room);
             let written = self
                 .keeper
-                .write(&key, self.downloads.chunks(fetched.body), limit)
+                .write(
+                    &key,
+                    self.downloads.chunks(fetched.body),
+                    limit,
+                    fetched.content_type.as_deref(),
+                )
                 .await
                 .map_err(|e| match e {
                     WriteError::TooLarge { .. } if limit < self.max_file => {
@@ -222,9 +231,11 @@ fn download_error(e: DownloadError) -> DeliveryError {
 fn write_error(e: WriteError) -> DeliveryError {
     match e {
         WriteError::TooLarge { .. } | WriteError::Outside { .. } => permanent(e.to_string()),
-        WriteError::Disk { .. } | WriteError::Source { .. } => DeliveryError::Transient {
-            reason: e.to_string(),
-            retry_after: None,
-        },
+        WriteError::Disk { .. } | WriteError::Store { .. } | WriteError::Source { .. } => {
+            DeliveryError::Transient {
+                reason: e.to_string(),
+                retry_after: None,
+            }
+        }
     }
 }

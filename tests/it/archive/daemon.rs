@@ -227,3 +227,144 @@ async fn what_may_not_be_fetched_or_is_already_deleted_ends_dead_with_the_reason
     assert!(listing(&dir.path().join("archive")).is_empty());
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn an_s3_bucket_receives_the_same_files_with_a_manifest_multipart_for_the_large_one() {
+    use crate::common::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+    let files = FileServer::start().await;
+    let s3 = S3Server::start("outputs").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s3-secret"), SECRET_KEY).unwrap();
+    let config = archive_config(
+        dir.path(),
+        &files,
+        &format!(
+            "endpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"{ACCESS_KEY}\"\n\
+             secret_access_key_file = \"s3-secret\"\n",
+            s3.endpoint
+        ),
+    );
+    // The same notifier, kept in the bucket under a prefix.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("to = \"archive\"", "to = \"s3://outputs/relay/\""),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    const LARGE: u64 = 20_000_000;
+    let sizes = [1_000u64, LARGE];
+    let output = json!([
+        files.url("/bytes/1000/out.png"),
+        files.url(&format!("/bytes/{LARGE}/weights.tar"))
+    ]);
+    let body = job("p_s3", output);
+    post_signed(&daemon, "msg_s3", &body).await;
+    let rows = settled(&dir.path().join("relay.db"), 1, Duration::from_secs(60)).await;
+    assert_eq!(
+        rows[0].delivery.state,
+        DeliveryState::Delivered,
+        "{:?}",
+        rows[0].delivery.last_error
+    );
+    let folder = s3.root.join("outputs/relay/prediction/acme/neon/p_s3");
+    let kept: Vec<String> = listing(&folder)
+        .into_iter()
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    assert_eq!(
+        kept,
+        ["job.json", "manifest.json", "out.png", "weights.tar"]
+    );
+    assert_eq!(std::fs::read(folder.join("job.json")).unwrap(), body);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["to"], "s3://outputs/relay/");
+    for (entry, (name, size)) in manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["out.png", "weights.tar"].iter().zip(sizes))
+    {
+        assert_eq!(entry["bytes"], size);
+        assert_eq!(entry["sha256"], files::sha256(size).await, "{name}");
+        assert_eq!(
+            entry["location"],
+            format!("s3://outputs/relay/prediction/acme/neon/p_s3/{name}")
+        );
+        assert!(
+            std::fs::read(folder.join(name)).unwrap() == files::bytes(size).await,
+            "{name} differs"
+        );
+    }
+    // The large file went up in parts, completed last; the small ones in
+    // one request each.
+    let requests = s3.requests();
+    let parts = requests
+        .iter()
+        .filter(|r| {
+            r.starts_with("PUT ") && r.contains("weights.tar?") && r.contains("partNumber=")
+        })
+        .count();
+    assert!(parts >= 2, "{requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("POST ") && r.contains("weights.tar?uploadId=")),
+        "{requests:#?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("PUT ") && r.ends_with("/out.png")),
+        "{requests:#?}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_bucket_that_refuses_the_credentials_keeps_the_delivery_retrying_with_the_reason() {
+    use crate::common::s3::{ACCESS_KEY, S3Server};
+    let files = FileServer::start().await;
+    let s3 = S3Server::start("outputs").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = archive_config(
+        dir.path(),
+        &files,
+        &format!(
+            "endpoint = \"{}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"wrong\"\n",
+            s3.endpoint
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("to = \"archive\"", "to = \"s3://outputs\""),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    post_signed(
+        &daemon,
+        "msg_denied",
+        &job("p_denied", json!([files.url("/bytes/1000/out.png")])),
+    )
+    .await;
+    let rows = wait_deliveries(&dir.path().join("relay.db"), Duration::from_secs(30), |r| {
+        r.first().is_some_and(|r| r.delivery.last_error.is_some())
+    })
+    .await;
+    let d = &rows[0].delivery;
+    // Credentials can be fixed within max_age; the files cannot come back.
+    assert_eq!(d.state, DeliveryState::Pending, "{:?}", d.last_error);
+    let error = d.last_error.as_deref().unwrap();
+    assert!(
+        error.contains("cannot write s3://outputs/prediction/acme/neon/p_denied/out.png"),
+        "{error}"
+    );
+    assert!(
+        error.contains("SignatureDoesNotMatch") || error.contains("403"),
+        "{error}"
+    );
+    assert!(!s3.root.join("outputs/prediction").exists());
+    daemon.stop().await;
+}

@@ -20,6 +20,7 @@ pub mod pebble;
 pub mod postgres;
 pub mod root;
 pub mod rule;
+pub mod s3;
 pub mod senders;
 pub mod serve;
 pub mod skip;
