@@ -64,7 +64,7 @@ pub fn run(out: &Path, templates: Option<&Path>) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let _ = write!(index, "<h2>{}</h2>\n<table>\n", html(name));
         for (label, event, body) in &events {
-            let message = notify::message(&compiled, notifier, "preview", event, body);
+            let message = notify::message(&compiled, notifier, "preview", event, body, None);
             let slug = label.replace(' ', "-");
             let _ = write!(index, "<tr><td>{}</td><td>", html(label));
             for (ext, contents) in message.files() {

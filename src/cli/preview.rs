@@ -50,7 +50,7 @@ pub fn run(
         }
         for name in &r.notify {
             let notifier = &config.notifiers[name];
-            let message = notify::message(&templates, notifier, &r.name, &event, &body);
+            let message = notify::message(&templates, notifier, &r.name, &event, &body, None);
             messages.push((r.name.as_str(), notifier, message));
         }
     }

@@ -134,6 +134,18 @@ fn problem_table() {
             "[verify]\ninsecure = true\n[delivery]\nmax_ag = \"5h\"",
             &["delivery.max_ag"],
         ),
+        (
+            "[verify]\ninsecure = true\n[notifiers.keep]\ntype = \"archive\"\nto = \"a\"\n\
+             [notifiers.ops]\ntype = \"log\"\n\
+             [[routes]]\nnotify = [\"keep\", \"ops\"]\nafter = \"keep\"",
+            &[],
+        ),
+        (
+            "[verify]\ninsecure = true\n[notifiers.keep]\ntype = \"archive\"\nto = \"a\"\n\
+             [notifiers.ops]\ntype = \"log\"\n\
+             [[routes]]\nnotify = [\"ops\"]\nafter = \"keep\"",
+            &["routes[0].after"],
+        ),
     ];
     for (text, want) in cases {
         assert_eq!(keys(load_text(text, &[])), *want, "config:\n{text}");

@@ -24,6 +24,9 @@ pub struct Route {
     pub notify: Vec<String>,
     /// Keep trying later routes after this one matches.
     pub continue_matching: bool,
+    /// One of `notify`: the route's other notifiers wait until its
+    /// delivery is delivered or dead, and see its result.
+    pub after: Option<String>,
 }
 
 impl Route {
@@ -140,7 +143,7 @@ pub fn read_routes(
         let Some(t) = r.table(Some(item), &path) else {
             continue;
         };
-        r.known_keys(t, &["name", "when", "notify", "continue"]);
+        r.known_keys(t, &["name", "when", "notify", "continue", "after"]);
         let name = r
             .string(t, "name")
             .unwrap_or_else(|| format!("route {}", i + 1));
@@ -174,6 +177,17 @@ pub fn read_routes(
             }
         }
         let continue_matching = r.bool(t, "continue").unwrap_or(false);
+        let after = r.string(t, "after");
+        if let Some(a) = &after
+            && !notify.contains(a)
+        {
+            r.error(
+                t.key("after"),
+                format!(
+                    "`{a}` is not in this route's notify list; after names the notifier the others wait for, e.g. after = \"keep\" with notify = [\"keep\", \"ml-slack\"]"
+                ),
+            );
+        }
         let when_path = t.key("when");
         let when = match r.table(t.map.get("when"), &when_path) {
             Some(w) => read_when(r, w),
@@ -184,6 +198,7 @@ pub fn read_routes(
             when,
             notify,
             continue_matching,
+            after,
         });
     }
     routes

@@ -289,7 +289,7 @@ async fn deliver(
         Err(panic) => panicked(d, &panic_message(panic.as_ref())),
     };
     let result = match outcome {
-        Outcome::Delivered => "sent",
+        Outcome::Delivered { .. } => "sent",
         Outcome::Retry { .. } => "retried",
         Outcome::Dead { .. } => "dead",
     };
@@ -372,6 +372,7 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         &d.route,
         &event,
         &claimed.event.body,
+        claimed.awaited.as_ref(),
     );
     let message_id = notify::message_id(
         &claimed.event.webhook_id,
@@ -384,10 +385,10 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         route: &d.route,
         message_id: &message_id,
     };
-    let result = sender.send(message.as_ref(), attempt).await;
+    let result = sender.send_reporting(message.as_ref(), attempt).await;
     let now = now_ms();
     match result {
-        Ok(()) => {
+        Ok(report) => {
             let since_receipt_ms = now - claimed.event.received_at_ms;
             telemetry::delivery_latency(&d.notifier, since_receipt_ms.max(0) as f64 / 1000.0);
             tracing::info!(
@@ -398,7 +399,9 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
                 attempt = d.attempts,
                 since_receipt_ms,
             );
-            Outcome::Delivered
+            Outcome::Delivered {
+                result: report.map(|r| r.to_string()),
+            }
         }
         Err(DeliveryError::Permanent { reason }) => {
             tracing::warn!(message = "Delivery dead: permanent error.", delivery = d.id, notifier = %d.notifier, %reason);
@@ -474,6 +477,8 @@ mod tests {
     #[test]
     fn a_panicking_notifier_is_retried_then_dead_with_the_panic_message() {
         let delivery = |attempts| Delivery {
+            after: None,
+            result: None,
             id: 7,
             event_seq: 1,
             route: "r".into(),

@@ -180,6 +180,17 @@ pub trait Notify: Send + Sync {
         attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>>;
 
+    /// Sends one rendered message and returns what it reports for the
+    /// route's later deliveries and `events show` (an archive's manifest);
+    /// most kinds report nothing.
+    fn send_reporting<'a>(
+        &'a self,
+        message: &'a dyn Message,
+        attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, DeliveryError>> {
+        Box::pin(async move { self.send(message, attempt).await.map(|()| None) })
+    }
+
     /// Notifiers with the same key share a rate limit: when the receiver asks
     /// to wait (Slack's 429), none of them sends before the time is up.
     fn rate_key(&self) -> String;
@@ -250,15 +261,37 @@ pub fn build_all(
     Ok(out)
 }
 
-/// Renders what `notifier` would send for `event`, matched by `route`.
+/// Renders what `notifier` would send for `event`, matched by `route`;
+/// `awaited` is the delivery it waited for (`after` on the route), whose
+/// result templates see as `archive` (or its error as `archive_error`).
 pub fn message(
     templates: &Templates,
     notifier: &Notifier,
     route: &str,
     event: &crate::event::Event,
     original: &[u8],
+    awaited: Option<&crate::store::Delivery>,
 ) -> Box<dyn Message> {
-    let ctx = crate::render::context::context(event, route, &notifier.name);
+    let mut ctx = crate::render::context::context(event, route, &notifier.name);
+    if let (Some(awaited), serde_json::Value::Object(map)) = (awaited, &mut ctx) {
+        use crate::store::DeliveryState;
+        match awaited.state {
+            DeliveryState::Delivered => {
+                if let Some(result) = awaited
+                    .result
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str(r).ok())
+                {
+                    map.insert("archive".into(), result);
+                }
+            }
+            DeliveryState::Dead => {
+                let error = awaited.last_error.clone().unwrap_or_default();
+                map.insert("archive_error".into(), serde_json::Value::String(error));
+            }
+            _ => {}
+        }
+    }
     notifier
         .settings
         .render(templates, notifier.template.as_deref(), &ctx, original)

@@ -24,9 +24,14 @@ pub struct Received<'a> {
 /// The deliveries `event` gets under `config`. `event` needs only the payload
 /// fields the routes look at ([`route::payload_keys`]).
 pub fn route_event(config: &Config, event: &Event, received: Received<'_>) -> Routing {
-    let deliveries = route::matching(&config.routes, event)
-        .into_iter()
+    let matched = route::matching(&config.routes, event);
+    let deliveries = matched
+        .iter()
         .flat_map(|r| r.notify.iter().map(|n| (r.name.clone(), n.clone())))
+        .collect();
+    let after = matched
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.after.clone()?)))
         .collect();
     // A final status notifies once per job whatever the number of webhooks
     // that carried it; anything else notifies once per webhook.
@@ -40,6 +45,7 @@ pub fn route_event(config: &Config, event: &Event, received: Received<'_>) -> Ro
         dedup_key,
         deliveries,
         expires_at_ms: received.received_at_ms + config.delivery.max_age.as_millis() as i64,
+        after,
     }
 }
 
@@ -91,6 +97,7 @@ pub fn plan(config: &Config, events: &[StoredEvent]) -> Vec<RoutingPlan> {
                         dedup_key: format!("webhook:{}", stored.webhook_id),
                         deliveries: Vec::new(),
                         expires_at_ms: stored.received_at_ms,
+                        after: Vec::new(),
                     }
                 }
             };

@@ -34,6 +34,7 @@ fn when(value: Value) -> Vec<Condition> {
 
 fn route(name: &str, w: Value, cont: bool) -> Route {
     Route {
+        after: None,
         name: name.into(),
         when: when(w),
         notify: vec!["n".into()],

@@ -28,6 +28,8 @@ pub struct Exported {
     pub waiting: Vec<(String, String)>,
     /// The latest deadline among those.
     pub expires_at_ms: i64,
+    /// `(route, notifier)` that the route's other deliveries wait for.
+    pub after: Vec<(String, String)>,
 }
 
 /// One delivery row as a backend reads it for [`assemble`].
@@ -39,6 +41,8 @@ pub struct DeliveryRow {
     pub notifier: String,
     pub state: String,
     pub expires_at_ms: i64,
+    /// The notifier it waits for.
+    pub after: Option<String>,
 }
 
 /// `events` (oldest first) with their delivery rows, as [`Exported`].
@@ -69,6 +73,15 @@ pub fn assemble(events: Vec<StoredEvent>, deliveries: Vec<DeliveryRow>) -> Vec<E
                     .iter()
                     .map(|d| (d.route.clone(), d.notifier.clone()))
                     .collect(),
+                after: {
+                    let mut after: Vec<(String, String)> = waiting
+                        .iter()
+                        .filter_map(|d| Some((d.route.clone(), d.after.clone()?)))
+                        .collect();
+                    after.sort();
+                    after.dedup();
+                    after
+                },
                 event,
             }
         })
@@ -123,6 +136,7 @@ pub async fn copy(
                         dedup_key: e.dedup_key,
                         deliveries: e.waiting,
                         expires_at_ms: e.expires_at_ms,
+                        after: e.after,
                     },
                 });
                 async move { (insert.await, waiting) }
@@ -162,6 +176,7 @@ mod tests {
 
     fn row(event_seq: i64, notifier: &str, state: &str, expires_at_ms: i64) -> DeliveryRow {
         DeliveryRow {
+            after: None,
             event_seq,
             dedup_key: format!("p{event_seq}:failed"),
             route: "r".into(),

@@ -79,6 +79,28 @@ pub struct Routing {
     pub deliveries: Vec<(String, String)>,
     /// When retrying stops (`[delivery] max_age` after receipt).
     pub expires_at_ms: i64,
+    /// `(route, notifier)`: the route's other deliveries wait until that
+    /// notifier's is delivered or dead, and see its result (`after` on a
+    /// route).
+    pub after: Vec<(String, String)>,
+}
+
+/// The condition, in SQL both backends speak, that a row of `deliveries`
+/// is not waiting for another delivery of its event and route (`after`)
+/// that is still to be sent.
+pub(crate) const NOT_WAITING: &str = "(deliveries.after_notifier IS NULL OR NOT EXISTS (
+     SELECT 1 FROM deliveries w
+     WHERE w.event_seq = deliveries.event_seq AND w.route = deliveries.route
+       AND w.notifier = deliveries.after_notifier AND w.state IN ('pending', 'sending')))";
+
+impl Routing {
+    /// The notifier delivery `(route, notifier)` waits for, if any.
+    pub fn waits_for(&self, route: &str, notifier: &str) -> Option<&str> {
+        self.after
+            .iter()
+            .find(|(r, awaited)| r == route && awaited != notifier)
+            .map(|(_, awaited)| awaited.as_str())
+    }
 }
 
 /// [`Routing`] for an event already stored under `event_seq` (see [`Unrouted`]).
@@ -140,6 +162,11 @@ pub struct Delivery {
     pub next_attempt_at_ms: i64,
     pub expires_at_ms: i64,
     pub last_error: Option<String>,
+    /// The notifier on the same event and route it waits for, if any.
+    pub after: Option<String>,
+    /// What the notifier reported when it delivered (an archive's
+    /// manifest, as JSON).
+    pub result: Option<String>,
 }
 
 /// A delivery claimed for sending, with the event it carries.
@@ -147,12 +174,17 @@ pub struct Delivery {
 pub struct Claimed {
     pub delivery: Delivery,
     pub event: StoredEvent,
+    /// The delivery it waited for, as that one ended.
+    pub awaited: Option<Delivery>,
 }
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Delivered,
+    /// Sent; with what the notifier reported, if anything.
+    Delivered {
+        result: Option<String>,
+    },
     /// Try again at this time.
     Retry {
         at_ms: i64,
@@ -197,6 +229,14 @@ pub struct Recovered {
     pub resumed: usize,
 }
 
+/// One event with every delivery it got, for `replicate-relay events show`.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub event: StoredEvent,
+    /// In the order they were planned.
+    pub deliveries: Vec<Delivery>,
+}
+
 /// A delivery with a summary of its event, for `replicate-relay deliveries`.
 #[derive(Debug, Clone)]
 pub struct Listed {
@@ -219,6 +259,10 @@ pub enum RetrySelector {
 pub trait Admin: Send + Sync {
     /// The most recent events, newest first.
     fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// The events of job `id` (or of webhook `id`, or numbered `id` in the
+    /// store), newest first, at most `limit`, each with its deliveries.
+    fn find(&self, id: &str, limit: usize) -> BoxFuture<'_, Result<Vec<Found>, StoreError>>;
 
     /// Deliveries matching `filter`, newest first, with their events' summary.
     fn deliveries(

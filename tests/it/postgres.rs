@@ -62,6 +62,7 @@ async fn a_daemon_on_postgresql_stores_delivers_and_knows_a_retry() {
             body: body.clone().into(),
             received_at_ms: replicate_relay::clock::now_ms(),
             routing: replicate_relay::store::Routing {
+                after: Vec::new(),
                 dedup_key: "p_pg_1:failed".into(),
                 deliveries: vec![],
                 expires_at_ms: replicate_relay::clock::now_ms() + 3_600_000,

@@ -85,6 +85,7 @@ fn event_at(
         body: format!(r#"{{"id":"{object_id}","status":"{status}"}}"#).into(),
         received_at_ms: now,
         routing: Routing {
+            after: Vec::new(),
             dedup_key: format!("{object_id}:{status}"),
             deliveries: routes
                 .iter()
@@ -256,7 +257,11 @@ async fn outcomes_are_delivered_retried_later_or_dead_with_the_reason() {
         let chat = store.claim("chat", now, 10).await.unwrap();
         assert_eq!(chat.len(), 2, "{name}");
         store
-            .finish(chat[0].delivery.id, Outcome::Delivered, now)
+            .finish(
+                chat[0].delivery.id,
+                Outcome::Delivered { result: None },
+                now,
+            )
             .await
             .unwrap();
         let retry = Outcome::Retry {
@@ -439,7 +444,7 @@ async fn pruning_deletes_what_is_old_and_finished_and_nothing_else() {
                 .unwrap();
         }
         for (id, outcome, at) in [
-            ("old_sent", Outcome::Delivered, old + 1_000),
+            ("old_sent", Outcome::Delivered { result: None }, old + 1_000),
             (
                 "old_dead",
                 Outcome::Dead {
@@ -447,7 +452,7 @@ async fn pruning_deletes_what_is_old_and_finished_and_nothing_else() {
                 },
                 old + 1_000,
             ),
-            ("new_sent", Outcome::Delivered, now),
+            ("new_sent", Outcome::Delivered { result: None }, now),
         ] {
             // Due when written (by the store's clock, which may be past
             // `now` on a busy machine): claimed a minute on.
@@ -572,3 +577,145 @@ async fn the_same_webhook_twice_at_once_is_stored_once() {
 }
 
 mod shared;
+
+/// p1's failure routed by `r` to `keep` and `chat`, chat after keep, and
+/// by `s` to `mail`, which waits for nothing.
+fn p1_after_keep() -> NewEvent {
+    let mut e = event(
+        "msg_after",
+        "p1",
+        Status::Failed,
+        &[("r", "keep"), ("r", "chat"), ("s", "mail")],
+    );
+    e.routing.after = vec![("r".into(), "keep".into())];
+    e
+}
+
+#[tokio::test]
+async fn a_delivery_after_another_waits_for_it_and_sees_how_it_ended() {
+    for ending in ["delivered", "dead"] {
+        each_backend!(|name, store| {
+            store.insert(p1_after_keep()).await.unwrap();
+            let now = now_ms() + 1_000;
+            assert!(
+                store.claim("chat", now, 10).await.unwrap().is_empty(),
+                "{name}: chat waits while keep is pending"
+            );
+            assert_eq!(
+                store.next_due(vec!["chat".into()]).await.unwrap(),
+                None,
+                "{name}: a waiting delivery is not due (the dispatcher would spin)"
+            );
+            let mail = store.claim("mail", now, 10).await.unwrap();
+            assert_eq!(mail.len(), 1, "{name}: another route does not wait");
+            assert!(mail[0].awaited.is_none());
+            let keep = store.claim("keep", now, 10).await.unwrap();
+            assert_eq!(keep.len(), 1, "{name}");
+            assert!(keep[0].awaited.is_none(), "{name}: keep waits for nothing");
+            assert!(
+                store.claim("chat", now, 10).await.unwrap().is_empty(),
+                "{name}: nor while keep is being sent"
+            );
+            let outcome = match ending {
+                "delivered" => Outcome::Delivered {
+                    result: Some(r#"{"files":[]}"#.into()),
+                },
+                _ => Outcome::Dead {
+                    error: "Replicate deleted the outputs".into(),
+                },
+            };
+            store
+                .finish(keep[0].delivery.id, outcome, now)
+                .await
+                .unwrap();
+            assert!(
+                store.next_due(vec!["chat".into()]).await.unwrap().is_some(),
+                "{name}: due once keep ended"
+            );
+            let chat = store.claim("chat", now, 10).await.unwrap();
+            assert_eq!(chat.len(), 1, "{name}: {ending}");
+            assert_eq!(chat[0].delivery.after.as_deref(), Some("keep"));
+            let awaited = chat[0].awaited.as_ref().expect("what it waited for");
+            assert_eq!(awaited.notifier, "keep");
+            match ending {
+                "delivered" => {
+                    assert_eq!(awaited.state, DeliveryState::Delivered, "{name}");
+                    assert_eq!(awaited.result.as_deref(), Some(r#"{"files":[]}"#));
+                }
+                _ => {
+                    assert_eq!(awaited.state, DeliveryState::Dead, "{name}");
+                    assert_eq!(
+                        awaited.last_error.as_deref(),
+                        Some("Replicate deleted the outputs")
+                    );
+                }
+            }
+            stats_agree(name, store, "after waiting").await;
+        });
+    }
+}
+
+#[tokio::test]
+async fn an_event_is_found_by_job_webhook_or_number_with_its_deliveries() {
+    each_backend!(|name, store| {
+        let Inserted::New(first) = store.insert(p1_failed()).await.unwrap() else {
+            panic!("{name}")
+        };
+        store
+            .insert(event("msg_2", "p1", Status::Succeeded, &[("r", "chat")]))
+            .await
+            .unwrap();
+        store
+            .insert(event("msg_3", "p2", Status::Failed, &[("r", "chat")]))
+            .await
+            .unwrap();
+        let now = now_ms() + 1_000;
+        for claimed in store.claim("mail", now, 10).await.unwrap() {
+            let result = Some(r#"{"files":[]}"#.to_owned());
+            let outcome = Outcome::Delivered { result };
+            store
+                .finish(claimed.delivery.id, outcome, now)
+                .await
+                .unwrap();
+        }
+        let by_job = store.find("p1", 10).await.unwrap();
+        let seqs: Vec<&str> = by_job.iter().map(|f| f.event.webhook_id.as_str()).collect();
+        assert_eq!(
+            seqs,
+            ["msg_2", "msg_1"],
+            "{name}: the job's events, newest first"
+        );
+        let failed = &by_job[1];
+        let routed: Vec<(&str, DeliveryState)> = failed
+            .deliveries
+            .iter()
+            .map(|d| (d.notifier.as_str(), d.state))
+            .collect();
+        assert_eq!(
+            routed,
+            [
+                ("chat", DeliveryState::Pending),
+                ("mail", DeliveryState::Delivered)
+            ],
+            "{name}"
+        );
+        assert_eq!(
+            failed.deliveries[1].result.as_deref(),
+            Some(r#"{"files":[]}"#),
+            "{name}: what the notifier reported"
+        );
+        assert_eq!(
+            store.find("msg_3", 10).await.unwrap()[0].event.object_id,
+            "p2"
+        );
+        let by_seq = store.find(&first.to_string(), 10).await.unwrap();
+        assert_eq!(by_seq.len(), 1, "{name}");
+        assert_eq!(by_seq[0].event.webhook_id, "msg_1");
+        assert!(store.find("nothing", 10).await.unwrap().is_empty());
+        assert_eq!(
+            store.find("p1", 1).await.unwrap().len(),
+            1,
+            "{name}: the limit"
+        );
+    });
+}

@@ -38,6 +38,9 @@ pub struct Archive {
     /// CA certificates trusted instead of the system's (a mirror behind a
     /// private CA).
     pub ca_file: Option<PathBuf>,
+    /// Where `to` is served from, if it is (a web server over the
+    /// directory, a bucket's public URL): each file's `url` in the manifest.
+    pub public_url: Option<url::Url>,
 }
 
 pub(super) const KEYS: &[&str] = &[
@@ -50,6 +53,7 @@ pub(super) const KEYS: &[&str] = &[
     "token",
     "token_file",
     "ca_file",
+    "public_url",
     "endpoint",
     "region",
     "access_key_id",
@@ -141,6 +145,18 @@ pub(super) fn read(r: &mut Reader, t: Table<'_>) -> Option<Archive> {
     }
     let token = r.secret(t, "token");
     let ca_file = r.path(t, "ca_file");
+    let public_url = r.string(t, "public_url").and_then(|text| {
+        match url::Url::parse(&text) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.query().is_none() => Some(u),
+            _ => {
+                r.error(
+                    t.key("public_url"),
+                    format!("`{text}` is not an http(s) URL without a query, e.g. \"https://files.example.org/replicate/\""),
+                );
+                None
+            }
+        }
+    });
     Some(Archive {
         to: to?,
         path: path?,
@@ -150,6 +166,7 @@ pub(super) fn read(r: &mut Reader, t: Table<'_>) -> Option<Archive> {
         allow_hosts,
         token,
         ca_file,
+        public_url,
     })
 }
 

@@ -47,6 +47,8 @@ pub enum DownloadError {
     Status { url: String, status: u16 },
     #[error("cannot fetch {url}: {reason}")]
     Connect { url: String, reason: String },
+    #[error("cannot request {url}: {reason}")]
+    BadUrl { url: String, reason: String },
     #[error("{url} did not answer within {}s", .within.as_secs())]
     TimedOut { url: String, within: Duration },
 }
@@ -125,7 +127,9 @@ impl Downloader {
 
     /// The answer for `url`, after the redirects on its host.
     pub async fn get(&self, url: &str) -> Result<Fetched, DownloadError> {
-        let mut current = url.to_owned();
+        // As a URL parser writes it: a payload's `out 1.png` is requested
+        // as `out%201.png`, which is what its server means.
+        let mut current = Url::parse(url).map_or_else(|_| url.to_owned(), |u| u.to_string());
         for _ in 0..=MAX_REDIRECTS {
             let trust = source::allowed(&current, &self.allow_hosts)?;
             let mut request = hyper::Request::get(current.as_str());
@@ -134,7 +138,7 @@ impl Downloader {
             }
             let request = request
                 .body(Empty::new())
-                .map_err(|e| DownloadError::Connect {
+                .map_err(|e| DownloadError::BadUrl {
                     url: shown(&current),
                     reason: e.to_string(),
                 })?;

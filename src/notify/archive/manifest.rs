@@ -37,11 +37,24 @@ pub struct Entry {
     pub path: String,
     /// Where it is kept, as a person or a link would name it.
     pub location: String,
+    /// Its URL under `public_url`, when that is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub bytes: u64,
     /// SHA-256 of the contents, lowercase hex.
     pub sha256: String,
     /// `Content-Type` as the source announced it.
     pub content_type: Option<String>,
+}
+
+/// The URL of `path` (`/`-separated, under `to`) below `base`, each part
+/// percent-encoded.
+pub fn public_url(base: &url::Url, path: &str) -> String {
+    let mut url = base.clone();
+    if let Ok(mut parts) = url.path_segments_mut() {
+        parts.pop_if_empty().extend(path.split('/'));
+    }
+    url.to_string()
 }
 
 impl Manifest {
@@ -50,5 +63,33 @@ impl Manifest {
         let mut text = serde_json::to_vec_pretty(self).unwrap_or_default();
         text.push(b'\n');
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn public_urls_encode_each_part_below_the_base() {
+        let cases = [
+            (
+                "https://f.example.org/r/",
+                "prediction/a b/p1/out.png",
+                "https://f.example.org/r/prediction/a%20b/p1/out.png",
+            ),
+            (
+                "https://f.example.org/r",
+                "p/x#y?.png",
+                "https://f.example.org/r/p/x%23y%3F.png",
+            ),
+            (
+                "https://f.example.org",
+                "p/%41",
+                "https://f.example.org/p/%2541",
+            ),
+        ];
+        for (base, path, want) in cases {
+            let base = url::Url::parse(base).unwrap();
+            assert_eq!(super::public_url(&base, path), want);
+        }
     }
 }

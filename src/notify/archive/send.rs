@@ -34,6 +34,7 @@ pub struct ArchiveNotifier {
     allow_hosts: Vec<String>,
     max_file: u64,
     max_total: u64,
+    public_url: Option<url::Url>,
 }
 
 impl ArchiveNotifier {
@@ -61,6 +62,7 @@ impl ArchiveNotifier {
             allow_hosts: config.allow_hosts.clone(),
             max_file: config.max_file,
             max_total: config.max_total,
+            public_url: config.public_url.clone(),
         }
     }
 
@@ -134,6 +136,10 @@ impl ArchiveNotifier {
                 source: file.url.clone(),
                 at: file.at.clone(),
                 location: self.keeper.location(&key),
+                url: self
+                    .public_url
+                    .as_ref()
+                    .map(|base| manifest::public_url(base, &key)),
                 path: key,
                 bytes: written.bytes,
                 sha256: written.sha256,
@@ -185,8 +191,17 @@ impl Notify for ArchiveNotifier {
     fn send<'a>(
         &'a self,
         message: &'a dyn Message,
-        _attempt: Attempt<'a>,
+        attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move { self.send_reporting(message, attempt).await.map(|_| ()) })
+    }
+
+    /// Reports the manifest, for the route's later messages and `events show`.
+    fn send_reporting<'a>(
+        &'a self,
+        message: &'a dyn Message,
+        _attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, DeliveryError>> {
         Box::pin(async move {
             let job = crate::notify::expect::<ArchiveJob>(message, "archive")?;
             let manifest = self.archive(job).await?;
@@ -198,7 +213,7 @@ impl Notify for ArchiveNotifier {
                 files = manifest.files.len(),
                 bytes = manifest.total_bytes,
             );
-            Ok(())
+            Ok(serde_json::to_value(&manifest).ok())
         })
     }
 

@@ -20,7 +20,7 @@ pub async fn export(c: &impl GenericClient, after_seq: i64, limit: usize) -> Res
     };
     let rows = c
         .query(
-            "SELECT event_seq, dedup_key, route, notifier, state, expires_at_ms
+            "SELECT event_seq, dedup_key, route, notifier, state, expires_at_ms, after_notifier
              FROM deliveries WHERE event_seq BETWEEN $1 AND $2 ORDER BY id",
             &[&first.seq, &last.seq],
         )
@@ -35,6 +35,7 @@ pub async fn export(c: &impl GenericClient, after_seq: i64, limit: usize) -> Res
                 notifier: r.try_get(3)?,
                 state: r.try_get(4)?,
                 expires_at_ms: r.try_get(5)?,
+                after: r.try_get(6)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -22,6 +22,7 @@
 //!   instance reads, and one order at a time holds a leased lock ([`shared`]).
 
 mod export;
+mod find;
 mod outbox;
 pub mod schema;
 mod shared;
@@ -200,6 +201,18 @@ impl Admin for PostgresAdmin {
         })
     }
 
+    fn find(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::Found>, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(read_error)?;
+            find::find(&**c, &id, limit).await.map_err(read_error)
+        })
+    }
+
     fn export(
         &self,
         after_seq: i64,
@@ -351,6 +364,14 @@ impl Admin for PostgresStore {
         self.admin.recent(limit)
     }
 
+    fn find(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::Found>, StoreError>> {
+        self.admin.find(id, limit)
+    }
+
     fn export(
         &self,
         after_seq: i64,
@@ -463,13 +484,9 @@ impl Store for PostgresStore {
         let notifier = notifier.to_owned();
         Box::pin(async move {
             let mut c = self.admin.pool.get().await.map_err(write_error)?;
-            let claimed = outbox::claim(&mut c, &notifier, now_ms, limit, &self.instance)
+            outbox::claim(&mut c, &notifier, now_ms, limit, &self.instance)
                 .await
-                .map_err(write_error)?;
-            Ok(claimed
-                .into_iter()
-                .map(|(delivery, event)| Claimed { delivery, event })
-                .collect())
+                .map_err(write_error)
         })
     }
 

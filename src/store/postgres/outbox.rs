@@ -8,8 +8,8 @@ use tokio_postgres::{GenericClient, Row};
 
 use crate::event::{Kind, Status};
 use crate::store::{
-    Delivery, DeliveryFilter, DeliveryState, Listed, OutboxStats, Recovered, RetrySelector,
-    StoredEvent,
+    Claimed, Delivery, DeliveryFilter, DeliveryState, Listed, NOT_WAITING, OutboxStats, Recovered,
+    RetrySelector, StoredEvent,
 };
 
 /// How long a claim is an instance's alone: longer than any send (a
@@ -22,8 +22,12 @@ const PRUNE_LOCK: i64 = 0x72_65_6c_61_79_70;
 
 pub const EVENT_COLUMNS: &str =
     "seq, webhook_id, object_id, kind, status, model, query, body, received_at_ms";
-const DELIVERY_COLUMNS: &str = "id, event_seq, route, notifier, state, attempts, created_at_ms, \
-     next_attempt_at_ms, expires_at_ms, last_error";
+pub(super) const DELIVERY_COLUMNS: &str = "id, event_seq, route, notifier, state, attempts, created_at_ms, \
+     next_attempt_at_ms, expires_at_ms, last_error, after_notifier, result";
+
+/// How many columns [`DELIVERY_COLUMNS`] names: a listing's own columns
+/// come after them.
+const N: usize = 12;
 
 /// A row the store cannot read as this build knows it.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +67,7 @@ pub fn event_from_row(r: &Row) -> Result<StoredEvent> {
     })
 }
 
-fn delivery_from_row(r: &Row) -> Result<Delivery> {
+pub(super) fn delivery_from_row(r: &Row) -> Result<Delivery> {
     let state: String = r.try_get(4)?;
     Ok(Delivery {
         id: r.try_get(0)?,
@@ -79,6 +83,8 @@ fn delivery_from_row(r: &Row) -> Result<Delivery> {
         next_attempt_at_ms: r.try_get(7)?,
         expires_at_ms: r.try_get(8)?,
         last_error: r.try_get(9)?,
+        after: r.try_get(10)?,
+        result: r.try_get(11)?,
     })
 }
 
@@ -100,14 +106,14 @@ pub async fn claim(
     now_ms: i64,
     limit: usize,
     instance: &str,
-) -> Result<Vec<(Delivery, StoredEvent)>> {
+) -> Result<Vec<Claimed>> {
     let tx = c.transaction().await?;
     let sql = format!(
         "UPDATE deliveries SET state = 'sending', attempts = attempts + 1,
              lease_until_ms = $4, claimed_by = $5
          WHERE id IN (SELECT id FROM deliveries
                       WHERE notifier = $1
-                        AND ((state = 'pending' AND next_attempt_at_ms <= $2)
+                        AND ((state = 'pending' AND next_attempt_at_ms <= $2 AND {NOT_WAITING})
                              OR (state = 'sending' AND lease_until_ms <= $2))
                       ORDER BY next_attempt_at_ms, id LIMIT $3
                       FOR UPDATE SKIP LOCKED)
@@ -131,14 +137,32 @@ pub async fn claim(
         .iter()
         .map(event_from_row)
         .collect::<Result<_>>()?;
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries
+         WHERE event_seq = $1 AND route = $2 AND notifier = $3"
+    );
+    let mut claimed = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        let Some(event) = events.iter().find(|e| e.seq == d.event_seq).cloned() else {
+            continue;
+        };
+        let awaited = match &d.after {
+            Some(after) => tx
+                .query_opt(&sql, &[&d.event_seq, &d.route, after])
+                .await?
+                .as_ref()
+                .map(delivery_from_row)
+                .transpose()?,
+            None => None,
+        };
+        claimed.push(Claimed {
+            delivery: d,
+            event,
+            awaited,
+        });
+    }
     tx.commit().await?;
-    Ok(deliveries
-        .into_iter()
-        .filter_map(|d| {
-            let event = events.iter().find(|e| e.seq == d.event_seq)?.clone();
-            Some((d, event))
-        })
-        .collect())
+    Ok(claimed)
 }
 
 /// Records an attempt's end; the lease goes with it.
@@ -150,11 +174,11 @@ pub async fn finish(
 ) -> Result<()> {
     use crate::store::Outcome;
     match outcome {
-        Outcome::Delivered => {
+        Outcome::Delivered { result } => {
             c.execute(
                 "UPDATE deliveries SET state = 'delivered', finished_at_ms = $2,
-                     last_error = NULL, lease_until_ms = NULL WHERE id = $1",
-                &[&id, &now_ms],
+                     last_error = NULL, lease_until_ms = NULL, result = $3 WHERE id = $1",
+                &[&id, &now_ms, result],
             )
             .await?
         }
@@ -182,8 +206,11 @@ pub async fn finish(
 pub async fn next_due(c: &impl GenericClient, notifiers: &[String]) -> Result<Option<i64>> {
     let row = c
         .query_one(
-            "SELECT min(CASE WHEN state = 'pending' THEN next_attempt_at_ms ELSE lease_until_ms END)
-             FROM deliveries WHERE notifier = ANY($1) AND state IN ('pending', 'sending')",
+            &format!(
+                "SELECT min(CASE WHEN state = 'pending' THEN next_attempt_at_ms ELSE lease_until_ms END)
+                 FROM deliveries WHERE notifier = ANY($1)
+                   AND (state = 'sending' OR (state = 'pending' AND {NOT_WAITING}))"
+            ),
             &[&notifiers],
         )
         .await?;
@@ -348,15 +375,15 @@ pub async fn list(
     let rows = c.query(&sql, &[&(limit as i64)]).await?;
     rows.iter()
         .map(|r| {
-            let kind: String = r.try_get(10)?;
+            let kind: String = r.try_get(N)?;
             Ok(Listed {
                 delivery: delivery_from_row(r)?,
                 kind: kind.parse::<Kind>().map_err(|_| Unknown {
                     what: "kind",
                     text: kind.clone(),
                 })?,
-                object_id: r.try_get(11)?,
-                status: Status::parse(r.try_get::<_, &str>(12)?),
+                object_id: r.try_get(N + 1)?,
+                status: Status::parse(r.try_get::<_, &str>(N + 2)?),
             })
         })
         .collect()

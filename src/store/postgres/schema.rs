@@ -76,6 +76,10 @@ const STEPS: &[&str] = &[
          ALTER COLUMN dedup_key TYPE TEXT COLLATE \"C\",
          ALTER COLUMN route TYPE TEXT COLLATE \"C\",
          ALTER COLUMN notifier TYPE TEXT COLLATE \"C\";",
+    // 5: a delivery may wait for another of its event and route (`after`),
+    // and keeps what its notifier reported (an archive's manifest).
+    "ALTER TABLE deliveries ADD COLUMN after_notifier TEXT COLLATE \"C\",
+                            ADD COLUMN result TEXT;",
 ];
 
 /// The version this build writes.

@@ -147,6 +147,7 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
         Vec::new(),
         Vec::new(),
     );
+    let mut afters: Vec<Option<&str>> = Vec::new();
     for e in events {
         let answer = match new.remove(&e.webhook_id) {
             Some(seq) => {
@@ -158,6 +159,7 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
                     notifiers.push(notifier.as_str());
                     created_at.push(e.received_at_ms);
                     expires.push(e.routing.expires_at_ms);
+                    afters.push(e.routing.waits_for(route, notifier));
                 }
                 Inserted::New(seq)
             }
@@ -179,10 +181,12 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
             .prepare_cached(
                 "INSERT INTO deliveries
                      (event_seq, dedup_key, route, notifier, state, created_at_ms,
-                      next_attempt_at_ms, expires_at_ms)
-                 SELECT d.seq, d.key, d.route, d.notifier, 'pending', d.at, d.at, d.expires
-                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[])
-                      AS d (seq, key, route, notifier, at, expires)
+                      next_attempt_at_ms, expires_at_ms, after_notifier)
+                 SELECT d.seq, d.key, d.route, d.notifier, 'pending', d.at, d.at, d.expires,
+                        d.after
+                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[],
+                             $6::int8[], $7::text[])
+                      AS d (seq, key, route, notifier, at, expires, after)
                  ON CONFLICT (dedup_key, route, notifier) DO NOTHING",
             )
             .await
@@ -190,7 +194,15 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
         created = tx
             .execute(
                 &insert_deliveries,
-                &[&seqs, &keys, &routes, &notifiers, &created_at, &expires],
+                &[
+                    &seqs,
+                    &keys,
+                    &routes,
+                    &notifiers,
+                    &created_at,
+                    &expires,
+                    &afters,
+                ],
             )
             .await
             .map_err(write_error)?

@@ -56,6 +56,15 @@ impl Admin for Beside {
         self.with(move |c| outbox::recent(c, limit), StoreError::Read)
     }
 
+    fn find(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::Found>, StoreError>> {
+        let id = id.to_owned();
+        self.with(move |c| super::find::find(c, &id, limit), StoreError::Read)
+    }
+
     fn export(
         &self,
         after_seq: i64,

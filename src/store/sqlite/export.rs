@@ -18,7 +18,7 @@ pub fn export(conn: &Connection, after_seq: i64, limit: usize) -> rusqlite::Resu
     };
     let deliveries = conn
         .prepare_cached(
-            "SELECT event_seq, dedup_key, route, notifier, state, expires_at_ms
+            "SELECT event_seq, dedup_key, route, notifier, state, expires_at_ms, after_notifier
              FROM deliveries WHERE event_seq BETWEEN ?1 AND ?2 ORDER BY id",
         )?
         .query_map((first.seq, last.seq), |r| {
@@ -29,6 +29,7 @@ pub fn export(conn: &Connection, after_seq: i64, limit: usize) -> rusqlite::Resu
                 notifier: r.get(3)?,
                 state: r.get(4)?,
                 expires_at_ms: r.get(5)?,
+                after: r.get(6)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

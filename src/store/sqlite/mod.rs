@@ -21,6 +21,7 @@ mod connection;
 pub mod daemon_lock;
 mod dedup;
 mod export;
+mod find;
 pub mod outbox;
 mod schema;
 mod writer;
@@ -287,6 +288,15 @@ impl SqliteStore {
 impl crate::store::Admin for SqliteStore {
     fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
         self.read(move |conn| outbox::recent(conn, limit))
+    }
+
+    fn find(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::Found>, StoreError>> {
+        let id = id.to_owned();
+        self.read(move |conn| find::find(conn, &id, limit))
     }
 
     fn export(

@@ -7,14 +7,18 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::event::{Kind, Status};
 use crate::store::{
-    Claimed, Delivery, DeliveryFilter, DeliveryState, Listed, OutboxStats, Outcome, Recovered,
-    RetrySelector, Routing, RoutingPlan, StoredEvent,
+    Claimed, Delivery, DeliveryFilter, DeliveryState, Listed, NOT_WAITING, OutboxStats, Outcome,
+    Recovered, RetrySelector, Routing, RoutingPlan, StoredEvent,
 };
 
 pub(super) const EVENT_COLUMNS: &str =
     "seq, webhook_id, object_id, kind, status, model, query, body, received_at_ms";
-const DELIVERY_COLUMNS: &str = "id, event_seq, route, notifier, state, attempts, created_at_ms, \
-     next_attempt_at_ms, expires_at_ms, last_error";
+pub(super) const DELIVERY_COLUMNS: &str = "id, event_seq, route, notifier, state, attempts, created_at_ms, \
+     next_attempt_at_ms, expires_at_ms, last_error, after_notifier, result";
+
+/// How many columns [`DELIVERY_COLUMNS`] names: a listing's own columns
+/// come after them.
+const N: usize = 12;
 
 /// Column `i` read as `T` by `parse`; a value it does not know is an error
 /// naming the column, not a default: a store written by a newer version, or
@@ -59,7 +63,7 @@ pub(super) fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     })
 }
 
-fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+pub(super) fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
         id: r.get(0)?,
         event_seq: r.get(1)?,
@@ -71,6 +75,8 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
         next_attempt_at_ms: r.get(7)?,
         expires_at_ms: r.get(8)?,
         last_error: r.get(9)?,
+        after: r.get(10)?,
+        result: r.get(11)?,
     })
 }
 
@@ -125,8 +131,8 @@ pub(super) fn insert_deliveries(
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries
              (event_seq, dedup_key, route, notifier, state, created_at_ms,
-              next_attempt_at_ms, expires_at_ms)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6)
+              next_attempt_at_ms, expires_at_ms, after_notifier)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7)
          ON CONFLICT (dedup_key, route, notifier) DO NOTHING",
     )?;
     let mut created = 0;
@@ -137,7 +143,8 @@ pub(super) fn insert_deliveries(
             route,
             notifier,
             now_ms,
-            routing.expires_at_ms
+            routing.expires_at_ms,
+            routing.waits_for(route, notifier),
         ])?;
     }
     Ok(created)
@@ -158,6 +165,7 @@ pub fn claim(
             "UPDATE deliveries SET state = 'sending', attempts = attempts + 1
              WHERE id IN (SELECT id FROM deliveries
                           WHERE notifier = ?1 AND state = 'pending' AND next_attempt_at_ms <= ?2
+                            AND {NOT_WAITING}
                           ORDER BY next_attempt_at_ms, id LIMIT ?3)
              RETURNING {DELIVERY_COLUMNS}"
         ))?;
@@ -167,9 +175,26 @@ pub fn claim(
         let mut event = tx.prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1"
         ))?;
+        let mut awaited = tx.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE event_seq = ?1 AND route = ?2 AND notifier = ?3"
+        ))?;
         for delivery in deliveries {
             let event = event.query_row([delivery.event_seq], event_from_row)?;
-            out.push(Claimed { delivery, event });
+            let awaited = match &delivery.after {
+                Some(after) => awaited
+                    .query_row(
+                        params![delivery.event_seq, delivery.route, after],
+                        delivery_from_row,
+                    )
+                    .optional()?,
+                None => None,
+            };
+            out.push(Claimed {
+                delivery,
+                event,
+                awaited,
+            });
         }
     }
     tx.commit()?;
@@ -179,10 +204,11 @@ pub fn claim(
 
 pub fn finish(conn: &Connection, id: i64, outcome: &Outcome, now_ms: i64) -> rusqlite::Result<()> {
     match outcome {
-        Outcome::Delivered => conn.execute(
-            "UPDATE deliveries SET state = 'delivered', finished_at_ms = ?2, last_error = NULL
+        Outcome::Delivered { result } => conn.execute(
+            "UPDATE deliveries SET state = 'delivered', finished_at_ms = ?2, last_error = NULL,
+                                   result = ?3
              WHERE id = ?1",
-            params![id, now_ms],
+            params![id, now_ms, result],
         )?,
         Outcome::Retry { at_ms, error } => conn.execute(
             "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = ?2, last_error = ?3
@@ -200,9 +226,10 @@ pub fn finish(conn: &Connection, id: i64, outcome: &Outcome, now_ms: i64) -> rus
 
 /// The earliest next attempt among pending deliveries of `notifiers`.
 pub fn next_due(conn: &Connection, notifiers: &[String]) -> rusqlite::Result<Option<i64>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT min(next_attempt_at_ms) FROM deliveries WHERE notifier = ?1 AND state = 'pending'",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT min(next_attempt_at_ms) FROM deliveries
+         WHERE notifier = ?1 AND state = 'pending' AND {NOT_WAITING}"
+    ))?;
     let mut earliest: Option<i64> = None;
     for n in notifiers {
         let due: Option<i64> = stmt.query_row([n], |r| r.get(0))?;
@@ -383,9 +410,9 @@ pub fn list(
     stmt.query_map([limit as i64], |r| {
         Ok(Listed {
             delivery: delivery_from_row(r)?,
-            kind: kind_at(r, 10)?,
-            object_id: r.get(11)?,
-            status: status_at(r, 12)?,
+            kind: kind_at(r, N)?,
+            object_id: r.get(N + 1)?,
+            status: status_at(r, N + 2)?,
         })
     })?
     .collect()

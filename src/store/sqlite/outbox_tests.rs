@@ -59,6 +59,7 @@ fn plan(seq: i64, key: &str, pairs: &[(&str, &str)]) -> RoutingPlan {
     RoutingPlan {
         event_seq: seq,
         routing: Routing {
+            after: Vec::new(),
             dedup_key: key.into(),
             deliveries: pairs
                 .iter()
@@ -204,7 +205,13 @@ fn claim_finish_retry_and_recover() {
     );
 
     let slack = claim(&mut conn, "slack", 10_000, 1).unwrap().remove(0);
-    finish(&conn, slack.delivery.id, &Outcome::Delivered, 11_000).unwrap();
+    finish(
+        &conn,
+        slack.delivery.id,
+        &Outcome::Delivered { result: None },
+        11_000,
+    )
+    .unwrap();
     assert_eq!(
         retry(&conn, RetrySelector::One(999), 12_000, 500).unwrap(),
         0
@@ -274,7 +281,13 @@ fn the_counts_follow_every_change_and_are_read_without_a_scan() {
     counts_match(&conn, "routed");
     let claimed = claim(&mut conn, "slack", 2000, 10).unwrap();
     counts_match(&conn, "claimed");
-    finish(&conn, claimed[0].delivery.id, &Outcome::Delivered, 2100).unwrap();
+    finish(
+        &conn,
+        claimed[0].delivery.id,
+        &Outcome::Delivered { result: None },
+        2100,
+    )
+    .unwrap();
     let dead = Outcome::Dead { error: "no".into() };
     finish(&conn, claimed[1].delivery.id, &dead, 2100).unwrap();
     counts_match(&conn, "finished");
@@ -332,6 +345,7 @@ mod retention {
         let plan = |seq: i64| RoutingPlan {
             event_seq: seq,
             routing: Routing {
+                after: Vec::new(),
                 dedup_key: format!("k{seq}"),
                 deliveries: vec![("r".into(), "n".into())],
                 expires_at_ms: i64::MAX,
@@ -340,7 +354,13 @@ mod retention {
         record_routing(&mut conn, &[plan(1), plan(2), plan(3)], 3_000).unwrap();
         // Event 1's delivery is finished long ago; event 2's is still pending.
         let first = claim(&mut conn, "n", 3_000, 1).unwrap().remove(0);
-        finish(&conn, first.delivery.id, &Outcome::Delivered, 4_000).unwrap();
+        finish(
+            &conn,
+            first.delivery.id,
+            &Outcome::Delivered { result: None },
+            4_000,
+        )
+        .unwrap();
 
         assert_eq!(prune(&mut conn, 10_000, 1_000).unwrap(), (1, 1));
         assert_eq!(prune(&mut conn, 10_000, 1_000).unwrap(), (0, 0));

@@ -118,6 +118,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
          rate_key TEXT    PRIMARY KEY,
          until_ms INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // 6: a delivery may wait for another of its event and route (`after`),
+    // and keeps what its notifier reported (an archive's manifest).
+    "ALTER TABLE deliveries ADD COLUMN after_notifier TEXT;
+     ALTER TABLE deliveries ADD COLUMN result TEXT;",
 ];
 
 pub(super) fn check_version(found: i64, path: &Path) -> Result<(), StoreError> {

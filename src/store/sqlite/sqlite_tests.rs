@@ -22,6 +22,7 @@ pub(super) fn event(webhook_id: &str) -> NewEvent {
         body: bytes::Bytes::from_static(br#"{"id":"p1","status":"succeeded"}"#),
         received_at_ms: 1_700_000_000_000,
         routing: crate::store::Routing {
+            after: Vec::new(),
             dedup_key: format!("webhook:{webhook_id}"),
             deliveries: Vec::new(),
             expires_at_ms: 1_700_000_600_000,
@@ -68,6 +69,7 @@ async fn deliveries_routed_at_intake_share_the_event_commit() {
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
     let routed = |webhook_id: &str| NewEvent {
         routing: crate::store::Routing {
+            after: Vec::new(),
             dedup_key: "p1:succeeded".into(),
             deliveries: vec![
                 ("done".into(), "slack".into()),
@@ -193,6 +195,7 @@ async fn writes_other_than_inserts_are_checkpointed_too() {
             .map(|seq| RoutingPlan {
                 event_seq: seq,
                 routing: crate::store::Routing {
+                    after: Vec::new(),
                     dedup_key: format!("k{seq}"),
                     deliveries: vec![],
                     expires_at_ms: 0,

@@ -76,11 +76,11 @@ pub fn listing(dir: &Path) -> Vec<String> {
 async fn every_file_a_job_names_is_kept_byte_for_byte_with_a_manifest_written_last() {
     let server = FileServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(
-        &archive_config(dir.path(), &server, ""),
-        Arc::new(SystemClock),
-    )
-    .await;
+    // A name of its own: the metrics registry is the test process's.
+    let config = archive_config(dir.path(), &server, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("keep", "keep_every")).unwrap();
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
     let sizes = [1_000u64, 3_000_000, 1];
     let output = json!({
         "images": [server.url("/bytes/1000/out.png"), server.url("/hop/bytes/3000000/out.png")],
@@ -151,7 +151,7 @@ async fn every_file_a_job_names_is_kept_byte_for_byte_with_a_manifest_written_la
     let metrics = get_text(&format!("{}/metrics", daemon.base)).await;
     assert!(
         metrics.contains(&format!(
-            "relay_archive_bytes_total{{notifier=\"keep\"}} {total}"
+            "relay_archive_bytes_total{{notifier=\"keep_every\"}} {total}"
         )),
         "{metrics}"
     );
@@ -366,5 +366,70 @@ async fn a_bucket_that_refuses_the_credentials_keeps_the_delivery_retrying_with_
         "{error}"
     );
     assert!(!s3.root.join("outputs/prediction").exists());
+    daemon.stop().await;
+}
+
+/// A webhook after the archive on the same route: its template sees the
+/// manifest (with each file's public URL), or why the archive failed.
+#[tokio::test]
+async fn a_notifier_after_the_archive_links_to_the_kept_files_or_says_why_there_are_none() {
+    use crate::common::stand_ins::WebhookReceiver;
+    let files = FileServer::start().await;
+    let hook = WebhookReceiver::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    files.ca_file(dir.path());
+    std::fs::create_dir_all(dir.path().join("templates/webhook")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/webhook/linked.json.hbs"),
+        r#"{"id": "{{id}}", "error": "{{archive_error}}", "files": [{{#each archive.files}}{{#unless @first}},{{/unless}}{"url": "{{url}}", "bytes": {{bytes}}, "sha256": "{{sha256}}"}{{/each}}]}"#,
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        SECRET,
+        &format!(
+            "[templates]\ndir = \"templates\"\n\n\
+             [notifiers.keep]\ntype = \"archive\"\nto = \"archive\"\nallow_hosts = [\"localhost\"]\n\
+             ca_file = \"files-ca.pem\"\npublic_url = \"https://files.example.org/replicate/\"\n\n\
+             [notifiers.hook]\ntype = \"webhook\"\nurl = \"http://{}/\"\nsecret = \"{SECRET}\"\ntemplate = \"linked\"\n\n\
+             [[routes]]\nname = \"everything\"\nnotify = [\"hook\", \"keep\"]\nafter = \"keep\"\n",
+            hook.addr
+        ),
+    );
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    post_signed(
+        &daemon,
+        "msg_linked",
+        &job("p_linked", json!([files.url("/bytes/5000/out 1.png")])),
+    )
+    .await;
+    post_signed(
+        &daemon,
+        "msg_unlinked",
+        &job("p_unlinked", json!([files.url("/gone")])),
+    )
+    .await;
+    let got = hook.wait_for(2, Duration::from_secs(30)).await;
+    let rows = settled(&dir.path().join("relay.db"), 4, Duration::from_secs(1)).await;
+    assert_eq!(got.len(), 2, "{rows:#?}");
+    let bodies: Vec<Value> = got
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    let linked = bodies.iter().find(|b| b["id"] == "p_linked").unwrap();
+    assert_eq!(
+        linked["files"],
+        json!([{
+            "url": "https://files.example.org/replicate/prediction/acme/neon/p_linked/out%201.png",
+            "bytes": 5000,
+            "sha256": files::sha256(5000).await,
+        }]),
+        "{linked}"
+    );
+    assert_eq!(linked["error"], "");
+    let unlinked = bodies.iter().find(|b| b["id"] == "p_unlinked").unwrap();
+    assert_eq!(unlinked["files"], json!([]));
+    let error = unlinked["error"].as_str().unwrap();
+    assert!(error.contains("Replicate deleted the outputs"), "{error}");
     daemon.stop().await;
 }

@@ -121,7 +121,14 @@ pub fn check(compiled: &Compiled, body: &[u8], query: &str) -> Result<bool, Stri
         ));
     }
     for notifier in config.notifiers.values() {
-        let message = notify::message(&compiled.templates, notifier, "everything", &event, body);
+        let message = notify::message(
+            &compiled.templates,
+            notifier,
+            "everything",
+            &event,
+            body,
+            None,
+        );
         names(message.as_ref(), id, status)
             .map_err(|why| format!("notifier `{}`: {why}", notifier.name))?;
     }

@@ -50,6 +50,7 @@ fn event(n: u32, notifiers: &[&str]) -> NewEvent {
         body: format!(r#"{{"id":"p{n}","status":"failed"}}"#).into(),
         received_at_ms: now,
         routing: Routing {
+            after: Vec::new(),
             dedup_key: format!("p{n}:failed"),
             deliveries: notifiers
                 .iter()
@@ -77,7 +78,9 @@ async fn fill(path: &Path) {
     let now = now_ms();
     let sent = |c: Vec<Claimed>| c[0].delivery.id;
     let mail = sent(s.claim("mail", now, 1).await.unwrap());
-    s.finish(mail, Outcome::Delivered, now).await.unwrap();
+    s.finish(mail, Outcome::Delivered { result: None }, now)
+        .await
+        .unwrap();
     let page = sent(s.claim("page", now, 1).await.unwrap());
     let dead = Outcome::Dead {
         error: "refused".into(),

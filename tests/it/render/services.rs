@@ -179,7 +179,8 @@ fn every_kind_is_accepted_and_shown_as_meant_by_its_service() {
     for (name, event) in events() {
         let original = serde_json::to_vec(&event.payload).unwrap();
         for (kind_name, notifier) in &notifiers {
-            let message = notify::message(&templates, notifier, "everything", &event, &original);
+            let message =
+                notify::message(&templates, notifier, "everything", &event, &original, None);
             let what = format!("{kind_name} for {name}");
             if let Some(why) = message.fallback() {
                 problems.push(format!("{what}: fell back: {why}"));
