@@ -8,6 +8,7 @@ mod events;
 mod gallery;
 mod preview;
 mod remote;
+mod show;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -154,14 +155,32 @@ pub enum Command {
     /// Work on the store itself.
     #[command(subcommand)]
     Store(StoreCommand),
-    /// List the most recently stored events.
+    /// List the most recently stored events; `events show ID` shows one job.
     Events {
+        #[command(subcommand)]
+        show: Option<EventsCommand>,
         #[command(flatten)]
         config: ConfigArg,
         /// How many events to show.
         #[arg(long, short = 'n', default_value_t = 20)]
         limit: usize,
         /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `replicate-relay events …`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// One job's events (by job id, webhook id or event number), each with
+    /// its deliveries, their errors, and an archive's files.
+    Show {
+        /// A job id (`p1a2b3…`), a webhook id (`msg_…`) or an event number.
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object per event, with its body and deliveries.
         #[arg(long)]
         json: bool,
     },
@@ -200,6 +219,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => preview::run(&load(&config)?, &payload, &query, explain, format),
         Command::Preview { out, templates } => gallery::run(&out, templates.as_deref()),
         Command::Events {
+            show: Some(EventsCommand::Show { id, config, json }),
+            ..
+        } => show::run(&load(&config)?, &id, json).await,
+        Command::Events {
+            show: None,
             config,
             limit,
             json,

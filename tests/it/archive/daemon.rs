@@ -148,6 +148,33 @@ async fn every_file_a_job_names_is_kept_byte_for_byte_with_a_manifest_written_la
         total += size;
     }
     assert_eq!(manifest["total_bytes"], total);
+    // `events show` lists the job's delivery and the files it kept.
+    let shown = run_relay(&["events", "show", "p_keep"], &config);
+    assert!(
+        shown.contains("prediction p_keep: succeeded (acme/neon)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "Archived by keep_every: 3 files, {total} bytes, in "
+        )),
+        "{shown}"
+    );
+    let out2 = files::sha256(sizes[1]).await;
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("out-2.png") && l.contains("3000000") && l.contains(&out2)),
+        "{shown}"
+    );
+    let json: Value = serde_json::from_str(&run_relay(
+        &["events", "show", "msg_keep", "--json"],
+        &config,
+    ))
+    .unwrap();
+    assert_eq!(json["deliveries"][0]["state"], "delivered");
+    assert_eq!(json["deliveries"][0]["result"], manifest);
+    assert_eq!(json["body"]["id"], "p_keep");
     let metrics = get_text(&format!("{}/metrics", daemon.base)).await;
     assert!(
         metrics.contains(&format!(
