@@ -124,6 +124,10 @@ fn describe() {
         "relay_acme_orders_total",
         "ACME certificate orders by result (ok, failed)."
     );
+    describe_gauge!(
+        "relay_notifier_oldest_pending_seconds",
+        "Age of the oldest delivery still waiting, by notifier, for the kinds that race a deadline (archive: Replicate deletes the files an hour after the job ends)."
+    );
     describe_counter!(
         "relay_archive_bytes_total",
         "Bytes of job files an archive notifier kept, by notifier."
@@ -267,4 +271,22 @@ pub fn connection_closed(reason: &'static str) {
 /// Bytes an archive notifier kept.
 pub fn archive_bytes(notifier: &str, bytes: u64) {
     counter!("relay_archive_bytes_total", "notifier" => notifier.to_owned()).increment(bytes);
+}
+
+/// The age of each notifier's oldest waiting delivery; a notifier that had
+/// one at the last scrape and has none now reads 0.
+pub fn oldest_waiting(now_ms: i64, oldest: &[(String, i64)]) {
+    use std::collections::BTreeSet;
+    use std::sync::{Mutex, PoisonError};
+    static SHOWN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let mut shown = SHOWN.lock().unwrap_or_else(PoisonError::into_inner);
+    let now: BTreeSet<String> = oldest.iter().map(|(n, _)| n.clone()).collect();
+    for gone in shown.difference(&now) {
+        gauge!("relay_notifier_oldest_pending_seconds", "notifier" => gone.clone()).set(0.0);
+    }
+    for (notifier, created_ms) in oldest {
+        let age = (now_ms - created_ms).max(0) as f64 / 1000.0;
+        gauge!("relay_notifier_oldest_pending_seconds", "notifier" => notifier.clone()).set(age);
+    }
+    *shown = now;
 }

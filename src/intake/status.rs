@@ -72,6 +72,18 @@ pub(super) async fn metrics(intake: &Intake) -> Response {
         let now = crate::clock::now_ms();
         let age = stats.oldest_pending_ms.map(|t| now - t);
         telemetry::outbox(stats.pending, stats.dead, stats.held, age);
+        let watched: Vec<String> = intake
+            .live
+            .load()
+            .config
+            .notifiers
+            .iter()
+            .filter(|(_, n)| n.settings.kind().wait_is_watched())
+            .map(|(name, _)| name.clone())
+            .collect();
+        if let Ok(oldest) = intake.store.oldest_waiting(watched).await {
+            telemetry::oldest_waiting(now, &oldest);
+        }
     }
     telemetry::unverified_bytes(intake.unverified.in_use());
     let text = telemetry::handle().render();

@@ -46,6 +46,13 @@ pub trait NotifierKind: Send + Sync + 'static {
         ""
     }
 
+    /// Whether how long its deliveries wait is shown by notifier
+    /// (`relay_notifier_oldest_pending_seconds`): for a kind racing a
+    /// deadline, such as an archive against Replicate's deletion.
+    fn wait_is_watched(&self) -> bool {
+        false
+    }
+
     /// Messages in flight at once unless `concurrency` says otherwise.
     fn default_concurrency(&self) -> usize {
         4

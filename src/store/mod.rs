@@ -410,6 +410,16 @@ pub trait Store: Admin + Send + Sync + 'static {
     /// Outbox counters.
     fn outbox_stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>>;
 
+    /// When the oldest delivery still to send (pending or sending) was
+    /// made, for each of `notifiers` that has one: how long an archive has
+    /// left before Replicate deletes the files. It reads every waiting
+    /// delivery of those notifiers, so it is asked for the few whose wait
+    /// matters, at a scrape.
+    fn oldest_waiting(
+        &self,
+        notifiers: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
+
     /// Records that the receiver known by `rate_key` asked for nothing to be
     /// sent before `until_ms` (a 429's `Retry-After`); a later pause already
     /// recorded stays.

@@ -719,3 +719,58 @@ async fn an_event_is_found_by_job_webhook_or_number_with_its_deliveries() {
         );
     });
 }
+
+#[tokio::test]
+async fn the_oldest_waiting_delivery_is_known_by_notifier() {
+    each_backend!(|name, store| {
+        let before = now_ms();
+        store
+            .insert(event(
+                "msg_1",
+                "p1",
+                Status::Failed,
+                &[("r", "keep"), ("r", "chat")],
+            ))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        store
+            .insert(event("msg_2", "p2", Status::Failed, &[("r", "keep")]))
+            .await
+            .unwrap();
+        let oldest = store
+            .oldest_waiting(vec!["chat".into(), "keep".into(), "mail".into()])
+            .await
+            .unwrap();
+        let names: Vec<&str> = oldest.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["chat", "keep"], "{name}");
+        let first = oldest[1].1;
+        assert!(
+            first >= before && oldest[0].1 == first,
+            "{name}: {oldest:?}"
+        );
+        // Being sent still counts; delivered does not.
+        let now = now_ms() + 1_000;
+        let claimed = store.claim("keep", now, 1).await.unwrap();
+        assert_eq!(
+            store
+                .oldest_waiting(vec!["chat".into(), "keep".into(), "mail".into()])
+                .await
+                .unwrap()[1]
+                .1,
+            first,
+            "{name}"
+        );
+        let outcome = Outcome::Delivered { result: None };
+        store
+            .finish(claimed[0].delivery.id, outcome, now)
+            .await
+            .unwrap();
+        let oldest = store
+            .oldest_waiting(vec!["chat".into(), "keep".into(), "mail".into()])
+            .await
+            .unwrap();
+        assert_eq!(oldest[0].1, first, "{name}");
+        assert!(oldest[1].1 >= first + 20, "{name}: {oldest:?}");
+    });
+}

@@ -61,6 +61,11 @@ impl NotifierKind for ArchiveKind {
         r#"to = "/var/lib/replicate-relay/archive""#
     }
 
+    /// Replicate deletes the files an hour after the job ends.
+    fn wait_is_watched(&self) -> bool {
+        true
+    }
+
     /// Downloads are long and a host's disk or uplink is the limit.
     fn default_concurrency(&self) -> usize {
         2

@@ -547,6 +547,18 @@ impl Store for PostgresStore {
         })
     }
 
+    fn oldest_waiting(
+        &self,
+        notifiers: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(read_error)?;
+            outbox::oldest_waiting(&**c, &notifiers)
+                .await
+                .map_err(read_error)
+        })
+    }
+
     fn outbox_stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>> {
         Box::pin(async move {
             let c = self.admin.pool.get().await.map_err(read_error)?;

@@ -332,6 +332,23 @@ pub async fn prune(
     Ok(Some((events as usize, deliveries as usize)))
 }
 
+/// See [`crate::store::Store::oldest_waiting`].
+pub async fn oldest_waiting(
+    c: &impl GenericClient,
+    notifiers: &[String],
+) -> Result<Vec<(String, i64)>> {
+    c.query(
+        "SELECT notifier, min(created_at_ms) FROM deliveries
+         WHERE notifier = ANY($1) AND state IN ('pending', 'sending')
+         GROUP BY notifier ORDER BY notifier",
+        &[&notifiers],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    .collect()
+}
+
 pub async fn stats(c: &impl GenericClient) -> Result<OutboxStats> {
     let row = c
         .query_one(

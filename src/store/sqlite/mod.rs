@@ -452,6 +452,13 @@ impl Store for SqliteStore {
         self.read(outbox::stats)
     }
 
+    fn oldest_waiting(
+        &self,
+        notifiers: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        self.read(move |conn| outbox::oldest_waiting(conn, &notifiers))
+    }
+
     fn pause(&self, rate_key: &str, until_ms: i64) -> BoxFuture<'_, Result<(), StoreError>> {
         let rate_key = rate_key.to_owned();
         self.write(move |conn| outbox::pause(conn, &rate_key, until_ms))

@@ -300,6 +300,25 @@ pub fn waiting_by_notifier(conn: &Connection) -> rusqlite::Result<Vec<(String, i
     .collect()
 }
 
+/// See [`crate::store::Store::oldest_waiting`].
+pub fn oldest_waiting(
+    conn: &Connection,
+    notifiers: &[String],
+) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT min(created_at_ms) FROM deliveries
+         WHERE notifier = ?1 AND state IN ('pending', 'sending')",
+    )?;
+    let mut out = Vec::new();
+    for n in notifiers {
+        if let Some(at) = stmt.query_row([n], |r| r.get::<_, Option<i64>>(0))? {
+            out.push((n.clone(), at));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// One round of retention: up to `limit` finished deliveries and `limit` events.
 pub fn prune(
     conn: &mut Connection,

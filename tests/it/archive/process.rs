@@ -143,8 +143,19 @@ async fn a_1_gb_output_streams_through_with_flat_memory() {
     )
     .await;
     let mut peak = baseline;
+    let mut waited_for = None;
     let rows = loop {
         peak = peak.max(rss(daemon.pid()));
+        if waited_for.is_none() {
+            // While it streams, the archive's wait is a metric.
+            let metrics = get_text(&format!("http://127.0.0.1:{port}/metrics")).await;
+            waited_for = metrics
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("relay_notifier_oldest_pending_seconds{notifier=\"keep\"} ")
+                })
+                .map(str::to_owned);
+        }
         let rows = settled(&db, 2, Duration::from_millis(200)).await;
         if rows.len() == 2
             && rows
@@ -164,6 +175,8 @@ async fn a_1_gb_output_streams_through_with_flat_memory() {
         "{:?}",
         big.delivery.last_error
     );
+    let waited_for: f64 = waited_for.expect("the wait was shown").parse().unwrap();
+    assert!(waited_for >= 0.0);
     let growth = peak.saturating_sub(baseline);
     assert!(
         growth < 50 << 20,
