@@ -281,10 +281,25 @@ async fn deliver(
 ) {
     let d = &claimed.delivery;
     // A notifier that panics fails this delivery, and nothing else.
-    let outcome = match AssertUnwindSafe(attempt(&shared, &setup, &claimed))
-        .catch_unwind()
-        .await
-    {
+    let sending = AssertUnwindSafe(attempt(&shared, &setup, &claimed)).catch_unwind();
+    let mut sending = std::pin::pin!(sending);
+    // A long send (an archive of several gigabytes) keeps its claim, so
+    // another instance on a shared store does not take it over midway.
+    let mut keep = tokio::time::interval_at(
+        tokio::time::Instant::now() + KEEP_CLAIM_EVERY,
+        KEEP_CLAIM_EVERY,
+    );
+    let ended = loop {
+        tokio::select! {
+            ended = &mut sending => break ended,
+            _ = keep.tick() => {
+                if let Err(e) = shared.store.keep_claim(d.id, now_ms()).await {
+                    tracing::warn!(message = "Cannot extend the claim on a delivery still being sent.", delivery = d.id, error = %e);
+                }
+            }
+        }
+    };
+    let outcome = match ended {
         Ok(outcome) => outcome,
         Err(panic) => panicked(d, &panic_message(panic.as_ref())),
     };
@@ -310,6 +325,10 @@ async fn deliver(
     }
     shared.wake.notify_one();
 }
+
+/// How often a send still running renews its claim on the delivery
+/// (well within the shared store's lease).
+const KEEP_CLAIM_EVERY: Duration = Duration::from_secs(60);
 
 /// The pause a receiver's `Retry-After` of `asked` gets: at most
 /// `max_pause`, and a millisecond more than asked, since `now` is whole

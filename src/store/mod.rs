@@ -407,6 +407,14 @@ pub trait Store: Admin + Send + Sync + 'static {
     /// Returns (events, deliveries) deleted.
     fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<(usize, usize), StoreError>>;
 
+    /// Renews this instance's claim on delivery `id`, still being sent at
+    /// `now_ms`, so that no other instance takes it over; a store with one
+    /// daemon has no lease to renew.
+    fn keep_claim(&self, id: i64, now_ms: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = (id, now_ms);
+        Box::pin(async { Ok(()) })
+    }
+
     /// Outbox counters.
     fn outbox_stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>>;
 

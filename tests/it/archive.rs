@@ -84,6 +84,7 @@ async fn every_refusal_says_why_and_whether_to_retry() {
         (at("/gone"), "Replicate deleted the outputs", false),
         (at("/missing"), "Replicate deleted the outputs", false),
         (at("/busy"), "answered 503", true),
+        (at("/slow-down"), "answered 429", true),
         (at("/forbidden"), "answered 403", false),
         (at("/away"), "another host", false),
         (at("/loop"), "redirected more than 5 times", false),
@@ -106,6 +107,10 @@ async fn every_refusal_says_why_and_whether_to_retry() {
             .unwrap_or_else(|| panic!("{url} fetched"));
         assert!(e.to_string().contains(words), "{url}: {e}");
         assert_eq!(e.is_transient(), transient, "{url}: {e}");
+        let asked = url
+            .ends_with("/slow-down")
+            .then_some(Duration::from_secs(7));
+        assert_eq!(e.retry_after(), asked, "{url}: the wait it asked for");
     }
     // Refused before any request: neither the http:// URL nor example.com
     // reached anything, and the redirect away was not followed.

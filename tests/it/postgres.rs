@@ -333,3 +333,77 @@ async fn one_of_two_daemons_killed_again_and_again_loses_nothing() {
 }
 
 mod copy;
+
+/// A send that outlasts the claim's lease (an archive of several
+/// gigabytes) renews it, and another instance does not take the delivery
+/// over; one that stopped renewing is taken over once the lease ends.
+#[tokio::test]
+async fn a_long_send_renews_its_claim_and_a_stopped_one_is_taken_over() {
+    use replicate_relay::config::read::Sensitive;
+    use replicate_relay::config::{PostgresConfig, StoreConfig};
+    use replicate_relay::store::{self, NewEvent, Routing};
+    let Some(server) = server("a_long_send_renews_its_claim_and_a_stopped_one_is_taken_over")
+    else {
+        return;
+    };
+    let database = Database::create(&server).await;
+    let open = |instance: &str| {
+        let config = StoreConfig {
+            path: "unused.db".into(),
+            keep: Duration::from_secs(86_400),
+            postgres: Some(PostgresConfig {
+                url: Sensitive::new(database.url.clone()),
+                password: None,
+                instance: instance.into(),
+            }),
+        };
+        async move { store::open(&config, None).await.unwrap() }
+    };
+    let (a, b) = (open("a").await, open("b").await);
+    let now = now() * 1000;
+    a.insert(NewEvent {
+        webhook_id: "msg_long".into(),
+        object_id: "p_long".into(),
+        kind: replicate_relay::event::Kind::Prediction,
+        status: replicate_relay::event::Status::Succeeded,
+        model: None,
+        query: String::new(),
+        body: payload("p_long", "succeeded").into(),
+        received_at_ms: now,
+        routing: Routing {
+            dedup_key: "p_long:succeeded".into(),
+            deliveries: vec![("r".into(), "keep".into())],
+            expires_at_ms: now + 86_400_000,
+            after: Vec::new(),
+        },
+    })
+    .await
+    .unwrap();
+    let claimed = a.claim("keep", now, 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let id = claimed[0].delivery.id;
+    // Nine minutes in, still sending: a renews its ten-minute lease.
+    let lease = 10 * 60 * 1000;
+    a.keep_claim(id, now + 9 * 60 * 1000).await.unwrap();
+    assert!(
+        b.claim("keep", now + lease + 1, 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "b took over a claim a renewed"
+    );
+    // Another instance cannot renew a's claim for it.
+    b.keep_claim(id, now + 30 * 60 * 1000).await.unwrap();
+    let taken = b
+        .claim("keep", now + 9 * 60 * 1000 + lease + 1, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        taken.len(),
+        1,
+        "a stopped renewing; b takes the delivery over"
+    );
+    assert_eq!(taken[0].delivery.attempts, 2);
+    a.close().await;
+    b.close().await;
+}

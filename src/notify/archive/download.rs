@@ -44,7 +44,12 @@ pub enum DownloadError {
     #[error("{url} redirected more than {MAX_REDIRECTS} times")]
     TooManyRedirects { url: String },
     #[error("{url} answered {status}")]
-    Status { url: String, status: u16 },
+    Status {
+        url: String,
+        status: u16,
+        /// The wait its `Retry-After` asked for (a 429 or 503).
+        retry_after: Option<Duration>,
+    },
     #[error("cannot fetch {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("cannot request {url}: {reason}")]
@@ -54,6 +59,14 @@ pub enum DownloadError {
 }
 
 impl DownloadError {
+    /// The wait the server asked for before another request, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DownloadError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -162,6 +175,7 @@ impl Downloader {
                     .ok_or_else(|| DownloadError::Status {
                         url: shown(&current),
                         status: status.as_u16(),
+                        retry_after: None,
                     })?;
                 let from = Url::parse(&current).ok();
                 if from.as_ref().and_then(Url::host_str) != to.host_str() {
@@ -183,6 +197,10 @@ impl Downloader {
                 return Err(DownloadError::Status {
                     url: shown(&current),
                     status: status.as_u16(),
+                    retry_after: crate::notify::http::retry_after(
+                        answer.headers(),
+                        std::time::SystemTime::now(),
+                    ),
                 });
             }
             let headers = answer.headers();

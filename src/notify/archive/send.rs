@@ -234,7 +234,7 @@ fn download_error(e: DownloadError) -> DeliveryError {
     if e.is_transient() {
         DeliveryError::Transient {
             reason: e.to_string(),
-            retry_after: None,
+            retry_after: e.retry_after(),
         }
     } else {
         permanent(e.to_string())

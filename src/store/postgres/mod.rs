@@ -547,6 +547,15 @@ impl Store for PostgresStore {
         })
     }
 
+    fn keep_claim(&self, id: i64, now_ms: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(write_error)?;
+            outbox::keep_claim(&**c, id, now_ms, &self.instance)
+                .await
+                .map_err(write_error)
+        })
+    }
+
     fn oldest_waiting(
         &self,
         notifiers: Vec<String>,

@@ -165,6 +165,23 @@ pub async fn claim(
     Ok(claimed)
 }
 
+/// See [`crate::store::Store::keep_claim`]: only `instance`'s own claim,
+/// and only while it is still sending.
+pub async fn keep_claim(
+    c: &impl GenericClient,
+    id: i64,
+    now_ms: i64,
+    instance: &str,
+) -> Result<()> {
+    c.execute(
+        "UPDATE deliveries SET lease_until_ms = $2
+         WHERE id = $1 AND state = 'sending' AND claimed_by = $3",
+        &[&id, &now_ms.saturating_add(LEASE_MS), &instance],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Records an attempt's end; the lease goes with it.
 pub async fn finish(
     c: &impl GenericClient,

@@ -21,6 +21,13 @@ impl TestCa {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name of its own: with rcgen's default, shared by every
+        // certificate it makes, OpenSSL clients (curl) take a leaf for
+        // self-signed.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "replicate-relay test CA");
         let cert = params.self_signed(&key).unwrap();
         Self {
             pem: cert.pem(),

@@ -9,7 +9,8 @@
 //! `/to-loopback/<path>` (302 to the same path on `127.0.0.1`);
 //! `/stalls-once/<size>/<name>` (half the file then nothing, the first
 //! time only); `/silent`, `/stall`, `/loop`, `/away`, `/gone` (410),
-//! `/busy` (503), `/forbidden` (403); anything else 404.
+//! `/busy` (503), `/slow-down` (429, `Retry-After: 7`), `/forbidden`
+//! (403); anything else 404.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -145,6 +146,12 @@ async fn answer(path: &str, port: u16, stalled: &AtomicBool) -> hyper::Response<
         ["away"] => reply(302, Some("https://replicate.delivery/x".into())),
         ["gone"] => reply(410, None),
         ["busy"] => reply(503, None),
+        // Too many requests: come back in 7 seconds.
+        ["slow-down"] => {
+            let mut r = reply(429, None);
+            r.headers_mut().insert("retry-after", "7".parse().unwrap());
+            r
+        }
         ["forbidden"] => reply(403, None),
         _ => reply(404, None),
     }
