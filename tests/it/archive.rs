@@ -155,3 +155,31 @@ async fn a_server_that_stalls_is_given_up() {
     assert!(!dir.path().join("p/stall.bin").exists());
     assert_eq!(std::fs::read_dir(dir.path().join("p")).unwrap().count(), 0);
 }
+
+/// A Replicate host that resolves to a private address is refused for
+/// good, before any connection: a signed payload cannot reach the network
+/// the relay runs in through DNS.
+#[tokio::test]
+async fn a_replicate_host_resolving_to_a_private_address_is_refused_for_good() {
+    use std::sync::Arc;
+    let server = FileServer::start().await;
+    replicate_relay::install_crypto_provider();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &server.ca_pem).unwrap();
+    let tls = replicate_relay::connect::client_tls(Some(file.path())).unwrap();
+    // A poisoned or split-horizon DNS: every name is this machine.
+    let lookup: replicate_relay::notify::archive::resolve::Lookup =
+        Arc::new(|_host| Box::pin(async { Ok(vec!["127.0.0.1".parse().unwrap()]) }));
+    let downloads = Downloader::new(Guarded::with_lookup(&[], lookup), &[], tls, None);
+    let url = format!(
+        "https://files.replicate.delivery:{}/bytes/10/x.png",
+        server.port
+    );
+    let e = downloads.get(&url).await.unwrap_err();
+    assert!(
+        matches!(e, DownloadError::Refused(_)) && !e.is_transient(),
+        "{e}"
+    );
+    assert!(e.to_string().contains("not a public address"), "{e}");
+    assert!(server.asked().is_empty(), "{:?}", server.asked());
+}

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use url::Url;
 
-use super::resolve::Guarded;
+use super::resolve::{Guarded, ResolveError};
 use super::source::{self, Refused, Trust};
 
 /// The most redirects one download follows.
@@ -161,9 +161,14 @@ impl Downloader {
                     url: shown(&current),
                     within: self.answer_within,
                 })?
-                .map_err(|e| DownloadError::Connect {
-                    url: shown(&current),
-                    reason: crate::connect::error_chain(&e),
+                .map_err(|e| match refused_by_resolver(&e) {
+                    // A Replicate host that resolves to a private address
+                    // stays refused: no retry changes the rule.
+                    Some(refused) => DownloadError::Refused(refused),
+                    None => DownloadError::Connect {
+                        url: shown(&current),
+                        reason: crate::connect::error_chain(&e),
+                    },
                 })?;
             let status = answer.status();
             if status.is_redirection() {
@@ -250,6 +255,19 @@ impl Downloader {
             }
         })
     }
+}
+
+/// The rule's refusal, when that is why the connection was not made (the
+/// [`Guarded`] resolver's error, somewhere in the client's chain).
+fn refused_by_resolver(e: &(dyn std::error::Error + 'static)) -> Option<Refused> {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(ResolveError::Refused(refused)) = e.downcast_ref::<ResolveError>() {
+            return Some(refused.clone());
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// A URL as messages show it: no query (Replicate's signed URLs carry
