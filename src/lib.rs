@@ -27,6 +27,8 @@
 //! - [`notify`]: one folder per notifier kind (its config, message,
 //!   rendering and sending), listed once in [`notify::registry`]; each
 //!   error transient or permanent.
+//! - [`replicate`]: Replicate's HTTP API, with the account's token (one
+//!   client: bounded, `Retry-After` honoured, the token to its host only).
 //! - [`config`]: loading and validating the TOML config, all errors at once;
 //!   [`live`]: what is built from it (compiled templates, senders) and what a
 //!   reload swaps.
@@ -52,6 +54,7 @@ pub mod listen;
 pub mod live;
 pub mod notify;
 pub mod render;
+pub mod replicate;
 pub mod route;
 pub mod server;
 pub mod shutdown;

@@ -77,30 +77,22 @@ pub async fn fetch_secret(output: &Path, api_url: &str) -> anyhow::Result<ExitCo
             "set REPLICATE_API_TOKEN to an API token of the Replicate account that sends the webhooks (https://replicate.com/account/api-tokens)"
         );
     };
-    let url = format!(
-        "{}/v1/webhooks/default/secret",
-        api_url.trim_end_matches('/')
-    );
-    let request = Request::builder()
-        .method(Method::GET)
-        .uri(&url)
-        .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
-        .header(header::USER_AGENT, USER_AGENT)
-        .body(Full::new(Bytes::new()))
-        .with_context(|| format!("`{url}` is not a URL"))?;
-    let client = Client::new()?;
-    let (response, text) = exchange(&client, request, &url).await?;
-    let status = response.status();
-    if status == 401 || status == 403 {
-        bail!("Replicate refused the token ({status}); check REPLICATE_API_TOKEN");
-    }
-    if !status.is_success() {
-        bail!("{url} answered {status}: {}", text.trim());
-    }
-    let key = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("key")?.as_str().map(str::to_owned))
-        .with_context(|| format!("{url} did not return {{\"key\": \"whsec_…\"}}"))?;
+    let api =
+        crate::replicate::Api::new(api_url, crate::config::read::Sensitive::new(token.trim()))?;
+    const SECRET_PATH: &str = "v1/webhooks/default/secret";
+    let answer = match api.get(SECRET_PATH).await {
+        Err(crate::replicate::ApiError::Unauthorized { status }) => {
+            bail!("Replicate refused the token ({status}); check REPLICATE_API_TOKEN")
+        }
+        answer => answer?,
+    };
+    let key = answer
+        .get("key")
+        .and_then(|k| k.as_str())
+        .map(str::to_owned)
+        .with_context(|| {
+            format!("{api_url}/{SECRET_PATH} did not return {{\"key\": \"whsec_…\"}}")
+        })?;
     Secret::parse(&key).map_err(|e| anyhow::anyhow!("the secret Replicate returned {e}"))?;
     write_private(output, &key)?;
     println!(

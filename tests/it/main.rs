@@ -23,6 +23,7 @@ mod pagerduty;
 mod panic;
 mod postgres;
 mod render;
+mod replicate_api;
 mod service;
 mod socket;
 mod store;

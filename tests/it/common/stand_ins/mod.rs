@@ -6,6 +6,7 @@
 pub mod discord;
 pub mod ntfy;
 pub mod pagerduty;
+pub mod replicate;
 pub mod teams;
 
 use std::collections::VecDeque;
