@@ -437,6 +437,21 @@ pub trait Store: Admin + Send + Sync + 'static {
     /// the store keeps them.
     fn pauses(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
 
+    /// The value kept under `name` ([`Store::save_state`]), if any.
+    fn load_state(&self, name: &str) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
+
+    /// Keeps `value` under `name`, across restarts and for every instance.
+    fn save_state(
+        &self,
+        name: &str,
+        value: String,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Those of `keys` (dedup keys: `job:status`) under which some delivery
+    /// was planned: job ends already taken in, by a webhook or otherwise.
+    fn planned(&self, keys: Vec<String>) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
     /// Files and locks every instance on this store sees ([`Shared`]), when
     /// several instances can share it; none for a store of one host, whose
     /// daemon keeps such files on its own disk.

@@ -29,6 +29,7 @@ mod outbox;
 pub mod schema;
 pub use admin::PostgresAdmin;
 mod shared;
+mod state;
 mod writer;
 
 use std::str::FromStr;
@@ -395,6 +396,36 @@ impl Store for PostgresStore {
                 }
                 tokio::task::yield_now().await;
             }
+        })
+    }
+
+    fn load_state(&self, name: &str) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(read_error)?;
+            state::load(&**c, &name).await.map_err(read_error)
+        })
+    }
+
+    fn save_state(
+        &self,
+        name: &str,
+        value: String,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(write_error)?;
+            state::save(&**c, &name, &value, now_ms)
+                .await
+                .map_err(write_error)
+        })
+    }
+
+    fn planned(&self, keys: Vec<String>) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(read_error)?;
+            state::planned(&**c, &keys).await.map_err(read_error)
         })
     }
 

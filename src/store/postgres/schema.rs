@@ -80,6 +80,13 @@ const STEPS: &[&str] = &[
     // and keeps what its notifier reported (an archive's manifest).
     "ALTER TABLE deliveries ADD COLUMN after_notifier TEXT COLLATE \"C\",
                             ADD COLUMN result TEXT;",
+    // 6: small named values every instance shares (how far catching up on
+    // Replicate's API has come).
+    "CREATE TABLE relay_state (
+         name       TEXT COLLATE \"C\" PRIMARY KEY,
+         value      TEXT   NOT NULL,
+         updated_ms BIGINT NOT NULL
+     );",
 ];
 
 /// The version this build writes.

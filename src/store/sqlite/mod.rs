@@ -24,6 +24,7 @@ mod export;
 mod find;
 pub mod outbox;
 mod schema;
+mod state;
 mod writer;
 
 pub use checkpoint::CheckpointLimits;
@@ -462,6 +463,25 @@ impl Store for SqliteStore {
     fn pause(&self, rate_key: &str, until_ms: i64) -> BoxFuture<'_, Result<(), StoreError>> {
         let rate_key = rate_key.to_owned();
         self.write(move |conn| outbox::pause(conn, &rate_key, until_ms))
+    }
+
+    fn load_state(&self, name: &str) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        let name = name.to_owned();
+        self.read(move |conn| state::load(conn, &name))
+    }
+
+    fn save_state(
+        &self,
+        name: &str,
+        value: String,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let name = name.to_owned();
+        self.write(move |conn| state::save(conn, &name, &value, now_ms))
+    }
+
+    fn planned(&self, keys: Vec<String>) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.read(move |conn| state::planned(conn, &keys))
     }
 
     fn pauses(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {

@@ -122,6 +122,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // and keeps what its notifier reported (an archive's manifest).
     "ALTER TABLE deliveries ADD COLUMN after_notifier TEXT;
      ALTER TABLE deliveries ADD COLUMN result TEXT;",
+    // 7: small named values kept across restarts (how far catching up on
+    // Replicate's API has come).
+    "CREATE TABLE relay_state (
+         name       TEXT    PRIMARY KEY,
+         value      TEXT    NOT NULL,
+         updated_ms INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 pub(super) fn check_version(found: i64, path: &Path) -> Result<(), StoreError> {

@@ -200,3 +200,36 @@ async fn the_oldest_waiting_delivery_is_known_by_notifier() {
         assert!(oldest[1].1 >= first + 20, "{name}: {oldest:?}");
     });
 }
+
+#[tokio::test]
+async fn named_values_are_kept_and_planned_job_ends_are_known() {
+    each_backend!(|name, store| {
+        assert_eq!(store.load_state("catch-up").await.unwrap(), None, "{name}");
+        let at = now_ms();
+        store
+            .save_state("catch-up", "2026-12-03T10:00:00Z".into(), at)
+            .await
+            .unwrap();
+        store
+            .save_state("catch-up", "2026-12-03T11:00:00Z".into(), at + 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load_state("catch-up").await.unwrap().as_deref(),
+            Some("2026-12-03T11:00:00Z"),
+            "{name}: the latest value"
+        );
+        assert_eq!(store.load_state("other").await.unwrap(), None);
+
+        store.insert(p1_failed()).await.unwrap();
+        // Stored, but routed nowhere: no delivery was planned for it.
+        store
+            .insert(event("msg_9", "p9", Status::Succeeded, &[]))
+            .await
+            .unwrap();
+        let keys = ["p1:failed", "p1:succeeded", "p9:succeeded", "p2:failed"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(store.planned(keys).await.unwrap(), ["p1:failed"], "{name}");
+    });
+}
