@@ -263,7 +263,8 @@ pub fn build_all(
 
 /// Renders what `notifier` would send for `event`, matched by `route`;
 /// `awaited` is the delivery it waited for (`after` on the route), whose
-/// result templates see as `archive` (or its error as `archive_error`).
+/// result templates see as `archive` (or its error as `archive_error`),
+/// with the message's file links on the kept copies ([`crate::render::kept`]).
 pub fn message(
     templates: &Templates,
     notifier: &Notifier,
@@ -273,21 +274,23 @@ pub fn message(
     awaited: Option<&crate::store::Delivery>,
 ) -> Box<dyn Message> {
     let mut ctx = crate::render::context::context(event, route, &notifier.name);
-    if let (Some(awaited), serde_json::Value::Object(map)) = (awaited, &mut ctx) {
+    if let Some(awaited) = awaited {
         use crate::store::DeliveryState;
         match awaited.state {
             DeliveryState::Delivered => {
-                if let Some(result) = awaited
+                if let Some(manifest) = awaited
                     .result
                     .as_deref()
                     .and_then(|r| serde_json::from_str(r).ok())
                 {
-                    map.insert("archive".into(), result);
+                    crate::render::kept::link_kept(&mut ctx, manifest);
                 }
             }
             DeliveryState::Dead => {
-                let error = awaited.last_error.clone().unwrap_or_default();
-                map.insert("archive_error".into(), serde_json::Value::String(error));
+                if let serde_json::Value::Object(map) = &mut ctx {
+                    let error = awaited.last_error.clone().unwrap_or_default();
+                    map.insert("archive_error".into(), serde_json::Value::String(error));
+                }
             }
             _ => {}
         }

@@ -18,6 +18,7 @@ pub mod context;
 pub mod cut;
 pub mod display;
 pub mod helpers;
+pub mod kept;
 pub mod message;
 pub mod run;
 pub mod samples;

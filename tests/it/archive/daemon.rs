@@ -33,6 +33,8 @@ pub fn archive_config(dir: &Path, server: &FileServer, extra_keys: &str) -> std:
 pub fn job(id: &str, output: Value) -> Vec<u8> {
     let mut body: Value = serde_json::from_slice(&payload(id, "succeeded")).unwrap();
     body["model"] = json!("acme/neon");
+    // Made through the API: the kind whose files Replicate deletes.
+    body["source"] = json!("api");
     body["output"] = output;
     serde_json::to_vec(&body).unwrap()
 }
@@ -408,7 +410,7 @@ async fn a_notifier_after_the_archive_links_to_the_kept_files_or_says_why_there_
     std::fs::create_dir_all(dir.path().join("templates/webhook")).unwrap();
     std::fs::write(
         dir.path().join("templates/webhook/linked.json.hbs"),
-        r#"{"id": "{{id}}", "error": "{{archive_error}}", "files": [{{#each archive.files}}{{#unless @first}},{{/unless}}{"url": "{{url}}", "bytes": {{bytes}}, "sha256": "{{sha256}}"}{{/each}}]}"#,
+        r#"{"id": "{{id}}", "error": "{{archive_error}}", "files": [{{#each archive.files}}{{#unless @first}},{{/unless}}{"url": "{{url}}", "bytes": {{bytes}}, "sha256": "{{sha256}}"}{{/each}}], "links": [{{#each files}}{{#unless @first}},{{/unless}}{{{json url}}}{{/each}}], "expires": {{{json outputs_expire_at}}}}"#,
     )
     .unwrap();
     let config = write_config(
@@ -454,8 +456,18 @@ async fn a_notifier_after_the_archive_links_to_the_kept_files_or_says_why_there_
         "{linked}"
     );
     assert_eq!(linked["error"], "");
+    // Every template's file links now go to the kept copy, and the warning
+    // that Replicate deletes the files has no reason to be.
+    assert_eq!(
+        linked["links"],
+        json!(["https://files.example.org/replicate/prediction/acme/neon/p_linked/out%201.png"]),
+        "{linked}"
+    );
+    assert_eq!(linked["expires"], Value::Null, "{linked}");
     let unlinked = bodies.iter().find(|b| b["id"] == "p_unlinked").unwrap();
     assert_eq!(unlinked["files"], json!([]));
+    assert_eq!(unlinked["links"], json!([files.url("/gone")]));
+    assert!(unlinked["expires"].is_string(), "{unlinked}");
     let error = unlinked["error"].as_str().unwrap();
     assert!(error.contains("Replicate deleted the outputs"), "{error}");
     daemon.stop().await;
