@@ -5,6 +5,7 @@
 //! tests point at a stand-in, every request bounded in time and size,
 //! `Retry-After` honoured, pages followed on Replicate's own host only.
 
+pub mod catch_up;
 pub mod client;
 
 pub use client::{Api, ApiError};

@@ -8,6 +8,7 @@ mod common;
 mod accepted;
 mod acme;
 mod archive;
+mod catch_up;
 mod cli;
 mod crash;
 mod deliver;

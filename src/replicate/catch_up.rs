@@ -1,0 +1,177 @@
+//! Catching up on webhooks that never came: Replicate retries a final
+//! webhook for about a minute, so a relay down longer never hears of the
+//! jobs that ended meanwhile. One round ([`once`]) lists the account's
+//! predictions created since the covered time minus a look-back (a long
+//! training can end a day after it was created) and its trainings back to
+//! the same time, and stores each finished job the store has not taken in
+//! as an event, routed and delivered as any other: its webhook id is
+//! `catchup_<job>_<status>`, so a round that finds it again stores nothing
+//! twice, and a late webhook of the same end plans no second delivery (one
+//! job end notifies once, whatever brought it). The covered time is kept
+//! in the store, for a restart and for every instance.
+//!
+//! A listed job carries the webhook URL it was created with, when the API
+//! gives it: its query is the event's, so routes on `query.<param>` match
+//! as they would have.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::client::{Api, ApiError, Walk};
+use crate::config::Config;
+use crate::event::{Event, Kind, Status};
+use crate::route::plan::{Received, route_event};
+use crate::store::{Inserted, NewEvent, Store, StoreError};
+
+/// Where the covered time is kept ([`Store::save_state`]), in
+/// milliseconds since the Unix epoch.
+pub const COVERED: &str = "replicate.catch_up.covered_ms";
+
+/// What stops a round; the next one starts again from the covered time.
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caught {
+    /// Finished jobs listed in the window.
+    pub finished: usize,
+    /// Of those, stored now: their webhooks never came.
+    pub stored: usize,
+}
+
+/// The prefix of the webhook ids catch-up gives the events it stores.
+pub const WEBHOOK_PREFIX: &str = "catchup_";
+
+/// One round at `now_ms`: every finished job created since the covered
+/// time minus `look_back` that the store has not taken in is stored.
+pub async fn once(
+    api: &Api,
+    store: &dyn Store,
+    config: &Config,
+    look_back: Duration,
+    now_ms: i64,
+) -> Result<Caught, CatchUpError> {
+    let covered = store
+        .load_state(COVERED)
+        .await?
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(now_ms);
+    let since_ms = covered.min(now_ms) - look_back.as_millis() as i64;
+    let since = rfc3339(since_ms);
+    let mut jobs: Vec<(Kind, Value)> = Vec::new();
+    let path = format!("v1/predictions?created_after={since}");
+    api.pages(&path, |page| {
+        jobs.extend(page.iter().map(|p| (Kind::Prediction, p.clone())));
+        Walk::Next
+    })
+    .await?;
+    // Trainings take no date filter: newest first, until a page ends
+    // before the window.
+    api.pages("v1/trainings", |page| {
+        jobs.extend(
+            page.iter()
+                .filter(|t| created_at(t).is_some_and(|at| at.as_str() >= since.as_str()))
+                .map(|t| (Kind::Training, t.clone())),
+        );
+        match page.last().and_then(created_at) {
+            Some(oldest) if oldest.as_str() >= since.as_str() => Walk::Next,
+            _ => Walk::Stop,
+        }
+    })
+    .await?;
+    let finished: Vec<(Kind, Value, Status, String)> = jobs
+        .into_iter()
+        .filter_map(|(kind, job)| {
+            let status = Status::parse(job["status"].as_str()?);
+            let id = job["id"].as_str()?.to_owned();
+            status.is_terminal().then_some((kind, job, status, id))
+        })
+        .collect();
+    let keys: Vec<String> = finished
+        .iter()
+        .map(|(_, _, status, id)| format!("{id}:{}", status.as_str()))
+        .collect();
+    let planned: std::collections::HashSet<String> =
+        store.planned(keys.clone()).await?.into_iter().collect();
+    let mut caught = Caught {
+        finished: finished.len(),
+        stored: 0,
+    };
+    for ((kind, job, status, id), key) in finished.into_iter().zip(keys) {
+        if planned.contains(&key) {
+            continue;
+        }
+        let query = job["webhook"]
+            .as_str()
+            .and_then(|w| url::Url::parse(w).ok())
+            .and_then(|u| u.query().map(str::to_owned))
+            .unwrap_or_default();
+        let webhook_id = format!("{WEBHOOK_PREFIX}{id}_{}", status.as_str());
+        let body = serde_json::to_vec(&job).unwrap_or_default();
+        let model = job["model"].as_str().map(str::to_owned);
+        let event =
+            Event::for_routing_from(job, crate::event::parse_query(&query), kind, status.clone());
+        let routing = route_event(
+            config,
+            &event,
+            Received {
+                webhook_id: &webhook_id,
+                object_id: &id,
+                received_at_ms: now_ms,
+            },
+        );
+        let inserted = store
+            .insert(NewEvent {
+                webhook_id,
+                object_id: id,
+                kind,
+                status,
+                model,
+                query,
+                body: body.into(),
+                received_at_ms: now_ms,
+                routing,
+            })
+            .await?;
+        if matches!(inserted, Inserted::New(_)) {
+            caught.stored += 1;
+        }
+    }
+    store
+        .save_state(COVERED, now_ms.to_string(), now_ms)
+        .await?;
+    Ok(caught)
+}
+
+fn created_at(job: &Value) -> Option<String> {
+    job["created_at"].as_str().map(str::to_owned)
+}
+
+/// `ms` as Replicate writes times: RFC 3339 in UTC, microseconds.
+fn rfc3339(ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000000Z".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_are_written_as_replicate_writes_them() {
+        assert_eq!(
+            super::rfc3339(1_796_294_415_123),
+            "2026-12-03T10:40:15.123000Z"
+        );
+    }
+}
