@@ -69,6 +69,8 @@ pub struct Running {
     metrics_addr: Option<SocketAddr>,
     pipeline: Pipeline,
     retention: JoinHandle<()>,
+    /// Catching up on webhooks that never came (`[replicate] catch_up`).
+    catch_up: JoinHandle<()>,
 }
 
 /// While a long store migration runs: asks systemd (when it started us with
@@ -158,6 +160,10 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
     let pipeline = dispatch::start(store.clone(), live.clone(), &supervisor);
     let (s, l) = (store.clone(), live.clone());
     let retention = supervisor.spawn("retention", move || retain(s.clone(), l.clone()));
+    let (s, l) = (store.clone(), live.clone());
+    let catch_up = supervisor.spawn("catch-up", move || {
+        crate::replicate::catch_up::run(s.clone(), l.clone())
+    });
     tracing::info!(
         message = "Listening.",
         %addr,
@@ -185,6 +191,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         metrics_addr,
         pipeline,
         retention,
+        catch_up,
     })
 }
 
@@ -364,6 +371,7 @@ impl Running {
             self.server.abort();
         }
         self.retention.abort();
+        self.catch_up.abort();
         if let Some(watch) = &self.watch {
             watch.abort();
         }

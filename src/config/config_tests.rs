@@ -146,6 +146,24 @@ fn problem_table() {
              [[routes]]\nnotify = [\"ops\"]\nafter = \"keep\"",
             &["routes[0].after"],
         ),
+        (
+            "[verify]\ninsecure = true\n[replicate]\ntoken = \"r8_x\"\ncatch_up = \"10m\"",
+            &[],
+        ),
+        (
+            "[verify]\ninsecure = true\n[replicate]\ncatch_up = \"10m\"",
+            &["replicate.catch_up"],
+        ),
+        (
+            "[verify]\ninsecure = true\n[replicate]\ntoken = \"r8_x\"\ncatch_up = \"0s\"\n\
+             look_back = \"5s\"\napi_url = \"ftp://x\"\ncatchup = 1",
+            &[
+                "replicate.catchup",
+                "replicate.api_url",
+                "replicate.catch_up",
+                "replicate.look_back",
+            ],
+        ),
     ];
     for (text, want) in cases {
         assert_eq!(keys(load_text(text, &[])), *want, "config:\n{text}");

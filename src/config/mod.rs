@@ -17,6 +17,7 @@
 
 pub mod notifiers;
 pub mod read;
+pub mod replicate;
 pub mod routes;
 pub mod server;
 
@@ -46,6 +47,7 @@ const SECTIONS: &[&str] = &[
     "notifiers",
     "routes",
     "delivery",
+    "replicate",
 ];
 
 /// A validated configuration, ready to run.
@@ -63,6 +65,7 @@ pub struct Config {
     /// Routes in file order.
     pub routes: Vec<routes::Route>,
     pub delivery: DeliveryConfig,
+    pub replicate: replicate::ReplicateConfig,
     /// Things that work but deserve attention; `serve` logs them, `check` prints them.
     pub warnings: Vec<String>,
 }
@@ -209,6 +212,7 @@ pub fn load_with_env(
         .unwrap_or_default();
     let routes = routes::read_routes(&mut r, root.get("routes"), &declared);
     let delivery = read_delivery(&mut r, root.get("delivery"));
+    let replicate = replicate::read(&mut r, root.get("replicate"));
 
     if r.problems.is_empty() {
         Ok(Config {
@@ -220,6 +224,7 @@ pub fn load_with_env(
             notifiers,
             routes,
             delivery,
+            replicate,
             warnings: r.warnings,
         })
     } else {

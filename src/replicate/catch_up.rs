@@ -150,6 +150,100 @@ pub async fn once(
     Ok(caught)
 }
 
+/// How long a round may hold the lock that keeps other instances on the
+/// store from catching up at the same time.
+const ROUND_LEASE: Duration = Duration::from_secs(10 * 60);
+
+/// The lock's name in the store shared by several instances.
+const LOCK: &str = "replicate/catch-up";
+
+/// The daemon's catching up, as a supervised task: a round at the start,
+/// then one every `catch_up` of the config live at that moment (a reload
+/// turns it on, off, or changes it); nothing while it is off or has no
+/// token. On a store several instances share, one round at a time.
+pub async fn run(
+    store: std::sync::Arc<dyn Store>,
+    live: std::sync::Arc<crate::live::Live<crate::live::Setup>>,
+) {
+    let mut api: Option<(String, String, Api)> = None;
+    loop {
+        let setup = live.load();
+        let config = &setup.config;
+        let (Some(every), Some(token)) = (config.replicate.catch_up, &config.replicate.token)
+        else {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            continue;
+        };
+        let same = api
+            .as_ref()
+            .is_some_and(|(url, t, _)| *url == config.replicate.api_url && t == token.expose());
+        if !same {
+            match Api::new(&config.replicate.api_url, token.clone()) {
+                Ok(a) => {
+                    api = Some((
+                        config.replicate.api_url.clone(),
+                        token.expose().to_owned(),
+                        a,
+                    ))
+                }
+                Err(e) => {
+                    tracing::error!(message = "Cannot set up the Replicate API client; not catching up.", error = %e);
+                    tokio::time::sleep(every).await;
+                    continue;
+                }
+            }
+        }
+        let Some((_, _, client)) = &api else {
+            continue;
+        };
+        round(client, store.as_ref(), config, every).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One round, under the shared lock when there is one; its result logged.
+async fn round(api: &Api, store: &dyn Store, config: &Config, every: Duration) {
+    let now = crate::clock::now_ms();
+    if let Some(shared) = store.shared() {
+        let lease = now + ROUND_LEASE.max(every).as_millis() as i64;
+        match shared.lock(LOCK, now, lease).await {
+            Ok(crate::store::Lock::Taken) => {}
+            Ok(crate::store::Lock::HeldBy { holder, .. }) => {
+                tracing::debug!(message = "Another instance is catching up.", %holder);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(message = "Cannot take the catch-up lock; trying at the next round.", error = %e);
+                return;
+            }
+        }
+    }
+    match once(api, store, config, config.replicate.look_back, now).await {
+        Ok(Caught {
+            stored: 0,
+            finished,
+        }) => {
+            tracing::debug!(
+                message = "Caught up: every finished job was already in.",
+                finished
+            )
+        }
+        Ok(Caught { stored, finished }) => tracing::warn!(
+            message = "Caught up on jobs whose webhooks never came; they are routed now.",
+            stored,
+            finished
+        ),
+        Err(e) => tracing::warn!(
+            message = "Catching up failed; trying again at the next round.",
+            error = %e,
+            transient = matches!(&e, CatchUpError::Api(a) if a.is_transient()),
+        ),
+    }
+    if let Some(shared) = store.shared() {
+        let _ = shared.unlock(LOCK).await;
+    }
+}
+
 fn created_at(job: &Value) -> Option<String> {
     job["created_at"].as_str().map(str::to_owned)
 }

@@ -187,3 +187,55 @@ async fn jobs_that_ended_while_the_relay_was_down_are_stored_and_routed_once() {
     );
     store.close().await;
 }
+
+/// The daemon catches up by itself, at start and every `catch_up`: jobs
+/// that ended while it was down are notified once, and their late
+/// webhooks add nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_catches_up_at_start_and_a_late_webhook_adds_nothing() {
+    use std::sync::Arc;
+    let standin = ReplicateApi::start().await;
+    standin.state.lock().unwrap().predictions = (0..3)
+        .map(|i| job(&format!("p_down{i}"), "succeeded", i, json!({})))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        SECRET,
+        &format!(
+            "[replicate]\napi_url = \"{}\"\ntoken = \"{TOKEN}\"\ncatch_up = \"1s\"\n\n\
+             [notifiers.console]\ntype = \"log\"\n\n\
+             [[routes]]\nname = \"everything\"\nnotify = [\"console\"]\n",
+            standin.url
+        ),
+    );
+    let daemon = Daemon::start(&file, Arc::new(replicate_relay::clock::SystemClock)).await;
+    let db = dir.path().join("relay.db");
+    let delivered = |rows: &[replicate_relay::store::Listed]| {
+        rows.len() == 3
+            && rows
+                .iter()
+                .all(|r| r.delivery.state == replicate_relay::store::DeliveryState::Delivered)
+    };
+    let rows = wait_deliveries(&db, Duration::from_secs(20), delivered).await;
+    assert!(delivered(&rows), "{rows:#?}");
+    // p_down1's webhook, late (Replicate retried it for a minute, say).
+    let body = serde_json::to_vec(&job("p_down1", "succeeded", 1, json!({}))).unwrap();
+    post_signed(&daemon, "msg_late", &body).await;
+    // Past another round or two.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let rows = wait_deliveries(&db, Duration::from_secs(1), |_| false).await;
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    let events = replicate_relay::store::open_admin(&daemon.config.store)
+        .unwrap()
+        .find("p_down1", 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = events.iter().map(|f| f.event.webhook_id.as_str()).collect();
+    assert_eq!(ids, ["msg_late", "catchup_p_down1_succeeded"]);
+    assert!(
+        events[0].deliveries.is_empty(),
+        "the late webhook planned nothing"
+    );
+    daemon.stop().await;
+}
