@@ -1,4 +1,6 @@
-//! `replicate-relay events`: the most recent stored events, as a table or JSON lines.
+//! `replicate-relay events`: the most recent stored events, as a table or
+//! JSON lines, each with its source (a webhook, or catching up on one that
+//! never came).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -19,6 +21,7 @@ pub async fn run(config: &Config, limit: usize, json: bool) -> anyhow::Result<Ex
                 "status": e.status.as_str(),
                 "model": e.model,
                 "webhook_id": e.webhook_id,
+                "source": crate::replicate::catch_up::source(&e.webhook_id),
                 "query": e.query,
             });
             writeln!(out, "{line}")?;
@@ -33,7 +36,7 @@ pub async fn run(config: &Config, limit: usize, json: bool) -> anyhow::Result<Ex
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<[String; 6]> = events
+    let rows: Vec<[String; 7]> = events
         .iter()
         .map(|e| {
             [
@@ -42,6 +45,7 @@ pub async fn run(config: &Config, limit: usize, json: bool) -> anyhow::Result<Ex
                 e.status.to_string(),
                 e.object_id.clone(),
                 e.model.clone().unwrap_or_else(|| "-".into()),
+                crate::replicate::catch_up::source(&e.webhook_id).to_owned(),
                 e.webhook_id.clone(),
             ]
         })
@@ -52,6 +56,7 @@ pub async fn run(config: &Config, limit: usize, json: bool) -> anyhow::Result<Ex
         "STATUS",
         "ID",
         "MODEL",
+        "SOURCE",
         "WEBHOOK-ID",
     ]
     .map(String::from);

@@ -46,6 +46,7 @@ fn as_json(f: &Found) -> Value {
     json!({
         "seq": e.seq,
         "webhook_id": e.webhook_id,
+        "source": crate::replicate::catch_up::source(&e.webhook_id),
         "kind": e.kind.as_str(),
         "id": e.object_id,
         "status": e.status.as_str(),
@@ -88,9 +89,13 @@ fn write_event(out: &mut impl Write, f: &Found) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "  received {} UTC as event {}, webhook {}{}",
+        "  received {} UTC as event {}, {} {}{}",
         format_time(e.received_at_ms),
         e.seq,
+        match crate::replicate::catch_up::source(&e.webhook_id) {
+            "catch-up" => "caught up as",
+            _ => "webhook",
+        },
         e.webhook_id,
         if e.query.is_empty() {
             String::new()

@@ -49,6 +49,16 @@ pub struct Caught {
 /// The prefix of the webhook ids catch-up gives the events it stores.
 pub const WEBHOOK_PREFIX: &str = "catchup_";
 
+/// Where a stored event came from, for `events`: `catch-up` for one this
+/// module stored, `webhook` for one Replicate sent.
+pub fn source(webhook_id: &str) -> &'static str {
+    if webhook_id.starts_with(WEBHOOK_PREFIX) {
+        "catch-up"
+    } else {
+        "webhook"
+    }
+}
+
 /// One round at `now_ms`: every finished job created since the covered
 /// time minus `look_back` that the store has not taken in is stored.
 pub async fn once(

@@ -237,5 +237,25 @@ async fn the_daemon_catches_up_at_start_and_a_late_webhook_adds_nothing() {
         events[0].deliveries.is_empty(),
         "the late webhook planned nothing"
     );
+    // `events` says where each came from.
+    let listed = run_relay(&["events", "--json"], &file);
+    let sources: Vec<(String, String)> = listed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["source"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        sources.contains(&("p_down0".into(), "catch-up".into())),
+        "{sources:?}"
+    );
+    assert!(
+        sources.contains(&("p_down1".into(), "webhook".into())),
+        "{sources:?}"
+    );
     daemon.stop().await;
 }

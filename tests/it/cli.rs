@@ -154,7 +154,9 @@ async fn serve_stores_events_stops_on_sigterm_and_events_lists_them() {
     assert_eq!(rows.len(), 3, "{table}");
     assert!(rows[0].starts_with("RECEIVED (UTC)"), "{table}");
     assert!(
-        rows[1].contains("p_cli_1") && rows[1].contains("failed") && rows[1].contains("msg_cli_1"),
+        rows[1].contains("p_cli_1")
+            && rows[1].contains("failed")
+            && rows[1].contains("webhook  msg_cli_1"),
         "{table}"
     );
     assert!(
