@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::client::{Api, ApiError, Walk};
+use super::client::{Api, ApiError};
 use crate::config::Config;
 use crate::event::{Event, Kind, Status};
 use crate::route::plan::{Received, route_event};
@@ -75,84 +75,31 @@ pub async fn once(
         .unwrap_or(now_ms);
     let since_ms = covered.min(now_ms) - look_back.as_millis() as i64;
     let since = rfc3339(since_ms);
-    let mut jobs: Vec<(Kind, Value)> = Vec::new();
-    let path = format!("v1/predictions?created_after={since}");
-    api.pages(&path, |page| {
-        jobs.extend(page.iter().map(|p| (Kind::Prediction, p.clone())));
-        Walk::Next
-    })
-    .await?;
+    let mut caught = Caught::default();
+    // A page at a time: a busy account lists many thousands of jobs a day.
+    let mut next = Some(format!("v1/predictions?created_after={since}"));
+    while let Some(at) = next.take() {
+        let (page, after) = api.page(&at).await?;
+        let jobs = page.into_iter().map(|p| (Kind::Prediction, p)).collect();
+        take_in(store, config, jobs, now_ms, &mut caught).await?;
+        next = after;
+    }
     // Trainings take no date filter: newest first, until a page ends
     // before the window.
-    api.pages("v1/trainings", |page| {
-        jobs.extend(
-            page.iter()
-                .filter(|t| created_at(t).is_some_and(|at| at.as_str() >= since.as_str()))
-                .map(|t| (Kind::Training, t.clone())),
-        );
-        match page.last().and_then(created_at) {
-            Some(oldest) if oldest.as_str() >= since.as_str() => Walk::Next,
-            _ => Walk::Stop,
-        }
-    })
-    .await?;
-    let finished: Vec<(Kind, Value, Status, String)> = jobs
-        .into_iter()
-        .filter_map(|(kind, job)| {
-            let status = Status::parse(job["status"].as_str()?);
-            let id = job["id"].as_str()?.to_owned();
-            status.is_terminal().then_some((kind, job, status, id))
-        })
-        .collect();
-    let keys: Vec<String> = finished
-        .iter()
-        .map(|(_, _, status, id)| format!("{id}:{}", status.as_str()))
-        .collect();
-    let planned: std::collections::HashSet<String> =
-        store.planned(keys.clone()).await?.into_iter().collect();
-    let mut caught = Caught {
-        finished: finished.len(),
-        stored: 0,
-    };
-    for ((kind, job, status, id), key) in finished.into_iter().zip(keys) {
-        if planned.contains(&key) {
-            continue;
-        }
-        let query = job["webhook"]
-            .as_str()
-            .and_then(|w| url::Url::parse(w).ok())
-            .and_then(|u| u.query().map(str::to_owned))
-            .unwrap_or_default();
-        let webhook_id = format!("{WEBHOOK_PREFIX}{id}_{}", status.as_str());
-        let body = serde_json::to_vec(&job).unwrap_or_default();
-        let model = job["model"].as_str().map(str::to_owned);
-        let event =
-            Event::for_routing_from(job, crate::event::parse_query(&query), kind, status.clone());
-        let routing = route_event(
-            config,
-            &event,
-            Received {
-                webhook_id: &webhook_id,
-                object_id: &id,
-                received_at_ms: now_ms,
-            },
-        );
-        let inserted = store
-            .insert(NewEvent {
-                webhook_id,
-                object_id: id,
-                kind,
-                status,
-                model,
-                query,
-                body: body.into(),
-                received_at_ms: now_ms,
-                routing,
-            })
-            .await?;
-        if matches!(inserted, Inserted::New(_)) {
-            caught.stored += 1;
-        }
+    let mut next = Some("v1/trainings".to_owned());
+    while let Some(at) = next.take() {
+        let (page, after) = api.page(&at).await?;
+        let more = page
+            .last()
+            .and_then(created_at)
+            .is_some_and(|oldest| oldest >= since);
+        let jobs = page
+            .into_iter()
+            .filter(|t| created_at(t).is_some_and(|at| at >= since))
+            .map(|t| (Kind::Training, t))
+            .collect();
+        take_in(store, config, jobs, now_ms, &mut caught).await?;
+        next = after.filter(|_| more);
     }
     store
         .save_state(COVERED, now_ms.to_string(), now_ms)
@@ -252,6 +199,73 @@ async fn round(api: &Api, store: &dyn Store, config: &Config, every: Duration) {
     if let Some(shared) = store.shared() {
         let _ = shared.unlock(LOCK).await;
     }
+}
+
+/// Stores those of `jobs` that are finished and that the store has not
+/// taken in, counting them into `caught`.
+async fn take_in(
+    store: &dyn Store,
+    config: &Config,
+    jobs: Vec<(Kind, Value)>,
+    now_ms: i64,
+    caught: &mut Caught,
+) -> Result<(), CatchUpError> {
+    let finished: Vec<(Kind, Value, Status, String)> = jobs
+        .into_iter()
+        .filter_map(|(kind, job)| {
+            let status = Status::parse(job["status"].as_str()?);
+            let id = job["id"].as_str()?.to_owned();
+            status.is_terminal().then_some((kind, job, status, id))
+        })
+        .collect();
+    let keys: Vec<String> = finished
+        .iter()
+        .map(|(_, _, status, id)| format!("{id}:{}", status.as_str()))
+        .collect();
+    let planned: std::collections::HashSet<String> =
+        store.planned(keys.clone()).await?.into_iter().collect();
+    caught.finished += finished.len();
+    for ((kind, job, status, id), key) in finished.into_iter().zip(keys) {
+        if planned.contains(&key) {
+            continue;
+        }
+        let query = job["webhook"]
+            .as_str()
+            .and_then(|w| url::Url::parse(w).ok())
+            .and_then(|u| u.query().map(str::to_owned))
+            .unwrap_or_default();
+        let webhook_id = format!("{WEBHOOK_PREFIX}{id}_{}", status.as_str());
+        let body = serde_json::to_vec(&job).unwrap_or_default();
+        let model = job["model"].as_str().map(str::to_owned);
+        let event =
+            Event::for_routing_from(job, crate::event::parse_query(&query), kind, status.clone());
+        let routing = route_event(
+            config,
+            &event,
+            Received {
+                webhook_id: &webhook_id,
+                object_id: &id,
+                received_at_ms: now_ms,
+            },
+        );
+        let inserted = store
+            .insert(NewEvent {
+                webhook_id,
+                object_id: id,
+                kind,
+                status,
+                model,
+                query,
+                body: body.into(),
+                received_at_ms: now_ms,
+                routing,
+            })
+            .await?;
+        if matches!(inserted, Inserted::New(_)) {
+            caught.stored += 1;
+        }
+    }
+    Ok(())
 }
 
 fn created_at(job: &Value) -> Option<String> {

@@ -163,9 +163,23 @@ impl Api {
         self.call(Method::POST, url, Some(body)).await
     }
 
-    /// Walks the pages of a list (`{next, results}`), newest first as
-    /// Replicate gives them, from `path_or_url`, handing each page's
-    /// `results` to `visit` until it says stop or there is no `next`.
+    /// One page of a list (`{next, results}`) at `path_or_url`: its
+    /// results, and where the next page is, if there is one.
+    pub async fn page(&self, path_or_url: &str) -> Result<(Vec<Value>, Option<String>), ApiError> {
+        let mut page = self.get(path_or_url).await?;
+        let next = page["next"].as_str().map(str::to_owned);
+        match page["results"].take() {
+            Value::Array(results) => Ok((results, next)),
+            _ => Err(ApiError::NotJson {
+                what: shown(path_or_url),
+                reason: "no `results` list".into(),
+            }),
+        }
+    }
+
+    /// Walks the pages of a list, newest first as Replicate gives them,
+    /// from `path_or_url`, handing each page's results to `visit` until it
+    /// says stop or there is no `next`. One page is held at a time.
     pub async fn pages(
         &self,
         path_or_url: &str,
@@ -173,17 +187,11 @@ impl Api {
     ) -> Result<(), ApiError> {
         let mut next = Some(path_or_url.to_owned());
         while let Some(at) = next.take() {
-            let page = self.get(&at).await?;
-            let results = page["results"]
-                .as_array()
-                .ok_or_else(|| ApiError::NotJson {
-                    what: shown(&at),
-                    reason: "no `results` list".into(),
-                })?;
-            if visit(results) == Walk::Stop {
+            let (results, after) = self.page(&at).await?;
+            if visit(&results) == Walk::Stop {
                 break;
             }
-            next = page["next"].as_str().map(str::to_owned);
+            next = after;
         }
         Ok(())
     }
