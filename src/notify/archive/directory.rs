@@ -42,6 +42,56 @@ pub enum WriteError {
 
 use super::path::PART;
 
+/// A file's chunks as they pass on their way to where it is kept: each
+/// counted against the limit and hashed, wherever that is.
+pub struct Tally {
+    key: String,
+    max: u64,
+    bytes: u64,
+    hash: Sha256,
+}
+
+impl Tally {
+    /// For the file `key`, at most `max` bytes.
+    pub fn new(key: &str, max: u64) -> Self {
+        Tally {
+            key: key.to_owned(),
+            max,
+            bytes: 0,
+            hash: Sha256::new(),
+        }
+    }
+
+    /// The next chunk from the source, counted and hashed; an error when
+    /// the source broke off or the file went over the limit.
+    pub fn count<E>(&mut self, chunk: Result<Bytes, E>) -> Result<Bytes, WriteError>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let chunk = chunk.map_err(|e| WriteError::Source {
+            key: self.key.clone(),
+            source: Box::new(e),
+        })?;
+        self.bytes += chunk.len() as u64;
+        if self.bytes > self.max {
+            return Err(WriteError::TooLarge {
+                key: self.key.clone(),
+                max: self.max,
+            });
+        }
+        self.hash.update(&chunk);
+        Ok(chunk)
+    }
+
+    /// What the whole file came to.
+    pub fn written(self) -> Written {
+        Written {
+            bytes: self.bytes,
+            sha256: hex::encode(self.hash.finalize()),
+        }
+    }
+}
+
 /// The directory `to` names.
 #[derive(Debug, Clone)]
 pub struct Directory {
@@ -133,28 +183,14 @@ impl Directory {
             .open(part)
             .await
             .map_err(disk)?;
-        let (mut hash, mut bytes) = (Sha256::new(), 0u64);
+        let mut tally = Tally::new(key, max);
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| WriteError::Source {
-                key: key.to_owned(),
-                source: Box::new(e),
-            })?;
-            bytes += chunk.len() as u64;
-            if bytes > max {
-                return Err(WriteError::TooLarge {
-                    key: key.to_owned(),
-                    max,
-                });
-            }
-            hash.update(&chunk);
+            let chunk = tally.count(chunk)?;
             file.write_all(&chunk).await.map_err(disk)?;
         }
         file.sync_all().await.map_err(disk)?;
-        Ok(Written {
-            bytes,
-            sha256: hex::encode(hash.finalize()),
-        })
+        Ok(tally.written())
     }
 
     /// What `key` holds, at most `max` bytes; `None` when there is no such

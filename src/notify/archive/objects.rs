@@ -23,10 +23,9 @@ use object_store::client::{
 };
 use object_store::path::Path as Key;
 use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt};
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::directory::{WriteError, Written};
+use super::directory::{Tally, WriteError, Written};
 use crate::config::read::Sensitive;
 
 /// Bytes held before a file goes up as a multipart upload, and the size
@@ -184,21 +183,10 @@ impl Bucket {
             .with_attributes(attributes);
         let mut shut = false;
         let result = async {
-            let (mut hash, mut bytes) = (Sha256::new(), 0u64);
+            let mut tally = Tally::new(key, max);
             let mut body = std::pin::pin!(body);
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| WriteError::Source {
-                    key: key.to_owned(),
-                    source: Box::new(e),
-                })?;
-                bytes += chunk.len() as u64;
-                if bytes > max {
-                    return Err(WriteError::TooLarge {
-                        key: key.to_owned(),
-                        max,
-                    });
-                }
-                hash.update(&chunk);
+                let chunk = tally.count(chunk)?;
                 upload
                     .write_all(&chunk)
                     .await
@@ -208,10 +196,7 @@ impl Bucket {
             // this, even when it fails, the writer takes no abort.
             shut = true;
             upload.shutdown().await.map_err(|e| self.failed(key, e))?;
-            Ok(Written {
-                bytes,
-                sha256: hex::encode(hash.finalize()),
-            })
+            Ok(tally.written())
         }
         .await;
         if result.is_err() && !shut {

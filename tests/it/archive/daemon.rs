@@ -14,19 +14,21 @@ use replicate_relay::clock::SystemClock;
 use replicate_relay::store::{DeliveryState, Listed};
 use serde_json::{Value, json};
 
-/// A config archiving every final job into `dir/archive`, fetching from
-/// `server` (listed in `allow_hosts`, trusted through `ca_file`).
-pub fn archive_config(dir: &Path, server: &FileServer, extra_keys: &str) -> std::path::PathBuf {
+/// The notifier and route archiving every final job into `dir/archive`,
+/// fetching from `server` (listed in `allow_hosts`, trusted through
+/// `ca_file`), with `extra_keys` in the notifier.
+pub fn archive_extra(dir: &Path, server: &FileServer, extra_keys: &str) -> String {
     server.ca_file(dir);
-    write_config(
-        dir,
-        SECRET,
-        &format!(
-            "[notifiers.keep]\ntype = \"archive\"\nto = \"archive\"\nallow_hosts = [\"localhost\"]\n\
-             ca_file = \"files-ca.pem\"\n{extra_keys}\n\n\
-             [[routes]]\nname = \"everything\"\nnotify = [\"keep\"]\n"
-        ),
+    format!(
+        "[notifiers.keep]\ntype = \"archive\"\nto = \"archive\"\nallow_hosts = [\"localhost\"]\n\
+         ca_file = \"files-ca.pem\"\n{extra_keys}\n\n\
+         [[routes]]\nname = \"everything\"\nnotify = [\"keep\"]\n"
     )
+}
+
+/// A config with [`archive_extra`].
+pub fn archive_config(dir: &Path, server: &FileServer, extra_keys: &str) -> std::path::PathBuf {
+    write_config(dir, SECRET, &archive_extra(dir, server, extra_keys))
 }
 
 /// A finished prediction of `acme/neon` whose output is `output`.

@@ -6,28 +6,16 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::daemon::{archive_config, job, listing, settled};
+use super::daemon::{archive_extra, job, listing, settled};
 use crate::common::files::{self, FileServer};
 use crate::common::serve::{Serve, wait_ready};
-use crate::common::stand_ins::free_port;
 use crate::common::*;
 use replicate_relay::store::DeliveryState;
 use serde_json::{Value, json};
 
-/// [`archive_config`] listening on a known port.
+/// [`archive_extra`] on a known port.
 fn config_on_port(dir: &Path, server: &FileServer) -> (std::path::PathBuf, u16) {
-    let file = archive_config(dir, server, "");
-    let port = free_port();
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        ),
-    )
-    .unwrap();
-    (file, port)
+    crate::common::serve::config_on_port(dir, &archive_extra(dir, server, ""))
 }
 
 async fn post_to(port: u16, webhook_id: &str, body: &[u8]) {
