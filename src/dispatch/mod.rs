@@ -14,6 +14,7 @@
 //! they started with.
 
 pub mod backoff;
+mod held;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -211,7 +212,11 @@ impl Dispatcher {
         let mut setup = self.shared.live.load();
         self.recover(&setup, true).await;
         let mut tasks = JoinSet::new();
+        let mut held = held::Held::default();
         while !*stop.borrow() {
+            while let Some(joined) = tasks.try_join_next_with_id() {
+                held.ended(joined);
+            }
             let current = self.shared.live.load();
             if !Arc::ptr_eq(&current, &setup) {
                 setup = current;
@@ -231,6 +236,20 @@ impl Dispatcher {
                 if free == 0 {
                     continue;
                 }
+                if let Some(holding) = held.to_square(name) {
+                    match self.shared.store.release(name.clone(), holding, now).await {
+                        Ok(released) => {
+                            held.squared(name);
+                            if released > 0 {
+                                tracing::warn!(message = "Claims the store kept while their answer or result was lost are due again.", notifier = %name, released);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(message = "Cannot square claims with the store; retrying in a second.", notifier = %name, error = %e);
+                            continue;
+                        }
+                    }
+                }
                 match self.shared.store.claim(name, now, free).await {
                     Ok(claimed) => {
                         for c in claimed {
@@ -238,10 +257,14 @@ impl Dispatcher {
                                 .clone()
                                 .try_acquire_owned()
                                 .expect("claimed no more than the free slots");
-                            tasks.spawn(deliver(self.shared.clone(), setup.clone(), c, permit));
+                            let id = c.delivery.id;
+                            let task =
+                                tasks.spawn(deliver(self.shared.clone(), setup.clone(), c, permit));
+                            held.took(task.id(), name, id);
                         }
                     }
                     Err(e) => {
+                        held.claim_failed(name);
                         // The store is failing (full disk, say): try again in
                         // a second rather than spinning on the due deliveries
                         // and flooding the log.
@@ -263,7 +286,7 @@ impl Dispatcher {
                 _ = self.shared.wake.notified() => {}
                 _ = self.shared.store.deliveries_arrived() => {}
                 _ = tokio::time::sleep(wait) => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => held.ended(joined),
                 _ = stop.changed() => {}
             }
         }
@@ -272,13 +295,14 @@ impl Dispatcher {
     }
 }
 
-/// One attempt at one delivery, from render to recorded result.
+/// One attempt at one delivery, from render to recorded result; says
+/// whether the result was recorded.
 async fn deliver(
     shared: Arc<Shared>,
     setup: Arc<Setup>,
     claimed: Claimed,
     _slot: OwnedSemaphorePermit,
-) {
+) -> bool {
     let d = &claimed.delivery;
     // A notifier that panics fails this delivery, and nothing else.
     let sending = AssertUnwindSafe(attempt(&shared, &setup, &claimed)).catch_unwind();
@@ -310,12 +334,17 @@ async fn deliver(
     };
     telemetry::delivery(&d.notifier, result);
     // The send happened (or not) whatever the store says next: keep trying to
-    // record it. If that never works, the delivery stays `sending` and is
-    // retried at the next start — at least once, never lost.
+    // record it. If that never works, the delivery stays `sending` and the
+    // dispatcher puts it back once the store answers — at least once, never
+    // lost.
     let mut wait = Duration::from_millis(100);
+    let mut recorded = false;
     for _ in 0..8 {
         match shared.store.finish(d.id, outcome.clone(), now_ms()).await {
-            Ok(()) => break,
+            Ok(()) => {
+                recorded = true;
+                break;
+            }
             Err(e) => {
                 tracing::error!(message = "Cannot record a delivery result; retrying.", delivery = d.id, error = %e);
                 tokio::time::sleep(wait).await;
@@ -324,6 +353,7 @@ async fn deliver(
         }
     }
     shared.wake.notify_one();
+    recorded
 }
 
 /// How often a send still running renews its claim on the delivery

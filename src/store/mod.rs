@@ -401,6 +401,18 @@ pub trait Store: Admin + Send + Sync + 'static {
         requeue_sending: bool,
     ) -> BoxFuture<'_, Result<Recovered, StoreError>>;
 
+    /// Puts this instance's claims on `notifier`'s deliveries back to
+    /// pending, due at `now_ms`, except those in `holding` (still being
+    /// sent): a claim whose commit went through while its answer was lost
+    /// (the store went away mid-commit), or whose result could not be
+    /// recorded, would otherwise wait out its lease. Returns how many.
+    fn release(
+        &self,
+        notifier: String,
+        holding: Vec<i64>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>>;
+
     /// Deletes finished (delivered or dead) deliveries that ended before
     /// `cutoff_ms`, and events received before it that have nothing left to
     /// send (nothing pending, sending or held), a little at a time.

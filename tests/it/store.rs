@@ -576,5 +576,6 @@ async fn the_same_webhook_twice_at_once_is_stored_once() {
     });
 }
 
+mod claims;
 mod results;
 mod shared;

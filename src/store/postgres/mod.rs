@@ -377,6 +377,20 @@ impl Store for PostgresStore {
         })
     }
 
+    fn release(
+        &self,
+        notifier: String,
+        holding: Vec<i64>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(write_error)?;
+            outbox::release(&**c, &notifier, &holding, now_ms, &self.instance)
+                .await
+                .map_err(write_error)
+        })
+    }
+
     fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
         Box::pin(async move {
             let (mut events, mut deliveries) = (0, 0);

@@ -234,6 +234,27 @@ pub async fn next_due(c: &impl GenericClient, notifiers: &[String]) -> Result<Op
     Ok(row.try_get(0)?)
 }
 
+/// See [`crate::store::Store::release`]: `instance`'s own claims on
+/// `notifier`'s deliveries, but for those it still holds.
+pub async fn release(
+    c: &impl GenericClient,
+    notifier: &str,
+    holding: &[i64],
+    now_ms: i64,
+    instance: &str,
+) -> Result<usize> {
+    let n = c
+        .execute(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = $3,
+                 lease_until_ms = NULL
+             WHERE notifier = $1 AND state = 'sending' AND claimed_by = $4
+               AND NOT (id = ANY($2))",
+            &[&notifier, &holding, &now_ms, &instance],
+        )
+        .await?;
+    Ok(n as usize)
+}
+
 /// See [`crate::store::Store::recover`]: `instance`'s own claims are
 /// requeued at its start; other instances' are left to their leases.
 pub async fn recover(

@@ -430,6 +430,15 @@ impl Store for SqliteStore {
         self.write(move |conn| outbox::recover(conn, &notifiers, now_ms, requeue_sending))
     }
 
+    fn release(
+        &self,
+        notifier: String,
+        holding: Vec<i64>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| outbox::release(conn, &notifier, &holding, now_ms))
+    }
+
     fn prune(&self, cutoff_ms: i64) -> BoxFuture<'_, Result<(usize, usize), StoreError>> {
         Box::pin(async move {
             let (mut events, mut deliveries) = (0, 0);

@@ -243,6 +243,23 @@ pub fn next_due(conn: &Connection, notifiers: &[String]) -> rusqlite::Result<Opt
 
 /// Requeues deliveries a stopped daemon left `sending`; kills those whose
 /// notifier is no longer configured, saying so.
+/// See [`crate::store::Store::release`]: one daemon uses the file, so
+/// every claim on `notifier`'s deliveries is its own.
+pub fn release(
+    conn: &mut Connection,
+    notifier: &str,
+    holding: &[i64],
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let holding = serde_json::to_string(holding).expect("integers serialize");
+    conn.execute(
+        "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = ?3
+         WHERE notifier = ?1 AND state = 'sending'
+           AND id NOT IN (SELECT value FROM json_each(?2))",
+        params![notifier, holding, now_ms],
+    )
+}
+
 pub fn recover(
     conn: &mut Connection,
     notifiers: &[String],
