@@ -164,9 +164,49 @@ fn problem_table() {
                 "replicate.look_back",
             ],
         ),
+        (
+            "[verify]\ninsecure = true\n[replicate]\ntoken = \"r8_x\"\ncatch_up = \"10m\"\n\
+             jobs = \"ours\"\nwebhook_url = \"https://relay.example.com/hooks/replicate\"",
+            &[],
+        ),
+        (
+            "[verify]\ninsecure = true\n[replicate]\njobs = \"ours\"",
+            &["replicate.jobs"],
+        ),
+        (
+            "[verify]\ninsecure = true\n[replicate]\njobs = \"mine\"\nwebhook_url = \"relay\"",
+            &["replicate.webhook_url", "replicate.jobs"],
+        ),
     ];
     for (text, want) in cases {
         assert_eq!(keys(load_text(text, &[])), *want, "config:\n{text}");
+    }
+}
+
+#[test]
+fn a_jobs_webhook_is_ours_when_it_points_at_webhook_url_whatever_its_query() {
+    let cfg = load_text(
+        "[verify]\ninsecure = true\n[replicate]\n\
+         webhook_url = \"https://relay.example.com/hooks/replicate\"",
+        &[],
+    )
+    .unwrap();
+    let cases = [
+        ("https://relay.example.com/hooks/replicate", true),
+        (
+            "https://relay.example.com/hooks/replicate?team=vision",
+            true,
+        ),
+        ("https://relay.example.com:443/hooks/replicate", true),
+        ("https://RELAY.example.com/hooks/replicate", true),
+        ("http://relay.example.com/hooks/replicate", false),
+        ("https://relay.example.com:8443/hooks/replicate", false),
+        ("https://relay.example.com/hooks/other", false),
+        ("https://other.example.com/hooks/replicate", false),
+        ("not a url", false),
+    ];
+    for (webhook, ours) in cases {
+        assert_eq!(cfg.replicate.is_ours(webhook), ours, "{webhook}");
     }
 }
 

@@ -19,9 +19,48 @@ pub struct ReplicateConfig {
     /// How far before the covered time each listing starts (a training
     /// may end a day after it was created).
     pub look_back: Duration,
+    /// Which of the account's jobs catch-up takes in.
+    pub jobs: Jobs,
+    /// This relay's address as Replicate reaches it
+    /// (`https://relay.example.com/hooks/replicate`): what `jobs = "ours"`
+    /// matches a job's webhook against, and where pipelines send theirs.
+    pub webhook_url: Option<url::Url>,
 }
 
-const KEYS: &[&str] = &["api_url", "token", "token_file", "catch_up", "look_back"];
+/// Which of the account's jobs catch-up takes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jobs {
+    /// Every finished job of the account (the routes still choose).
+    All,
+    /// Only those whose webhook pointed at `webhook_url`; a job listed
+    /// without its webhook is left out.
+    Ours,
+}
+
+impl ReplicateConfig {
+    /// Whether `webhook`, a job's webhook URL, points at this relay: same
+    /// scheme, host, port and path as `webhook_url` (the query routes, so
+    /// it may differ).
+    pub fn is_ours(&self, webhook: &str) -> bool {
+        let (Some(ours), Ok(theirs)) = (&self.webhook_url, url::Url::parse(webhook)) else {
+            return false;
+        };
+        ours.scheme() == theirs.scheme()
+            && ours.host_str() == theirs.host_str()
+            && ours.port_or_known_default() == theirs.port_or_known_default()
+            && ours.path() == theirs.path()
+    }
+}
+
+const KEYS: &[&str] = &[
+    "api_url",
+    "token",
+    "token_file",
+    "catch_up",
+    "look_back",
+    "jobs",
+    "webhook_url",
+];
 
 pub fn read(r: &mut Reader, value: Option<&Value>) -> ReplicateConfig {
     let mut config = ReplicateConfig {
@@ -29,6 +68,8 @@ pub fn read(r: &mut Reader, value: Option<&Value>) -> ReplicateConfig {
         token: None,
         catch_up: None,
         look_back: Duration::from_secs(24 * 3600),
+        jobs: Jobs::All,
+        webhook_url: None,
     };
     let Some(t) = r.table(value, "replicate") else {
         return config;
@@ -63,6 +104,33 @@ pub fn read(r: &mut Reader, value: Option<&Value>) -> ReplicateConfig {
             );
         }
         config.look_back = back;
+    }
+    if let Some(url) = r.string(t, "webhook_url") {
+        match url::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                config.webhook_url = Some(u)
+            }
+            _ => r.error(
+                t.key("webhook_url"),
+                format!("`{url}` is not an http(s) URL; write this relay's address as Replicate reaches it, e.g. \"https://relay.example.com/hooks/replicate\""),
+            ),
+        }
+    }
+    match r.string(t, "jobs").as_deref() {
+        None | Some("all") => {}
+        Some("ours") => {
+            config.jobs = Jobs::Ours;
+            if config.webhook_url.is_none() && !r.failed(&t.key("webhook_url")) {
+                r.error(
+                    t.key("jobs"),
+                    "\"ours\" needs webhook_url, this relay's address as Replicate reaches it (\"https://relay.example.com/hooks/replicate\")",
+                );
+            }
+        }
+        Some(other) => r.error(
+            t.key("jobs"),
+            format!("`{other}` is neither \"all\" (every finished job of the account) nor \"ours\" (only those whose webhook pointed at webhook_url)"),
+        ),
     }
     config
 }

@@ -4,7 +4,9 @@
 //! URL they were created with routes them as it would have); what a
 //! webhook already brought in, what is still running and what was created
 //! before the window are left alone; a second round stores nothing; a late
-//! webhook plans no second delivery.
+//! webhook plans no second delivery; `jobs = "ours"` takes in only the
+//! jobs whose webhook pointed at this relay. The daemon's rounds are in
+//! [`daemon`].
 
 use std::time::Duration;
 
@@ -111,7 +113,8 @@ async fn jobs_that_ended_while_the_relay_was_down_are_stored_and_routed_once() {
         first,
         Caught {
             finished: 26,
-            stored: 25
+            stored: 25,
+            others: 0
         },
         "20 + 1 predictions and 5 trainings finished; p03's webhook came"
     );
@@ -188,74 +191,70 @@ async fn jobs_that_ended_while_the_relay_was_down_are_stored_and_routed_once() {
     store.close().await;
 }
 
-/// The daemon catches up by itself, at start and every `catch_up`: jobs
-/// that ended while it was down are notified once, and their late
-/// webhooks add nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_catches_up_at_start_and_a_late_webhook_adds_nothing() {
-    use std::sync::Arc;
+/// With `jobs = "ours"`, only the jobs whose webhook pointed at this
+/// relay's `webhook_url` are taken in (whatever their query); those with
+/// another webhook, or none in the listing, are counted and left out.
+#[tokio::test]
+async fn with_jobs_ours_only_jobs_whose_webhook_pointed_here_count() {
     let standin = ReplicateApi::start().await;
-    standin.state.lock().unwrap().predictions = (0..3)
-        .map(|i| job(&format!("p_down{i}"), "succeeded", i, json!({})))
-        .collect();
+    let here = "https://relay.example.org/hooks/replicate";
+    standin.state.lock().unwrap().predictions = vec![
+        job("p_here", "succeeded", 1, json!({"webhook": here})),
+        job(
+            "p_here_team",
+            "failed",
+            2,
+            json!({"webhook": format!("{here}?team=vision")}),
+        ),
+        job(
+            "p_elsewhere",
+            "failed",
+            3,
+            json!({"webhook": "https://hooks.example.net/replicate"}),
+        ),
+        job("p_playground", "succeeded", 4, json!({})),
+    ];
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(
         dir.path(),
         SECRET,
         &format!(
-            "[replicate]\napi_url = \"{}\"\ntoken = \"{TOKEN}\"\ncatch_up = \"1s\"\n\n\
+            "[replicate]\ntoken = \"{TOKEN}\"\njobs = \"ours\"\nwebhook_url = \"{here}\"\n\n\
              [notifiers.console]\ntype = \"log\"\n\n\
-             [[routes]]\nname = \"everything\"\nnotify = [\"console\"]\n",
-            standin.url
+             [[routes]]\nname = \"everything\"\nnotify = [\"console\"]\n"
         ),
     );
-    let daemon = Daemon::start(&file, Arc::new(replicate_relay::clock::SystemClock)).await;
-    let db = dir.path().join("relay.db");
-    let delivered = |rows: &[replicate_relay::store::Listed]| {
-        rows.len() == 3
-            && rows
-                .iter()
-                .all(|r| r.delivery.state == replicate_relay::store::DeliveryState::Delivered)
-    };
-    let rows = wait_deliveries(&db, Duration::from_secs(20), delivered).await;
-    assert!(delivered(&rows), "{rows:#?}");
-    // p_down1's webhook, late (Replicate retried it for a minute, say).
-    let body = serde_json::to_vec(&job("p_down1", "succeeded", 1, json!({}))).unwrap();
-    post_signed(&daemon, "msg_late", &body).await;
-    // Past another round or two.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let rows = wait_deliveries(&db, Duration::from_secs(1), |_| false).await;
-    assert_eq!(rows.len(), 3, "{rows:#?}");
-    let events = replicate_relay::store::open_admin(&daemon.config.store)
-        .unwrap()
-        .find("p_down1", 10)
+    let config = replicate_relay::config::load_with_env(&file, []).unwrap();
+    let store = store::open(&config.store, None).await.unwrap();
+    replicate_relay::install_crypto_provider();
+    let api = Api::new(&standin.url, Sensitive::new(TOKEN)).unwrap();
+    let caught = catch_up::once(
+        &api,
+        store.as_ref(),
+        &config,
+        Duration::from_secs(86_400),
+        now() * 1000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        caught,
+        Caught {
+            finished: 4,
+            stored: 2,
+            others: 2
+        }
+    );
+    let mut ids: Vec<String> = store
+        .deliveries(DeliveryFilter::All, 100)
         .await
-        .unwrap();
-    let ids: Vec<&str> = events.iter().map(|f| f.event.webhook_id.as_str()).collect();
-    assert_eq!(ids, ["msg_late", "catchup_p_down1_succeeded"]);
-    assert!(
-        events[0].deliveries.is_empty(),
-        "the late webhook planned nothing"
-    );
-    // `events` says where each came from.
-    let listed = run_relay(&["events", "--json"], &file);
-    let sources: Vec<(String, String)> = listed
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .map(|e| {
-            (
-                e["id"].as_str().unwrap().to_owned(),
-                e["source"].as_str().unwrap().to_owned(),
-            )
-        })
+        .unwrap()
+        .into_iter()
+        .map(|d| d.object_id)
         .collect();
-    assert!(
-        sources.contains(&("p_down0".into(), "catch-up".into())),
-        "{sources:?}"
-    );
-    assert!(
-        sources.contains(&("p_down1".into(), "webhook".into())),
-        "{sources:?}"
-    );
-    daemon.stop().await;
+    ids.sort();
+    assert_eq!(ids, ["p_here", "p_here_team"]);
+    store.close().await;
 }
+
+mod daemon;

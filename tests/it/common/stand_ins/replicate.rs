@@ -25,8 +25,11 @@ pub struct State {
     pub refuse_next: Option<u64>,
     /// Pages point their `next` here instead of at the stand-in.
     pub next_base: Option<String>,
-    /// Every request: `METHOD /path?query`.
+    /// Every request: `METHOD /path?query`, and when it came.
     pub requests: Vec<String>,
+    pub times: Vec<std::time::Instant>,
+    /// How long each answer takes (so a round is slow enough to cut).
+    pub delay: std::time::Duration,
     /// Its own URL.
     base: String,
 }
@@ -49,12 +52,17 @@ impl ReplicateApi {
             .and(warp::path::full())
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::optional::<String>("authorization"))
-            .map(
+            .then(
                 move |method: warp::http::Method,
                       path: warp::path::FullPath,
                       query: String,
                       auth: Option<String>| {
-                    answer(&shared, method.as_str(), path.as_str(), &query, auth)
+                    let shared = shared.clone();
+                    async move {
+                        let delay = shared.lock().unwrap().delay;
+                        tokio::time::sleep(delay).await;
+                        answer(&shared, method.as_str(), path.as_str(), &query, auth)
+                    }
                 },
             );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -85,6 +93,7 @@ fn answer(
 ) -> warp::reply::Response {
     use warp::Reply;
     let mut s = state.lock().unwrap();
+    s.times.push(std::time::Instant::now());
     s.requests.push(if query.is_empty() {
         format!("{method} {path}")
     } else {
