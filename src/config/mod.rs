@@ -204,6 +204,8 @@ pub fn load_with_env(
     let server = server::read(&mut r, root.get("server"), &store_dir);
     let verify = read_verify(&mut r, root.get("verify"));
     let templates = read_templates(&mut r, root.get("templates"));
+    let replicate = replicate::read(&mut r, root.get("replicate"));
+    r.replicate = Some(replicate.clone());
     let notifiers = notifiers::read(&mut r, root.get("notifiers"), templates.dir.as_deref());
     let declared = root
         .get("notifiers")
@@ -212,7 +214,6 @@ pub fn load_with_env(
         .unwrap_or_default();
     let routes = routes::read_routes(&mut r, root.get("routes"), &declared);
     let delivery = read_delivery(&mut r, root.get("delivery"));
-    let replicate = replicate::read(&mut r, root.get("replicate"));
 
     if r.problems.is_empty() {
         Ok(Config {

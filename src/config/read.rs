@@ -80,6 +80,9 @@ pub struct Reader {
     pub warnings: Vec<String>,
     /// For `${NAME}` in paths (`${CREDENTIALS_DIRECTORY}` under systemd).
     pub env: HashMap<String, String>,
+    /// `[replicate]`, read before the notifiers: a kind that talks to
+    /// Replicate's API takes its token and addresses from there.
+    pub replicate: Option<super::replicate::ReplicateConfig>,
 }
 
 impl Reader {
@@ -89,6 +92,7 @@ impl Reader {
             problems: Vec::new(),
             warnings: Vec::new(),
             env: HashMap::new(),
+            replicate: None,
         }
     }
 

@@ -21,6 +21,8 @@ pub struct ReplicateConfig {
     pub look_back: Duration,
     /// Which of the account's jobs catch-up takes in.
     pub jobs: Jobs,
+    /// How long each API request waits for its answer.
+    pub timeout: Duration,
     /// This relay's address as Replicate reaches it
     /// (`https://relay.example.com/hooks/replicate`): what `jobs = "ours"`
     /// matches a job's webhook against, and where pipelines send theirs.
@@ -38,6 +40,15 @@ pub enum Jobs {
 }
 
 impl ReplicateConfig {
+    /// The API client this section describes, if it has a token.
+    pub fn api(&self) -> Option<Result<crate::replicate::Api, crate::replicate::ApiError>> {
+        let token = self.token.clone()?;
+        Some(
+            crate::replicate::Api::new(&self.api_url, token)
+                .map(|api| api.answering_within(self.timeout)),
+        )
+    }
+
     /// Whether `webhook`, a job's webhook URL, points at this relay: same
     /// scheme, host, port and path as `webhook_url` (the query routes, so
     /// it may differ).
@@ -60,6 +71,7 @@ const KEYS: &[&str] = &[
     "look_back",
     "jobs",
     "webhook_url",
+    "timeout",
 ];
 
 pub fn read(r: &mut Reader, value: Option<&Value>) -> ReplicateConfig {
@@ -70,6 +82,7 @@ pub fn read(r: &mut Reader, value: Option<&Value>) -> ReplicateConfig {
         look_back: Duration::from_secs(24 * 3600),
         jobs: Jobs::All,
         webhook_url: None,
+        timeout: crate::replicate::client::ANSWER_WITHIN,
     };
     let Some(t) = r.table(value, "replicate") else {
         return config;
@@ -105,14 +118,21 @@ pub fn read(r: &mut Reader, value: Option<&Value>) -> ReplicateConfig {
         }
         config.look_back = back;
     }
+    if let Some(timeout) = r.duration(t, "timeout") {
+        if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(300) {
+            r.error(
+                t.key("timeout"),
+                "must be between 1s and 5m; the default is \"30s\"",
+            );
+        }
+        config.timeout = timeout;
+    }
     if let Some(url) = r.string(t, "webhook_url") {
         match url::Url::parse(&url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                config.webhook_url = Some(u)
-            }
+            Ok(u) if u.scheme() == "https" && u.host().is_some() => config.webhook_url = Some(u),
             _ => r.error(
                 t.key("webhook_url"),
-                format!("`{url}` is not an http(s) URL; write this relay's address as Replicate reaches it, e.g. \"https://relay.example.com/hooks/replicate\""),
+                format!("`{url}` is not an https URL; write this relay's address as Replicate reaches it (Replicate sends webhooks to https only), e.g. \"https://relay.example.com/hooks/replicate\""),
             ),
         }
     }

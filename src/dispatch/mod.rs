@@ -14,6 +14,7 @@
 //! they started with.
 
 pub mod backoff;
+mod began;
 mod held;
 
 use std::collections::{BTreeMap, HashMap};
@@ -429,10 +430,26 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         &d.notifier,
         d.created_at_ms,
     );
+    let earlier = if sender.records_begins() {
+        match began::record(shared.store.as_ref(), &message_id, now_ms()).await {
+            Ok(earlier) => earlier,
+            Err(e) => {
+                return Outcome::Retry {
+                    at_ms: now_ms() + 1_000,
+                    error: format!(
+                        "cannot record the attempt's start in the store, so nothing was sent: {e}"
+                    ),
+                };
+            }
+        }
+    } else {
+        None
+    };
     let attempt = Attempt {
         number: d.attempts,
         route: &d.route,
         message_id: &message_id,
+        earlier,
     };
     let result = sender.send_reporting(message.as_ref(), attempt).await;
     let now = now_ms();

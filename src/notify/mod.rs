@@ -18,6 +18,7 @@ pub mod mail;
 pub mod ntfy;
 pub mod pagerduty;
 pub mod registry;
+pub mod replicate;
 pub mod slack;
 pub mod teams;
 pub mod webhook;
@@ -149,6 +150,18 @@ pub struct Attempt<'a> {
     /// The message's id ([`message_id`]): the same at every attempt of
     /// this delivery, never another delivery's.
     pub message_id: &'a str,
+    /// When earlier attempts of this delivery began, for a kind whose
+    /// sends are recorded before they go ([`Notify::records_begins`]);
+    /// `None` when none did.
+    pub earlier: Option<Began>,
+}
+
+/// When the earlier attempts of a delivery began: the first, and the one
+/// before this attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Began {
+    pub first_ms: i64,
+    pub last_ms: i64,
 }
 
 /// The id of the message a delivery sends: from the webhook that brought
@@ -189,6 +202,15 @@ pub trait Notify: Send + Sync {
         attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<Option<serde_json::Value>, DeliveryError>> {
         Box::pin(async move { self.send(message, attempt).await.map(|()| None) })
+    }
+
+    /// Whether each attempt's start is recorded in the store before it
+    /// sends, and the earlier ones handed to the next
+    /// ([`Attempt::earlier`]): for a send that costs money and that the
+    /// receiver cannot deduplicate (a Replicate prediction), so that an
+    /// attempt cut short is looked for before anything is sent again.
+    fn records_begins(&self) -> bool {
+        false
     }
 
     /// Notifiers with the same key share a rate limit: when the receiver asks
@@ -237,6 +259,8 @@ pub enum SetupError {
     },
     #[error(transparent)]
     ObjectStore(#[from] archive::objects::OpenError),
+    #[error("Replicate's API: {0}")]
+    Replicate(#[source] crate::replicate::ApiError),
     #[error("webhook_url is not a URL: {0}")]
     WebhookUrl(#[source] url::ParseError),
 }

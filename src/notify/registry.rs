@@ -6,7 +6,7 @@
 use std::sync::{PoisonError, RwLock};
 
 use super::kind::NotifierKind;
-use super::{archive, discord, email, log, ntfy, pagerduty, slack, teams, webhook};
+use super::{archive, discord, email, log, ntfy, pagerduty, replicate, slack, teams, webhook};
 use crate::config::read::Problem;
 use crate::render::{BuiltIn, Format, Templates};
 
@@ -21,6 +21,7 @@ pub static KINDS: &[&dyn NotifierKind] = &[
     &pagerduty::PagerDutyKind,
     &teams::TeamsKind,
     &archive::ArchiveKind,
+    &replicate::ReplicateKind,
 ];
 
 /// Kinds added beside [`KINDS`] by [`register`].

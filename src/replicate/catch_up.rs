@@ -100,7 +100,7 @@ pub async fn once(
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(now_ms);
     let since_ms = covered.min(now_ms) - look_back.as_millis() as i64;
-    let since = rfc3339(since_ms);
+    let since = super::rfc3339(since_ms);
     let mut caught = Caught::default();
     let mut api = Paced { api, last: None };
     // A page at a time: a busy account lists many thousands of jobs a day.
@@ -162,7 +162,9 @@ pub async fn run(
             .as_ref()
             .is_some_and(|(url, t, _)| *url == config.replicate.api_url && t == token.expose());
         if !same {
-            match Api::new(&config.replicate.api_url, token.clone()) {
+            match Api::new(&config.replicate.api_url, token.clone())
+                .map(|a| a.answering_within(config.replicate.timeout))
+            {
                 Ok(a) => {
                     api = Some((
                         config.replicate.api_url.clone(),
@@ -313,26 +315,4 @@ async fn take_in(
 
 fn created_at(job: &Value) -> Option<String> {
     job["created_at"].as_str().map(str::to_owned)
-}
-
-/// `ms` as Replicate writes times: RFC 3339 in UTC, microseconds.
-fn rfc3339(ms: i64) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00.000000Z".into())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn times_are_written_as_replicate_writes_them() {
-        assert_eq!(
-            super::rfc3339(1_796_294_415_123),
-            "2026-12-03T10:40:15.123000Z"
-        );
-    }
 }

@@ -50,9 +50,11 @@ pub enum ApiError {
         detail: String,
         retry_after: Option<Duration>,
     },
-    #[error("no answer from Replicate to {what} within {}s", ANSWER_WITHIN.as_secs())]
-    Timeout { what: String },
+    #[error("no answer from Replicate to {what} within {}", humantime::format_duration(*within))]
+    Timeout { what: String, within: Duration },
     #[error("cannot reach Replicate for {what}: {reason}")]
+    Unreached { what: String, reason: String },
+    #[error("the connection to Replicate broke during {what}: {reason}")]
     Connect { what: String, reason: String },
     #[error("Replicate's answer to {what} is over {MAX_ANSWER} bytes; not read")]
     TooLarge { what: String },
@@ -67,8 +69,27 @@ impl ApiError {
     pub fn is_transient(&self) -> bool {
         match self {
             ApiError::Status { status, .. } => *status == 429 || *status >= 500,
-            ApiError::Timeout { .. } | ApiError::Connect { .. } => true,
+            ApiError::Timeout { .. } | ApiError::Connect { .. } | ApiError::Unreached { .. } => {
+                true
+            }
             _ => false,
+        }
+    }
+
+    /// Whether a POST that ended so may have been done all the same: the
+    /// request went out and no answer said it was refused (no answer in
+    /// time, a broken connection, a 5xx, a success that could not be
+    /// read).
+    pub fn may_have_been_done(&self) -> bool {
+        match self {
+            ApiError::Status { status, .. } => *status >= 500,
+            ApiError::Timeout { .. }
+            | ApiError::Connect { .. }
+            | ApiError::TooLarge { .. }
+            | ApiError::NotJson { .. } => true,
+            ApiError::Unauthorized { .. } | ApiError::Unreached { .. } | ApiError::Foreign(_) => {
+                false
+            }
         }
     }
 
@@ -94,6 +115,7 @@ pub struct Api {
     http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: Url,
     token: Sensitive,
+    within: Duration,
 }
 
 impl std::fmt::Debug for Api {
@@ -108,7 +130,7 @@ impl Api {
     /// The API at `base` (`https://api.replicate.com/`, or a stand-in's
     /// URL), with `token`, over the system's root certificates.
     pub fn new(base: &str, token: Sensitive) -> Result<Self, ApiError> {
-        let connector = crate::connect::connector().map_err(|e| ApiError::Connect {
+        let connector = crate::connect::connector().map_err(|e| ApiError::Unreached {
             what: "the API".into(),
             reason: e.to_string(),
         })?;
@@ -129,7 +151,20 @@ impl Api {
             http: HyperClient::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
             base,
             token,
+            within: ANSWER_WITHIN,
         })
+    }
+
+    /// The same, waiting at most `within` for each answer instead of
+    /// [`ANSWER_WITHIN`].
+    pub fn answering_within(mut self, within: Duration) -> Self {
+        self.within = within;
+        self
+    }
+
+    /// How long each answer is waited for.
+    pub fn within(&self) -> Duration {
+        self.within
     }
 
     /// `path` (`v1/predictions`) on the API, or `url` when it is a full
@@ -255,14 +290,15 @@ impl Api {
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|_| ApiError::Foreign(shown(url.as_str())))?;
         let exchange = async {
-            let answer = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| ApiError::Connect {
-                    what: what.to_owned(),
-                    reason: crate::connect::error_chain(&e),
-                })?;
+            let answer = self.http.request(request).await.map_err(|e| {
+                let (what, reason) = (what.to_owned(), crate::connect::error_chain(&e));
+                // Not connected: the request never left.
+                if e.is_connect() {
+                    ApiError::Unreached { what, reason }
+                } else {
+                    ApiError::Connect { what, reason }
+                }
+            })?;
             let (parts, mut incoming) = answer.into_parts();
             let mut bytes = Vec::new();
             while let Some(frame) = incoming.frame().await {
@@ -281,11 +317,13 @@ impl Api {
             }
             Ok((parts, bytes))
         };
-        let (parts, bytes) = tokio::time::timeout(ANSWER_WITHIN, exchange)
-            .await
-            .map_err(|_| ApiError::Timeout {
-                what: what.to_owned(),
-            })??;
+        let (parts, bytes) =
+            tokio::time::timeout(self.within, exchange)
+                .await
+                .map_err(|_| ApiError::Timeout {
+                    what: what.to_owned(),
+                    within: self.within,
+                })??;
         let status = parts.status;
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
             return Err(ApiError::Unauthorized {
@@ -374,6 +412,12 @@ mod tests {
         assert!(!status(404).is_transient());
         assert!(!status(422).is_transient());
         assert!(!ApiError::Unauthorized { status: 401 }.is_transient());
-        assert!(ApiError::Timeout { what: "x".into() }.is_transient());
+        assert!(
+            ApiError::Timeout {
+                what: "x".into(),
+                within: ANSWER_WITHIN
+            }
+            .is_transient()
+        );
     }
 }

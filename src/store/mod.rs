@@ -85,6 +85,11 @@ pub struct Routing {
     pub after: Vec<(String, String)>,
 }
 
+/// The prefix of the named values ([`Store::save_state`]) that record when
+/// a delivery's attempts began, for kinds whose sends are recorded before
+/// they go; they are deleted with the retention, as deliveries are.
+pub const BEGAN: &str = "began/";
+
 /// The condition, in SQL both backends speak, that a row of `deliveries`
 /// is not waiting for another delivery of its event and route (`after`)
 /// that is still to be sent.

@@ -21,7 +21,7 @@ use replicate_relay::store::{DeliveryState, NewEvent, Outcome, Routing, Store};
 
 /// One notifier of every kind, by the name the config gives it; checked
 /// against the registry, so a new kind fails here until it is added.
-const NOTIFIERS: [(&str, &str); 9] = [
+const NOTIFIERS: [(&str, &str); 10] = [
     ("chat", "slack"),
     ("mail", "email"),
     ("hook", "webhook"),
@@ -31,9 +31,10 @@ const NOTIFIERS: [(&str, &str); 9] = [
     ("phone", "ntfy"),
     ("oncall", "pagerduty"),
     ("shelf", "archive"),
+    ("next", "replicate"),
 ];
-const KINDS: [&str; 9] = {
-    let mut names = [""; 9];
+const KINDS: [&str; 10] = {
+    let mut names = [""; 10];
     let mut i = 0;
     while i < NOTIFIERS.len() {
         names[i] = NOTIFIERS[i].0;
@@ -67,11 +68,14 @@ async fn every_kind(
     let files = FileServer::start().await;
     files.ca_file(dir);
     let output = files.url("/bytes/100/out.png");
+    let replicate = crate::common::stand_ins::replicate::ReplicateApi::start().await;
     let config = write_config(
         dir,
         SECRET,
         &format!(
-            "[notifiers.chat]\ntype = \"slack\"\ntoken = \"{SLACK_TOKEN}\"\nchannel = \"#ml\"\napi_url = \"{}\"\n\n\
+            "[replicate]\napi_url = \"{}\"\ntoken = \"{}\"\n\
+             webhook_url = \"https://relay.example.com/hooks/replicate\"\n\n\
+             [notifiers.chat]\ntype = \"slack\"\ntoken = \"{SLACK_TOKEN}\"\nchannel = \"#ml\"\napi_url = \"{}\"\n\n\
              [notifiers.mail]\ntype = \"email\"\nsmtp = \"smtp://127.0.0.1:{}\"\ntls = \"none\"\nfrom = \"relay@example.org\"\nto = [\"ml@example.org\"]\n\n\
              [notifiers.hook]\ntype = \"webhook\"\nurl = \"http://{}/\"\nsecret = \"{SECRET}\"\n\n\
              [notifiers.console]\ntype = \"log\"\n\n\
@@ -80,7 +84,11 @@ async fn every_kind(
              [notifiers.phone]\ntype = \"ntfy\"\nurl = \"{ntfy_url}/ml-alerts\"\ntoken = \"{}\"\n\n\
              [notifiers.oncall]\ntype = \"pagerduty\"\nrouting_key = \"{}\"\nurl = \"{pd_url}\"\n\n\
              [notifiers.shelf]\ntype = \"archive\"\nto = \"archive\"\nallow_hosts = [\"localhost\"]\nca_file = \"files-ca.pem\"\n\n\
+             [notifiers.next]\ntype = \"replicate\"\nmodel = \"acme/upscaler\"\n\
+             input = '{{\"image\": {{{{{{json output.[0]}}}}}}}}'\n\n\
              [[routes]]\nname = \"everything\"\nnotify = {KINDS:?}\n",
+            replicate.url,
+            crate::common::stand_ins::replicate::TOKEN,
             slack.api_url(),
             smtp.port,
             hook.addr,
@@ -100,6 +108,7 @@ async fn every_kind(
         Box::new(published),
         Box::new(service),
         Box::new(files),
+        Box::new(replicate),
     ];
     (config, keep, output)
 }
@@ -213,7 +222,8 @@ async fn deliveries_left_dead_by_a_panic_on_a_date_are_delivered_after_retry_dea
         store.close().await;
     }
     let out = run_relay(&["retry", "--dead"], &config);
-    assert!(out.contains("Requeued 9 deliveries"), "{out}");
+    let requeued = format!("Requeued {} deliveries", KINDS.len());
+    assert!(out.contains(&requeued), "{out}");
     let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
     if let Err(why) = all_delivered(&db, KINDS.len()).await {
         panic!("{why}");

@@ -22,6 +22,7 @@ mod ntfy;
 mod outbound;
 mod pagerduty;
 mod panic;
+mod pipeline;
 mod postgres;
 mod render;
 mod replicate_api;

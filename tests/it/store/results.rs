@@ -233,3 +233,34 @@ async fn named_values_are_kept_and_planned_job_ends_are_known() {
         assert_eq!(store.planned(keys).await.unwrap(), ["p1:failed"], "{name}");
     });
 }
+
+/// When a delivery's attempts began is kept as long as deliveries are:
+/// retention deletes the old records and nothing else.
+#[tokio::test]
+async fn attempt_begins_go_with_the_retention_and_other_values_stay() {
+    each_backend!(|name, store| {
+        let at = now_ms();
+        let old = format!("{}msg_relay_old", store::BEGAN);
+        let new = format!("{}msg_relay_new", store::BEGAN);
+        store
+            .save_state(&old, "1 2".into(), at - 10_000)
+            .await
+            .unwrap();
+        store.save_state(&new, "3 4".into(), at).await.unwrap();
+        store
+            .save_state("catch-up", "x".into(), at - 10_000)
+            .await
+            .unwrap();
+        store.prune(at - 5_000).await.unwrap();
+        assert_eq!(store.load_state(&old).await.unwrap(), None, "{name}");
+        assert_eq!(
+            store.load_state(&new).await.unwrap().as_deref(),
+            Some("3 4")
+        );
+        assert_eq!(
+            store.load_state("catch-up").await.unwrap().as_deref(),
+            Some("x"),
+            "{name}: not a begin record"
+        );
+    });
+}

@@ -4,6 +4,12 @@
 //! `created_after` (inclusive) and `created_before` (exclusive) on
 //! predictions, no date filter on trainings. It can answer one 429 with
 //! `Retry-After`, and records every request.
+//!
+//! It creates predictions as Replicate does (`POST` to a model's, a
+//! deployment's or `/v1/predictions` with a `version`), checking the body:
+//! an `input` object, an https `webhook`, known `webhook_events_filter`
+//! values. With a [`Runner`], each created prediction then succeeds and
+//! its completion is POSTed, signed, to its webhook.
 
 use std::sync::{Arc, Mutex};
 
@@ -30,8 +36,60 @@ pub struct State {
     pub times: Vec<std::time::Instant>,
     /// How long each answer takes (so a round is slow enough to cut).
     pub delay: std::time::Duration,
+    /// A create is done but never answered (a relay killed, or timing
+    /// out, mid-POST).
+    pub hang_creates: bool,
+    /// Lists show predictions without their webhook or input (so an
+    /// interrupted create cannot be told).
+    pub hide_webhooks: bool,
+    /// Runs each created prediction to its end and sends its webhook.
+    pub runner: Option<Runner>,
+    /// Created predictions' ids, in order.
+    pub created: Vec<String>,
     /// Its own URL.
     base: String,
+    /// Created in the request being answered, to run.
+    to_run: Vec<Value>,
+}
+
+/// Runs created predictions to success and POSTs each one's completion,
+/// signed with `secret`, to its webhook, over HTTPS trusting `ca_file`.
+#[derive(Clone)]
+pub struct Runner {
+    pub secret: String,
+    pub ca_file: std::path::PathBuf,
+}
+
+impl Runner {
+    async fn run(self, state: Arc<Mutex<State>>, mut prediction: Value) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let id = prediction["id"].as_str().unwrap().to_owned();
+        prediction["status"] = json!("succeeded");
+        prediction["output"] = json!([format!("https://replicate.delivery/standin/{id}/out.png")]);
+        prediction["completed_at"] = prediction["created_at"].clone();
+        {
+            let mut s = state.lock().unwrap();
+            if let Some(p) = s.predictions.iter_mut().find(|p| p["id"] == id.as_str()) {
+                *p = prediction.clone();
+            }
+        }
+        let Some(webhook) = prediction["webhook"].as_str() else {
+            return;
+        };
+        let body = serde_json::to_vec(&prediction).unwrap();
+        let (status, text) = post_signed_https(
+            &self.ca_file,
+            webhook,
+            &self.secret,
+            &format!("msg_standin_{id}"),
+            &body,
+        )
+        .await;
+        assert!(
+            (200..300).contains(&status),
+            "the relay refused the completion of {id}: {status} {text}"
+        );
+    }
 }
 
 pub struct ReplicateApi {
@@ -52,16 +110,33 @@ impl ReplicateApi {
             .and(warp::path::full())
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::optional::<String>("authorization"))
+            .and(warp::body::bytes())
             .then(
                 move |method: warp::http::Method,
                       path: warp::path::FullPath,
                       query: String,
-                      auth: Option<String>| {
+                      auth: Option<String>,
+                      body: bytes::Bytes| {
                     let shared = shared.clone();
                     async move {
                         let delay = shared.lock().unwrap().delay;
                         tokio::time::sleep(delay).await;
-                        answer(&shared, method.as_str(), path.as_str(), &query, auth)
+                        let reply =
+                            answer(&shared, method.as_str(), path.as_str(), &query, auth, &body);
+                        let (hang, runner, made) = {
+                            let mut s = shared.lock().unwrap();
+                            let made: Vec<Value> = std::mem::take(&mut s.to_run);
+                            (s.hang_creates && !made.is_empty(), s.runner.clone(), made)
+                        };
+                        if let Some(runner) = runner {
+                            for p in made {
+                                tokio::spawn(runner.clone().run(shared.clone(), p));
+                            }
+                        }
+                        if hang {
+                            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                        }
+                        reply
                     }
                 },
             );
@@ -90,6 +165,7 @@ fn answer(
     path: &str,
     query: &str,
     auth: Option<String>,
+    body: &[u8],
 ) -> warp::reply::Response {
     use warp::Reply;
     let mut s = state.lock().unwrap();
@@ -123,6 +199,10 @@ fn answer(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
+    if method == "POST" {
+        return create(&mut s, path, body);
+    }
+    let hide = s.hide_webhooks;
     let list = match (method, path) {
         ("GET", "/v1/predictions") => {
             let after = param("created_after");
@@ -161,7 +241,15 @@ fn answer(
     };
     let cursor: usize = param("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
     let end = (cursor + s.page_size).min(list.len());
-    let results = list.get(cursor..end).unwrap_or(&[]).to_vec();
+    let mut results = list.get(cursor..end).unwrap_or(&[]).to_vec();
+    if hide {
+        for r in &mut results {
+            if let Value::Object(r) = r {
+                r.remove("webhook");
+                r.remove("input");
+            }
+        }
+    }
     let next = (end < list.len()).then(|| {
         let mut kept: Vec<(String, String)> =
             params.into_iter().filter(|(k, _)| k != "cursor").collect();
@@ -176,4 +264,107 @@ fn answer(
         StatusCode::OK,
         json!({"next": next, "previous": null, "results": results}),
     )
+}
+
+fn unprocessable(detail: &str) -> warp::reply::Response {
+    reply(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"title": "Invalid input", "detail": detail, "status": 422}),
+    )
+}
+
+/// A create, checked as Replicate checks one.
+fn create(s: &mut State, path: &str, body: &[u8]) -> warp::reply::Response {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (model, deployment) = match parts.as_slice() {
+        ["v1", "models", owner, name, "predictions"] => (Some(format!("{owner}/{name}")), None),
+        ["v1", "deployments", owner, name, "predictions"] => (
+            Some(format!("{owner}/{name}")),
+            Some(format!("{owner}/{name}")),
+        ),
+        ["v1", "predictions"] => (None, None),
+        _ => {
+            return reply(
+                StatusCode::NOT_FOUND,
+                json!({"title": "Not found", "detail": "Not found.", "status": 404}),
+            );
+        }
+    };
+    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
+        return unprocessable("the body is not a JSON object");
+    };
+    if !request.get("input").is_some_and(Value::is_object) {
+        return unprocessable("input: Input is required and must be an object");
+    }
+    let version = request.get("version").and_then(Value::as_str);
+    if path == "/v1/predictions" && version.is_none() {
+        return unprocessable("version: Version is required");
+    }
+    let webhook = request.get("webhook").and_then(Value::as_str);
+    match webhook.map(url::Url::parse) {
+        Some(Ok(u)) if u.scheme() == "https" => {}
+        Some(_) => return unprocessable("webhook: Enter a valid HTTPS URL"),
+        None => {}
+    }
+    if let Some(filter) = request.get("webhook_events_filter") {
+        let known = ["start", "output", "logs", "completed"];
+        let ok = filter.as_array().is_some_and(|f| {
+            f.iter()
+                .all(|e| e.as_str().is_some_and(|e| known.contains(&e)))
+        });
+        if !ok {
+            return unprocessable("webhook_events_filter: unknown event");
+        }
+    }
+    let id = format!("sp{:04}", s.created.len());
+    s.created.push(id.clone());
+    let created = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let prediction = json!({
+        "id": id,
+        "model": model.unwrap_or_else(|| version.unwrap_or_default().split(':').next().unwrap_or_default().to_owned()),
+        "version": version.map(|v| v.rsplit(':').next().unwrap_or(v)).unwrap_or("standin-version"),
+        "deployment": deployment,
+        "input": request["input"],
+        "webhook": webhook,
+        "webhook_events_filter": request.get("webhook_events_filter").cloned().unwrap_or(json!(["start", "output", "logs", "completed"])),
+        "status": "starting",
+        "source": "api",
+        "created_at": created,
+        "urls": {"get": format!("{}v1/predictions/{id}", s.base)},
+    });
+    s.predictions.insert(0, prediction.clone());
+    s.to_run.push(prediction.clone());
+    reply(StatusCode::CREATED, prediction)
+}
+
+/// POSTs `body` to `url` over HTTPS trusting `ca_file`, signed with
+/// `secret` as Replicate signs a webhook; the answer's status and text.
+pub async fn post_signed_https(
+    ca_file: &std::path::Path,
+    url: &str,
+    secret: &str,
+    webhook_id: &str,
+    body: &[u8],
+) -> (u16, String) {
+    use http_body_util::{BodyExt, Full};
+    let connector = replicate_relay::connect::connector_trusting(ca_file).unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector);
+    let mut request = warp::http::Request::post(url).header("content-type", "application/json");
+    for (name, value) in super::super::signed(secret, webhook_id, super::super::now(), body) {
+        request = request.header(name, value);
+    }
+    let answer = client
+        .request(
+            request
+                .body(Full::new(bytes::Bytes::copy_from_slice(body)))
+                .unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = answer.status().as_u16();
+    let text = answer.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&text).into_owned())
 }
