@@ -145,9 +145,18 @@ fn write_event(out: &mut impl Write, f: &Found) -> std::io::Result<()> {
     writeln!(out)
 }
 
-/// What a notifier reported: an archive's manifest as a list of files,
-/// anything else as JSON.
+/// What a notifier reported: an archive's manifest as a list of files, a
+/// pipeline's prediction by its id, anything else as JSON.
 fn write_result(out: &mut impl Write, notifier: &str, result: &Value) -> std::io::Result<()> {
+    if let Some(id) = result["prediction"].as_str() {
+        let found = if result["found_by_listing"] == Value::Bool(true) {
+            ", found by listing after an interrupted create"
+        } else {
+            ""
+        };
+        let web = result["web_url"].as_str().unwrap_or_default();
+        return writeln!(out, "  {notifier} created prediction {id} ({web}){found}");
+    }
     let (Some(files), Some(folder)) = (result["files"].as_array(), result["folder"].as_str())
     else {
         return writeln!(out, "  {notifier} reported: {result}");

@@ -171,7 +171,10 @@ async fn a_finished_job_creates_the_next_stage_whose_end_comes_back_routed() {
     assert_eq!(deliveries[0].state, DeliveryState::Delivered);
     assert_eq!(result(&deliveries[0])["prediction"], "sp0000");
     let shown = run_relay(&["events", "show", "p_gen"], &relay.file);
-    assert!(shown.contains("sp0000"), "{shown}");
+    assert!(
+        shown.contains("upscale created prediction sp0000 (https://replicate.com/p/sp0000)"),
+        "{shown}"
+    );
     daemon.stop().await;
 }
 
