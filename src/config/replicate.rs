@@ -40,15 +40,6 @@ pub enum Jobs {
 }
 
 impl ReplicateConfig {
-    /// The API client this section describes, if it has a token.
-    pub fn api(&self) -> Option<Result<crate::replicate::Api, crate::replicate::ApiError>> {
-        let token = self.token.clone()?;
-        Some(
-            crate::replicate::Api::new(&self.api_url, token)
-                .map(|api| api.answering_within(self.timeout)),
-        )
-    }
-
     /// Whether `webhook`, a job's webhook URL, points at this relay: same
     /// scheme, host, port and path as `webhook_url` (the query routes, so
     /// it may differ).

@@ -158,9 +158,11 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(30)).await;
             continue;
         };
-        let same = api
-            .as_ref()
-            .is_some_and(|(url, t, _)| *url == config.replicate.api_url && t == token.expose());
+        let same = api.as_ref().is_some_and(|(url, t, a)| {
+            *url == config.replicate.api_url
+                && t == token.expose()
+                && a.within() == config.replicate.timeout
+        });
         if !same {
             match Api::new(&config.replicate.api_url, token.clone())
                 .map(|a| a.answering_within(config.replicate.timeout))
