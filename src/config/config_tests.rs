@@ -170,6 +170,17 @@ fn problem_table() {
             &[],
         ),
         (
+            "[verify]\ninsecure = true\n[notifiers.chat]\ntype = \"slack\"\ntoken = \"xoxb-1\"\n\
+             channel = \"#ml\"\n[[routes]]\nnotify = [\"chat\"]\nlifecycle = true",
+            &[],
+        ),
+        (
+            "[verify]\ninsecure = true\n[notifiers.chat]\ntype = \"slack\"\n\
+             webhook_url = \"https://hooks.slack.com/services/T/B/x\"\n[notifiers.log]\ntype = \"log\"\n\
+             [[routes]]\nnotify = [\"chat\", \"log\"]\nlifecycle = true",
+            &["routes[0].lifecycle", "routes[0].lifecycle"],
+        ),
+        (
             "[verify]\ninsecure = true\n[replicate]\njobs = \"ours\"",
             &["replicate.jobs"],
         ),

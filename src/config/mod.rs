@@ -213,6 +213,16 @@ pub fn load_with_env(
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     let routes = routes::read_routes(&mut r, root.get("routes"), &declared);
+    for (i, route) in routes.iter().enumerate().filter(|(_, r)| r.lifecycle) {
+        for name in &route.notify {
+            if let Some(Err(why)) = notifiers.get(name).map(|n| n.settings.lifecycle()) {
+                r.error(
+                    format!("routes[{i}].lifecycle"),
+                    format!("notifier `{name}`: {why}"),
+                );
+            }
+        }
+    }
     let delivery = read_delivery(&mut r, root.get("delivery"));
 
     if r.problems.is_empty() {

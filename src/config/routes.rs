@@ -27,6 +27,10 @@ pub struct Route {
     /// One of `notify`: the route's other notifiers wait until its
     /// delivery is delivered or dead, and see its result.
     pub after: Option<String>,
+    /// A job's whole life in one message: its first non-final webhook
+    /// posts a start message (the conditions checked without `status`),
+    /// its end updates it and replies in its thread.
+    pub lifecycle: bool,
 }
 
 impl Route {
@@ -143,7 +147,10 @@ pub fn read_routes(
         let Some(t) = r.table(Some(item), &path) else {
             continue;
         };
-        r.known_keys(t, &["name", "when", "notify", "continue", "after"]);
+        r.known_keys(
+            t,
+            &["name", "when", "notify", "continue", "after", "lifecycle"],
+        );
         let name = r
             .string(t, "name")
             .unwrap_or_else(|| format!("route {}", i + 1));
@@ -177,6 +184,7 @@ pub fn read_routes(
             }
         }
         let continue_matching = r.bool(t, "continue").unwrap_or(false);
+        let lifecycle = r.bool(t, "lifecycle").unwrap_or(false);
         let after = r.string(t, "after");
         if let Some(a) = &after
             && !notify.contains(a)
@@ -199,6 +207,7 @@ pub fn read_routes(
             notify,
             continue_matching,
             after,
+            lifecycle,
         });
     }
     routes

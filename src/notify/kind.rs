@@ -84,6 +84,16 @@ pub trait Settings: fmt::Debug + Send + Sync {
 
     /// Lines that say where the message goes, for previews ("POST …").
     fn describe(&self) -> Vec<String>;
+
+    /// Whether it can follow a job's life (`lifecycle = true` on a route):
+    /// post a message, then update it and reply in its thread; if not,
+    /// why.
+    fn lifecycle(&self) -> Result<(), String> {
+        Err(format!(
+            "a {} notifier cannot update a message it sent; lifecycle needs slack with a bot token",
+            self.kind().name()
+        ))
+    }
 }
 
 /// A kind's settings as the registry holds them (for [`NotifierKind::read`]).

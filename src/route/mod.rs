@@ -122,10 +122,16 @@ impl fmt::Display for Miss<'_> {
 }
 
 fn check<'a>(route: &'a Route, event: &'a Event) -> Result<(), Miss<'a>> {
-    if !route.has_status_condition() && !event.status.is_terminal() {
+    // A job's start on a lifecycle route: the route's other conditions
+    // decide whether its life is followed.
+    let starting = route.lifecycle && !event.status.is_terminal();
+    if !starting && !route.has_status_condition() && !event.status.is_terminal() {
         return Err(Miss::NotFinal(&event.status));
     }
     for cond in &route.when {
+        if starting && cond.path == "status" {
+            continue;
+        }
         let found = lookup(event, &cond.path);
         if !cond.matcher.matches(found.as_deref()) {
             return Err(Miss::Condition { cond, found });

@@ -33,6 +33,16 @@ pub fn route_event(config: &Config, event: &Event, received: Received<'_>) -> Ro
         .iter()
         .filter_map(|r| Some((r.name.clone(), r.after.clone()?)))
         .collect();
+    let lifecycle_routes: Vec<String> = matched
+        .iter()
+        .filter(|r| r.lifecycle)
+        .map(|r| r.name.clone())
+        .collect();
+    let lifecycle = (!lifecycle_routes.is_empty()).then(|| crate::store::Lifecycle {
+        lane: received.object_id.to_owned(),
+        routes: lifecycle_routes,
+        start: !event.status.is_terminal(),
+    });
     // A final status notifies once per job whatever the number of webhooks
     // that carried it; anything else notifies once per webhook.
     // (`concat`, not `format!`, which costs ten times as much at every webhook.)
@@ -46,6 +56,7 @@ pub fn route_event(config: &Config, event: &Event, received: Received<'_>) -> Ro
         deliveries,
         expires_at_ms: received.received_at_ms + config.delivery.max_age.as_millis() as i64,
         after,
+        lifecycle,
     }
 }
 
@@ -98,6 +109,7 @@ pub fn plan(config: &Config, events: &[StoredEvent]) -> Vec<RoutingPlan> {
                         deliveries: Vec::new(),
                         expires_at_ms: stored.received_at_ms,
                         after: Vec::new(),
+                        lifecycle: None,
                     }
                 }
             };

@@ -39,6 +39,7 @@ fn route(name: &str, w: Value, cont: bool) -> Route {
         when: when(w),
         notify: vec!["n".into()],
         continue_matching: cont,
+        lifecycle: false,
     }
 }
 
@@ -290,4 +291,37 @@ fn explanations_say_which_condition_failed() {
         check(&r, &ev).unwrap_err().to_string(),
         "`kind` is \"prediction\"; wanted \"training\""
     );
+}
+
+#[test]
+fn a_lifecycle_route_follows_a_job_from_its_start_without_its_status_condition() {
+    let mut lifecycle = route(
+        "life",
+        json!({"model": "acme/*", "status": ["succeeded", "failed"]}),
+        false,
+    );
+    lifecycle.lifecycle = true;
+    let plain = route("plain", json!({"model": "acme/*"}), false);
+    let cases = [
+        ("acme/neon", "starting", true, false),
+        ("acme/neon", "processing", true, false),
+        ("acme/neon", "succeeded", true, true),
+        // Its status condition still holds for an end.
+        ("acme/neon", "canceled", false, true),
+        // Its other conditions hold for a start too.
+        ("other/x", "starting", false, false),
+    ];
+    for (model, status, life, plain_matches) in cases {
+        let e = event(json!({"id": "p1", "model": model, "status": status}), "");
+        assert_eq!(
+            check(&lifecycle, &e).is_ok(),
+            life,
+            "lifecycle, {model} {status}"
+        );
+        assert_eq!(
+            check(&plain, &e).is_ok(),
+            plain_matches,
+            "plain, {model} {status}"
+        );
+    }
 }

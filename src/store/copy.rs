@@ -137,6 +137,10 @@ pub async fn copy(
                         deliveries: e.waiting,
                         expires_at_ms: e.expires_at_ms,
                         after: e.after,
+                        // A copied delivery runs outside its job's lane:
+                        // rare (only a job mid-life at the copy), and
+                        // it is still sent.
+                        lifecycle: None,
                     },
                 });
                 async move { (insert.await, waiting) }

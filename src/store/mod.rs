@@ -83,6 +83,21 @@ pub struct Routing {
     /// notifier's is delivered or dead, and see its result (`after` on a
     /// route).
     pub after: Vec<(String, String)>,
+    /// The deliveries of lifecycle routes, if any matched.
+    pub lifecycle: Option<Lifecycle>,
+}
+
+/// A job's life on lifecycle routes: their deliveries run one at a time,
+/// oldest first, per job and notifier (the job's lane), and a job's start
+/// (its first non-final webhook) is planned once, under `<job>:start`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// The job's id.
+    pub lane: String,
+    /// The lifecycle routes among those that matched.
+    pub routes: Vec<String>,
+    /// The event is a start (not final).
+    pub start: bool,
 }
 
 /// The prefix of the named values ([`Store::save_state`]) that record when
@@ -91,14 +106,38 @@ pub struct Routing {
 pub const BEGAN: &str = "began/";
 
 /// The condition, in SQL both backends speak, that a row of `deliveries`
-/// is not waiting for another delivery of its event and route (`after`)
-/// that is still to be sent.
+/// is not waiting: neither for another delivery of its event and route
+/// (`after`) that is still to be sent, nor for its turn in its job's lane
+/// (a lifecycle route's deliveries of one job and notifier go one at a
+/// time, oldest first).
 pub(crate) const NOT_WAITING: &str = "(deliveries.after_notifier IS NULL OR NOT EXISTS (
      SELECT 1 FROM deliveries w
      WHERE w.event_seq = deliveries.event_seq AND w.route = deliveries.route
-       AND w.notifier = deliveries.after_notifier AND w.state IN ('pending', 'sending')))";
+       AND w.notifier = deliveries.after_notifier AND w.state IN ('pending', 'sending')))
+   AND (deliveries.lane IS NULL OR NOT EXISTS (
+     SELECT 1 FROM deliveries o
+     WHERE o.lane = deliveries.lane AND o.notifier = deliveries.notifier
+       AND (o.state = 'sending' OR (o.state = 'pending' AND o.id < deliveries.id))))";
 
 impl Routing {
+    /// The lane of `route`'s deliveries: the job's, on a lifecycle route.
+    pub fn lane_of(&self, route: &str) -> Option<&str> {
+        let l = self.lifecycle.as_ref()?;
+        l.routes
+            .iter()
+            .any(|r| r == route)
+            .then_some(l.lane.as_str())
+    }
+
+    /// The dedup key of `route`'s deliveries: a job's start on a lifecycle
+    /// route is planned once whatever the number of its non-final webhooks.
+    pub fn key_of(&self, route: &str) -> std::borrow::Cow<'_, str> {
+        match (&self.lifecycle, self.lane_of(route)) {
+            (Some(l), Some(lane)) if l.start => std::borrow::Cow::Owned(format!("{lane}:start")),
+            _ => std::borrow::Cow::Borrowed(&self.dedup_key),
+        }
+    }
+
     /// The notifier delivery `(route, notifier)` waits for, if any.
     pub fn waits_for(&self, route: &str, notifier: &str) -> Option<&str> {
         self.after

@@ -327,6 +327,7 @@ async fn deliveries_left_dead_by_an_unreadable_body_are_delivered_after_retry_de
                 body: body.into(),
                 received_at_ms: now,
                 routing: Routing {
+                    lifecycle: None,
                     after: Vec::new(),
                     dedup_key: "olddead:failed".into(),
                     deliveries: ["chat", "hook", "mail"]

@@ -93,6 +93,7 @@ async fn jobs_that_ended_while_the_relay_was_down_are_stored_and_routed_once() {
             body: serde_json::to_vec(&p03).unwrap().into(),
             received_at_ms: now() * 1000,
             routing: replicate_relay::store::Routing {
+                lifecycle: None,
                 dedup_key: "p03:succeeded".into(),
                 deliveries: vec![("everything".into(), "console".into())],
                 expires_at_ms: now() * 1000 + 86_400_000,
@@ -170,6 +171,7 @@ async fn jobs_that_ended_while_the_relay_was_down_are_stored_and_routed_once() {
                 .into(),
             received_at_ms: now() * 1000,
             routing: replicate_relay::store::Routing {
+                lifecycle: None,
                 dedup_key: "p05:succeeded".into(),
                 deliveries: vec![("everything".into(), "console".into())],
                 expires_at_ms: now() * 1000 + 86_400_000,

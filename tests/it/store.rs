@@ -85,6 +85,7 @@ fn event_at(
         body: format!(r#"{{"id":"{object_id}","status":"{status}"}}"#).into(),
         received_at_ms: now,
         routing: Routing {
+            lifecycle: None,
             after: Vec::new(),
             dedup_key: format!("{object_id}:{status}"),
             deliveries: routes

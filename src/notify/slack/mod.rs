@@ -81,6 +81,15 @@ impl Settings for Slack {
         ))
     }
 
+    fn lifecycle(&self) -> Result<(), String> {
+        match self.target {
+            SlackTarget::Api { .. } => Ok(()),
+            SlackTarget::IncomingWebhook { .. } => Err(
+                "an incoming webhook can neither update a message nor reply in its thread; use a bot token (token and channel)".into(),
+            ),
+        }
+    }
+
     fn describe(&self) -> Vec<String> {
         vec![match &self.target {
             SlackTarget::Api { channel, .. } => format!("Slack: chat.postMessage to {channel}"),

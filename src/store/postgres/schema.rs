@@ -87,6 +87,10 @@ const STEPS: &[&str] = &[
          value      TEXT   NOT NULL,
          updated_ms BIGINT NOT NULL
      );",
+    // 7: a lifecycle route's deliveries of one job and notifier go one at a
+    // time, in the job's lane.
+    "ALTER TABLE deliveries ADD COLUMN lane TEXT COLLATE \"C\";
+     CREATE INDEX deliveries_lane ON deliveries (lane, notifier) WHERE lane IS NOT NULL;",
 ];
 
 /// The version this build writes.

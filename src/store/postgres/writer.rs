@@ -148,18 +148,20 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
         Vec::new(),
     );
     let mut afters: Vec<Option<&str>> = Vec::new();
+    let mut lanes: Vec<Option<&str>> = Vec::new();
     for e in events {
         let answer = match new.remove(&e.webhook_id) {
             Some(seq) => {
                 stored.insert(e.webhook_id.clone(), seq);
                 for (route, notifier) in &e.routing.deliveries {
                     seqs.push(seq);
-                    keys.push(e.routing.dedup_key.as_str());
+                    keys.push(e.routing.key_of(route));
                     routes.push(route.as_str());
                     notifiers.push(notifier.as_str());
                     created_at.push(e.received_at_ms);
                     expires.push(e.routing.expires_at_ms);
                     afters.push(e.routing.waits_for(route, notifier));
+                    lanes.push(e.routing.lane_of(route));
                 }
                 Inserted::New(seq)
             }
@@ -181,12 +183,12 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
             .prepare_cached(
                 "INSERT INTO deliveries
                      (event_seq, dedup_key, route, notifier, state, created_at_ms,
-                      next_attempt_at_ms, expires_at_ms, after_notifier)
+                      next_attempt_at_ms, expires_at_ms, after_notifier, lane)
                  SELECT d.seq, d.key, d.route, d.notifier, 'pending', d.at, d.at, d.expires,
-                        d.after
+                        d.after, d.lane
                  FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[],
-                             $6::int8[], $7::text[])
-                      AS d (seq, key, route, notifier, at, expires, after)
+                             $6::int8[], $7::text[], $8::text[])
+                      AS d (seq, key, route, notifier, at, expires, after, lane)
                  ON CONFLICT (dedup_key, route, notifier) DO NOTHING",
             )
             .await
@@ -202,6 +204,7 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
                     &created_at,
                     &expires,
                     &afters,
+                    &lanes,
                 ],
             )
             .await

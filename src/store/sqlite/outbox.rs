@@ -131,20 +131,21 @@ pub(super) fn insert_deliveries(
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries
              (event_seq, dedup_key, route, notifier, state, created_at_ms,
-              next_attempt_at_ms, expires_at_ms, after_notifier)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7)
+              next_attempt_at_ms, expires_at_ms, after_notifier, lane)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7, ?8)
          ON CONFLICT (dedup_key, route, notifier) DO NOTHING",
     )?;
     let mut created = 0;
     for (route, notifier) in &routing.deliveries {
         created += insert.execute(params![
             seq,
-            routing.dedup_key,
+            routing.key_of(route),
             route,
             notifier,
             now_ms,
             routing.expires_at_ms,
             routing.waits_for(route, notifier),
+            routing.lane_of(route),
         ])?;
     }
     Ok(created)

@@ -59,6 +59,7 @@ fn plan(seq: i64, key: &str, pairs: &[(&str, &str)]) -> RoutingPlan {
     RoutingPlan {
         event_seq: seq,
         routing: Routing {
+            lifecycle: None,
             after: Vec::new(),
             dedup_key: key.into(),
             deliveries: pairs
@@ -345,6 +346,7 @@ mod retention {
         let plan = |seq: i64| RoutingPlan {
             event_seq: seq,
             routing: Routing {
+                lifecycle: None,
                 after: Vec::new(),
                 dedup_key: format!("k{seq}"),
                 deliveries: vec![("r".into(), "n".into())],

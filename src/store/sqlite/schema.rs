@@ -129,6 +129,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
          value      TEXT    NOT NULL,
          updated_ms INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // 8: a lifecycle route's deliveries of one job and notifier go one at a
+    // time, in the job's lane.
+    "ALTER TABLE deliveries ADD COLUMN lane TEXT;
+     CREATE INDEX deliveries_lane ON deliveries (lane, notifier) WHERE lane IS NOT NULL;",
 ];
 
 pub(super) fn check_version(found: i64, path: &Path) -> Result<(), StoreError> {

@@ -22,6 +22,7 @@ pub(super) fn event(webhook_id: &str) -> NewEvent {
         body: bytes::Bytes::from_static(br#"{"id":"p1","status":"succeeded"}"#),
         received_at_ms: 1_700_000_000_000,
         routing: crate::store::Routing {
+            lifecycle: None,
             after: Vec::new(),
             dedup_key: format!("webhook:{webhook_id}"),
             deliveries: Vec::new(),
@@ -69,6 +70,7 @@ async fn deliveries_routed_at_intake_share_the_event_commit() {
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
     let routed = |webhook_id: &str| NewEvent {
         routing: crate::store::Routing {
+            lifecycle: None,
             after: Vec::new(),
             dedup_key: "p1:succeeded".into(),
             deliveries: vec![
@@ -195,6 +197,7 @@ async fn writes_other_than_inserts_are_checkpointed_too() {
             .map(|seq| RoutingPlan {
                 event_seq: seq,
                 routing: crate::store::Routing {
+                    lifecycle: None,
                     after: Vec::new(),
                     dedup_key: format!("k{seq}"),
                     deliveries: vec![],

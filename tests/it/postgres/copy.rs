@@ -50,6 +50,7 @@ fn event(n: u32, notifiers: &[&str]) -> NewEvent {
         body: format!(r#"{{"id":"p{n}","status":"failed"}}"#).into(),
         received_at_ms: now,
         routing: Routing {
+            lifecycle: None,
             after: Vec::new(),
             dedup_key: format!("p{n}:failed"),
             deliveries: notifiers
