@@ -16,6 +16,7 @@
 pub mod backoff;
 mod began;
 mod held;
+mod life;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -445,13 +446,35 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
     } else {
         None
     };
+    let job = &claimed.event.object_id;
+    let life = match life::load(shared.store.as_ref(), setup, d, &event, job).await {
+        Ok(life) => life,
+        Err(e) => {
+            return Outcome::Retry {
+                at_ms: now_ms() + 1_000,
+                error: format!("cannot read what the job's earlier messages were: {e}"),
+            };
+        }
+    };
     let attempt = Attempt {
         number: d.attempts,
         route: &d.route,
         message_id: &message_id,
         earlier,
+        life: life.as_ref(),
     };
     let result = sender.send_reporting(message.as_ref(), attempt).await;
+    if let (Some(_), Ok(Some(thread))) = (&life, &result) {
+        // Sent: if this is not kept, the job's next message is a new one
+        // rather than an update, which loses nothing.
+        let kept = shared
+            .store
+            .save_state(&life::key(d, job), thread.to_string(), now_ms())
+            .await;
+        if let Err(e) = kept {
+            tracing::warn!(message = "Cannot keep what a job's message posted; its next message will be a new one.", delivery = d.id, error = %e);
+        }
+    }
     let now = now_ms();
     match result {
         Ok(report) => {

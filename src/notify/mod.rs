@@ -154,6 +154,19 @@ pub struct Attempt<'a> {
     /// sends are recorded before they go ([`Notify::records_begins`]);
     /// `None` when none did.
     pub earlier: Option<Began>,
+    /// On a lifecycle route: which part of the job's life this is, and what
+    /// the job's earlier deliveries to this notifier posted.
+    pub life: Option<&'a Life>,
+}
+
+/// Where a job's life stands for one lifecycle delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Life {
+    /// The job's start (a non-final webhook), not its end.
+    pub start: bool,
+    /// The state the kind returned at the job's last delivery to this
+    /// notifier on this route (what it posted, whether the end went out).
+    pub thread: Option<serde_json::Value>,
 }
 
 /// When the earlier attempts of a delivery began: the first, and the one

@@ -105,6 +105,14 @@ pub struct Lifecycle {
 /// they go; they are deleted with the retention, as deliveries are.
 pub const BEGAN: &str = "began/";
 
+/// The prefix of the named values that keep what a job's lifecycle
+/// deliveries posted (a Slack message's channel and ts), per notifier,
+/// route and job; deleted with the retention, as deliveries are.
+pub const THREAD: &str = "thread/";
+
+/// The prefixes of the named values retention deletes once old.
+pub const KEPT_WITH_DELIVERIES: [&str; 2] = [BEGAN, THREAD];
+
 /// The condition, in SQL both backends speak, that a row of `deliveries`
 /// is not waiting: neither for another delivery of its event and route
 /// (`after`) that is still to be sent, nor for its turn in its job's lane

@@ -18,6 +18,7 @@ mod fault;
 mod front_door;
 mod hostile;
 mod intake;
+mod lifecycle;
 mod ntfy;
 mod outbound;
 mod pagerduty;

@@ -11,6 +11,17 @@ pub struct Slack {
     /// Web API base URL (`https://slack.com/api/`; GovSlack or a test stand-in).
     pub api_url: String,
     pub timeout: Duration,
+    /// On a lifecycle route, which ends' details are also shown in the
+    /// channel, not only in the start message's thread.
+    pub broadcast: Broadcast,
+}
+
+/// Which ends of a job's life a thread reply also shows in the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broadcast {
+    Failures,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone)]
@@ -29,6 +40,7 @@ pub(super) const KEYS: &[&str] = &[
     "webhook_url_file",
     "api_url",
     "timeout",
+    "broadcast",
 ];
 
 pub(super) fn read(r: &mut Reader, t: Table<'_>) -> Option<Slack> {
@@ -42,6 +54,18 @@ pub(super) fn read(r: &mut Reader, t: Table<'_>) -> Option<Slack> {
             format!("`{api_url}` is not an http(s) URL"),
         );
     }
+    let broadcast = match r.string(t, "broadcast").as_deref() {
+        None | Some("failures") => Broadcast::Failures,
+        Some("always") => Broadcast::Always,
+        Some("never") => Broadcast::Never,
+        Some(other) => {
+            r.error(
+                t.key("broadcast"),
+                format!("`{other}` is not \"failures\" (the default), \"always\" or \"never\""),
+            );
+            Broadcast::Failures
+        }
+    };
     let token = r.secret(t, "token");
     let channel = r.string(t, "channel");
     let webhook = r.secret(t, "webhook_url");
@@ -96,5 +120,6 @@ pub(super) fn read(r: &mut Reader, t: Table<'_>) -> Option<Slack> {
         target: target?,
         api_url,
         timeout,
+        broadcast,
     })
 }

@@ -14,13 +14,14 @@ use std::sync::Arc;
 use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Failure, Notify, SetupError};
 use crate::config::read::{Reader, Table};
-use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
+use crate::render::{BuiltIn, Format, Message, Templates};
 use futures_util::future::BoxFuture;
 
 mod config;
+pub mod life;
 pub mod limits;
 pub mod render;
-pub use config::{Slack, SlackTarget};
+pub use config::{Broadcast, Slack, SlackTarget};
 
 /// `type = "slack"`.
 pub struct SlackKind;
@@ -74,9 +75,8 @@ impl Settings for Slack {
         ctx: &Value,
         _: &[u8],
     ) -> Box<dyn Message> {
-        Box::new(render::render(
-            templates,
-            template.unwrap_or("default"),
+        Box::new(life::SlackMessage::new(
+            render::render(templates, template.unwrap_or("default"), ctx),
             ctx,
         ))
     }
@@ -117,6 +117,7 @@ pub struct SlackNotifier {
     target: Target,
     timeout: Duration,
     rate_key: String,
+    broadcast: Broadcast,
 }
 
 impl SlackNotifier {
@@ -147,7 +148,24 @@ impl SlackNotifier {
             target,
             timeout: config.timeout,
             rate_key,
+            broadcast: config.broadcast,
         })
+    }
+
+    /// Web API `method` with `body` (bot token only): Slack's answer.
+    async fn call_raw(&self, method: &str, body: &Value) -> Result<Value, SlackClientError> {
+        let Target::Api { token, .. } = &self.target else {
+            unreachable!("lifecycle is refused by check for an incoming webhook")
+        };
+        let mut body = body.clone();
+        // A message about a job should not unfurl the job's output links.
+        body["unfurl_links"] = json!(false);
+        body["unfurl_media"] = json!(false);
+        let session = self.client.open_session(token);
+        session
+            .http_session_api
+            .http_post::<Value, Value>(method, &body, None)
+            .await
     }
 
     async fn post(&self, message: &Value) -> Result<(), SlackClientError> {
@@ -185,13 +203,33 @@ impl SlackNotifier {
 }
 
 impl Notify for SlackNotifier {
+    fn send_reporting<'a>(
+        &'a self,
+        message: &'a dyn Message,
+        attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<Option<Value>, DeliveryError>> {
+        Box::pin(async move {
+            let Some(life) = attempt.life else {
+                return self.send(message, attempt).await.map(|()| None);
+            };
+            let message = super::expect::<life::SlackMessage>(message, "slack")?;
+            match tokio::time::timeout(self.timeout * 3, self.send_life(message, life)).await {
+                Err(_) => Err(DeliveryError::new(
+                    Failure::Timeout,
+                    format!("Slack did not answer within {:?}", self.timeout * 3),
+                )),
+                Ok(result) => result.map(Some),
+            }
+        })
+    }
+
     fn send<'a>(
         &'a self,
         message: &'a dyn Message,
         _attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let rendered = super::expect::<Rendered<Value>>(message, "slack")?;
+            let rendered = &super::expect::<life::SlackMessage>(message, "slack")?.body;
             let sent = async {
                 let first = self.post(&rendered.message).await;
                 // Slack fetches an image block's picture and refuses the whole

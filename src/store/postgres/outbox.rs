@@ -366,11 +366,13 @@ pub async fn prune(
         .await?;
     tx.execute("DELETE FROM pauses WHERE until_ms < $1", &[&cutoff_ms])
         .await?;
-    tx.execute(
-        "DELETE FROM relay_state WHERE updated_ms < $1 AND starts_with(name, $2)",
-        &[&cutoff_ms, &crate::store::BEGAN],
-    )
-    .await?;
+    for prefix in crate::store::KEPT_WITH_DELIVERIES {
+        tx.execute(
+            "DELETE FROM relay_state WHERE updated_ms < $1 AND starts_with(name, $2)",
+            &[&cutoff_ms, &prefix],
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(Some((events as usize, deliveries as usize)))
 }

@@ -366,14 +366,12 @@ pub fn prune(
         super::dedup::after_prune(&tx)?;
     }
     tx.execute("DELETE FROM pauses WHERE until_ms < ?1", [cutoff_ms])?;
-    tx.execute(
-        "DELETE FROM relay_state WHERE updated_ms < ?1 AND substr(name, 1, ?3) = ?2",
-        params![
-            cutoff_ms,
-            crate::store::BEGAN,
-            crate::store::BEGAN.len() as i64
-        ],
-    )?;
+    for prefix in crate::store::KEPT_WITH_DELIVERIES {
+        tx.execute(
+            "DELETE FROM relay_state WHERE updated_ms < ?1 AND substr(name, 1, ?3) = ?2",
+            params![cutoff_ms, prefix, prefix.len() as i64],
+        )?;
+    }
     tx.commit()?;
     Ok((events, deliveries))
 }

@@ -1,0 +1,171 @@
+//! A job's whole life in one Slack message (`lifecycle = true`), against
+//! the Slack stand-in, which keeps the messages and checks that an update
+//! names the channel by its ID and a `ts` it has, and that a reply's
+//! `thread_ts` is a message of that channel: starting → succeeded is one
+//! post, one update of it and one reply in its thread; an end before its
+//! start is one post and nothing more; an update Slack refuses gives a new
+//! post; a SIGKILL between start and end still updates the start message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common::serve::{Serve, config_on_port, wait_ready};
+use crate::common::stand_ins::slack::{CHANNEL_ID, SlackRequest};
+use crate::common::stand_ins::{SLACK_TOKEN, SlackStandIn};
+use crate::common::*;
+use replicate_relay::clock::SystemClock;
+
+fn config(slack: &SlackStandIn) -> String {
+    format!(
+        "[notifiers.chat]\ntype = \"slack\"\ntoken = \"{SLACK_TOKEN}\"\nchannel = \"#ml\"\n\
+         api_url = \"{}\"\n\n\
+         [[routes]]\nname = \"life\"\nlifecycle = true\nnotify = [\"chat\"]\n",
+        slack.api_url()
+    )
+}
+
+/// A webhook of job `id` in `status`, created at a fixed time, so its
+/// end says how long it ran.
+fn job(id: &str, status: &str) -> Vec<u8> {
+    payload(id, status)
+}
+
+fn text(r: &SlackRequest) -> &str {
+    r.body["text"].as_str().unwrap_or_default()
+}
+
+fn answered_ts(r: &SlackRequest) -> String {
+    let answer: serde_json::Value = serde_json::from_str(&r.answer).unwrap();
+    answer["ts"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_start_is_updated_at_its_end_with_the_details_in_its_thread() {
+    let slack = SlackStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), SECRET, &config(&slack));
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+
+    post_signed(&daemon, "msg_s1", &job("life_ok", "starting")).await;
+    let started = slack.wait_for(1, Duration::from_secs(10)).await;
+    // Later non-final webhooks add nothing.
+    post_signed(&daemon, "msg_p1", &job("life_ok", "processing")).await;
+    post_signed(&daemon, "msg_p2", &job("life_ok", "processing")).await;
+    post_signed(&daemon, "msg_e1", &job("life_ok", "succeeded")).await;
+    let all = slack.wait_for(3, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all_after = slack.requests();
+    assert_eq!(all_after.len(), 3, "{all_after:#?}");
+
+    assert_eq!(started[0].method, "chat.postMessage");
+    assert_eq!(started[0].body["channel"], "#ml");
+    assert!(text(&started[0]).starts_with("⏳ ") && text(&started[0]).ends_with(" started"));
+    let ts = answered_ts(&started[0]);
+
+    let update = &all[1];
+    assert_eq!(update.method, "chat.update");
+    assert_eq!(
+        update.body["channel"], CHANNEL_ID,
+        "an update names the channel's ID"
+    );
+    assert_eq!(update.body["ts"], ts.as_str());
+    assert!(
+        text(update).starts_with("✅ ") && text(update).contains("succeeded"),
+        "{}",
+        text(update)
+    );
+    assert!(update.answer.contains("\"ok\":true"), "{}", update.answer);
+
+    let reply = &all[2];
+    assert_eq!(reply.method, "chat.postMessage");
+    assert_eq!(reply.body["thread_ts"], ts.as_str());
+    assert!(
+        reply.body.get("reply_broadcast").is_none(),
+        "a success stays in the thread"
+    );
+    assert!(
+        reply.body["blocks"].as_array().is_some_and(|b| b.len() > 1),
+        "the details"
+    );
+
+    // A failure's details are shown in the channel too.
+    post_signed(&daemon, "msg_s2", &job("life_bad", "starting")).await;
+    slack.wait_for(4, Duration::from_secs(10)).await;
+    post_signed(&daemon, "msg_e2", &job("life_bad", "failed")).await;
+    let all = slack.wait_for(6, Duration::from_secs(10)).await;
+    assert_eq!(all[4].method, "chat.update");
+    assert!(text(&all[4]).starts_with("❌ "));
+    assert_eq!(all[5].body["reply_broadcast"], true);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_before_its_start_is_one_message_and_a_refused_update_a_new_one() {
+    let slack = SlackStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), SECRET, &config(&slack));
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+
+    // Replicate's start webhook came late.
+    post_signed(&daemon, "msg_e1", &job("life_late", "succeeded")).await;
+    slack.wait_for(1, Duration::from_secs(10)).await;
+    post_signed(&daemon, "msg_s1", &job("life_late", "starting")).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let got = slack.requests();
+    assert_eq!(got.len(), 1, "one message, the start skipped: {got:#?}");
+    assert!(got[0].body.get("thread_ts").is_none());
+    assert!(
+        got[0].body["blocks"]
+            .as_array()
+            .is_some_and(|b| b.len() > 1)
+    );
+
+    // The start message was deleted in Slack before the job ended.
+    post_signed(&daemon, "msg_s2", &job("life_gone", "starting")).await;
+    slack.wait_for(2, Duration::from_secs(10)).await;
+    slack.delete_messages();
+    post_signed(&daemon, "msg_e2", &job("life_gone", "failed")).await;
+    let got = slack.wait_for(4, Duration::from_secs(10)).await;
+    assert_eq!(got[2].method, "chat.update");
+    assert!(got[2].answer.contains("message_not_found"));
+    assert_eq!(got[3].method, "chat.postMessage");
+    assert!(
+        got[3].body.get("thread_ts").is_none(),
+        "a new message, not a reply"
+    );
+    assert!(got[3].answer.contains("\"ok\":true"));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_between_start_and_end_still_updates_the_start_message() {
+    let slack = SlackStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, port) = config_on_port(dir.path(), &config(&slack));
+    let url = format!("http://127.0.0.1:{port}/hooks/replicate");
+    let send = |id: &'static str, body: Vec<u8>| {
+        let url = url.clone();
+        async move {
+            let headers = signed(SECRET, id, now(), &body);
+            let (status, answer) = post(&reqwest::Client::new(), &url, &headers, body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+    let relay = Serve::start(&file, &[]);
+    wait_ready(port).await;
+    send("msg_s1", job("life_kill", "starting")).await;
+    let started = slack.wait_for(1, Duration::from_secs(10)).await;
+    // Past the moment the thread state is kept.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.kill();
+
+    let relay = Serve::start(&file, &[]);
+    wait_ready(port).await;
+    send("msg_e1", job("life_kill", "succeeded")).await;
+    let all = slack.wait_for(3, Duration::from_secs(10)).await;
+    relay.stop_blocking();
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert_eq!(all[1].method, "chat.update");
+    assert_eq!(all[1].body["ts"], answered_ts(&started[0]).as_str());
+    assert_eq!(all[2].body["thread_ts"], answered_ts(&started[0]).as_str());
+}
