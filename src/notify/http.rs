@@ -213,8 +213,23 @@ impl Client {
         timeout: Duration,
         what: &str,
     ) -> Result<Answer, DeliveryError> {
+        self.call(Method::POST, url, headers, body, timeout, what)
+            .await
+    }
+
+    /// Sends `body`, JSON, with `method` (a PATCH of a message sent
+    /// earlier), as [`Client::post`] does.
+    pub async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(header::HeaderName, String)],
+        body: Bytes,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<Answer, DeliveryError> {
         let mut builder = Request::builder()
-            .method(Method::POST)
+            .method(method)
             .uri(url)
             .header(header::CONTENT_TYPE, "application/json")
             .header(

@@ -13,6 +13,7 @@ pub mod discord;
 pub mod email;
 pub mod http;
 pub mod kind;
+pub mod life;
 pub mod log;
 pub mod mail;
 pub mod ntfy;
@@ -141,6 +142,8 @@ pub fn classify(cause: &Failure<'_>) -> Class {
     }
 }
 
+pub use life::Life;
+
 /// Which delivery an attempt is for: receivers that deduplicate (webhooks) get
 /// a stable id across retries.
 #[derive(Debug, Clone, Copy)]
@@ -157,16 +160,6 @@ pub struct Attempt<'a> {
     /// On a lifecycle route: which part of the job's life this is, and what
     /// the job's earlier deliveries to this notifier posted.
     pub life: Option<&'a Life>,
-}
-
-/// Where a job's life stands for one lifecycle delivery.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Life {
-    /// The job's start (a non-final webhook), not its end.
-    pub start: bool,
-    /// The state the kind returned at the job's last delivery to this
-    /// notifier on this route (what it posted, whether the end went out).
-    pub thread: Option<serde_json::Value>,
 }
 
 /// When the earlier attempts of a delivery began: the first, and the one

@@ -5,6 +5,9 @@
 //! post, one update of it and one reply in its thread; an end before its
 //! start is one post and nothing more; an update Slack refuses gives a new
 //! post; a SIGKILL between start and end still updates the start message.
+//! On Discord (its stand-in answers `?wait=true` with the message's id and
+//! takes a PATCH of a message the webhook posted), the start message is
+//! edited into the end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,4 +171,75 @@ async fn a_sigkill_between_start_and_end_still_updates_the_start_message() {
     assert_eq!(all[1].method, "chat.update");
     assert_eq!(all[1].body["ts"], answered_ts(&started[0]).as_str());
     assert_eq!(all[2].body["thread_ts"], answered_ts(&started[0]).as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_discord_the_start_message_is_edited_into_the_end() {
+    use crate::common::stand_ins::discord;
+    let (url, channel) = discord::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        SECRET,
+        &format!(
+            "[notifiers.channel]\ntype = \"discord\"\nwebhook_url = \"{url}/{}\"\n\n\
+             [[routes]]\nname = \"life\"\nlifecycle = true\nnotify = [\"channel\"]\n",
+            discord::TOKEN
+        ),
+    );
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+    let posts = |n: usize| {
+        let channel = channel.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while channel.posts.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            channel.posts.lock().unwrap().clone()
+        }
+    };
+    let edits = |n: usize| {
+        let channel = channel.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while channel.edits.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            channel.edits.lock().unwrap().clone()
+        }
+    };
+
+    post_signed(&daemon, "msg_s1", &job("life_dc", "starting")).await;
+    let started = posts(1).await;
+    let title = started[0].1["embeds"][0]["title"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        title.starts_with("⏳ ") && title.ends_with(" started"),
+        "{title}"
+    );
+    post_signed(&daemon, "msg_e1", &job("life_dc", "failed")).await;
+    let edited = edits(1).await;
+    assert_eq!(edited.len(), 1);
+    assert_eq!(&edited[0].0, channel.ids.lock().unwrap().first().unwrap());
+    let details = edited[0].1.to_string();
+    assert!(details.contains("failed"), "the end, in full: {details}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        channel.posts.lock().unwrap().len(),
+        1,
+        "edited, not posted again"
+    );
+
+    // Deleted in Discord before the job ended: a new post.
+    post_signed(&daemon, "msg_s2", &job("life_dc2", "starting")).await;
+    posts(2).await;
+    channel.delete_messages();
+    post_signed(&daemon, "msg_e2", &job("life_dc2", "succeeded")).await;
+    let all = posts(3).await;
+    assert_eq!(all.len(), 3);
+    assert!(all[2].1.to_string().contains("succeeded"));
+    assert_eq!(channel.edits.lock().unwrap().len(), 1);
+    daemon.stop().await;
 }

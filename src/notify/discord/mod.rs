@@ -14,13 +14,13 @@ use super::http::{Client, json_reason};
 use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify, SetupError};
 use crate::config::read::{Reader, Table};
-use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
+use crate::render::{BuiltIn, Format, Message, Templates};
 use futures_util::future::BoxFuture;
 
 mod config;
+pub mod life;
 pub mod render;
 pub use config::Discord;
-use render::Post;
 
 /// When Discord sends a 429 without saying how long to wait.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -83,12 +83,15 @@ impl Settings for Discord {
         ctx: &Value,
         _: &[u8],
     ) -> Box<dyn Message> {
-        Box::new(render::render(
-            self,
-            templates,
-            template.unwrap_or("default"),
-            ctx,
-        ))
+        Box::new(life::DiscordMessage {
+            body: render::render(self, templates, template.unwrap_or("default"), ctx),
+            lines: crate::notify::life::Lines::new(ctx),
+        })
+    }
+
+    /// A webhook edits the messages it posted.
+    fn lifecycle(&self) -> Result<(), String> {
+        Ok(())
     }
 
     fn describe(&self) -> Vec<String> {
@@ -121,6 +124,47 @@ fn body_retry_after(body: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(secs).ok()
 }
 
+impl DiscordNotifier {
+    /// `body` to `url` with `method`, within the timeout.
+    async fn send(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        body: &Value,
+    ) -> Result<super::http::Answer, DeliveryError> {
+        let body = bytes::Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        self.client
+            .call(
+                method,
+                url,
+                &[],
+                body,
+                self.timeout,
+                &format!("Discord at {}", self.shown),
+            )
+            .await
+    }
+
+    /// What Discord's `answer` means: sent, or the error it calls for.
+    fn outcome(&self, answer: &super::http::Answer) -> Result<(), DeliveryError> {
+        let hint = match answer.status.as_u16() {
+            401 | 403 | 404 => {
+                " (the webhook was deleted or its URL is wrong: copy it again from the channel's Integrations)"
+            }
+            _ => "",
+        };
+        // Discord says how long in the body, to the millisecond.
+        let wait = (answer.status.as_u16() == 429).then(|| {
+            body_retry_after(&answer.body)
+                .or_else(|| answer.retry_after())
+                .unwrap_or(DEFAULT_RETRY_AFTER)
+        });
+        answer
+            .result(|body| json_reason(body, &["/message"]), hint)
+            .map_err(|e| e.with_retry_after(wait))
+    }
+}
+
 impl Notify for DiscordNotifier {
     fn send<'a>(
         &'a self,
@@ -128,32 +172,25 @@ impl Notify for DiscordNotifier {
         _attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let rendered = super::expect::<Rendered<Post>>(message, "discord")?;
+            let rendered = &super::expect::<life::DiscordMessage>(message, "discord")?.body;
             let answer = self
-                .client
-                .post_json(
-                    &self.url,
-                    &[],
-                    &rendered.message.0,
-                    self.timeout,
-                    &format!("Discord at {}", self.shown),
-                )
+                .send(hyper::Method::POST, &self.url, &rendered.message.0)
                 .await?;
-            let hint = match answer.status.as_u16() {
-                401 | 403 | 404 => {
-                    " (the webhook was deleted or its URL is wrong: copy it again from the channel's Integrations)"
-                }
-                _ => "",
+            self.outcome(&answer)
+        })
+    }
+
+    fn send_reporting<'a>(
+        &'a self,
+        message: &'a dyn Message,
+        attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<Option<Value>, DeliveryError>> {
+        Box::pin(async move {
+            let Some(life) = attempt.life else {
+                return Notify::send(self, message, attempt).await.map(|()| None);
             };
-            // Discord says how long in the body, to the millisecond.
-            let wait = (answer.status.as_u16() == 429).then(|| {
-                body_retry_after(&answer.body)
-                    .or_else(|| answer.retry_after())
-                    .unwrap_or(DEFAULT_RETRY_AFTER)
-            });
-            answer
-                .result(|body| json_reason(body, &["/message"]), hint)
-                .map_err(|e| e.with_retry_after(wait))
+            let message = super::expect::<life::DiscordMessage>(message, "discord")?;
+            self.send_life(message, life).await.map(Some)
         })
     }
 

@@ -15,36 +15,23 @@ use slack_morphism::errors::SlackClientError;
 
 use super::config::Broadcast;
 use super::{SlackNotifier, Target};
+use crate::notify::life::Lines;
 use crate::notify::{DeliveryError, Life};
-use crate::render::{Message, Rendered, field, plain_title};
+use crate::render::{Message, Rendered};
 
-/// What a Slack notifier renders: the message, and the two lines a job's
-/// life shows in its start message.
+/// What a Slack notifier renders: the message, and the lines a job's life
+/// shows in its start message.
 #[derive(Debug)]
 pub struct SlackMessage {
     pub body: Rendered<Value>,
-    /// "⏳ Training acme/neon started".
-    pub start_line: String,
-    /// "✅ Training acme/neon succeeded in 4m 12s".
-    pub end_line: String,
-    /// The job on Replicate's website.
-    pub web_url: String,
-    pub failure: bool,
+    pub lines: Lines,
 }
 
 impl SlackMessage {
     pub fn new(body: Rendered<Value>, ctx: &Value) -> Self {
-        let kind = if field(ctx, "kind") == "training" {
-            "Training"
-        } else {
-            "Prediction"
-        };
         SlackMessage {
             body,
-            start_line: format!("⏳ {kind} {} started", field(ctx, "run_name")),
-            end_line: plain_title(ctx),
-            web_url: field(ctx, "web_url").to_owned(),
-            failure: ctx["is_failure"] == Value::Bool(true),
+            lines: Lines::new(ctx),
         }
     }
 }
@@ -126,13 +113,13 @@ impl SlackNotifier {
             if ended || posted.is_some() {
                 return Ok(thread);
             }
-            let mut start = line_message(&message.start_line, &message.web_url);
+            let mut start = line_message(&message.lines.start, &message.lines.web_url);
             start["channel"] = json!(channel);
             let answer = self.call("chat.postMessage", start).await?;
             return Ok(json!({"channel": answer["channel"], "ts": answer["ts"], "ended": false}));
         }
         if let Some((channel_id, ts)) = posted.filter(|_| !ended) {
-            let mut update = line_message(&message.end_line, &message.web_url);
+            let mut update = line_message(&message.lines.end, &message.lines.web_url);
             update["channel"] = json!(channel_id);
             update["ts"] = json!(ts);
             match self.call_raw("chat.update", &update).await {
@@ -143,7 +130,7 @@ impl SlackNotifier {
                     let broadcast = match self.broadcast {
                         Broadcast::Always => true,
                         Broadcast::Never => false,
-                        Broadcast::Failures => message.failure,
+                        Broadcast::Failures => message.lines.failure,
                     };
                     if broadcast {
                         reply["reply_broadcast"] = json!(true);
