@@ -90,7 +90,7 @@ pub trait Settings: fmt::Debug + Send + Sync {
     /// why.
     fn lifecycle(&self) -> Result<(), String> {
         Err(format!(
-            "a {} notifier cannot update a message it sent; lifecycle needs slack with a bot token",
+            "a {} notifier cannot update a message it sent; lifecycle needs slack (with a bot token), discord or email",
             self.kind().name()
         ))
     }

@@ -41,6 +41,9 @@ pub struct Lines {
     /// The job on Replicate's website.
     pub web_url: String,
     pub failure: bool,
+    /// What names the job's thread where a thread is a subject (email):
+    /// "Training acme/neon (r8abc)", the same at its start and its end.
+    pub topic: String,
 }
 
 impl Lines {
@@ -52,6 +55,7 @@ impl Lines {
             "Prediction"
         };
         Lines {
+            topic: format!("{kind} {} ({})", field(ctx, "run_name"), field(ctx, "id")),
             start: format!("⏳ {kind} {} started", field(ctx, "run_name")),
             end: plain_title(ctx),
             web_url: field(ctx, "web_url").to_owned(),

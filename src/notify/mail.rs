@@ -60,6 +60,12 @@ pub fn render(templates: &Templates, name: &str, ctx: &Value) -> Rendered<EmailM
     Rendered::or_fallback(attempt(), "email", name, |reason| fallback(ctx, reason))
 }
 
+/// `text` as a subject: mail-safe, one line, single spaces, at most 250
+/// characters.
+pub fn subject_line(text: &str) -> String {
+    clean_subject(&mail_safe(text))
+}
+
 /// One line, single spaces, at most 250 characters.
 fn clean_subject(subject: &str) -> String {
     let one_line = subject.split_whitespace().collect::<Vec<_>>().join(" ");

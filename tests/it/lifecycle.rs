@@ -7,7 +7,8 @@
 //! post; a SIGKILL between start and end still updates the start message.
 //! On Discord (its stand-in answers `?wait=true` with the message's id and
 //! takes a PATCH of a message the webhook posted), the start message is
-//! edited into the end.
+//! edited into the end. By email, the end's mail replies to the start's
+//! (`In-Reply-To`, `References`) under the same subject.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -241,5 +242,38 @@ async fn on_discord_the_start_message_is_edited_into_the_end() {
     assert_eq!(all.len(), 3);
     assert!(all[2].1.to_string().contains("succeeded"));
     assert_eq!(channel.edits.lock().unwrap().len(), 1);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_email_the_end_replies_to_the_start_mail_under_the_same_subject() {
+    use crate::common::smtp::SmtpServer;
+    use crate::common::stand_ins::free_port;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(free_port(), dir.path(), false, false);
+    let file = write_config(
+        dir.path(),
+        SECRET,
+        &format!(
+            "[notifiers.mail]\ntype = \"email\"\nsmtp = \"smtp://127.0.0.1:{}\"\ntls = \"none\"\n\
+             from = \"relay@example.org\"\nto = [\"ml@example.org\"]\n\n\
+             [[routes]]\nname = \"life\"\nlifecycle = true\nnotify = [\"mail\"]\n",
+            smtp.port
+        ),
+    );
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+    post_signed(&daemon, "msg_s1", &job("life_mail", "starting")).await;
+    smtp.wait_for(1, Duration::from_secs(10)).await;
+    post_signed(&daemon, "msg_e1", &job("life_mail", "failed")).await;
+    let mails = smtp.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    let (start, end) = (&mails[0], &mails[1]);
+    assert!(start["text"].as_str().unwrap().contains("started"));
+    assert_eq!(end["in_reply_to"], start["message_id"], "{end:#}");
+    assert_eq!(end["references"][0], start["message_id"]);
+    assert_ne!(end["message_id"], start["message_id"]);
+    assert_eq!(end["subject"], start["subject"], "one subject, one thread");
+    assert!(start["subject"].as_str().unwrap().contains("life_mail"));
+    assert!(end["text"].as_str().unwrap().contains("failed"));
     daemon.stop().await;
 }

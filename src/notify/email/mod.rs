@@ -16,14 +16,15 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::kind::{NotifierKind, Settings, Shared};
-use super::mail::{self, EmailMessage};
+use super::mail;
 use super::{Attempt, DeliveryError, Failure, Notify, SetupError};
 use crate::config::read::{Reader, Table};
-use crate::render::{BuiltIn, Format, Message, Rendered, Templates};
+use crate::render::{BuiltIn, Format, Message, Templates};
 use futures_util::future::BoxFuture;
 
 mod config;
 pub mod helo;
+pub mod life;
 pub use config::{Email, SmtpServer, SmtpTls};
 
 /// `type = "email"`.
@@ -77,7 +78,15 @@ impl Settings for Email {
         ctx: &Value,
         _: &[u8],
     ) -> Box<dyn Message> {
-        Box::new(mail::render(templates, template.unwrap_or("default"), ctx))
+        Box::new(life::MailMessage {
+            body: mail::render(templates, template.unwrap_or("default"), ctx),
+            lines: crate::notify::life::Lines::new(ctx),
+        })
+    }
+
+    /// A reply threads under the mail it answers.
+    fn lifecycle(&self) -> Result<(), String> {
+        Ok(())
     }
 
     fn describe(&self) -> Vec<String> {
@@ -172,17 +181,29 @@ impl EmailNotifier {
         })
     }
 
+    /// The Message-ID of the mail of message `id`.
+    fn message_id(&self, id: &str) -> String {
+        format!("<{id}@{}>", self.helo)
+    }
+
+    /// The mail, replying to the one whose Message-ID is `parent`.
     fn build(
         &self,
         subject: &str,
         text: &str,
         html: Option<&str>,
         id: &str,
+        parent: Option<&str>,
     ) -> Result<Mail, DeliveryError> {
         let mut builder = Mail::builder()
             .from(self.from.clone())
             .subject(subject)
-            .message_id(Some(format!("<{id}@{}>", self.helo)));
+            .message_id(Some(self.message_id(id)));
+        if let Some(parent) = parent {
+            builder = builder
+                .in_reply_to(parent.to_owned())
+                .references(parent.to_owned());
+        }
         for to in &self.to {
             builder = builder.to(to.clone());
         }
@@ -214,27 +235,54 @@ impl Notify for EmailNotifier {
         attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let rendered = super::expect::<Rendered<EmailMessage>>(message, "email")?;
+            let rendered = &super::expect::<life::MailMessage>(message, "email")?.body;
             let m = &rendered.message;
-            let mail = self.build(&m.subject, &m.text, m.html.as_deref(), attempt.message_id)?;
-            match tokio::time::timeout(self.timeout, self.transport.send(mail)).await {
-                Ok(sent) => sent
-                    .map(|_| ())
-                    .map_err(|e| classify_smtp(&self.server, &e)),
-                Err(_) => Err(DeliveryError::new(
-                    Failure::Timeout,
-                    format!(
-                        "SMTP server {}: the send did not finish within {} (the notifier's timeout)",
-                        self.server,
-                        humantime::format_duration(self.timeout)
-                    ),
-                )),
-            }
+            let mail = self.build(
+                &m.subject,
+                &m.text,
+                m.html.as_deref(),
+                attempt.message_id,
+                None,
+            )?;
+            self.deliver(mail).await
+        })
+    }
+
+    fn send_reporting<'a>(
+        &'a self,
+        message: &'a dyn Message,
+        attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, Result<Option<Value>, DeliveryError>> {
+        Box::pin(async move {
+            let Some(life) = attempt.life else {
+                return self.send(message, attempt).await.map(|()| None);
+            };
+            let message = super::expect::<life::MailMessage>(message, "email")?;
+            self.send_life(message, life, attempt).await.map(Some)
         })
     }
 
     fn rate_key(&self) -> String {
         format!("email:{}", self.name)
+    }
+}
+
+impl EmailNotifier {
+    /// Sends `mail`, within the notifier's timeout.
+    async fn deliver(&self, mail: Mail) -> Result<(), DeliveryError> {
+        match tokio::time::timeout(self.timeout, self.transport.send(mail)).await {
+            Ok(sent) => sent
+                .map(|_| ())
+                .map_err(|e| classify_smtp(&self.server, &e)),
+            Err(_) => Err(DeliveryError::new(
+                Failure::Timeout,
+                format!(
+                    "SMTP server {}: the send did not finish within {} (the notifier's timeout)",
+                    self.server,
+                    humantime::format_duration(self.timeout)
+                ),
+            )),
+        }
     }
 }
 

@@ -290,6 +290,8 @@ fn read_mail(raw: &[u8], from: &str, to: &[String], tls: bool) -> Value {
         "to": addresses(message.to()),
         "subject": message.subject().unwrap_or(""),
         "message_id": message.message_id().map(|id| format!("<{id}>")).unwrap_or_default(),
+        "in_reply_to": message.in_reply_to().as_text().map(|id| format!("<{id}>")),
+        "references": message.references().as_text_list().map(|ids| ids.iter().map(|id| format!("<{id}>")).collect::<Vec<_>>()),
         "content_type": content_type,
         "text": part(false),
         "html": part(true),
