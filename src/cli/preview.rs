@@ -68,7 +68,8 @@ pub fn run(
                         Verdict::Matched => (true, None),
                         Verdict::NoMatch(why) | Verdict::Shadowed(why) => (false, Some(why.clone())),
                     };
-                    json!({"name": r.name, "matched": matched, "reason": reason, "notify": r.notify})
+                    let lifecycle = (matched && r.lifecycle).then(|| life_step(event.status.is_terminal()));
+                    json!({"name": r.name, "matched": matched, "reason": reason, "notify": r.notify, "lifecycle": lifecycle})
                 }).collect::<Vec<_>>(),
                 "messages": messages.iter().map(|(route, n, m)| message_json(route, n, m.as_ref())).collect::<Vec<_>>(),
             });
@@ -99,6 +100,13 @@ pub fn run(
             }
             for (r, verdict) in &verdicts {
                 match verdict {
+                    Verdict::Matched if r.lifecycle => writeln!(
+                        out,
+                        "  ✓ {} → {} (lifecycle: {})",
+                        r.name,
+                        r.notify.join(", "),
+                        life_step(event.status.is_terminal())
+                    )?,
                     Verdict::Matched => writeln!(out, "  ✓ {} → {}", r.name, r.notify.join(", "))?,
                     Verdict::NoMatch(why) | Verdict::Shadowed(why) if explain => {
                         writeln!(out, "  ✗ {}: {why}", r.name)?
@@ -154,4 +162,13 @@ fn message_json(route: &str, notifier: &crate::config::Notifier, message: &dyn M
         v.extend(fields);
     }
     v
+}
+
+/// What a lifecycle route does with a job's webhook.
+fn life_step(is_final: bool) -> &'static str {
+    if is_final {
+        "the job's end updates its start message and replies in its thread"
+    } else {
+        "the job's first webhook posts its start message; later ones add nothing"
+    }
 }

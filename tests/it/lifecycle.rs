@@ -277,3 +277,26 @@ async fn by_email_the_end_replies_to_the_start_mail_under_the_same_subject() {
     assert!(end["text"].as_str().unwrap().contains("failed"));
     daemon.stop().await;
 }
+
+#[test]
+fn route_says_what_a_lifecycle_route_does_with_each_webhook() {
+    let slack_config = "[notifiers.chat]\ntype = \"slack\"\ntoken = \"xoxb-1\"\nchannel = \"#ml\"\n\n\
+         [[routes]]\nname = \"life\"\nlifecycle = true\nwhen = { status = \"failed\" }\nnotify = [\"chat\"]\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), SECRET, slack_config);
+    for (status, says) in [
+        (
+            "starting",
+            "(lifecycle: the job's first webhook posts its start message",
+        ),
+        (
+            "failed",
+            "(lifecycle: the job's end updates its start message",
+        ),
+    ] {
+        let payload = dir.path().join(format!("{status}.json"));
+        std::fs::write(&payload, job("life_route", status)).unwrap();
+        let out = run_relay(&["route", payload.to_str().unwrap(), "--explain"], &file);
+        assert!(out.contains(&format!("✓ life → chat {says}")), "{out}");
+    }
+}
