@@ -181,6 +181,11 @@ fn problem_table() {
             &["routes[0].lifecycle", "routes[0].lifecycle"],
         ),
         (
+            "[verify]\ninsecure = true\n[notifiers.log]\ntype = \"log\"\n\
+             [[routes]]\nnotify = [\"log\"]\nprogress = \"1m\"",
+            &["routes[0].progress"],
+        ),
+        (
             "[verify]\ninsecure = true\n[replicate]\njobs = \"ours\"",
             &["replicate.jobs"],
         ),

@@ -31,6 +31,9 @@ pub struct Route {
     /// posts a start message (the conditions checked without `status`),
     /// its end updates it and replies in its thread.
     pub lifecycle: bool,
+    /// On a lifecycle route: how often at most `processing` webhooks
+    /// update the start message.
+    pub progress: Option<std::time::Duration>,
 }
 
 impl Route {
@@ -149,7 +152,15 @@ pub fn read_routes(
         };
         r.known_keys(
             t,
-            &["name", "when", "notify", "continue", "after", "lifecycle"],
+            &[
+                "name",
+                "when",
+                "notify",
+                "continue",
+                "after",
+                "lifecycle",
+                "progress",
+            ],
         );
         let name = r
             .string(t, "name")
@@ -185,6 +196,17 @@ pub fn read_routes(
         }
         let continue_matching = r.bool(t, "continue").unwrap_or(false);
         let lifecycle = r.bool(t, "lifecycle").unwrap_or(false);
+        let progress = r.duration(t, "progress");
+        if let Some(every) = progress {
+            if !lifecycle {
+                r.error(
+                    t.key("progress"),
+                    "updates a job's start message, so it needs lifecycle = true on the route",
+                );
+            } else if every < std::time::Duration::from_secs(1) {
+                r.error(t.key("progress"), "must be at least 1s; e.g. \"1m\"");
+            }
+        }
         let after = r.string(t, "after");
         if let Some(a) = &after
             && !notify.contains(a)
@@ -208,6 +230,7 @@ pub fn read_routes(
             continue_matching,
             after,
             lifecycle,
+            progress,
         });
     }
     routes

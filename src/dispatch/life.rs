@@ -23,14 +23,14 @@ pub async fn load(
     event: &Event,
     job: &str,
 ) -> Result<Option<Life>, StoreError> {
-    let lifecycle = setup
+    let Some(route) = setup
         .config
         .routes
         .iter()
-        .any(|r| r.name == delivery.route && r.lifecycle);
-    if !lifecycle {
+        .find(|r| r.name == delivery.route && r.lifecycle)
+    else {
         return Ok(None);
-    }
+    };
     let thread = store
         .load_state(&key(delivery, job))
         .await?
@@ -38,5 +38,6 @@ pub async fn load(
     Ok(Some(Life {
         start: !event.status.is_terminal(),
         thread,
+        progress: route.progress,
     }))
 }

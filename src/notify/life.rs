@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use crate::render::helpers::human_duration;
 use crate::render::{field, plain_title};
 
 /// Where a job's life stands for one lifecycle delivery.
@@ -15,6 +16,9 @@ pub struct Life {
     /// The state the kind returned at the job's last delivery to this
     /// notifier on this route (what it posted, whether the end went out).
     pub thread: Option<Value>,
+    /// How often at most a running job's start message shows its progress
+    /// (`progress` on the route).
+    pub progress: Option<std::time::Duration>,
 }
 
 impl Life {
@@ -29,6 +33,29 @@ impl Life {
     pub fn posted(&self, key: &str) -> Option<&str> {
         self.thread.as_ref()?.get(key)?.as_str()
     }
+
+    /// For a webhook of a running job whose start message is out: whether
+    /// to show its progress at `now_ms` (the route asks for it, and the
+    /// last showing is at least that long ago). A progress update is the
+    /// first thing dropped: never retried, never ahead of an end.
+    pub fn progress_due(&self, now_ms: i64) -> bool {
+        let Some(every) = self.progress else {
+            return false;
+        };
+        let last = self
+            .thread
+            .as_ref()
+            .and_then(|t| t["progress_ms"].as_i64())
+            .unwrap_or(i64::MIN);
+        !self.ended() && now_ms.saturating_sub(last) >= every.as_millis() as i64
+    }
+
+    /// `thread` with the time progress was last shown set to `now_ms`.
+    pub fn progress_shown(&self, now_ms: i64) -> Value {
+        let mut thread = self.thread.clone().unwrap_or_else(|| serde_json::json!({}));
+        thread["progress_ms"] = serde_json::json!(now_ms);
+        thread
+    }
 }
 
 /// The lines of a job's start message.
@@ -38,6 +65,8 @@ pub struct Lines {
     pub start: String,
     /// "✅ Training acme/neon succeeded in 4m 12s".
     pub end: String,
+    /// "⏳ Training acme/neon running for 3m · epoch 4/10", as of rendering.
+    pub running: String,
     /// The job on Replicate's website.
     pub web_url: String,
     pub failure: bool,
@@ -54,7 +83,25 @@ impl Lines {
         } else {
             "Prediction"
         };
+        let started = ["started_at", "created_at"].into_iter().find_map(|k| {
+            time::OffsetDateTime::parse(
+                ctx[k].as_str()?,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()
+        });
+        let mut running = format!("⏳ {kind} {} running", field(ctx, "run_name"));
+        if let Some(at) = started {
+            let secs = (time::OffsetDateTime::now_utc() - at)
+                .as_seconds_f64()
+                .max(0.0);
+            running.push_str(&format!(" for {}", human_duration(secs)));
+        }
+        if let Some(progress) = ctx["progress"].as_str().filter(|p| !p.is_empty()) {
+            running.push_str(&format!(" · {progress}"));
+        }
         Lines {
+            running,
             topic: format!("{kind} {} ({})", field(ctx, "run_name"), field(ctx, "id")),
             start: format!("⏳ {kind} {} started", field(ctx, "run_name")),
             end: plain_title(ctx),

@@ -33,15 +33,14 @@ pub fn route_event(config: &Config, event: &Event, received: Received<'_>) -> Ro
         .iter()
         .filter_map(|r| Some((r.name.clone(), r.after.clone()?)))
         .collect();
-    let lifecycle_routes: Vec<String> = matched
+    let lifecycle_routes: Vec<(String, Option<String>)> = matched
         .iter()
         .filter(|r| r.lifecycle)
-        .map(|r| r.name.clone())
+        .map(|r| (r.name.clone(), life_key(r, event, received)))
         .collect();
     let lifecycle = (!lifecycle_routes.is_empty()).then(|| crate::store::Lifecycle {
         lane: received.object_id.to_owned(),
         routes: lifecycle_routes,
-        start: !event.status.is_terminal(),
     });
     // A final status notifies once per job whatever the number of webhooks
     // that carried it; anything else notifies once per webhook.
@@ -58,6 +57,24 @@ pub fn route_event(config: &Config, event: &Event, received: Received<'_>) -> Ro
         after,
         lifecycle,
     }
+}
+
+/// The dedup key of a lifecycle route's delivery of `event`, where it is
+/// not the event's: a job's start once (`<job>:start`), and with
+/// `progress`, its `processing` webhooks once an interval
+/// (`<job>:progress:<interval number>`).
+fn life_key(route: &route::Route, event: &Event, received: Received<'_>) -> Option<String> {
+    if event.status.is_terminal() {
+        return None;
+    }
+    let job = received.object_id;
+    Some(match route.progress {
+        Some(every) if event.status == crate::event::Status::Processing => {
+            let interval = every.as_millis().max(1) as i64;
+            format!("{job}:progress:{}", received.received_at_ms / interval)
+        }
+        _ => format!("{job}:start"),
+    })
 }
 
 /// Routes every event an earlier release stored without routing, in
@@ -201,6 +218,52 @@ notify = ["team"]
             assert_eq!(got.deliveries, want, "{status:?} {query}");
             assert_eq!(got.dedup_key, *key, "{status:?} {query}");
             assert_eq!(got.expires_at_ms, 1_000 + 3_600_000);
+        }
+    }
+
+    #[test]
+    fn a_lifecycle_route_keys_a_jobs_start_once_and_its_progress_once_an_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(
+            &file,
+            "[verify]\ninsecure = true\n[notifiers.team]\ntype = \"slack\"\ntoken = \"xoxb-1\"\n\
+             channel = \"#ml\"\n[notifiers.ops]\ntype = \"log\"\n\
+             [[routes]]\nname = \"life\"\nlifecycle = true\nprogress = \"1m\"\nnotify = [\"team\"]\n\
+             continue = true\n[[routes]]\nname = \"plain\"\nnotify = [\"ops\"]\n",
+        )
+        .unwrap();
+        let config = crate::config::load_with_env(&file, []).unwrap();
+        let keys = route::payload_keys(&config.routes);
+        // (status, received at, the life route's key, the plain route matches)
+        let cases: &[(&str, i64, Option<&str>, bool)] = &[
+            ("starting", 1_000, Some("p1:start"), false),
+            ("processing", 125_000, Some("p1:progress:2"), false),
+            ("processing", 179_999, Some("p1:progress:2"), false),
+            ("processing", 180_000, Some("p1:progress:3"), false),
+            ("succeeded", 200_000, None, true),
+        ];
+        for (status, at, life_key, plain) in cases {
+            let status = Status::parse(status);
+            let body = format!(r#"{{"id":"p1","status":"{}"}}"#, status.as_str());
+            let event =
+                Event::for_routing(body.as_bytes(), "", Kind::Prediction, status.clone(), &keys)
+                    .unwrap();
+            let received = Received {
+                webhook_id: "msg_1",
+                object_id: "p1",
+                received_at_ms: *at,
+            };
+            let got = route_event(&config, &event, received);
+            assert_eq!(got.lane_of("life"), Some("p1"), "{status:?}");
+            assert_eq!(got.lane_of("plain"), None);
+            let want = life_key.unwrap_or(&got.dedup_key).to_owned();
+            assert_eq!(got.key_of("life"), want, "{status:?} at {at}");
+            assert_eq!(
+                got.deliveries.iter().any(|(r, _)| r == "plain"),
+                *plain,
+                "{status:?}"
+            );
         }
     }
 }

@@ -40,6 +40,7 @@ fn route(name: &str, w: Value, cont: bool) -> Route {
         notify: vec!["n".into()],
         continue_matching: cont,
         lifecycle: false,
+        progress: None,
     }
 }
 

@@ -88,16 +88,17 @@ pub struct Routing {
 }
 
 /// A job's life on lifecycle routes: their deliveries run one at a time,
-/// oldest first, per job and notifier (the job's lane), and a job's start
-/// (its first non-final webhook) is planned once, under `<job>:start`.
+/// oldest first, per job and notifier (the job's lane), and a job's
+/// non-final webhooks are planned under keys of their own (its start once,
+/// under `<job>:start`; progress at most once an interval).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lifecycle {
     /// The job's id.
     pub lane: String,
-    /// The lifecycle routes among those that matched.
-    pub routes: Vec<String>,
-    /// The event is a start (not final).
-    pub start: bool,
+    /// The lifecycle routes among those that matched, each with the dedup
+    /// key its deliveries take instead of the event's (`None`: the
+    /// event's, as for an end).
+    pub routes: Vec<(String, Option<String>)>,
 }
 
 /// The prefix of the named values ([`Store::save_state`]) that record when
@@ -133,17 +134,18 @@ impl Routing {
         let l = self.lifecycle.as_ref()?;
         l.routes
             .iter()
-            .any(|r| r == route)
+            .any(|(r, _)| r == route)
             .then_some(l.lane.as_str())
     }
 
-    /// The dedup key of `route`'s deliveries: a job's start on a lifecycle
-    /// route is planned once whatever the number of its non-final webhooks.
-    pub fn key_of(&self, route: &str) -> std::borrow::Cow<'_, str> {
-        match (&self.lifecycle, self.lane_of(route)) {
-            (Some(l), Some(lane)) if l.start => std::borrow::Cow::Owned(format!("{lane}:start")),
-            _ => std::borrow::Cow::Borrowed(&self.dedup_key),
-        }
+    /// The dedup key of `route`'s deliveries: on a lifecycle route, a job's
+    /// start is planned once whatever the number of its non-final webhooks.
+    pub fn key_of(&self, route: &str) -> &str {
+        self.lifecycle
+            .as_ref()
+            .and_then(|l| l.routes.iter().find(|(r, _)| r == route))
+            .and_then(|(_, key)| key.as_deref())
+            .unwrap_or(&self.dedup_key)
     }
 
     /// The notifier delivery `(route, notifier)` waits for, if any.

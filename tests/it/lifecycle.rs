@@ -300,3 +300,67 @@ fn route_says_what_a_lifecycle_route_does_with_each_webhook() {
         assert!(out.contains(&format!("✓ life → chat {says}")), "{out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_updates_the_start_message_at_most_once_a_second_and_the_end_still_comes() {
+    let slack = SlackStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        SECRET,
+        &config(&slack).replace(
+            "lifecycle = true\n",
+            "lifecycle = true\nprogress = \"1s\"\n",
+        ),
+    );
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+    post_signed(&daemon, "msg_s", &job("life_prog", "starting")).await;
+    slack.wait_for(1, Duration::from_secs(10)).await;
+    // A stream of processing webhooks, ten a second for three seconds.
+    for n in 0..30 {
+        post_signed(
+            &daemon,
+            &format!("msg_p{n}"),
+            &job("life_prog", "processing"),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    post_signed(&daemon, "msg_e", &job("life_prog", "succeeded")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !slack
+        .requests()
+        .iter()
+        .any(|r| r.body.get("thread_ts").is_some())
+    {
+        assert!(std::time::Instant::now() < deadline, "the end did not come");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = slack.requests();
+    let progress: Vec<&SlackRequest> = all
+        .iter()
+        .filter(|r| r.method == "chat.update" && text(r).contains(" running"))
+        .collect();
+    assert!(
+        (2..=4).contains(&progress.len()),
+        "{} progress updates in about 3 s",
+        progress.len()
+    );
+    for pair in progress.windows(2) {
+        assert!(
+            pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(990),
+            "two progress updates within a second"
+        );
+    }
+    let end = all
+        .iter()
+        .filter(|r| r.method == "chat.update" && text(r).starts_with("✅ "))
+        .count();
+    assert_eq!(end, 1, "one end update");
+    let posts = all
+        .iter()
+        .filter(|r| r.method == "chat.postMessage")
+        .count();
+    assert_eq!(posts, 2, "the start and the reply, nothing more");
+    daemon.stop().await;
+}

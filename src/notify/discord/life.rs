@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::DiscordNotifier;
 use super::render::{Post, colour};
+use crate::clock::now_ms;
 use crate::notify::life::Lines;
 use crate::notify::{DeliveryError, Life};
 use crate::render::{Message, Rendered};
@@ -88,6 +89,22 @@ impl DiscordNotifier {
     ) -> Result<Value, DeliveryError> {
         let posted = life.posted("message").map(str::to_owned);
         if life.start {
+            if let Some(id) = posted.as_ref().filter(|_| life.progress_due(now_ms())) {
+                let url = webhook_url(&self.url, &["messages", id], &[]);
+                let running = start_post(
+                    &Lines {
+                        start: message.lines.running.clone(),
+                        ..message.lines.clone()
+                    },
+                    &message.body.message.0,
+                );
+                // Dropped, not retried, when refused: the end must not
+                // queue behind it.
+                return Ok(match self.send(Method::PATCH, &url, &running).await {
+                    Ok(answer) if answer.status.is_success() => life.progress_shown(now_ms()),
+                    _ => life.thread.clone().unwrap_or(Value::Null),
+                });
+            }
             if life.ended() || posted.is_some() {
                 return Ok(life.thread.clone().unwrap_or(Value::Null));
             }

@@ -15,6 +15,7 @@ use slack_morphism::errors::SlackClientError;
 
 use super::config::Broadcast;
 use super::{SlackNotifier, Target};
+use crate::clock::now_ms;
 use crate::notify::life::Lines;
 use crate::notify::{DeliveryError, Life};
 use crate::render::{Message, Rendered};
@@ -108,6 +109,10 @@ impl SlackNotifier {
             _ => None,
         };
         if life.start {
+            if let Some((channel_id, ts)) = posted.as_ref().filter(|_| life.progress_due(now_ms()))
+            {
+                return Ok(self.show_progress(message, life, channel_id, ts).await);
+            }
             // The end went out first, or this start already did: nothing
             // more to show.
             if ended || posted.is_some() {
@@ -150,6 +155,26 @@ impl SlackNotifier {
         full["channel"] = json!(channel);
         let answer = self.post_full(full).await?;
         Ok(json!({"channel": answer["channel"], "ts": answer["ts"], "ended": true}))
+    }
+
+    /// Updates the start message with how the job is doing; dropped, not
+    /// retried, if Slack refuses or asks to wait (the end must not queue
+    /// behind it).
+    async fn show_progress(
+        &self,
+        message: &SlackMessage,
+        life: &Life,
+        channel_id: &str,
+        ts: &str,
+    ) -> Value {
+        let mut update = line_message(&message.lines.running, &message.lines.web_url);
+        update["channel"] = json!(channel_id);
+        update["ts"] = json!(ts);
+        if let Err(e) = self.call_raw("chat.update", &update).await {
+            tracing::info!(message = "A progress update was dropped.", notifier = %self.name, error = %e);
+            return life.thread.clone().unwrap_or(Value::Null);
+        }
+        life.progress_shown(now_ms())
     }
 
     /// `chat.postMessage` of a whole message, without its images if Slack

@@ -60,10 +60,10 @@ async fn claims_not_held_are_released_and_held_ones_kept() {
 /// p1's webhook `msg` in `status` on lifecycle route `life` to `chat`.
 fn life(msg: &str, status: Status) -> NewEvent {
     let mut e = event(msg, "p1", status.clone(), &[("life", "chat")]);
+    let key = (!status.is_terminal()).then(|| "p1:start".to_owned());
     e.routing.lifecycle = Some(store::Lifecycle {
         lane: "p1".into(),
-        routes: vec!["life".into()],
-        start: !status.is_terminal(),
+        routes: vec![("life".into(), key)],
     });
     e
 }
@@ -88,8 +88,7 @@ async fn a_jobs_lifecycle_deliveries_go_one_at_a_time_oldest_first() {
         let mut other = event("msg_p2", "p2", Status::Failed, &[("life", "chat")]);
         other.routing.lifecycle = Some(store::Lifecycle {
             lane: "p2".into(),
-            routes: vec!["life".into()],
-            start: false,
+            routes: vec![("life".into(), None)],
         });
         store.insert(other).await.unwrap();
         let now = now_ms() + 1_000;
