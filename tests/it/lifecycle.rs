@@ -364,3 +364,34 @@ async fn progress_updates_the_start_message_at_most_once_a_second_and_the_end_st
     assert_eq!(posts, 2, "the start and the reply, nothing more");
     daemon.stop().await;
 }
+
+/// Two daemons on one PostgreSQL database: a job's start reaches one, its
+/// end the other, which updates the message the first posted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_another_instance_updates_the_message_one_posted() {
+    use crate::common::postgres::{Database, on_database, server};
+    let Some(server) = server("on_postgresql_another_instance_updates_the_message_one_posted")
+    else {
+        return;
+    };
+    let database = Database::create(&server).await;
+    let slack = SlackStandIn::start().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = write_config(dir_a.path(), SECRET, &config(&slack));
+    let b = write_config(dir_b.path(), SECRET, &config(&slack));
+    on_database(&a, &database, "a");
+    on_database(&b, &database, "b");
+    let a = Daemon::start(&a, Arc::new(SystemClock)).await;
+    let b = Daemon::start(&b, Arc::new(SystemClock)).await;
+    post_signed(&a, "msg_s", &job("life_pg", "starting")).await;
+    let started = slack.wait_for(1, Duration::from_secs(10)).await;
+    post_signed(&b, "msg_e", &job("life_pg", "failed")).await;
+    let all = slack.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert_eq!(all[1].method, "chat.update");
+    assert_eq!(all[1].body["ts"], answered_ts(&started[0]).as_str());
+    assert_eq!(all[2].body["thread_ts"], answered_ts(&started[0]).as_str());
+    a.stop().await;
+    b.stop().await;
+    drop(database);
+}
