@@ -24,6 +24,7 @@ fn a_panicking_notifier_is_retried_then_dead_with_the_panic_message() {
     let delivery = |attempts| Delivery {
         after: None,
         result: None,
+        lane: None,
         id: 7,
         event_seq: 1,
         route: "r".into(),

@@ -56,6 +56,7 @@ pub fn route_event(config: &Config, event: &Event, received: Received<'_>) -> Ro
         expires_at_ms: received.received_at_ms + config.delivery.max_age.as_millis() as i64,
         after,
         lifecycle,
+        groups: Vec::new(),
     }
 }
 
@@ -127,6 +128,7 @@ pub fn plan(config: &Config, events: &[StoredEvent]) -> Vec<RoutingPlan> {
                         expires_at_ms: stored.received_at_ms,
                         after: Vec::new(),
                         lifecycle: None,
+                        groups: Vec::new(),
                     }
                 }
             };

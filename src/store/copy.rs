@@ -141,6 +141,7 @@ pub async fn copy(
                         // rare (only a job mid-life at the copy), and
                         // it is still sent.
                         lifecycle: None,
+                        groups: Vec::new(),
                     },
                 });
                 async move { (insert.await, waiting) }

@@ -85,6 +85,19 @@ pub struct Routing {
     pub after: Vec<(String, String)>,
     /// The deliveries of lifecycle routes, if any matched.
     pub lifecycle: Option<Lifecycle>,
+    /// The groups the deliveries of grouped routes join.
+    pub groups: Vec<Group>,
+}
+
+/// A digest's group (`group_by` on a route): the route's deliveries of
+/// events with the same key values share `lane`, and are all due when no
+/// member has come for `wait_ms`, or `max_wait_ms` after the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub route: String,
+    pub lane: String,
+    pub wait_ms: i64,
+    pub max_wait_ms: i64,
 }
 
 /// A job's life on lifecycle routes: their deliveries run one at a time,
@@ -131,6 +144,9 @@ pub(crate) const NOT_WAITING: &str = "(deliveries.after_notifier IS NULL OR NOT 
 impl Routing {
     /// The lane of `route`'s deliveries: the job's, on a lifecycle route.
     pub fn lane_of(&self, route: &str) -> Option<&str> {
+        if let Some(g) = self.groups.iter().find(|g| g.route == route) {
+            return Some(&g.lane);
+        }
         let l = self.lifecycle.as_ref()?;
         l.routes
             .iter()
@@ -221,6 +237,9 @@ pub struct Delivery {
     /// What the notifier reported when it delivered (an archive's
     /// manifest, as JSON).
     pub result: Option<String>,
+    /// The lane it goes in one at a time with others: its job's on a
+    /// lifecycle route, its group's on a grouped one.
+    pub lane: Option<String>,
 }
 
 /// A delivery claimed for sending, with the event it carries.
@@ -454,6 +473,25 @@ pub trait Store: Admin + Send + Sync + 'static {
         now_ms: i64,
         requeue_sending: bool,
     ) -> BoxFuture<'_, Result<Recovered, StoreError>>;
+
+    /// Up to `limit` deliveries of group `lane` for `notifier` still to be
+    /// sent (the one claimed included), oldest first, with their events:
+    /// what one digest tells.
+    fn group_members(
+        &self,
+        lane: String,
+        notifier: String,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredEvent)>, StoreError>>;
+
+    /// Marks deliveries `ids` (a digest's members) delivered, together,
+    /// with `result`; returns how many were still to be sent.
+    fn group_delivered(
+        &self,
+        ids: Vec<i64>,
+        result: Option<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>>;
 
     /// Puts this instance's claims on `notifier`'s deliveries back to
     /// pending, due at `now_ms`, except those in `holding` (still being

@@ -328,6 +328,7 @@ async fn deliveries_left_dead_by_an_unreadable_body_are_delivered_after_retry_de
                 received_at_ms: now,
                 routing: Routing {
                     lifecycle: None,
+                    groups: Vec::new(),
                     after: Vec::new(),
                     dedup_key: "olddead:failed".into(),
                     deliveries: ["chat", "hook", "mail"]

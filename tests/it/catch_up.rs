@@ -94,6 +94,7 @@ async fn jobs_that_ended_while_the_relay_was_down_are_stored_and_routed_once() {
             received_at_ms: now() * 1000,
             routing: replicate_relay::store::Routing {
                 lifecycle: None,
+                groups: Vec::new(),
                 dedup_key: "p03:succeeded".into(),
                 deliveries: vec![("everything".into(), "console".into())],
                 expires_at_ms: now() * 1000 + 86_400_000,
@@ -172,6 +173,7 @@ async fn jobs_that_ended_while_the_relay_was_down_are_stored_and_routed_once() {
             received_at_ms: now() * 1000,
             routing: replicate_relay::store::Routing {
                 lifecycle: None,
+                groups: Vec::new(),
                 dedup_key: "p05:succeeded".into(),
                 deliveries: vec![("everything".into(), "console".into())],
                 expires_at_ms: now() * 1000 + 86_400_000,

@@ -313,6 +313,7 @@ async fn an_event_an_earlier_release_left_unrouted_is_routed_at_start() {
             received_at_ms: now,
             routing: Routing {
                 lifecycle: None,
+                groups: Vec::new(),
                 after: Vec::new(),
                 dedup_key: "webhook:msg_before_upgrade".into(),
                 deliveries: Vec::new(),

@@ -200,6 +200,7 @@ async fn deliveries_left_dead_by_a_panic_on_a_date_are_delivered_after_retry_dea
                 received_at_ms: now,
                 routing: Routing {
                     lifecycle: None,
+                    groups: Vec::new(),
                     after: Vec::new(),
                     dedup_key: "year9999:failed".into(),
                     deliveries: KINDS

@@ -63,6 +63,7 @@ async fn a_daemon_on_postgresql_stores_delivers_and_knows_a_retry() {
             received_at_ms: replicate_relay::clock::now_ms(),
             routing: replicate_relay::store::Routing {
                 lifecycle: None,
+                groups: Vec::new(),
                 after: Vec::new(),
                 dedup_key: "p_pg_1:failed".into(),
                 deliveries: vec![],
@@ -373,6 +374,7 @@ async fn a_long_send_renews_its_claim_and_a_stopped_one_is_taken_over() {
         received_at_ms: now,
         routing: Routing {
             lifecycle: None,
+            groups: Vec::new(),
             dedup_key: "p_long:succeeded".into(),
             deliveries: vec![("r".into(), "keep".into())],
             expires_at_ms: now + 86_400_000,

@@ -86,6 +86,7 @@ fn event_at(
         received_at_ms: now,
         routing: Routing {
             lifecycle: None,
+            groups: Vec::new(),
             after: Vec::new(),
             dedup_key: format!("{object_id}:{status}"),
             deliveries: routes
@@ -578,5 +579,6 @@ async fn the_same_webhook_twice_at_once_is_stored_once() {
 }
 
 mod claims;
+mod groups;
 mod results;
 mod shared;

@@ -25,6 +25,7 @@
 mod admin;
 mod export;
 mod find;
+mod group;
 mod outbox;
 pub mod schema;
 pub use admin::PostgresAdmin;
@@ -372,6 +373,35 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let mut c = self.admin.pool.get().await.map_err(write_error)?;
             outbox::recover(&mut c, &notifiers, now_ms, requeue_sending, &self.instance)
+                .await
+                .map_err(write_error)
+        })
+    }
+
+    fn group_members(
+        &self,
+        lane: String,
+        notifier: String,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(crate::store::Delivery, crate::store::StoredEvent)>, StoreError>>
+    {
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(read_error)?;
+            group::members(&**c, &lane, &notifier, limit)
+                .await
+                .map_err(read_error)
+        })
+    }
+
+    fn group_delivered(
+        &self,
+        ids: Vec<i64>,
+        result: Option<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            let c = self.admin.pool.get().await.map_err(write_error)?;
+            group::delivered(&**c, &ids, result.as_deref(), now_ms)
                 .await
                 .map_err(write_error)
         })

@@ -23,11 +23,11 @@ const PRUNE_LOCK: i64 = 0x72_65_6c_61_79_70;
 pub const EVENT_COLUMNS: &str =
     "seq, webhook_id, object_id, kind, status, model, query, body, received_at_ms";
 pub(super) const DELIVERY_COLUMNS: &str = "id, event_seq, route, notifier, state, attempts, created_at_ms, \
-     next_attempt_at_ms, expires_at_ms, last_error, after_notifier, result";
+     next_attempt_at_ms, expires_at_ms, last_error, after_notifier, result, lane";
 
 /// How many columns [`DELIVERY_COLUMNS`] names: a listing's own columns
 /// come after them.
-const N: usize = 12;
+const N: usize = 13;
 
 /// A row the store cannot read as this build knows it.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,7 @@ pub(super) fn delivery_from_row(r: &Row) -> Result<Delivery> {
         last_error: r.try_get(9)?,
         after: r.try_get(10)?,
         result: r.try_get(11)?,
+        lane: r.try_get(12)?,
     })
 }
 

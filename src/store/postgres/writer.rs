@@ -211,6 +211,13 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
             .map_err(write_error)?
             > 0;
     }
+    for e in events {
+        for group in &e.routing.groups {
+            super::group::slide(&*tx, group, e.received_at_ms)
+                .await
+                .map_err(write_error)?;
+        }
+    }
     if created {
         tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
             .await

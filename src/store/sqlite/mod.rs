@@ -22,6 +22,7 @@ pub mod daemon_lock;
 mod dedup;
 mod export;
 mod find;
+pub mod group;
 pub mod outbox;
 mod schema;
 mod state;
@@ -428,6 +429,25 @@ impl Store for SqliteStore {
         requeue_sending: bool,
     ) -> BoxFuture<'_, Result<crate::store::Recovered, StoreError>> {
         self.write(move |conn| outbox::recover(conn, &notifiers, now_ms, requeue_sending))
+    }
+
+    fn group_members(
+        &self,
+        lane: String,
+        notifier: String,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(crate::store::Delivery, crate::store::StoredEvent)>, StoreError>>
+    {
+        self.write(move |conn| group::members(conn, &lane, &notifier, limit))
+    }
+
+    fn group_delivered(
+        &self,
+        ids: Vec<i64>,
+        result: Option<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.write(move |conn| group::delivered(conn, &ids, result.as_deref(), now_ms))
     }
 
     fn release(

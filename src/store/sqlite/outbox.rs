@@ -14,11 +14,11 @@ use crate::store::{
 pub(super) const EVENT_COLUMNS: &str =
     "seq, webhook_id, object_id, kind, status, model, query, body, received_at_ms";
 pub(super) const DELIVERY_COLUMNS: &str = "id, event_seq, route, notifier, state, attempts, created_at_ms, \
-     next_attempt_at_ms, expires_at_ms, last_error, after_notifier, result";
+     next_attempt_at_ms, expires_at_ms, last_error, after_notifier, result, lane";
 
 /// How many columns [`DELIVERY_COLUMNS`] names: a listing's own columns
 /// come after them.
-const N: usize = 12;
+const N: usize = 13;
 
 /// Column `i` read as `T` by `parse`; a value it does not know is an error
 /// naming the column, not a default: a store written by a newer version, or
@@ -77,6 +77,7 @@ pub(super) fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
         last_error: r.get(9)?,
         after: r.get(10)?,
         result: r.get(11)?,
+        lane: r.get(12)?,
     })
 }
 
@@ -147,6 +148,9 @@ pub(super) fn insert_deliveries(
             routing.waits_for(route, notifier),
             routing.lane_of(route),
         ])?;
+    }
+    for group in &routing.groups {
+        super::group::slide(conn, group, now_ms)?;
     }
     Ok(created)
 }

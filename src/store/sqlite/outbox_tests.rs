@@ -60,6 +60,7 @@ fn plan(seq: i64, key: &str, pairs: &[(&str, &str)]) -> RoutingPlan {
         event_seq: seq,
         routing: Routing {
             lifecycle: None,
+            groups: Vec::new(),
             after: Vec::new(),
             dedup_key: key.into(),
             deliveries: pairs
@@ -347,6 +348,7 @@ mod retention {
             event_seq: seq,
             routing: Routing {
                 lifecycle: None,
+                groups: Vec::new(),
                 after: Vec::new(),
                 dedup_key: format!("k{seq}"),
                 deliveries: vec![("r".into(), "n".into())],

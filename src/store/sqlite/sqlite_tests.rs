@@ -23,6 +23,7 @@ pub(super) fn event(webhook_id: &str) -> NewEvent {
         received_at_ms: 1_700_000_000_000,
         routing: crate::store::Routing {
             lifecycle: None,
+            groups: Vec::new(),
             after: Vec::new(),
             dedup_key: format!("webhook:{webhook_id}"),
             deliveries: Vec::new(),
@@ -71,6 +72,7 @@ async fn deliveries_routed_at_intake_share_the_event_commit() {
     let routed = |webhook_id: &str| NewEvent {
         routing: crate::store::Routing {
             lifecycle: None,
+            groups: Vec::new(),
             after: Vec::new(),
             dedup_key: "p1:succeeded".into(),
             deliveries: vec![
@@ -198,6 +200,7 @@ async fn writes_other_than_inserts_are_checkpointed_too() {
                 event_seq: seq,
                 routing: crate::store::Routing {
                     lifecycle: None,
+                    groups: Vec::new(),
                     after: Vec::new(),
                     dedup_key: format!("k{seq}"),
                     deliveries: vec![],

@@ -51,6 +51,7 @@ fn event(n: u32, notifiers: &[&str]) -> NewEvent {
         received_at_ms: now,
         routing: Routing {
             lifecycle: None,
+            groups: Vec::new(),
             after: Vec::new(),
             dedup_key: format!("p{n}:failed"),
             deliveries: notifiers

@@ -1,0 +1,76 @@
+//! Digests in a PostgreSQL store: as in SQLite (`store/sqlite/group.rs`),
+//! a grouped route's deliveries share their group's lane and due time; any
+//! instance may send a group, one at a time (the lane), and marks its
+//! members sent together.
+
+use tokio_postgres::GenericClient;
+
+use super::outbox::{DELIVERY_COLUMNS, EVENT_COLUMNS, Result, delivery_from_row, event_from_row};
+use crate::store::{Delivery, Group, StoredEvent};
+
+/// Moves the due time of `group`'s waiting members after one arrived at
+/// `now_ms`, inside the caller's transaction.
+pub async fn slide(c: &impl GenericClient, group: &Group, now_ms: i64) -> Result<()> {
+    c.execute(
+        "UPDATE deliveries SET next_attempt_at_ms = LEAST($2::int8 + $3::int8,
+             (SELECT min(g.created_at_ms) FROM deliveries g
+              WHERE g.lane = $1 AND g.notifier = deliveries.notifier AND g.state = 'pending') + $4::int8)
+         WHERE lane = $1 AND state = 'pending'",
+        &[&group.lane, &now_ms, &group.wait_ms, &group.max_wait_ms],
+    )
+    .await?;
+    Ok(())
+}
+
+/// See [`super::super::sqlite::group::members`].
+pub async fn members(
+    c: &impl GenericClient,
+    lane: &str,
+    notifier: &str,
+    limit: usize,
+) -> Result<Vec<(Delivery, StoredEvent)>> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries
+         WHERE lane = $1 AND notifier = $2 AND state IN ('pending', 'sending')
+         ORDER BY id LIMIT $3"
+    );
+    let deliveries: Vec<Delivery> = c
+        .query(&sql, &[&lane, &notifier, &(limit as i64)])
+        .await?
+        .iter()
+        .map(delivery_from_row)
+        .collect::<Result<_>>()?;
+    let seqs: Vec<i64> = deliveries.iter().map(|d| d.event_seq).collect();
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ANY($1)");
+    let events: Vec<StoredEvent> = c
+        .query(&sql, &[&seqs])
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect::<Result<_>>()?;
+    Ok(deliveries
+        .into_iter()
+        .filter_map(|d| {
+            let e = events.iter().find(|e| e.seq == d.event_seq)?.clone();
+            Some((d, e))
+        })
+        .collect())
+}
+
+/// See [`super::super::sqlite::group::delivered`].
+pub async fn delivered(
+    c: &impl GenericClient,
+    ids: &[i64],
+    result: Option<&str>,
+    now_ms: i64,
+) -> Result<usize> {
+    let n = c
+        .execute(
+            "UPDATE deliveries SET state = 'delivered', finished_at_ms = $2, last_error = NULL,
+                 lease_until_ms = NULL, result = $3
+             WHERE id = ANY($1) AND state IN ('pending', 'sending')",
+            &[&ids, &now_ms, &result],
+        )
+        .await?;
+    Ok(n as usize)
+}
