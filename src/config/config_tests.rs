@@ -186,6 +186,26 @@ fn problem_table() {
             &["routes[0].progress"],
         ),
         (
+            "[verify]\ninsecure = true\n[notifiers.chat]\ntype = \"slack\"\ntoken = \"xoxb-1\"\n\
+             channel = \"#ml\"\n[[routes]]\nnotify = [\"chat\"]\ngroup_by = [\"query.sweep\"]\n\
+             group_wait = \"1m\"\ngroup_max_wait = \"10m\"",
+            &[],
+        ),
+        (
+            "[verify]\ninsecure = true\n[notifiers.chat]\ntype = \"slack\"\ntoken = \"xoxb-1\"\n\
+             channel = \"#ml\"\n[notifiers.pd]\ntype = \"pagerduty\"\nrouting_key = \"0123456789abcdef0123456789abcdef\"\n\
+             [[routes]]\nnotify = [\"chat\", \"pd\"]\ngroup_by = [\"query.sweep\"]\n\
+             group_wait = \"10m\"\ngroup_max_wait = \"1m\"\nlifecycle = true\n\
+             [[routes]]\nnotify = [\"chat\"]\ngroup_wait = \"1m\"",
+            &[
+                "routes[0].group_by",
+                "routes[0].group_max_wait",
+                "routes[1].group_wait",
+                "routes[0].group_by",
+                "routes[0].lifecycle",
+            ],
+        ),
+        (
             "[verify]\ninsecure = true\n[replicate]\njobs = \"ours\"",
             &["replicate.jobs"],
         ),

@@ -213,6 +213,41 @@ pub fn load_with_env(
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     let routes = routes::read_routes(&mut r, root.get("routes"), &declared);
+    for (i, route) in routes.iter().enumerate().filter(|(_, r)| r.group.is_some()) {
+        for name in &route.notify {
+            let Some(n) = notifiers.get(name) else {
+                continue;
+            };
+            let kind = n.settings.kind();
+            let missing: Vec<String> = kind
+                .required()
+                .iter()
+                .filter(|f| {
+                    !crate::notify::registry::template_exists(
+                        templates.dir.as_deref(),
+                        **f,
+                        crate::render::digest::NAME,
+                    )
+                })
+                .map(|f| f.relative_path(crate::render::digest::NAME))
+                .collect();
+            if kind.required().is_empty() || !missing.is_empty() {
+                let why = if kind.required().is_empty() {
+                    format!("a {} notifier has no digest message", kind.name())
+                } else {
+                    format!(
+                        "no digest template for {}: create {}",
+                        kind.name(),
+                        missing.join(", ")
+                    )
+                };
+                r.error(
+                    format!("routes[{i}].group_by"),
+                    format!("notifier `{name}`: {why}"),
+                );
+            }
+        }
+    }
     for (i, route) in routes.iter().enumerate().filter(|(_, r)| r.lifecycle) {
         for name in &route.notify {
             if let Some(Err(why)) = notifiers.get(name).map(|n| n.settings.lifecycle()) {

@@ -34,6 +34,20 @@ pub struct Route {
     /// On a lifecycle route: how often at most `processing` webhooks
     /// update the start message.
     pub progress: Option<std::time::Duration>,
+    /// A digest: final events with the same values at these paths are
+    /// sent as one message.
+    pub group: Option<Grouping>,
+}
+
+/// `group_by`, `group_wait` and `group_max_wait` on a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grouping {
+    /// Dotted paths, as in `when` (`query.sweep`).
+    pub by: Vec<String>,
+    /// Sent when no member came for this long...
+    pub wait: std::time::Duration,
+    /// ...or this long after the first, whichever is sooner.
+    pub max_wait: std::time::Duration,
 }
 
 impl Route {
@@ -160,6 +174,9 @@ pub fn read_routes(
                 "after",
                 "lifecycle",
                 "progress",
+                "group_by",
+                "group_wait",
+                "group_max_wait",
             ],
         );
         let name = r
@@ -231,6 +248,7 @@ pub fn read_routes(
             after,
             lifecycle,
             progress,
+            group: read_grouping(r, t, lifecycle),
         });
     }
     routes
@@ -349,6 +367,57 @@ fn read_matcher(r: &mut Reader, value: &Value, key: &str) -> Option<Matcher> {
             None
         }
     }
+}
+
+/// `group_by`, `group_wait` (default 2m) and `group_max_wait` (default 30m).
+fn read_grouping(r: &mut Reader, t: Table<'_>, lifecycle: bool) -> Option<Grouping> {
+    use std::time::Duration;
+    let by = r.strings(t, "group_by");
+    let wait = r.duration(t, "group_wait");
+    let max_wait = r.duration(t, "group_max_wait");
+    if by.is_empty() {
+        for key in ["group_wait", "group_max_wait"] {
+            if t.map.contains_key(key) {
+                r.error(
+                    t.key(key),
+                    "needs group_by, the keys that make a group, e.g. group_by = [\"query.sweep\"]",
+                );
+            }
+        }
+        return None;
+    }
+    if lifecycle {
+        r.error(
+            t.key("group_by"),
+            "a route either follows each job's life (lifecycle) or sends one digest for many jobs (group_by), not both",
+        );
+    }
+    for path in &by {
+        if path.trim().is_empty() {
+            r.error(
+                t.key("group_by"),
+                "an empty key; write dotted paths as in `when`, e.g. \"query.sweep\"",
+            );
+        }
+    }
+    let wait = wait.unwrap_or(Duration::from_secs(120));
+    let max_wait = max_wait.unwrap_or(Duration::from_secs(1800).max(wait));
+    if wait < Duration::from_secs(1) {
+        r.error(
+            t.key("group_wait"),
+            "must be at least 1s; the default is \"2m\"",
+        );
+    }
+    if max_wait < wait {
+        r.error(
+            t.key("group_max_wait"),
+            format!(
+                "is shorter than group_wait ({}); the default is \"30m\"",
+                humantime::format_duration(wait)
+            ),
+        );
+    }
+    Some(Grouping { by, wait, max_wait })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 
 pub mod backoff;
 mod began;
+mod digest;
 mod held;
 mod life;
 
@@ -417,14 +418,32 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
             };
         }
     };
-    let message = notify::message(
-        &setup.templates,
-        notifier,
-        &d.route,
-        &event,
-        &claimed.event.body,
-        claimed.awaited.as_ref(),
-    );
+    // A group's member sends the group's digest; anything else its own
+    // message.
+    let (message, members) = match digest::route_of(setup, d) {
+        Some(route) => {
+            match digest::message(shared.store.as_ref(), setup, notifier, route, d).await {
+                Ok((message, ids)) => (message, Some(ids)),
+                Err(e) => {
+                    return Outcome::Retry {
+                        at_ms: now_ms() + 1_000,
+                        error: format!("cannot read the group's members: {e}"),
+                    };
+                }
+            }
+        }
+        None => (
+            notify::message(
+                &setup.templates,
+                notifier,
+                &d.route,
+                &event,
+                &claimed.event.body,
+                claimed.awaited.as_ref(),
+            ),
+            None,
+        ),
+    };
     let message_id = notify::message_id(
         &claimed.event.webhook_id,
         &d.route,
@@ -464,6 +483,19 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
         life: life.as_ref(),
     };
     let result = sender.send_reporting(message.as_ref(), attempt).await;
+    if let (Some(ids), Ok(_)) = (&members, &result) {
+        let told = ids.len();
+        let result = Some(serde_json::json!({"digest": told}).to_string());
+        // Sent: if they are not all marked, the next digest tells the rest
+        // again, which loses nothing.
+        if let Err(e) = shared
+            .store
+            .group_delivered(ids.clone(), result, now_ms())
+            .await
+        {
+            tracing::warn!(message = "Cannot mark a digest's jobs as sent; the next digest may tell them again.", delivery = d.id, error = %e);
+        }
+    }
     if let (Some(_), Ok(Some(thread))) = (&life, &result) {
         // Sent: if this is not kept, the job's next message is a new one
         // rather than an update, which loses nothing.

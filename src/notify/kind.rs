@@ -34,6 +34,12 @@ pub trait NotifierKind: Send + Sync + 'static {
         &[]
     }
 
+    /// Its shipped digest templates (`group_by` on a route), named
+    /// `digest`; a kind without them cannot send digests.
+    fn digest_built_in(&self) -> &'static [BuiltIn] {
+        &[]
+    }
+
     /// The template used when `template` is not set; `None` means the kind
     /// has a message of its own without one (a webhook sends the payload).
     fn default_template(&self) -> Option<&'static str> {

@@ -39,6 +39,15 @@ pub const BUILT_IN: &[BuiltIn] = &[
     (HTML, include_str!("../../templates/email/default.html.hbs")),
 ];
 
+/// The shipped digest email (`group_by` on a route): subject and text.
+pub const DIGEST: &[BuiltIn] = &[
+    (
+        SUBJECT,
+        include_str!("../../templates/email/digest.subject.hbs"),
+    ),
+    (TEXT, include_str!("../../templates/email/digest.txt.hbs")),
+];
+
 /// The email for `ctx` with template `name`; the built-in plain email if the
 /// template fails.
 pub fn render(templates: &Templates, name: &str, ctx: &Value) -> Rendered<EmailMessage> {

@@ -64,23 +64,40 @@ pub fn built_in() -> Vec<BuiltIn> {
     all
 }
 
+/// Every kind's shipped digest templates, once each.
+pub fn digests() -> Vec<BuiltIn> {
+    let mut all: Vec<BuiltIn> = all()
+        .iter()
+        .flat_map(|k| k.digest_built_in())
+        .copied()
+        .collect();
+    all.sort_by_key(|(format, _)| *format);
+    all.dedup_by_key(|(format, _)| *format);
+    all
+}
+
 /// The shipped templates and those of every kind's formats under `dir`
 /// (see [`Templates::load`]).
 pub fn load_templates(dir: Option<&std::path::Path>, strict: bool) -> (Templates, Vec<Problem>) {
-    Templates::load(dir, strict, &formats(), &built_in())
+    Templates::load(dir, strict, &formats(), &built_in(), &digests())
 }
 
 /// Whether template `name` of `format` exists, built in or as a file under
 /// `dir`. Whether it compiles is checked when the config goes live.
 pub fn template_exists(dir: Option<&std::path::Path>, format: Format, name: &str) -> bool {
-    let built_in = name == "default" && built_in().iter().any(|(f, _)| *f == format);
+    let shipped = match name {
+        "default" => built_in(),
+        crate::render::digest::NAME => digests(),
+        _ => Vec::new(),
+    };
+    let built_in = shipped.iter().any(|(f, _)| *f == format);
     built_in || dir.is_some_and(|d| d.join(format.relative_path(name)).is_file())
 }
 
 /// Every template under `dir` and built in, rendered against every sample in
 /// strict mode (see [`crate::render::check`]).
 pub fn check_templates(dir: Option<&std::path::Path>) -> Vec<Problem> {
-    crate::render::check(dir, &formats(), &built_in())
+    crate::render::check(dir, &formats(), &built_in(), &digests())
 }
 
 /// The kind named `name`.

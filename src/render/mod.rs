@@ -16,6 +16,7 @@
 
 pub mod context;
 pub mod cut;
+pub mod digest;
 pub mod display;
 pub mod helpers;
 pub mod kept;
@@ -179,15 +180,17 @@ impl<T> Rendered<T> {
 }
 
 impl Templates {
-    /// Compiles the `built_in` templates, then every template of `formats`
-    /// under `dir` (overriding built-ins of the same name). Returns every
-    /// compile problem, located as `file:line:column`. `strict` makes a
-    /// missing variable a render error (for `check`).
+    /// Compiles the `built_in` templates (named `default`) and `digests`
+    /// (named `digest`), then every template of `formats` under `dir`
+    /// (overriding built-ins of the same name). Returns every compile
+    /// problem, located as `file:line:column`. `strict` makes a missing
+    /// variable a render error (for `check`).
     pub fn load(
         dir: Option<&Path>,
         strict: bool,
         formats: &[Format],
         built_in: &[BuiltIn],
+        digests: &[BuiltIn],
     ) -> (Self, Vec<Problem>) {
         let mut t = Templates {
             registries: BTreeMap::new(),
@@ -204,9 +207,13 @@ impl Templates {
             });
         }
         let mut problems = Vec::new();
-        for (format, source) in built_in {
-            let origin = format!("built-in {}", format.relative_path("default"));
-            if let Err(p) = t.add(*format, "default", source, &origin) {
+        let named = built_in
+            .iter()
+            .map(|b| ("default", b))
+            .chain(digests.iter().map(|b| (digest::NAME, b)));
+        for (name, (format, source)) in named {
+            let origin = format!("built-in {}", format.relative_path(name));
+            if let Err(p) = t.add(*format, name, source, &origin) {
                 problems.push(p);
             }
         }
@@ -373,8 +380,13 @@ pub fn plain_title(ctx: &Value) -> String {
 /// strict mode, so a misspelled variable or a template that produces invalid
 /// JSON is reported (file:line:column) before production. Compile problems are
 /// reported by config loading, not here.
-pub fn check(dir: Option<&Path>, formats: &[Format], built_in: &[BuiltIn]) -> Vec<Problem> {
-    let (strict, compile_problems) = Templates::load(dir, true, formats, built_in);
+pub fn check(
+    dir: Option<&Path>,
+    formats: &[Format],
+    built_in: &[BuiltIn],
+    digests: &[BuiltIn],
+) -> Vec<Problem> {
+    let (strict, compile_problems) = Templates::load(dir, true, formats, built_in, digests);
     if !compile_problems.is_empty() {
         return Vec::new();
     }
@@ -383,9 +395,20 @@ pub fn check(dir: Option<&Path>, formats: &[Format], built_in: &[BuiltIn]) -> Ve
     let mut problems = Vec::new();
     for format in strict.registries.keys() {
         for name in strict.names(*format) {
-            for (label, event) in &samples {
-                let ctx = context::context(event, "sample route", "sample-notifier");
-                let outcome = strict.render(*format, &name, &ctx).and_then(|text| {
+            // A digest tells a group of jobs: it is rendered with one.
+            let contexts: Vec<(String, Value)> = if name == digest::NAME {
+                vec![("group of every sample".to_owned(), digest::sample())]
+            } else {
+                samples
+                    .iter()
+                    .map(|(label, event)| {
+                        let ctx = context::context(event, "sample route", "sample-notifier");
+                        (label.clone(), ctx)
+                    })
+                    .collect()
+            };
+            for (label, ctx) in &contexts {
+                let outcome = strict.render(*format, &name, ctx).and_then(|text| {
                     if format.json {
                         parse_json(&text, *format, &name).map(|_| ())
                     } else {

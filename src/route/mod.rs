@@ -41,11 +41,16 @@ pub enum Verdict {
 /// The top-level payload fields any route looks at (`metrics` for
 /// `metrics.predict_time`); `kind` and `query.*` are not payload fields.
 pub fn payload_keys(routes: &[Route]) -> BTreeSet<String> {
+    let grouped = routes
+        .iter()
+        .filter_map(|r| r.group.as_ref())
+        .flat_map(|g| g.by.iter());
     routes
         .iter()
-        .flat_map(|r| &r.when)
-        .filter(|c| c.path != "kind" && !c.path.starts_with("query."))
-        .map(|c| c.path.split('.').next().unwrap_or_default().to_owned())
+        .flat_map(|r| r.when.iter().map(|c| &c.path))
+        .chain(grouped)
+        .filter(|path| *path != "kind" && !path.starts_with("query."))
+        .map(|path| path.split('.').next().unwrap_or_default().to_owned())
         .collect()
 }
 

@@ -42,6 +42,7 @@ pub fn route_event(config: &Config, event: &Event, received: Received<'_>) -> Ro
         lane: received.object_id.to_owned(),
         routes: lifecycle_routes,
     });
+    let groups = matched.iter().filter_map(|r| group_of(r, event)).collect();
     // A final status notifies once per job whatever the number of webhooks
     // that carried it; anything else notifies once per webhook.
     // (`concat`, not `format!`, which costs ten times as much at every webhook.)
@@ -56,8 +57,33 @@ pub fn route_event(config: &Config, event: &Event, received: Received<'_>) -> Ro
         expires_at_ms: received.received_at_ms + config.delivery.max_age.as_millis() as i64,
         after,
         lifecycle,
-        groups: Vec::new(),
+        groups,
     }
+}
+
+/// The group `event` joins on grouped route `route`: that of its values
+/// at the route's `group_by` paths. A job that is not final, or lacks one
+/// of the values, joins none and goes out at once.
+fn group_of(route: &route::Route, event: &Event) -> Option<crate::store::Group> {
+    use sha2::{Digest, Sha256};
+    let grouping = route.group.as_ref()?;
+    if !event.status.is_terminal() {
+        return None;
+    }
+    let mut hash = Sha256::new();
+    for path in &grouping.by {
+        let value = route::lookup(event, path).filter(|v| !v.is_null())?;
+        hash.update(value.to_string().as_bytes());
+        hash.update([0]);
+    }
+    let digest = hash.finalize();
+    let key: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    Some(crate::store::Group {
+        route: route.name.clone(),
+        lane: format!("group:{}:{key}", route.name),
+        wait_ms: grouping.wait.as_millis() as i64,
+        max_wait_ms: grouping.max_wait.as_millis() as i64,
+    })
 }
 
 /// The dedup key of a lifecycle route's delivery of `event`, where it is

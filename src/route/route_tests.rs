@@ -41,6 +41,7 @@ fn route(name: &str, w: Value, cont: bool) -> Route {
         continue_matching: cont,
         lifecycle: false,
         progress: None,
+        group: None,
     }
 }
 

@@ -12,6 +12,7 @@ mod catch_up;
 mod cli;
 mod crash;
 mod deliver;
+mod digest;
 mod discord;
 mod edge_times;
 mod fault;

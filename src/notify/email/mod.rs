@@ -57,6 +57,10 @@ to = ["ml-team@example.org"]"#
         mail::BUILT_IN
     }
 
+    fn digest_built_in(&self) -> &'static [BuiltIn] {
+        mail::DIGEST
+    }
+
     fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
         super::kind::settings(config::read(r, t))
     }

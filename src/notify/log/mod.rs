@@ -36,6 +36,10 @@ impl NotifierKind for LogKind {
         mail::BUILT_IN
     }
 
+    fn digest_built_in(&self) -> &'static [BuiltIn] {
+        mail::DIGEST
+    }
+
     fn read(&self, _: &mut Reader, _: Table<'_>) -> Option<Arc<dyn Settings>> {
         Some(Arc::new(Log))
     }

@@ -48,6 +48,10 @@ channel = "#ml-alerts""##
         render::BUILT_IN
     }
 
+    fn digest_built_in(&self) -> &'static [BuiltIn] {
+        render::DIGEST
+    }
+
     /// Slack allows about one message per second per channel: one at a time
     /// keeps a burst from turning into 429s.
     fn default_concurrency(&self) -> usize {

@@ -23,6 +23,12 @@ pub const BUILT_IN: &[BuiltIn] = &[(
     include_str!("../../../templates/slack/default.json.hbs"),
 )];
 
+/// The shipped Slack digest (`group_by` on a route).
+pub const DIGEST: &[BuiltIn] = &[(
+    SLACK,
+    include_str!("../../../templates/slack/digest.json.hbs"),
+)];
+
 /// The Block Kit message (`{"text", "blocks"}`) for `ctx`, within Slack's
 /// limits; the built-in plain message if the template fails.
 pub fn render(templates: &Templates, name: &str, ctx: &Value) -> Rendered<Value> {

@@ -1,0 +1,166 @@
+//! Digests end to end (`group_by` on a route), against the Slack
+//! stand-in: 50 trainings of one sweep that end within a minute are one
+//! message, counted right; a job without the key goes out at once; a
+//! SIGKILL inside the window still gives exactly one digest; two instances
+//! on one PostgreSQL database give exactly one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common::serve::{Serve, config_on_port, wait_ready};
+use crate::common::stand_ins::{SLACK_TOKEN, SlackStandIn};
+use crate::common::*;
+use replicate_relay::clock::SystemClock;
+use serde_json::json;
+
+fn config(slack: &SlackStandIn, wait: &str) -> String {
+    format!(
+        "[notifiers.chat]\ntype = \"slack\"\ntoken = \"{SLACK_TOKEN}\"\nchannel = \"#ml\"\n\
+         api_url = \"{}\"\n\n\
+         [[routes]]\nname = \"sweeps\"\ngroup_by = [\"query.sweep\"]\ngroup_wait = \"{wait}\"\n\
+         group_max_wait = \"1m\"\nnotify = [\"chat\"]\n",
+        slack.api_url()
+    )
+}
+
+/// Training `id` of the sweep, ended in `status`.
+fn training(id: &str, status: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": id, "model": "acme/neon", "version": "v1", "status": status,
+        "input": {"learning_rate": 0.001},
+        "created_at": "2026-12-04T01:00:00.000000Z",
+        "started_at": "2026-12-04T01:00:01.000000Z",
+        "completed_at": "2026-12-04T01:04:01.000000Z",
+        "error": if status == "failed" { json!("CUDA out of memory") } else { json!(null) },
+        "urls": {"get": format!("https://api.replicate.com/v1/trainings/{id}")},
+    }))
+    .unwrap()
+}
+
+async fn send(port: u16, query: &str, webhook_id: &str, body: Vec<u8>) {
+    let url = format!("http://127.0.0.1:{port}/hooks/replicate{query}");
+    let headers = signed(SECRET, webhook_id, now(), &body);
+    let (status, answer) = post(&reqwest::Client::new(), &url, &headers, body).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// The sweep's 50 trainings, 3 of them failed.
+async fn fifty(ports: &[u16], prefix: &str) {
+    for n in 0..50 {
+        let status = if n % 17 == 5 { "failed" } else { "succeeded" };
+        let port = ports[n % ports.len()];
+        send(
+            port,
+            "?sweep=lr",
+            &format!("msg_{prefix}{n}"),
+            training(&format!("{prefix}{n}"), status),
+        )
+        .await;
+    }
+}
+
+fn header(r: &crate::common::stand_ins::slack::SlackRequest) -> String {
+    r.body["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_trainings_of_a_sweep_are_one_message_and_a_job_without_the_key_goes_at_once() {
+    let slack = SlackStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), SECRET, &config(&slack, "2s"));
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+    let port = daemon.running.local_addr().port();
+    fifty(&[port], "t").await;
+    // A repeat of a member's webhook adds nothing.
+    send(port, "?sweep=lr", "msg_t0", training("t0", "succeeded")).await;
+    // No sweep: at once, on its own.
+    send(port, "", "msg_alone", training("alone", "failed")).await;
+    let first = slack.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].body.to_string().contains("alone"),
+        "the job without the key first: {}",
+        header(&first[0])
+    );
+
+    let all = slack.wait_for(2, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all_after = slack.requests();
+    assert_eq!(
+        all_after.len(),
+        2,
+        "one digest: {:#?}",
+        all_after.iter().map(header).collect::<Vec<_>>()
+    );
+    let digest = &all[1];
+    assert_eq!(header(digest), "❌ sweep lr: 50 jobs");
+    let text = digest.body.to_string();
+    assert!(text.contains("47 succeeded, 3 failed"), "{text}");
+    assert!(text.contains("and 30 more"), "{text}");
+    assert!(digest.answer.contains("\"ok\":true"), "{}", digest.answer);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_inside_the_window_still_gives_exactly_one_digest() {
+    let slack = SlackStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, port) = config_on_port(dir.path(), &config(&slack, "4s"));
+    let relay = Serve::start(&file, &[]);
+    wait_ready(port).await;
+    fifty(&[port], "k").await;
+    relay.kill();
+    assert!(
+        slack.requests().is_empty(),
+        "nothing sent inside the window"
+    );
+
+    let relay = Serve::start(&file, &[]);
+    wait_ready(port).await;
+    let got = slack.wait_for(1, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    relay.stop_blocking();
+    let all = slack.requests();
+    assert_eq!(
+        all.len(),
+        1,
+        "{:#?}",
+        all.iter().map(header).collect::<Vec<_>>()
+    );
+    assert_eq!(header(&got[0]), "❌ sweep lr: 50 jobs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgresql_give_exactly_one_digest() {
+    use crate::common::postgres::{Database, on_database, server};
+    let Some(server) = server("two_instances_on_postgresql_give_exactly_one_digest") else {
+        return;
+    };
+    let database = Database::create(&server).await;
+    let slack = SlackStandIn::start().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = write_config(dir_a.path(), SECRET, &config(&slack, "2s"));
+    let b = write_config(dir_b.path(), SECRET, &config(&slack, "2s"));
+    on_database(&a, &database, "a");
+    on_database(&b, &database, "b");
+    let a = Daemon::start(&a, Arc::new(SystemClock)).await;
+    let b = Daemon::start(&b, Arc::new(SystemClock)).await;
+    let ports = [a.running.local_addr().port(), b.running.local_addr().port()];
+    fifty(&ports, "pg").await;
+    slack.wait_for(1, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all = slack.requests();
+    assert_eq!(
+        all.len(),
+        1,
+        "{:#?}",
+        all.iter().map(header).collect::<Vec<_>>()
+    );
+    assert_eq!(header(&all[0]), "❌ sweep lr: 50 jobs");
+    a.stop().await;
+    b.stop().await;
+    drop(database);
+}
