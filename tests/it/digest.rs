@@ -164,3 +164,44 @@ async fn two_instances_on_postgresql_give_exactly_one_digest() {
     b.stop().await;
     drop(database);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_discord_a_digest_is_one_embed_within_discords_limits() {
+    use crate::common::stand_ins::discord;
+    let (url, channel) = discord::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        SECRET,
+        &format!(
+            "[notifiers.channel]\ntype = \"discord\"\nwebhook_url = \"{url}/{}\"\n\n\
+             [[routes]]\nname = \"sweeps\"\ngroup_by = [\"query.sweep\"]\ngroup_wait = \"1s\"\n\
+             notify = [\"channel\"]\n",
+            discord::TOKEN
+        ),
+    );
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+    let port = daemon.running.local_addr().port();
+    fifty(&[port], "d").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while channel.posts.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no digest");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let posts = channel.posts.lock().unwrap().clone();
+    assert_eq!(
+        posts.len(),
+        1,
+        "one digest, accepted by the stand-in's limits"
+    );
+    let embed = &posts[0].1["embeds"][0];
+    assert_eq!(embed["title"], "❌ sweep lr: 50 jobs");
+    let description = embed["description"].as_str().unwrap();
+    assert!(
+        description.contains("47 succeeded, 3 failed"),
+        "{description}"
+    );
+    assert!(description.contains("…and 30 more"), "{description}");
+    daemon.stop().await;
+}

@@ -49,6 +49,10 @@ impl NotifierKind for DiscordKind {
         render::BUILT_IN
     }
 
+    fn digest_built_in(&self) -> &'static [BuiltIn] {
+        render::DIGEST
+    }
+
     /// Discord allows about five posts per webhook in two seconds: one at a
     /// time keeps a burst from turning into 429s.
     fn default_concurrency(&self) -> usize {

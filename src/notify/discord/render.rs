@@ -26,6 +26,12 @@ pub const BUILT_IN: &[BuiltIn] = &[(
     include_str!("../../../templates/discord/default.json.hbs"),
 )];
 
+/// The shipped Discord digest (`group_by` on a route).
+pub const DIGEST: &[BuiltIn] = &[(
+    DISCORD,
+    include_str!("../../../templates/discord/digest.json.hbs"),
+)];
+
 // Discord's limits (Execute Webhook; Embed Limits).
 pub const MAX_CONTENT: usize = 2_000;
 pub const MAX_EMBEDS: usize = 10;
