@@ -63,10 +63,30 @@ pub fn run(out: &Path, templates: Option<&Path>) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let _ = write!(index, "<h2>{}</h2>\n<table>\n", html(name));
-        for (label, event, body) in &events {
+        // A digest of every sample, for the kinds that have one.
+        let digest = notifier
+            .settings
+            .kind()
+            .required()
+            .iter()
+            .all(|f| compiled.has(*f, crate::render::digest::NAME))
+            && !notifier.settings.kind().required().is_empty();
+        let digest = digest.then(|| {
+            let ctx = crate::render::digest::sample();
+            let body = serde_json::to_vec(&ctx["group"]).unwrap_or_default();
+            let message =
+                notifier
+                    .settings
+                    .render(&compiled, Some(crate::render::digest::NAME), &ctx, &body);
+            ("digest of every sample".to_owned(), message)
+        });
+        let singles = events.iter().map(|(label, event, body)| {
             let message = notify::message(&compiled, notifier, "preview", event, body, None);
+            (label.clone(), message)
+        });
+        for (label, message) in singles.chain(digest) {
             let slug = label.replace(' ', "-");
-            let _ = write!(index, "<tr><td>{}</td><td>", html(label));
+            let _ = write!(index, "<tr><td>{}</td><td>", html(&label));
             for (ext, contents) in message.files() {
                 let file = format!("{slug}.{ext}");
                 std::fs::write(dir.join(&file), contents)
