@@ -69,7 +69,8 @@ pub fn run(
                         Verdict::NoMatch(why) | Verdict::Shadowed(why) => (false, Some(why.clone())),
                     };
                     let lifecycle = (matched && r.lifecycle).then(|| life_step(event.status.is_terminal()));
-                    json!({"name": r.name, "matched": matched, "reason": reason, "notify": r.notify, "lifecycle": lifecycle})
+                    let digest = matched.then(|| group_step(r, &event)).flatten();
+                    json!({"name": r.name, "matched": matched, "reason": reason, "notify": r.notify, "lifecycle": lifecycle, "digest": digest})
                 }).collect::<Vec<_>>(),
                 "messages": messages.iter().map(|(route, n, m)| message_json(route, n, m.as_ref())).collect::<Vec<_>>(),
             });
@@ -107,7 +108,15 @@ pub fn run(
                         r.notify.join(", "),
                         life_step(event.status.is_terminal())
                     )?,
-                    Verdict::Matched => writeln!(out, "  ✓ {} → {}", r.name, r.notify.join(", "))?,
+                    Verdict::Matched => match group_step(r, &event) {
+                        Some(step) => writeln!(
+                            out,
+                            "  ✓ {} → {} (digest: {step})",
+                            r.name,
+                            r.notify.join(", ")
+                        )?,
+                        None => writeln!(out, "  ✓ {} → {}", r.name, r.notify.join(", "))?,
+                    },
                     Verdict::NoMatch(why) | Verdict::Shadowed(why) if explain => {
                         writeln!(out, "  ✗ {}: {why}", r.name)?
                     }
@@ -171,4 +180,26 @@ fn life_step(is_final: bool) -> &'static str {
     } else {
         "the job's first webhook posts its start message; later ones add nothing"
     }
+}
+
+/// What a grouped route does with `event`: the group it joins and when
+/// the digest goes, or why it goes at once.
+fn group_step(route: &crate::route::Route, event: &crate::event::Event) -> Option<String> {
+    let grouping = route.group.as_ref()?;
+    let wait = humantime::format_duration(grouping.wait);
+    let max_wait = humantime::format_duration(grouping.max_wait);
+    if !event.status.is_terminal() {
+        return Some("not final, so sent at once".into());
+    }
+    let mut values = Vec::new();
+    for path in &grouping.by {
+        match crate::route::lookup(event, path).filter(|v| !v.is_null()) {
+            Some(value) => values.push(format!("{path} = {value}")),
+            None => return Some(format!("no {path}, so sent at once")),
+        }
+    }
+    Some(format!(
+        "held with {}, sent when no job of the group came for {wait}, {max_wait} after the first at most",
+        values.join(", ")
+    ))
 }

@@ -205,3 +205,27 @@ async fn on_discord_a_digest_is_one_embed_within_discords_limits() {
     assert!(description.contains("…and 30 more"), "{description}");
     daemon.stop().await;
 }
+
+#[test]
+fn route_says_which_group_a_job_joins_and_when_its_digest_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        SECRET,
+        "[notifiers.console]\ntype = \"log\"\n\n\
+         [[routes]]\nname = \"sweeps\"\ngroup_by = [\"query.sweep\"]\nnotify = [\"console\"]\n",
+    );
+    let payload = dir.path().join("job.json");
+    std::fs::write(&payload, training("t1", "failed")).unwrap();
+    let path = payload.to_str().unwrap();
+    let grouped = run_relay(&["route", path, "--query", "sweep=lr", "--explain"], &file);
+    assert!(
+        grouped.contains("✓ sweeps → console (digest: held with query.sweep = \"lr\", sent when no job of the group came for 2m, 30m after the first at most)"),
+        "{grouped}"
+    );
+    let alone = run_relay(&["route", path, "--explain"], &file);
+    assert!(
+        alone.contains("✓ sweeps → console (digest: no query.sweep, so sent at once)"),
+        "{alone}"
+    );
+}
