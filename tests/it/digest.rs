@@ -229,3 +229,48 @@ fn route_says_which_group_a_job_joins_and_when_its_digest_goes() {
         "{alone}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_and_ntfy_each_get_one_digest_their_services_accept() {
+    use crate::common::stand_ins::{ntfy, teams};
+    let (teams_url, flow) = teams::start().await;
+    let (ntfy_url, published) = ntfy::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        SECRET,
+        &format!(
+            "[notifiers.team]\ntype = \"teams\"\nwebhook_url = \"{teams_url}&sig={}\"\n\n\
+             [notifiers.phone]\ntype = \"ntfy\"\nurl = \"{ntfy_url}/ml-alerts\"\ntoken = \"{}\"\n\n\
+             [[routes]]\nname = \"sweeps\"\ngroup_by = [\"query.sweep\"]\ngroup_wait = \"1s\"\n\
+             notify = [\"team\", \"phone\"]\n",
+            teams::SIG,
+            ntfy::TOKEN
+        ),
+    );
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+    let port = daemon.running.local_addr().port();
+    fifty(&[port], "tn").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while flow.0.lock().unwrap().is_empty() || published.0.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no digest");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cards = flow.0.lock().unwrap().clone();
+    let notes = published.0.lock().unwrap().clone();
+    assert_eq!(cards.len(), 1, "{cards:#?}");
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    assert!(
+        cards[0].to_string().contains("sweep lr: 50 jobs"),
+        "{}",
+        cards[0]
+    );
+    assert!(
+        notes[0].to_string().contains("47 succeeded, 3 failed"),
+        "{}",
+        notes[0]
+    );
+    assert!(notes[0].to_string().contains("…and 30 more"));
+    daemon.stop().await;
+}

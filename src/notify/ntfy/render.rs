@@ -23,6 +23,12 @@ pub const BUILT_IN: &[BuiltIn] = &[(
     include_str!("../../../templates/ntfy/default.json.hbs"),
 )];
 
+/// The shipped ntfy digest (`group_by` on a route).
+pub const DIGEST: &[BuiltIn] = &[(
+    NTFY,
+    include_str!("../../../templates/ntfy/digest.json.hbs"),
+)];
+
 /// ntfy turns a message longer than this into an attachment.
 pub const MAX_MESSAGE_BYTES: usize = 4_096;
 /// A title longer than this is cut (phones show far less).

@@ -21,6 +21,12 @@ pub const BUILT_IN: &[BuiltIn] = &[(
     include_str!("../../../templates/teams/default.json.hbs"),
 )];
 
+/// The shipped teams digest (`group_by` on a route).
+pub const DIGEST: &[BuiltIn] = &[(
+    TEAMS,
+    include_str!("../../../templates/teams/digest.json.hbs"),
+)];
+
 /// Teams refuses a message over about 28 KB.
 pub const MAX_BYTES: usize = 27_000;
 /// The longest text one card element keeps.
