@@ -274,3 +274,38 @@ async fn teams_and_ntfy_each_get_one_digest_their_services_accept() {
     assert!(notes[0].to_string().contains("…and 30 more"));
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_gets_the_group_as_signed_json() {
+    use crate::common::stand_ins::WebhookReceiver;
+    let hook = WebhookReceiver::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        SECRET,
+        &format!(
+            "[notifiers.hook]\ntype = \"webhook\"\nurl = \"http://{}/\"\nsecret = \"{SECRET}\"\n\n\
+             [[routes]]\nname = \"sweeps\"\ngroup_by = [\"query.sweep\"]\ngroup_wait = \"1s\"\n\
+             notify = [\"hook\"]\n",
+            hook.addr
+        ),
+    );
+    let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
+    let port = daemon.running.local_addr().port();
+    fifty(&[port], "w").await;
+    hook.wait_for(1, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = hook.wait_for(0, Duration::ZERO).await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].verified.is_ok(), "{:?}", got[0].verified);
+    let body: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["type"], "digest");
+    assert_eq!(body["group"]["total"], 50);
+    assert_eq!(
+        body["group"]["counts"],
+        json!({"succeeded": 47, "failed": 3})
+    );
+    assert_eq!(body["group"]["key"], json!({"query.sweep": "lr"}));
+    assert_eq!(body["group"]["events"].as_array().unwrap().len(), 50);
+    daemon.stop().await;
+}

@@ -18,7 +18,9 @@ use super::kind::{NotifierKind, Settings, Shared};
 use super::{Attempt, DeliveryError, Notify, SetupError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::read::{Reader, Table};
-use crate::render::{Format, Message, RenderFailure, Rendered, Templates, helpers, parse_json};
+use crate::render::{
+    BuiltIn, Format, Message, RenderFailure, Rendered, Templates, helpers, parse_json,
+};
 use crate::signature::Secret;
 use futures_util::future::BoxFuture;
 
@@ -27,6 +29,12 @@ pub use config::Webhook;
 
 /// `webhook/NAME.json.hbs`: a JSON body, values JSON-escaped.
 pub const WEBHOOK: Format = Format::new("webhook", ".json.hbs", helpers::escape_json, true);
+
+/// The shipped webhook digest: the group as JSON.
+pub const DIGEST: &[BuiltIn] = &[(
+    WEBHOOK,
+    include_str!("../../../templates/webhook/digest.json.hbs"),
+)];
 
 /// A webhook body: the original payload (`name` unset), or the template's
 /// JSON; the original payload if the template fails.
@@ -68,6 +76,11 @@ impl NotifierKind for WebhookKind {
 
     fn formats(&self) -> &'static [Format] {
         &[WEBHOOK]
+    }
+
+    /// The group as JSON.
+    fn digest_built_in(&self) -> &'static [BuiltIn] {
+        DIGEST
     }
 
     /// Without a template, the original payload is sent.
