@@ -26,6 +26,8 @@ use crate::render::{Message, Rendered};
 pub struct SlackMessage {
     pub body: Rendered<Value>,
     pub lines: Lines,
+    /// One job's message (not a digest's), which a job's life can show.
+    pub job: bool,
 }
 
 impl SlackMessage {
@@ -33,6 +35,7 @@ impl SlackMessage {
         SlackMessage {
             body,
             lines: Lines::new(ctx),
+            job: ctx.get("group").is_none(),
         }
     }
 }
@@ -58,8 +61,25 @@ impl Message for SlackMessage {
         self
     }
 
+    /// The message as JSON and a Block Kit Builder link, and as Slack
+    /// shows it: alone, and as the end of a job's life on a lifecycle
+    /// route (the start message as updated, the details in its thread).
     fn files(&self) -> Vec<(&'static str, String)> {
-        self.body.files()
+        let mut files = self.body.files();
+        let alone = super::html::message(&self.body.message, false);
+        files.push((
+            "html",
+            super::html::page(&self.lines.end, std::slice::from_ref(&alone), &[]),
+        ));
+        if self.job {
+            let updated =
+                super::html::message(&line_message(&self.lines.end, &self.lines.web_url), true);
+            files.push((
+                "thread.html",
+                super::html::page(&self.lines.end, &[updated], &[alone]),
+            ));
+        }
+        files
     }
 }
 

@@ -18,6 +18,7 @@ use crate::render::{BuiltIn, Format, Message, Templates};
 use futures_util::future::BoxFuture;
 
 mod config;
+pub mod html;
 pub mod life;
 pub mod limits;
 pub mod render;
