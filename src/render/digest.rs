@@ -5,7 +5,10 @@
 //! first [`SHOWN`] of them) and `more` (how many are left out of `shown`),
 //! `counts` (by status) and `counts_text`, `total`, `failures`, and
 //! `run_time` (the members' run times added up); and beside it `title`,
-//! `headline`, `emoji`, `route` and `notifier`, as for one job.
+//! `headline`, `emoji`, `route` and `notifier`, as for one job, with `id`
+//! (the route and the group's key: what names the group where one id is
+//! needed, as PagerDuty's dedup key) and `status`, `is_failure` (failed
+//! when any job of the group failed).
 
 use serde_json::{Map, Value, json};
 
@@ -112,6 +115,9 @@ pub fn context(route: &str, notifier: &str, key: &[(String, Value)], members: &[
         },
         "title": title,
         "headline": title,
+        "id": format!("{route}: {key_text}"),
+        "status": if failures > 0 { "failed" } else { "succeeded" },
+        "is_failure": failures > 0,
         "emoji": if failures > 0 { "❌" } else { "✅" },
         "route": route,
         "notifier": notifier,

@@ -231,10 +231,11 @@ fn route_says_which_group_a_job_joins_and_when_its_digest_goes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn teams_and_ntfy_each_get_one_digest_their_services_accept() {
-    use crate::common::stand_ins::{ntfy, teams};
+async fn teams_ntfy_and_pagerduty_each_get_one_digest_their_services_accept() {
+    use crate::common::stand_ins::{ntfy, pagerduty, teams};
     let (teams_url, flow) = teams::start().await;
     let (ntfy_url, published) = ntfy::start().await;
+    let (pd_url, service) = pagerduty::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(
         dir.path(),
@@ -242,17 +243,22 @@ async fn teams_and_ntfy_each_get_one_digest_their_services_accept() {
         &format!(
             "[notifiers.team]\ntype = \"teams\"\nwebhook_url = \"{teams_url}&sig={}\"\n\n\
              [notifiers.phone]\ntype = \"ntfy\"\nurl = \"{ntfy_url}/ml-alerts\"\ntoken = \"{}\"\n\n\
+             [notifiers.oncall]\ntype = \"pagerduty\"\nrouting_key = \"{}\"\nurl = \"{pd_url}\"\n\n\
              [[routes]]\nname = \"sweeps\"\ngroup_by = [\"query.sweep\"]\ngroup_wait = \"1s\"\n\
-             notify = [\"team\", \"phone\"]\n",
+             notify = [\"team\", \"phone\", \"oncall\"]\n",
             teams::SIG,
-            ntfy::TOKEN
+            ntfy::TOKEN,
+            pagerduty::KEY
         ),
     );
     let daemon = Daemon::start(&file, Arc::new(SystemClock)).await;
     let port = daemon.running.local_addr().port();
     fifty(&[port], "tn").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while flow.0.lock().unwrap().is_empty() || published.0.lock().unwrap().is_empty() {
+    while flow.0.lock().unwrap().is_empty()
+        || published.0.lock().unwrap().is_empty()
+        || service.events.lock().unwrap().is_empty()
+    {
         assert!(std::time::Instant::now() < deadline, "no digest");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -272,6 +278,15 @@ async fn teams_and_ntfy_each_get_one_digest_their_services_accept() {
         notes[0]
     );
     assert!(notes[0].to_string().contains("…and 30 more"));
+    let events = service.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["event_action"], "trigger", "three jobs failed");
+    assert_eq!(events[0]["dedup_key"], "sweeps: sweep lr");
+    assert_eq!(events[0]["payload"]["custom_details"]["total"], 50);
+    assert_eq!(
+        service.incidents.lock().unwrap().get("sweeps: sweep lr"),
+        Some(&"triggered")
+    );
     daemon.stop().await;
 }
 

@@ -46,6 +46,10 @@ impl NotifierKind for PagerDutyKind {
         render::BUILT_IN
     }
 
+    fn digest_built_in(&self) -> &'static [BuiltIn] {
+        render::DIGEST
+    }
+
     fn read(&self, r: &mut Reader, t: Table<'_>) -> Option<Arc<dyn Settings>> {
         super::kind::settings(config::read(r, t))
     }

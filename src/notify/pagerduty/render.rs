@@ -26,6 +26,12 @@ pub const BUILT_IN: &[BuiltIn] = &[(
     include_str!("../../../templates/pagerduty/default.json.hbs"),
 )];
 
+/// The shipped PagerDuty digest (`group_by` on a route).
+pub const DIGEST: &[BuiltIn] = &[(
+    PAGERDUTY,
+    include_str!("../../../templates/pagerduty/digest.json.hbs"),
+)];
+
 /// PagerDuty's limits on a summary and a dedup key.
 pub const MAX_SUMMARY: usize = 1_024;
 pub const MAX_DEDUP_KEY: usize = 255;

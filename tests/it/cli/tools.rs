@@ -289,7 +289,10 @@ fn preview_writes_every_kind_for_every_sample() {
     );
     // As Slack shows it: a job's life as a thread, and a digest.
     let thread = read("slack/example-training-failed.thread.html");
-    assert!(thread.contains("(edited)") && thread.contains("1 reply"), "{thread}");
+    assert!(
+        thread.contains("(edited)") && thread.contains("1 reply"),
+        "{thread}"
+    );
     assert!(read("slack/digest-of-every-sample.html").contains("sweep lr: 8 jobs"));
     // Every kind, every sample, linked from the index.
     let index = read("index.html");
