@@ -193,8 +193,8 @@ fn problem_table() {
         ),
         (
             "[verify]\ninsecure = true\n[notifiers.chat]\ntype = \"slack\"\ntoken = \"xoxb-1\"\n\
-             channel = \"#ml\"\n[notifiers.pd]\ntype = \"pagerduty\"\nrouting_key = \"0123456789abcdef0123456789abcdef\"\n\
-             [[routes]]\nnotify = [\"chat\", \"pd\"]\ngroup_by = [\"query.sweep\"]\n\
+             channel = \"#ml\"\n[notifiers.keep]\ntype = \"archive\"\nto = \"a\"\n\
+             [[routes]]\nnotify = [\"chat\", \"keep\"]\ngroup_by = [\"query.sweep\"]\n\
              group_wait = \"10m\"\ngroup_max_wait = \"1m\"\nlifecycle = true\n\
              [[routes]]\nnotify = [\"chat\"]\ngroup_wait = \"1m\"",
             &[

@@ -317,6 +317,7 @@ async fn progress_updates_the_start_message_at_most_once_a_second_and_the_end_st
     post_signed(&daemon, "msg_s", &job("life_prog", "starting")).await;
     slack.wait_for(1, Duration::from_secs(10)).await;
     // A stream of processing webhooks, ten a second for three seconds.
+    let streaming = std::time::Instant::now();
     for n in 0..30 {
         post_signed(
             &daemon,
@@ -326,6 +327,9 @@ async fn progress_updates_the_start_message_at_most_once_a_second_and_the_end_st
         .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // On a loaded machine the stream takes longer: at most one update per
+    // second-long interval it spans (what the spacing below checks).
+    let most = streaming.elapsed().as_secs() as usize + 2;
     post_signed(&daemon, "msg_e", &job("life_prog", "succeeded")).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !slack
@@ -342,8 +346,8 @@ async fn progress_updates_the_start_message_at_most_once_a_second_and_the_end_st
         .filter(|r| r.method == "chat.update" && text(r).contains(" running"))
         .collect();
     assert!(
-        (2..=4).contains(&progress.len()),
-        "{} progress updates in about 3 s",
+        (1..=most).contains(&progress.len()),
+        "{} progress updates in {most} s",
         progress.len()
     );
     for pair in progress.windows(2) {
