@@ -14,6 +14,10 @@ use crate::store::{Delivery, Store, StoreError};
 /// The most jobs one digest tells; more wait for the next, due at once.
 pub const MAX_MEMBERS: usize = 1_000;
 
+/// The most stored body bytes one digest reads (a body may be as large as
+/// `[server] max_body`): the jobs past it wait for the next digest.
+pub const MAX_MEMBER_BYTES: usize = 64 << 20;
+
 /// The grouped route `delivery` belongs to, if it is a group's member.
 pub fn route_of<'a>(setup: &'a Setup, delivery: &Delivery) -> Option<&'a Route> {
     let lane = delivery.lane.as_deref()?;
@@ -38,7 +42,12 @@ pub async fn message(
 ) -> Result<(Box<dyn Message>, Vec<i64>), StoreError> {
     let lane = delivery.lane.clone().unwrap_or_default();
     let members = store
-        .group_members(lane, delivery.notifier.clone(), MAX_MEMBERS)
+        .group_members(
+            lane,
+            delivery.notifier.clone(),
+            MAX_MEMBERS,
+            MAX_MEMBER_BYTES,
+        )
         .await?;
     let mut ids = Vec::with_capacity(members.len());
     let mut events = Vec::with_capacity(members.len());

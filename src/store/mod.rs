@@ -364,13 +364,15 @@ pub trait Store: Admin + Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Recovered, StoreError>>;
 
     /// Up to `limit` deliveries of group `lane` for `notifier` still to be
-    /// sent (the one claimed included), oldest first, with their events:
-    /// what one digest tells.
+    /// sent (the one claimed included), oldest first, with their events,
+    /// as long as the events' bodies come to at most `max_bytes` (the first
+    /// always): what one digest tells.
     fn group_members(
         &self,
         lane: String,
         notifier: String,
         limit: usize,
+        max_bytes: usize,
     ) -> BoxFuture<'_, Result<Vec<(Delivery, StoredEvent)>, StoreError>>;
 
     /// Marks deliveries `ids` (a digest's members) delivered, together,

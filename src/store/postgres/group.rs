@@ -28,6 +28,7 @@ pub async fn members(
     lane: &str,
     notifier: &str,
     limit: usize,
+    max_bytes: usize,
 ) -> Result<Vec<(Delivery, StoredEvent)>> {
     let sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries
@@ -40,6 +41,29 @@ pub async fn members(
         .iter()
         .map(delivery_from_row)
         .collect::<Result<_>>()?;
+    // Their sizes first: only the bodies within the budget are read.
+    let seqs: Vec<i64> = deliveries.iter().map(|d| d.event_seq).collect();
+    let sizes: std::collections::HashMap<i64, i64> = c
+        .query(
+            "SELECT seq, octet_length(body)::int8 FROM events WHERE seq = ANY($1)",
+            &[&seqs],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_>>()?;
+    let mut bytes = 0usize;
+    let mut kept = 0;
+    for d in &deliveries {
+        let len = sizes.get(&d.event_seq).copied().unwrap_or(0).max(0) as usize;
+        bytes = bytes.saturating_add(len);
+        if bytes > max_bytes && kept > 0 {
+            break;
+        }
+        kept += 1;
+    }
+    let mut deliveries = deliveries;
+    deliveries.truncate(kept);
     let seqs: Vec<i64> = deliveries.iter().map(|d| d.event_seq).collect();
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ANY($1)");
     let events: Vec<StoredEvent> = c

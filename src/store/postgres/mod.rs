@@ -383,11 +383,12 @@ impl Store for PostgresStore {
         lane: String,
         notifier: String,
         limit: usize,
+        max_bytes: usize,
     ) -> BoxFuture<'_, Result<Vec<(crate::store::Delivery, crate::store::StoredEvent)>, StoreError>>
     {
         Box::pin(async move {
             let c = self.admin.pool.get().await.map_err(read_error)?;
-            group::members(&**c, &lane, &notifier, limit)
+            group::members(&**c, &lane, &notifier, limit, max_bytes)
                 .await
                 .map_err(read_error)
         })

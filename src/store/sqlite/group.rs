@@ -28,12 +28,14 @@ pub(super) fn slide(conn: &Connection, group: &Group, now_ms: i64) -> rusqlite::
 }
 
 /// Up to `limit` members of `lane` for `notifier` still to be sent (the
-/// claimed one included), oldest first, with their events.
+/// claimed one included), oldest first, with their events, as long as
+/// their bodies come to at most `max_bytes` (the first always).
 pub fn members(
     conn: &Connection,
     lane: &str,
     notifier: &str,
     limit: usize,
+    max_bytes: usize,
 ) -> rusqlite::Result<Vec<(Delivery, StoredEvent)>> {
     let deliveries: Vec<Delivery> = conn
         .prepare_cached(&format!(
@@ -43,16 +45,22 @@ pub fn members(
         ))?
         .query_map(params![lane, notifier, limit as i64], delivery_from_row)?
         .collect::<rusqlite::Result<_>>()?;
+    let mut size = conn.prepare_cached("SELECT length(body) FROM events WHERE seq = ?1")?;
     let mut event = conn.prepare_cached(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1"
     ))?;
-    deliveries
-        .into_iter()
-        .map(|d| {
-            let e = event.query_row([d.event_seq], event_from_row)?;
-            Ok((d, e))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(deliveries.len());
+    let mut bytes = 0usize;
+    for d in deliveries {
+        let len: i64 = size.query_row([d.event_seq], |r| r.get(0))?;
+        bytes = bytes.saturating_add(len.max(0) as usize);
+        if bytes > max_bytes && !out.is_empty() {
+            break;
+        }
+        let e = event.query_row([d.event_seq], event_from_row)?;
+        out.push((d, e));
+    }
+    Ok(out)
 }
 
 /// Marks deliveries `ids` delivered at `now_ms` with `result`, together.

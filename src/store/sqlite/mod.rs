@@ -436,9 +436,10 @@ impl Store for SqliteStore {
         lane: String,
         notifier: String,
         limit: usize,
+        max_bytes: usize,
     ) -> BoxFuture<'_, Result<Vec<(crate::store::Delivery, crate::store::StoredEvent)>, StoreError>>
     {
-        self.write(move |conn| group::members(conn, &lane, &notifier, limit))
+        self.write(move |conn| group::members(conn, &lane, &notifier, limit, max_bytes))
     }
 
     fn group_delivered(

@@ -59,11 +59,20 @@ async fn a_groups_members_are_due_together_claimed_one_at_a_time_and_sent_togeth
         assert_eq!(claimed[0].event.object_id, "p1", "{name}: the oldest");
         assert_eq!(claimed[0].delivery.lane.as_deref(), Some("group:sweep:lr"));
         let members = store
-            .group_members("group:sweep:lr".into(), "chat".into(), 100)
+            .group_members("group:sweep:lr".into(), "chat".into(), 100, 1 << 20)
             .await
             .unwrap();
         let jobs: Vec<&str> = members.iter().map(|(_, e)| e.object_id.as_str()).collect();
         assert_eq!(jobs, ["p1", "p2", "p3"], "{name}");
+        // Within a byte budget, the oldest always; the rest as they fit.
+        let size = |k: usize| -> usize { members[..k].iter().map(|(_, e)| e.body.len()).sum() };
+        for (budget, want) in [(1, 1), (size(2), 2), (size(3) - 1, 2), (size(3), 3)] {
+            let within = store
+                .group_members("group:sweep:lr".into(), "chat".into(), 100, budget)
+                .await
+                .unwrap();
+            assert_eq!(within.len(), want, "{name}: {budget} bytes");
+        }
 
         // p4 comes while the digest is being sent: the next group.
         store
