@@ -92,6 +92,15 @@ impl Routing {
             .then_some(l.lane.as_str())
     }
 
+    /// How long after its creation `route`'s delivery is first due: a
+    /// group's member waits the group's wait; anything else is due at once.
+    pub fn first_wait_ms(&self, route: &str) -> i64 {
+        self.groups
+            .iter()
+            .find(|g| g.route == route)
+            .map_or(0, |g| g.wait_ms)
+    }
+
     /// The dedup key of `route`'s deliveries: on a lifecycle route, a job's
     /// start is planned once whatever the number of its non-final webhooks.
     pub fn key_of(&self, route: &str) -> &str {

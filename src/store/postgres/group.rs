@@ -8,14 +8,13 @@ use tokio_postgres::GenericClient;
 use super::outbox::{DELIVERY_COLUMNS, EVENT_COLUMNS, Result, delivery_from_row, event_from_row};
 use crate::store::{Delivery, Group, StoredEvent};
 
-/// Moves the due time of `group`'s waiting members after one arrived at
-/// `now_ms`, inside the caller's transaction.
+/// See [`super::super::sqlite::group`]'s `slide`: only the oldest waiting
+/// member of each notifier carries the group's due time.
 pub async fn slide(c: &impl GenericClient, group: &Group, now_ms: i64) -> Result<()> {
     c.execute(
-        "UPDATE deliveries SET next_attempt_at_ms = LEAST($2::int8 + $3::int8,
-             (SELECT min(g.created_at_ms) FROM deliveries g
-              WHERE g.lane = $1 AND g.notifier = deliveries.notifier AND g.state = 'pending') + $4::int8)
-         WHERE lane = $1 AND state = 'pending'",
+        "UPDATE deliveries SET next_attempt_at_ms = LEAST($2::int8 + $3::int8, created_at_ms + $4::int8)
+         WHERE id IN (SELECT min(id) FROM deliveries
+                      WHERE lane = $1 AND state = 'pending' GROUP BY notifier)",
         &[&group.lane, &now_ms, &group.wait_ms, &group.max_wait_ms],
     )
     .await?;

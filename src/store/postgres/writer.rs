@@ -149,6 +149,7 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
     );
     let mut afters: Vec<Option<&str>> = Vec::new();
     let mut lanes: Vec<Option<&str>> = Vec::new();
+    let mut waits: Vec<i64> = Vec::new();
     for e in events {
         let answer = match new.remove(&e.webhook_id) {
             Some(seq) => {
@@ -162,6 +163,7 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
                     expires.push(e.routing.expires_at_ms);
                     afters.push(e.routing.waits_for(route, notifier));
                     lanes.push(e.routing.lane_of(route));
+                    waits.push(e.routing.first_wait_ms(route));
                 }
                 Inserted::New(seq)
             }
@@ -184,11 +186,11 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
                 "INSERT INTO deliveries
                      (event_seq, dedup_key, route, notifier, state, created_at_ms,
                       next_attempt_at_ms, expires_at_ms, after_notifier, lane)
-                 SELECT d.seq, d.key, d.route, d.notifier, 'pending', d.at, d.at, d.expires,
-                        d.after, d.lane
+                 SELECT d.seq, d.key, d.route, d.notifier, 'pending', d.at, d.at + d.wait,
+                        d.expires, d.after, d.lane
                  FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[],
-                             $6::int8[], $7::text[], $8::text[])
-                      AS d (seq, key, route, notifier, at, expires, after, lane)
+                             $6::int8[], $7::text[], $8::text[], $9::int8[])
+                      AS d (seq, key, route, notifier, at, expires, after, lane, wait)
                  ON CONFLICT (dedup_key, route, notifier) DO NOTHING",
             )
             .await
@@ -205,6 +207,7 @@ async fn commit(pool: &Pool, events: &[&NewEvent]) -> Result<(Vec<Inserted>, boo
                     &expires,
                     &afters,
                     &lanes,
+                    &waits,
                 ],
             )
             .await

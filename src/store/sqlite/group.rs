@@ -9,14 +9,16 @@ use rusqlite::{Connection, params};
 use super::outbox::{DELIVERY_COLUMNS, EVENT_COLUMNS, delivery_from_row, event_from_row};
 use crate::store::{Delivery, Group, StoredEvent};
 
-/// Moves the due time of `group`'s waiting members after one arrived at
-/// `now_ms`, inside the caller's transaction.
+/// Moves the due time of `group` after a member arrived at `now_ms`,
+/// inside the caller's transaction. Each member is inserted due after the
+/// group's wait; only the oldest waiting member of each notifier, which
+/// the lane holds the others behind, is moved: one row written per insert
+/// however large the group.
 pub(super) fn slide(conn: &Connection, group: &Group, now_ms: i64) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE deliveries SET next_attempt_at_ms = MIN(?2 + ?3,
-             (SELECT MIN(g.created_at_ms) FROM deliveries g
-              WHERE g.lane = ?1 AND g.notifier = deliveries.notifier AND g.state = 'pending') + ?4)
-         WHERE lane = ?1 AND state = 'pending'",
+        "UPDATE deliveries SET next_attempt_at_ms = MIN(?2 + ?3, created_at_ms + ?4)
+         WHERE id IN (SELECT MIN(id) FROM deliveries
+                      WHERE lane = ?1 AND state = 'pending' GROUP BY notifier)",
     )?
     .execute(params![
         group.lane,

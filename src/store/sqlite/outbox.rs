@@ -133,7 +133,7 @@ pub(super) fn insert_deliveries(
         "INSERT INTO deliveries
              (event_seq, dedup_key, route, notifier, state, created_at_ms,
               next_attempt_at_ms, expires_at_ms, after_notifier, lane)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7, ?8)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5 + ?9, ?6, ?7, ?8)
          ON CONFLICT (dedup_key, route, notifier) DO NOTHING",
     )?;
     let mut created = 0;
@@ -147,6 +147,7 @@ pub(super) fn insert_deliveries(
             routing.expires_at_ms,
             routing.waits_for(route, notifier),
             routing.lane_of(route),
+            routing.first_wait_ms(route),
         ])?;
     }
     for group in &routing.groups {
