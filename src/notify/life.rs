@@ -3,10 +3,12 @@
 //! short lines a start message shows, first as the job starts, then as it
 //! ends.
 
+use std::any::Any;
+
 use serde_json::Value;
 
 use crate::render::helpers::human_duration;
-use crate::render::{field, plain_title};
+use crate::render::{Message, field, plain_title};
 
 /// Where a job's life stands for one lifecycle delivery.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,5 +110,39 @@ impl Lines {
             web_url: field(ctx, "web_url").to_owned(),
             failure: ctx["is_failure"] == Value::Bool(true),
         }
+    }
+}
+
+/// A kind's message with the lines a job's life shows in its start
+/// message: what Discord and email render (Slack draws more of its own).
+#[derive(Debug)]
+pub struct Living<M> {
+    pub body: M,
+    pub lines: Lines,
+}
+
+impl<M: Message> Message for Living<M> {
+    fn fallback(&self) -> Option<&str> {
+        self.body.fallback()
+    }
+
+    fn preview(&self) -> String {
+        self.body.preview()
+    }
+
+    fn preview_json(&self) -> Value {
+        self.body.preview_json()
+    }
+
+    fn seen_text(&self) -> String {
+        self.body.seen_text()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn files(&self) -> Vec<(&'static str, String)> {
+        self.body.files()
     }
 }

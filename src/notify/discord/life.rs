@@ -6,8 +6,6 @@
 //! details; an edit of a message that is gone (404) falls back to a new
 //! post. The message id is the thread state the dispatcher keeps.
 
-use std::any::Any;
-
 use hyper::Method;
 use serde_json::{Value, json};
 
@@ -16,41 +14,11 @@ use super::render::{Post, colour};
 use crate::clock::now_ms;
 use crate::notify::life::Lines;
 use crate::notify::{DeliveryError, Life};
-use crate::render::{Message, Rendered};
+use crate::render::Rendered;
 
-/// What a Discord notifier renders: the post, and the lines a job's life
-/// shows in its start message.
-#[derive(Debug)]
-pub struct DiscordMessage {
-    pub body: Rendered<Post>,
-    pub lines: Lines,
-}
-
-impl Message for DiscordMessage {
-    fn fallback(&self) -> Option<&str> {
-        self.body.fallback()
-    }
-
-    fn preview(&self) -> String {
-        self.body.preview()
-    }
-
-    fn preview_json(&self) -> Value {
-        self.body.preview_json()
-    }
-
-    fn seen_text(&self) -> String {
-        self.body.seen_text()
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn files(&self) -> Vec<(&'static str, String)> {
-        self.body.files()
-    }
-}
+/// What a discord notifier renders: its message, and the lines a job's
+/// life shows in its start message.
+pub type DiscordMessage = crate::notify::life::Living<Rendered<Post>>;
 
 /// The start message: its line as an embed linking to the job.
 fn start_post(lines: &Lines, like: &Value) -> Value {

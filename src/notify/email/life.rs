@@ -5,49 +5,16 @@
 //! no start mail is sent as usual. The start mail's Message-ID is the
 //! thread state the dispatcher keeps.
 
-use std::any::Any;
-
 use serde_json::{Value, json};
 
 use super::EmailNotifier;
-use crate::notify::life::Lines;
 use crate::notify::mail::{EmailMessage, subject_line};
 use crate::notify::{Attempt, DeliveryError, Life};
-use crate::render::{Message, Rendered};
+use crate::render::Rendered;
 
-/// What an email notifier renders: the mail, and the lines a job's life
-/// shows in its start mail.
-#[derive(Debug)]
-pub struct MailMessage {
-    pub body: Rendered<EmailMessage>,
-    pub lines: Lines,
-}
-
-impl Message for MailMessage {
-    fn fallback(&self) -> Option<&str> {
-        self.body.fallback()
-    }
-
-    fn preview(&self) -> String {
-        self.body.preview()
-    }
-
-    fn preview_json(&self) -> Value {
-        self.body.preview_json()
-    }
-
-    fn seen_text(&self) -> String {
-        self.body.seen_text()
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn files(&self) -> Vec<(&'static str, String)> {
-        self.body.files()
-    }
-}
+/// What a email notifier renders: its message, and the lines a job's
+/// life shows in its start message.
+pub type MailMessage = crate::notify::life::Living<Rendered<EmailMessage>>;
 
 impl EmailNotifier {
     /// One delivery of a job's life; returns the thread state to keep.

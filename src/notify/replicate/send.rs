@@ -188,12 +188,7 @@ impl Notify for PipelineNotifier {
         attempt: Attempt<'a>,
     ) -> BoxFuture<'a, Result<Option<Value>, DeliveryError>> {
         Box::pin(async move {
-            let Some(create) = message.as_any().downcast_ref::<Create>() else {
-                return Err(permanent(format!(
-                    "notifier `{}` was handed a message of another kind",
-                    self.name
-                )));
-            };
+            let create = crate::notify::expect::<Create>(message, "replicate")?;
             self.create(create, attempt).await.map(Some)
         })
     }
