@@ -7,7 +7,7 @@ use std::any::Any;
 
 use serde_json::Value;
 
-use crate::render::helpers::human_duration;
+use crate::render::helpers::{human_duration, truncate_chars};
 use crate::render::{Message, field, plain_title};
 
 /// Where a job's life stands for one lifecycle delivery.
@@ -60,6 +60,9 @@ impl Life {
     }
 }
 
+/// The longest line a job's start message shows.
+const MAX_LINE: usize = 200;
+
 /// The lines of a job's start message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lines {
@@ -102,11 +105,18 @@ impl Lines {
         if let Some(progress) = ctx["progress"].as_str().filter(|p| !p.is_empty()) {
             running.push_str(&format!(" · {progress}"));
         }
+        // Names and log lines come from the payload: each line is cut to
+        // fit every service's shortest title (Discord's 256 characters).
+        let cut = |line: String| truncate_chars(&line, MAX_LINE);
         Lines {
-            running,
-            topic: format!("{kind} {} ({})", field(ctx, "run_name"), field(ctx, "id")),
-            start: format!("⏳ {kind} {} started", field(ctx, "run_name")),
-            end: plain_title(ctx),
+            running: cut(running),
+            topic: cut(format!(
+                "{kind} {} ({})",
+                field(ctx, "run_name"),
+                field(ctx, "id")
+            )),
+            start: cut(format!("⏳ {kind} {} started", field(ctx, "run_name"))),
+            end: cut(plain_title(ctx)),
             web_url: field(ctx, "web_url").to_owned(),
             failure: ctx["is_failure"] == Value::Bool(true),
         }
@@ -144,5 +154,21 @@ impl<M: Message> Message for Living<M> {
 
     fn files(&self) -> Vec<(&'static str, String)> {
         self.body.files()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_name_from_the_payload_is_cut_to_fit_every_service() {
+        let ctx = serde_json::json!({"kind": "prediction", "run_name": "n".repeat(5_000),
+            "id": "p1", "emoji": "✅", "title": "t".repeat(5_000), "progress": "p".repeat(5_000)});
+        let lines = Lines::new(&ctx);
+        for line in [&lines.start, &lines.end, &lines.running, &lines.topic] {
+            assert!(line.chars().count() <= MAX_LINE, "{}", line.len());
+        }
+        assert!(lines.start.starts_with("⏳ Prediction nnn"));
     }
 }
