@@ -2,6 +2,7 @@
 //! parsing; errors come back as `anyhow` with context saying what to do, and are
 //! printed whole by `main`.
 
+mod attempts;
 mod copy;
 mod deliveries;
 mod events;
@@ -113,6 +114,10 @@ pub enum Command {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Every attempt at delivery ID: when, how long, how it ended, and
+        /// what the receiver answered.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["dead", "pending", "held"])]
+        attempts: Option<i64>,
     },
     /// Requeue a delivery by ID (even a delivered one: a deliberate resend), or all dead ones.
     Retry {
@@ -240,7 +245,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             held,
             limit,
             json,
+            attempts,
         } => {
+            if let Some(id) = attempts {
+                return attempts::show(&load(&config)?, id, json).await;
+            }
             let filter = match (dead, pending, held) {
                 (true, _, _) => crate::store::DeliveryFilter::Dead,
                 (_, true, _) => crate::store::DeliveryFilter::Pending,

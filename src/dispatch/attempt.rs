@@ -16,7 +16,7 @@ use crate::clock::now_ms;
 use crate::event::Event;
 use crate::live::Setup;
 use crate::notify::{Attempt, DeliveryError};
-use crate::store::{Claimed, Outcome};
+use crate::store::{AttemptLog, Claimed, Outcome};
 use crate::supervise::panic_message;
 use crate::{notify, telemetry};
 
@@ -29,21 +29,29 @@ pub(super) async fn deliver(
     _slot: OwnedSemaphorePermit,
 ) -> bool {
     let d = &claimed.delivery;
-    // A notifier that panics fails this delivery, and nothing else.
-    let sending = AssertUnwindSafe(attempt(&shared, &setup, &claimed)).catch_unwind();
-    let mut sending = std::pin::pin!(sending);
-    // A long send (an archive of several gigabytes) keeps its claim, so
-    // another instance on a shared store does not take it over midway.
-    let mut keep = tokio::time::interval_at(
-        tokio::time::Instant::now() + KEEP_CLAIM_EVERY,
-        KEEP_CLAIM_EVERY,
-    );
-    let ended = loop {
-        tokio::select! {
-            ended = &mut sending => break ended,
-            _ = keep.tick() => {
-                if let Err(e) = shared.store.keep_claim(d.id, now_ms()).await {
-                    tracing::warn!(message = "Cannot extend the claim on a delivery still being sent.", delivery = d.id, error = %e);
+    let started_ms = now_ms();
+    let started = tokio::time::Instant::now();
+    let mut shown = None;
+    // A notifier that panics fails this delivery, and nothing else; what it
+    // asked and was answered is kept either way.
+    let (ended, exchanges) = {
+        let sending = notify::exchange::capture(
+            AssertUnwindSafe(attempt(&shared, &setup, &claimed, &mut shown)).catch_unwind(),
+        );
+        let mut sending = std::pin::pin!(sending);
+        // A long send (an archive of several gigabytes) keeps its claim, so
+        // another instance on a shared store does not take it over midway.
+        let mut keep = tokio::time::interval_at(
+            tokio::time::Instant::now() + KEEP_CLAIM_EVERY,
+            KEEP_CLAIM_EVERY,
+        );
+        loop {
+            tokio::select! {
+                ended = &mut sending => break ended,
+                _ = keep.tick() => {
+                    if let Err(e) = shared.store.keep_claim(d.id, now_ms()).await {
+                        tracing::warn!(message = "Cannot extend the claim on a delivery still being sent.", delivery = d.id, error = %e);
+                    }
                 }
             }
         }
@@ -58,6 +66,14 @@ pub(super) async fn deliver(
         Outcome::Dead { .. } => "dead",
     };
     telemetry::delivery(&d.notifier, result);
+    let log = AttemptLog {
+        number: d.attempts,
+        started_ms,
+        duration_ms: millis(started.elapsed()),
+        status: exchanges.last_status().map(i32::from),
+        exchanges: serde_json::to_string(&exchanges).unwrap_or_default(),
+        message: shown,
+    };
     // The send happened (or not) whatever the store says next: keep trying to
     // record it. If that never works, the delivery stays `sending` and the
     // dispatcher puts it back once the store answers — at least once, never
@@ -65,7 +81,11 @@ pub(super) async fn deliver(
     let mut wait = Duration::from_millis(100);
     let mut recorded = false;
     for _ in 0..8 {
-        match shared.store.finish(d.id, outcome.clone(), now_ms()).await {
+        let finished =
+            shared
+                .store
+                .finish_logged(d.id, outcome.clone(), now_ms(), Some(log.clone()));
+        match finished.await {
             Ok(()) => {
                 recorded = true;
                 break;
@@ -119,7 +139,26 @@ pub(super) fn panicked(d: &crate::store::Delivery, message: &str) -> Outcome {
     }
 }
 
-async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
+/// The message as the store keeps it for the dashboard: its kind and its
+/// fields, or, past [`SHOWN_KEPT`] bytes, the start of its text.
+fn shown(kind: &str, message: &dyn crate::render::Message) -> String {
+    let whole = serde_json::json!({"kind": kind, "message": message.preview_json()}).to_string();
+    if whole.len() <= SHOWN_KEPT {
+        return whole;
+    }
+    let text = notify::exchange::cut(&message.preview(), SHOWN_KEPT);
+    serde_json::json!({"kind": kind, "cut": true, "text": text}).to_string()
+}
+
+/// Bytes of a rendered message kept for the dashboard.
+const SHOWN_KEPT: usize = 64 * 1024;
+
+async fn attempt(
+    shared: &Shared,
+    setup: &Setup,
+    claimed: &Claimed,
+    shown_as: &mut Option<String>,
+) -> Outcome {
     let d = &claimed.delivery;
     let (Some(notifier), Some(sender)) = (
         setup.config.notifiers.get(&d.notifier),
@@ -166,6 +205,7 @@ async fn attempt(shared: &Shared, setup: &Setup, claimed: &Claimed) -> Outcome {
             None,
         ),
     };
+    *shown_as = Some(shown(notifier.settings.kind().name(), message.as_ref()));
     let message_id = notify::message_id(
         &claimed.event.webhook_id,
         &d.route,

@@ -229,7 +229,7 @@ impl Client {
         what: &str,
     ) -> Result<Answer, DeliveryError> {
         let mut builder = Request::builder()
-            .method(method)
+            .method(method.clone())
             .uri(url)
             .header(header::CONTENT_TYPE, "application/json")
             .header(
@@ -245,21 +245,27 @@ impl Client {
                 format!("cannot build a request to {what}: {e}"),
             )
         })?;
+        let asked = || format!("{method} {what}");
         match tokio::time::timeout(timeout, self.send(request)).await {
-            Err(_) => Err(DeliveryError::new(
-                Failure::Timeout,
-                format!("no answer from {what} within {timeout:?}"),
-            )),
-            Ok(Err(e)) => Err(DeliveryError::new(
-                Failure::Connect,
-                format!("cannot reach {what}: {}", crate::connect::error_chain(&e)),
-            )),
-            Ok(Ok((response, body))) => Ok(Answer {
-                status: response.status(),
-                headers: response.headers().clone(),
-                body,
-                what: what.to_owned(),
-            }),
+            Err(_) => {
+                let reason = format!("no answer from {what} within {timeout:?}");
+                super::exchange::record(asked, None, &reason);
+                Err(DeliveryError::new(Failure::Timeout, reason))
+            }
+            Ok(Err(e)) => {
+                let reason = format!("cannot reach {what}: {}", crate::connect::error_chain(&e));
+                super::exchange::record(asked, None, &reason);
+                Err(DeliveryError::new(Failure::Connect, reason))
+            }
+            Ok(Ok((response, body))) => {
+                super::exchange::record(asked, Some(response.status().as_u16()), &body);
+                Ok(Answer {
+                    status: response.status(),
+                    headers: response.headers().clone(),
+                    body,
+                    what: what.to_owned(),
+                })
+            }
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod archive;
 pub mod discord;
 pub mod email;
+pub mod exchange;
 pub mod http;
 pub mod kind;
 pub mod life;

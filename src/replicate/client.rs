@@ -317,14 +317,29 @@ impl Api {
             }
             Ok((parts, bytes))
         };
-        let (parts, bytes) =
-            tokio::time::timeout(self.within, exchange)
-                .await
-                .map_err(|_| ApiError::Timeout {
-                    what: what.to_owned(),
-                    within: self.within,
-                })??;
+        let asked = || format!("Replicate {what}");
+        let answered = tokio::time::timeout(self.within, exchange)
+            .await
+            .map_err(|_| ApiError::Timeout {
+                what: what.to_owned(),
+                within: self.within,
+            })
+            .and_then(|inner| inner);
+        let (parts, bytes) = match answered {
+            Ok(answered) => answered,
+            Err(e) => {
+                crate::notify::exchange::record(asked, None, &e.to_string());
+                return Err(e);
+            }
+        };
         let status = parts.status;
+        crate::notify::exchange::record(
+            asked,
+            Some(status.as_u16()),
+            &String::from_utf8_lossy(
+                &bytes[..bytes.len().min(crate::notify::exchange::ANSWER_KEPT)],
+            ),
+        );
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
             return Err(ApiError::Unauthorized {
                 status: status.as_u16(),

@@ -7,6 +7,7 @@
 //! or dispatch. Writes are asynchronous (the caller awaits its own commit, which
 //! may be shared with other requests).
 
+mod attempts;
 pub mod copy;
 mod error;
 pub mod postgres;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 
 use crate::event::{Kind, Status};
 
+pub use attempts::{AttemptLog, AttemptRecord, Attempts, outcome_name};
 pub use error::{Cause, StoreError};
 pub(crate) use routing::NOT_WAITING;
 pub use routing::{BEGAN, Group, KEPT_WITH_DELIVERIES, Lifecycle, Routing, RoutingPlan, THREAD};
@@ -233,6 +235,9 @@ pub trait Admin: Send + Sync {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Listed>, StoreError>>;
 
+    /// Delivery `id` with every attempt recorded for it, if it is stored.
+    fn attempts(&self, id: i64) -> BoxFuture<'_, Result<Option<Attempts>, StoreError>>;
+
     /// Deliveries still to send (pending, sending or held), counted by
     /// notifier name, in name order: what `check` compares with a config.
     fn waiting_by_notifier(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
@@ -345,6 +350,19 @@ pub trait Store: Admin + Send + Sync + 'static {
         id: i64,
         outcome: Outcome,
         now_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.finish_logged(id, outcome, now_ms, None)
+    }
+
+    /// Records how an attempt ended and, with `log`, what it did (kept
+    /// until the delivery is pruned); recording the same attempt again
+    /// replaces it.
+    fn finish_logged(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        now_ms: i64,
+        log: Option<AttemptLog>,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// When the earliest pending delivery of any of `notifiers` is due.

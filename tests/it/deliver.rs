@@ -11,6 +11,7 @@ use crate::common::*;
 use replicate_relay::clock::SystemClock;
 use replicate_relay::store::DeliveryState;
 
+mod attempts;
 mod email;
 
 const ALL_FINAL: &str = "[[routes]]\nname = \"everything\"\nnotify = [\"n\"]\n";

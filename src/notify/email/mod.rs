@@ -274,10 +274,19 @@ impl Notify for EmailNotifier {
 impl EmailNotifier {
     /// Sends `mail`, within the notifier's timeout.
     async fn deliver(&self, mail: Mail) -> Result<(), DeliveryError> {
+        let asked = || format!("SMTP to {}", self.server);
         match tokio::time::timeout(self.timeout, self.transport.send(mail)).await {
-            Ok(sent) => sent
-                .map(|_| ())
-                .map_err(|e| classify_smtp(&self.server, &e)),
+            Ok(Ok(answer)) => {
+                let code = answer.code().to_string().parse().ok();
+                let text: Vec<&str> = answer.message().collect();
+                crate::notify::exchange::record(asked, code, &text.join("\n"));
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let code = e.status().and_then(|c| c.to_string().parse().ok());
+                crate::notify::exchange::record(asked, code, &crate::connect::error_chain(&e));
+                Err(classify_smtp(&self.server, &e))
+            }
             Err(_) => Err(DeliveryError::new(
                 Failure::Timeout,
                 format!(

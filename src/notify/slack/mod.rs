@@ -167,10 +167,12 @@ impl SlackNotifier {
         body["unfurl_links"] = json!(false);
         body["unfurl_media"] = json!(false);
         let session = self.client.open_session(token);
-        session
+        let answer = session
             .http_session_api
             .http_post::<Value, Value>(method, &body, None)
-            .await
+            .await;
+        noted(method, &answer);
+        answer
     }
 
     async fn post(&self, message: &Value) -> Result<(), SlackClientError> {
@@ -182,11 +184,12 @@ impl SlackNotifier {
                 body["unfurl_links"] = json!(false);
                 body["unfurl_media"] = json!(false);
                 let session = self.client.open_session(token);
-                session
+                let answer = session
                     .http_session_api
                     .http_post::<Value, Value>("chat.postMessage", &body, None)
-                    .await
-                    .map(|_| ())
+                    .await;
+                noted("chat.postMessage", &answer);
+                answer.map(|_| ())
             }
             Target::Webhook { url } => {
                 let span = tracing::debug_span!("slack webhook");
@@ -196,12 +199,14 @@ impl SlackNotifier {
                     tracing_span: &span,
                     is_sensitive_url: true,
                 };
-                self.client
+                let answer = self
+                    .client
                     .http_api
                     .connector
                     .http_post_uri::<Value, Value>(url.clone(), message, context)
-                    .await
-                    .map(|_| ())
+                    .await;
+                noted("incoming webhook", &answer);
+                answer.map(|_| ())
             }
         }
     }
@@ -262,6 +267,29 @@ impl Notify for SlackNotifier {
 
     fn rate_key(&self) -> String {
         self.rate_key.clone()
+    }
+}
+
+/// Keeps Slack's answer to `method` with the attempt's exchanges: Web API
+/// refusals come as HTTP 200 with `ok: false`.
+fn noted(method: &str, answer: &Result<Value, SlackClientError>) {
+    let asked = || format!("POST Slack {method}");
+    match answer {
+        Ok(v) => super::exchange::record(asked, Some(200), &v.to_string()),
+        Err(SlackClientError::ApiError(api)) => super::exchange::record(
+            asked,
+            Some(200),
+            &json!({"ok": false, "error": api.code}).to_string(),
+        ),
+        Err(SlackClientError::HttpError(h)) => super::exchange::record(
+            asked,
+            Some(h.status_code.as_u16()),
+            h.http_response_body.as_deref().unwrap_or_default(),
+        ),
+        Err(SlackClientError::RateLimitError(_)) => {
+            super::exchange::record(asked, Some(429), "rate limited")
+        }
+        Err(other) => super::exchange::record(asked, None, &crate::connect::error_chain(other)),
     }
 }
 

@@ -52,6 +52,16 @@ impl PostgresAdmin {
 }
 
 impl Admin for PostgresAdmin {
+    fn attempts(
+        &self,
+        id: i64,
+    ) -> BoxFuture<'_, Result<Option<crate::store::Attempts>, StoreError>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(read_error)?;
+            find::attempts(&**c, id).await.map_err(read_error)
+        })
+    }
+
     fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
         Box::pin(async move {
             let c = self.pool.get().await.map_err(read_error)?;
@@ -120,6 +130,13 @@ impl Admin for PostgresAdmin {
 impl Admin for PostgresStore {
     fn recent(&self, limit: usize) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
         self.admin.recent(limit)
+    }
+
+    fn attempts(
+        &self,
+        id: i64,
+    ) -> BoxFuture<'_, Result<Option<crate::store::Attempts>, StoreError>> {
+        self.admin.attempts(id)
     }
 
     fn find(

@@ -1,10 +1,11 @@
 //! What `events show` reads from a PostgreSQL store: the events of one
-//! job (or one webhook, or one sequence number), each with its deliveries.
+//! job (or one webhook, or one sequence number), each with its deliveries;
+//! and one delivery's attempts.
 
 use tokio_postgres::GenericClient;
 
 use super::outbox::{DELIVERY_COLUMNS, EVENT_COLUMNS, Result, delivery_from_row, event_from_row};
-use crate::store::Found;
+use crate::store::{AttemptRecord, Attempts, Found};
 
 pub async fn find(c: &impl GenericClient, id: &str, limit: usize) -> Result<Vec<Found>> {
     let seq: i64 = id.parse().unwrap_or(-1);
@@ -31,4 +32,38 @@ pub async fn find(c: &impl GenericClient, id: &str, limit: usize) -> Result<Vec<
         found.push(Found { event, deliveries });
     }
     Ok(found)
+}
+
+pub async fn attempts(c: &impl GenericClient, id: i64) -> Result<Option<Attempts>> {
+    let sql = format!("SELECT {DELIVERY_COLUMNS}, message FROM deliveries WHERE id = $1");
+    let Some(row) = c.query_opt(&sql, &[&id]).await? else {
+        return Ok(None);
+    };
+    let delivery = delivery_from_row(&row)?;
+    let message: Option<String> = row.try_get(13)?;
+    let list = c
+        .query(
+            "SELECT number, started_ms, duration_ms, outcome, error, status, exchanges
+             FROM attempts WHERE delivery_id = $1 ORDER BY number",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(AttemptRecord {
+                number: r.try_get(0)?,
+                started_ms: r.try_get(1)?,
+                duration_ms: r.try_get(2)?,
+                outcome: r.try_get(3)?,
+                error: r.try_get(4)?,
+                status: r.try_get(5)?,
+                exchanges: r.try_get(6)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Attempts {
+        delivery,
+        message,
+        list,
+    }))
 }

@@ -343,15 +343,16 @@ impl Store for PostgresStore {
         })
     }
 
-    fn finish(
+    fn finish_logged(
         &self,
         id: i64,
         outcome: Outcome,
         now_ms: i64,
+        log: Option<crate::store::AttemptLog>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let c = self.admin.pool.get().await.map_err(write_error)?;
-            outbox::finish(&**c, id, &outcome, now_ms)
+            let mut c = self.admin.pool.get().await.map_err(write_error)?;
+            outbox::finish(&mut c, id, &outcome, now_ms, log.as_ref())
                 .await
                 .map_err(write_error)
         })

@@ -185,12 +185,44 @@ pub async fn keep_claim(
 
 /// Records an attempt's end; the lease goes with it.
 pub async fn finish(
-    c: &impl GenericClient,
+    c: &mut deadpool_postgres::Client,
     id: i64,
     outcome: &crate::store::Outcome,
     now_ms: i64,
+    log: Option<&crate::store::AttemptLog>,
 ) -> Result<()> {
     use crate::store::Outcome;
+    let c = c.transaction().await?;
+    if let Some(log) = log {
+        let (name, error) = crate::store::outcome_name(outcome);
+        c.execute(
+            "INSERT INTO attempts (delivery_id, number, started_ms, duration_ms, outcome,
+                                   error, status, exchanges)
+             SELECT id, $2, $3, $4, $5, $6, $7, $8 FROM deliveries WHERE id = $1
+             ON CONFLICT (delivery_id, number) DO UPDATE SET
+                 started_ms = excluded.started_ms, duration_ms = excluded.duration_ms,
+                 outcome = excluded.outcome, error = excluded.error,
+                 status = excluded.status, exchanges = excluded.exchanges",
+            &[
+                &id,
+                &log.number,
+                &log.started_ms,
+                &log.duration_ms,
+                &name,
+                &error,
+                &log.status,
+                &log.exchanges,
+            ],
+        )
+        .await?;
+        if let Some(message) = &log.message {
+            c.execute(
+                "UPDATE deliveries SET message = $2 WHERE id = $1",
+                &[&id, message],
+            )
+            .await?;
+        }
+    }
     match outcome {
         Outcome::Delivered { result } => {
             c.execute(
@@ -217,6 +249,7 @@ pub async fn finish(
             .await?
         }
     };
+    c.commit().await?;
     Ok(())
 }
 

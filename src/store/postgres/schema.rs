@@ -91,6 +91,20 @@ const STEPS: &[&str] = &[
     // time, in the job's lane.
     "ALTER TABLE deliveries ADD COLUMN lane TEXT COLLATE \"C\";
      CREATE INDEX deliveries_lane ON deliveries (lane, notifier) WHERE lane IS NOT NULL;",
+    // 8: what each attempt did, deleted with its delivery, and the message
+    // as last rendered.
+    "ALTER TABLE deliveries ADD COLUMN message TEXT;
+     CREATE TABLE attempts (
+         delivery_id BIGINT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+         number      BIGINT NOT NULL,
+         started_ms  BIGINT NOT NULL,
+         duration_ms BIGINT NOT NULL,
+         outcome     TEXT   NOT NULL,
+         error       TEXT,
+         status      INTEGER,
+         exchanges   TEXT   NOT NULL,
+         PRIMARY KEY (delivery_id, number)
+     );",
 ];
 
 /// The version this build writes.

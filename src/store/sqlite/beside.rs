@@ -88,6 +88,13 @@ impl Admin for Beside {
         self.with(outbox::waiting_by_notifier, StoreError::Read)
     }
 
+    fn attempts(
+        &self,
+        id: i64,
+    ) -> BoxFuture<'_, Result<Option<crate::store::Attempts>, StoreError>> {
+        self.with(move |c| super::find::attempts(c, id), StoreError::Read)
+    }
+
     fn retry(
         &self,
         selector: RetrySelector,

@@ -321,6 +321,13 @@ impl crate::store::Admin for SqliteStore {
         self.read(outbox::waiting_by_notifier)
     }
 
+    fn attempts(
+        &self,
+        id: i64,
+    ) -> BoxFuture<'_, Result<Option<crate::store::Attempts>, StoreError>> {
+        self.read(move |conn| find::attempts(conn, id))
+    }
+
     fn retry(
         &self,
         selector: crate::store::RetrySelector,
@@ -409,13 +416,14 @@ impl Store for SqliteStore {
         self.write(move |conn| outbox::claim(conn, &notifier, now_ms, limit))
     }
 
-    fn finish(
+    fn finish_logged(
         &self,
         id: i64,
         outcome: Outcome,
         now_ms: i64,
+        log: Option<crate::store::AttemptLog>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.write(move |conn| outbox::finish(conn, id, &outcome, now_ms))
+        self.write(move |conn| outbox::finish(conn, id, &outcome, now_ms, log.as_ref()))
     }
 
     fn next_due(&self, notifiers: Vec<String>) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {

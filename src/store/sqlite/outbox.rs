@@ -208,7 +208,39 @@ pub fn claim(
     Ok(out)
 }
 
-pub fn finish(conn: &Connection, id: i64, outcome: &Outcome, now_ms: i64) -> rusqlite::Result<()> {
+pub fn finish(
+    conn: &Connection,
+    id: i64,
+    outcome: &Outcome,
+    now_ms: i64,
+    log: Option<&crate::store::AttemptLog>,
+) -> rusqlite::Result<()> {
+    if let Some(log) = log {
+        let (name, error) = crate::store::outcome_name(outcome);
+        conn.prepare_cached(
+            "INSERT INTO attempts (delivery_id, number, started_ms, duration_ms, outcome,
+                                   error, status, exchanges)
+             SELECT id, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM deliveries WHERE id = ?1
+             ON CONFLICT (delivery_id, number) DO UPDATE SET
+                 started_ms = excluded.started_ms, duration_ms = excluded.duration_ms,
+                 outcome = excluded.outcome, error = excluded.error,
+                 status = excluded.status, exchanges = excluded.exchanges",
+        )?
+        .execute(params![
+            id,
+            log.number,
+            log.started_ms,
+            log.duration_ms,
+            name,
+            error,
+            log.status,
+            log.exchanges
+        ])?;
+        if let Some(message) = &log.message {
+            conn.prepare_cached("UPDATE deliveries SET message = ?2 WHERE id = ?1")?
+                .execute(params![id, message])?;
+        }
+    }
     match outcome {
         Outcome::Delivered { result } => conn.execute(
             "UPDATE deliveries SET state = 'delivered', finished_at_ms = ?2, last_error = NULL,

@@ -122,6 +122,7 @@ fn claim_finish_retry_and_recover() {
             error: "HTTP 500".into(),
         },
         2500,
+        None,
     )
     .unwrap();
     assert_eq!(
@@ -187,7 +188,7 @@ fn claim_finish_retry_and_recover() {
     let gone = Outcome::Dead {
         error: "550".into(),
     };
-    finish(&conn, mail.delivery.id, &gone, 150_500).unwrap();
+    finish(&conn, mail.delivery.id, &gone, 150_500, None).unwrap();
     assert_eq!(
         retry(&conn, RetrySelector::AllDead, 10_000, 500).unwrap(),
         1
@@ -212,6 +213,7 @@ fn claim_finish_retry_and_recover() {
         slack.delivery.id,
         &Outcome::Delivered { result: None },
         11_000,
+        None,
     )
     .unwrap();
     assert_eq!(
@@ -288,13 +290,14 @@ fn the_counts_follow_every_change_and_are_read_without_a_scan() {
         claimed[0].delivery.id,
         &Outcome::Delivered { result: None },
         2100,
+        None,
     )
     .unwrap();
     let dead = Outcome::Dead { error: "no".into() };
-    finish(&conn, claimed[1].delivery.id, &dead, 2100).unwrap();
+    finish(&conn, claimed[1].delivery.id, &dead, 2100, None).unwrap();
     counts_match(&conn, "finished");
     // Finishing twice (a retried record of one result) changes nothing.
-    finish(&conn, claimed[1].delivery.id, &dead, 2200).unwrap();
+    finish(&conn, claimed[1].delivery.id, &dead, 2200, None).unwrap();
     counts_match(&conn, "finished again");
     claim(&mut conn, "mail", 2000, 10).unwrap();
     recover(&mut conn, &["slack".into()], 2300, true).unwrap();
@@ -363,6 +366,7 @@ mod retention {
             first.delivery.id,
             &Outcome::Delivered { result: None },
             4_000,
+            None,
         )
         .unwrap();
 

@@ -133,6 +133,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // time, in the job's lane.
     "ALTER TABLE deliveries ADD COLUMN lane TEXT;
      CREATE INDEX deliveries_lane ON deliveries (lane, notifier) WHERE lane IS NOT NULL;",
+    // 9: what each attempt did, deleted with its delivery, and the message
+    // as last rendered.
+    "ALTER TABLE deliveries ADD COLUMN message TEXT;
+     CREATE TABLE attempts (
+         delivery_id INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+         number      INTEGER NOT NULL,
+         started_ms  INTEGER NOT NULL,
+         duration_ms INTEGER NOT NULL,
+         outcome     TEXT    NOT NULL,
+         error       TEXT,
+         status      INTEGER,
+         exchanges   TEXT    NOT NULL,
+         PRIMARY KEY (delivery_id, number)
+     ) WITHOUT ROWID;",
 ];
 
 pub(super) fn check_version(found: i64, path: &Path) -> Result<(), StoreError> {
