@@ -8,6 +8,7 @@
 //! may be shared with other requests).
 
 mod attempts;
+pub mod browse;
 pub mod copy;
 mod error;
 pub mod postgres;
@@ -237,6 +238,28 @@ pub trait Admin: Send + Sync {
 
     /// Delivery `id` with every attempt recorded for it, if it is stored.
     fn attempts(&self, id: i64) -> BoxFuture<'_, Result<Option<Attempts>, StoreError>>;
+
+    /// A page of events matching `query`, newest first, each with its
+    /// deliveries counted ([`browse`]).
+    fn browse(
+        &self,
+        query: browse::EventQuery,
+    ) -> BoxFuture<'_, Result<browse::EventPage, StoreError>>;
+
+    /// The first event received at or after `at_ms`, by sequence number.
+    fn seq_at(&self, at_ms: i64) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
+
+    /// Event number `seq` with its deliveries.
+    fn event(&self, seq: i64) -> BoxFuture<'_, Result<Option<Found>, StoreError>>;
+
+    /// Events by hour and status, and delivery times, from event `from_seq` on.
+    fn activity(&self, from_seq: i64) -> BoxFuture<'_, Result<browse::Activity, StoreError>>;
+
+    /// Each notifier's deliveries waiting, held, dead and failing.
+    fn notifier_loads(&self) -> BoxFuture<'_, Result<Vec<browse::NotifierLoad>, StoreError>>;
+
+    /// The bytes the store takes.
+    fn size(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
 
     /// Deliveries still to send (pending, sending or held), counted by
     /// notifier name, in name order: what `check` compares with a config.

@@ -579,6 +579,7 @@ async fn the_same_webhook_twice_at_once_is_stored_once() {
 }
 
 mod attempts;
+mod browse;
 mod claims;
 mod groups;
 mod results;

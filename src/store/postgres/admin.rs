@@ -6,7 +6,7 @@ use deadpool_postgres::Pool;
 use futures_util::future::BoxFuture;
 
 use super::{
-    COMMAND_LINE, DAEMON, PostgresStore, Target, export, find, outbox, pool, read_error,
+    COMMAND_LINE, DAEMON, PostgresStore, Target, browse, export, find, outbox, pool, read_error,
     write_error,
 };
 use crate::store::{Admin, DeliveryFilter, Listed, RetrySelector, StoreError, StoredEvent};
@@ -52,6 +52,56 @@ impl PostgresAdmin {
 }
 
 impl Admin for PostgresAdmin {
+    fn browse(
+        &self,
+        query: crate::store::browse::EventQuery,
+    ) -> BoxFuture<'_, Result<crate::store::browse::EventPage, StoreError>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(read_error)?;
+            browse::browse(&**c, &query).await.map_err(read_error)
+        })
+    }
+
+    fn seq_at(&self, at_ms: i64) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(read_error)?;
+            browse::seq_at(&**c, at_ms).await.map_err(read_error)
+        })
+    }
+
+    fn event(&self, seq: i64) -> BoxFuture<'_, Result<Option<crate::store::Found>, StoreError>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(read_error)?;
+            browse::event(&**c, seq).await.map_err(read_error)
+        })
+    }
+
+    fn activity(
+        &self,
+        from_seq: i64,
+    ) -> BoxFuture<'_, Result<crate::store::browse::Activity, StoreError>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(read_error)?;
+            browse::activity(&**c, from_seq).await.map_err(read_error)
+        })
+    }
+
+    fn notifier_loads(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::browse::NotifierLoad>, StoreError>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(read_error)?;
+            browse::loads(&**c).await.map_err(read_error)
+        })
+    }
+
+    fn size(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(read_error)?;
+            browse::size(&**c).await.map_err(read_error)
+        })
+    }
+
     fn attempts(
         &self,
         id: i64,
@@ -137,6 +187,38 @@ impl Admin for PostgresStore {
         id: i64,
     ) -> BoxFuture<'_, Result<Option<crate::store::Attempts>, StoreError>> {
         self.admin.attempts(id)
+    }
+
+    fn browse(
+        &self,
+        query: crate::store::browse::EventQuery,
+    ) -> BoxFuture<'_, Result<crate::store::browse::EventPage, StoreError>> {
+        self.admin.browse(query)
+    }
+
+    fn seq_at(&self, at_ms: i64) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        self.admin.seq_at(at_ms)
+    }
+
+    fn event(&self, seq: i64) -> BoxFuture<'_, Result<Option<crate::store::Found>, StoreError>> {
+        self.admin.event(seq)
+    }
+
+    fn activity(
+        &self,
+        from_seq: i64,
+    ) -> BoxFuture<'_, Result<crate::store::browse::Activity, StoreError>> {
+        self.admin.activity(from_seq)
+    }
+
+    fn notifier_loads(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::browse::NotifierLoad>, StoreError>> {
+        self.admin.notifier_loads()
+    }
+
+    fn size(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        self.admin.size()
     }
 
     fn find(

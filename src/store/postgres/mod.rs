@@ -23,6 +23,7 @@
 //! - The command line reads and requeues on a pool of its own ([`admin`]).
 
 mod admin;
+mod browse;
 mod export;
 mod find;
 mod group;

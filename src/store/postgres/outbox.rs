@@ -33,8 +33,8 @@ const N: usize = 13;
 #[derive(Debug, thiserror::Error)]
 #[error("unknown {what} `{text}` in the store")]
 pub struct Unknown {
-    what: &'static str,
-    text: String,
+    pub(super) what: &'static str,
+    pub(super) text: String,
 }
 
 pub type Result<T> = std::result::Result<T, QueryError>;

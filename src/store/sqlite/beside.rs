@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::Connection;
 
-use super::{open_for_cli, outbox};
+use super::{browse, open_for_cli, outbox};
 use crate::store::{
     Admin, BoxFuture, Cause, DeliveryFilter, Listed, RetrySelector, StoreError, StoredEvent,
 };
@@ -93,6 +93,38 @@ impl Admin for Beside {
         id: i64,
     ) -> BoxFuture<'_, Result<Option<crate::store::Attempts>, StoreError>> {
         self.with(move |c| super::find::attempts(c, id), StoreError::Read)
+    }
+
+    fn browse(
+        &self,
+        query: crate::store::browse::EventQuery,
+    ) -> BoxFuture<'_, Result<crate::store::browse::EventPage, StoreError>> {
+        self.with(move |c| browse::browse(c, &query), StoreError::Read)
+    }
+
+    fn seq_at(&self, at_ms: i64) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        self.with(move |c| browse::seq_at(c, at_ms), StoreError::Read)
+    }
+
+    fn event(&self, seq: i64) -> BoxFuture<'_, Result<Option<crate::store::Found>, StoreError>> {
+        self.with(move |c| browse::event(c, seq), StoreError::Read)
+    }
+
+    fn activity(
+        &self,
+        from_seq: i64,
+    ) -> BoxFuture<'_, Result<crate::store::browse::Activity, StoreError>> {
+        self.with(move |c| browse::activity(c, from_seq), StoreError::Read)
+    }
+
+    fn notifier_loads(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::browse::NotifierLoad>, StoreError>> {
+        self.with(browse::loads, StoreError::Read)
+    }
+
+    fn size(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        self.with(browse::size, StoreError::Read)
     }
 
     fn retry(

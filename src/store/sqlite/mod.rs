@@ -16,6 +16,7 @@
 //! the writer without blocking it, and so do checkpoints (see `checkpoint`).
 
 pub mod beside;
+mod browse;
 mod checkpoint;
 mod connection;
 pub mod daemon_lock;
@@ -326,6 +327,38 @@ impl crate::store::Admin for SqliteStore {
         id: i64,
     ) -> BoxFuture<'_, Result<Option<crate::store::Attempts>, StoreError>> {
         self.read(move |conn| find::attempts(conn, id))
+    }
+
+    fn browse(
+        &self,
+        query: crate::store::browse::EventQuery,
+    ) -> BoxFuture<'_, Result<crate::store::browse::EventPage, StoreError>> {
+        self.read(move |conn| browse::browse(conn, &query))
+    }
+
+    fn seq_at(&self, at_ms: i64) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        self.read(move |conn| browse::seq_at(conn, at_ms))
+    }
+
+    fn event(&self, seq: i64) -> BoxFuture<'_, Result<Option<crate::store::Found>, StoreError>> {
+        self.read(move |conn| browse::event(conn, seq))
+    }
+
+    fn activity(
+        &self,
+        from_seq: i64,
+    ) -> BoxFuture<'_, Result<crate::store::browse::Activity, StoreError>> {
+        self.read(move |conn| browse::activity(conn, from_seq))
+    }
+
+    fn notifier_loads(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::browse::NotifierLoad>, StoreError>> {
+        self.read(browse::loads)
+    }
+
+    fn size(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        self.read(browse::size)
     }
 
     fn retry(

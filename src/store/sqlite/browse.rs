@@ -1,0 +1,153 @@
+//! What the dashboard reads from a SQLite store ([`crate::store::browse`]):
+//! pages of events, an event by number, the last hours' activity, each
+//! notifier's load, and the store's size.
+
+use rusqlite::{Connection, OptionalExtension, ToSql};
+
+use super::outbox::{DELIVERY_COLUMNS, EVENT_COLUMNS, delivery_from_row, event_from_row};
+use crate::event::Status;
+use crate::store::Found;
+use crate::store::browse::{
+    self, Activity, EventPage, EventQuery, EventRow, NotifierLoad, Param, ROW_COLUMNS,
+};
+
+pub fn browse(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> {
+    let (oldest, newest): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT min(seq), max(seq) FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let (Some(oldest), Some(newest)) = (oldest, newest) else {
+        return Ok(EventPage::default());
+    };
+    let (filter, params, floor) = browse::event_filter(q, newest, oldest);
+    let sql = format!(
+        "SELECT {ROW_COLUMNS} FROM events e WHERE {filter} ORDER BY e.seq DESC LIMIT {}",
+        q.limit + 1
+    );
+    let values: Vec<Box<dyn ToSql>> = params
+        .into_iter()
+        .map(|p| -> Box<dyn ToSql> {
+            match p {
+                Param::Text(t) => Box::new(t),
+                Param::Int(i) => Box::new(i),
+            }
+        })
+        .collect();
+    let rows = conn
+        .prepare_cached(&sql)?
+        .query_map(rusqlite::params_from_iter(values.iter()), |r| {
+            let kind: String = r.get(3)?;
+            let status: String = r.get(4)?;
+            Ok(EventRow {
+                seq: r.get(0)?,
+                webhook_id: r.get(1)?,
+                object_id: r.get(2)?,
+                kind: kind.parse().map_err(|_| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        3,
+                        rusqlite::types::Type::Text,
+                        format!("unknown kind `{kind}` in the store").into(),
+                    )
+                })?,
+                status: Status::parse(&status),
+                model: r.get(5)?,
+                received_at_ms: r.get(6)?,
+                delivered: r.get(7)?,
+                waiting: r.get(8)?,
+                dead: r.get(9)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(browse::page(rows, q.limit, floor))
+}
+
+/// The first event received at or after `at_ms`, by binary search over
+/// sequence numbers (events arrive in time order, give or take a clock
+/// step, which moves a range's edge by that much).
+pub fn seq_at(conn: &Connection, at_ms: i64) -> rusqlite::Result<Option<i64>> {
+    let (Some(low), Some(high)): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT min(seq), max(seq) FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+    else {
+        return Ok(None);
+    };
+    let mut at = conn.prepare_cached(
+        "SELECT seq, received_at_ms FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+    )?;
+    let mut time_at = |seq: i64| -> rusqlite::Result<(i64, i64)> {
+        at.query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))
+    };
+    let (newest, newest_at) = time_at(high)?;
+    let mut search = browse::Search::new(low, high, (newest, newest_at), at_ms);
+    while let Some(mid) = search.next_probe() {
+        let (seq, received) = time_at(mid)?;
+        search.saw(mid, seq, received);
+    }
+    Ok(search.found())
+}
+
+pub fn event(conn: &Connection, seq: i64) -> rusqlite::Result<Option<Found>> {
+    let event = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1"
+        ))?
+        .query_row([seq], event_from_row)
+        .optional()?;
+    let Some(event) = event else {
+        return Ok(None);
+    };
+    let deliveries = conn
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_seq = ?1 ORDER BY id"
+        ))?
+        .query_map([seq], delivery_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(Found { event, deliveries }))
+}
+
+pub fn activity(conn: &Connection, from_seq: i64) -> rusqlite::Result<Activity> {
+    let events = conn
+        .prepare_cached(
+            "SELECT received_at_ms / 3600000, status, count(*) FROM events
+             WHERE seq >= ?1 GROUP BY 1, 2",
+        )?
+        .query_map([from_seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let latencies = conn
+        .prepare_cached(
+            "SELECT created_at_ms / 3600000, finished_at_ms - created_at_ms FROM deliveries
+             WHERE event_seq >= ?1 AND state = 'delivered' AND finished_at_ms IS NOT NULL",
+        )?
+        .query_map([from_seq], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Activity { events, latencies })
+}
+
+pub fn loads(conn: &Connection) -> rusqlite::Result<Vec<NotifierLoad>> {
+    let mut out = conn
+        .prepare_cached(browse::LOADS)?
+        .query_map([], |r| {
+            Ok(NotifierLoad {
+                notifier: r.get(0)?,
+                waiting: r.get(1)?,
+                held: r.get(2)?,
+                dead: r.get(3)?,
+                failing: r.get(4)?,
+                failing_since_ms: r.get(5)?,
+                last_error: None,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut last = conn.prepare_cached(browse::LAST_ERROR)?;
+    for load in &mut out {
+        load.last_error = last.query_row([&load.notifier], |r| r.get(0)).optional()?;
+    }
+    Ok(out)
+}
+
+pub fn size(conn: &Connection) -> rusqlite::Result<i64> {
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    Ok(pages * page_size)
+}
