@@ -47,6 +47,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connect;
+pub mod dashboard;
 pub mod dispatch;
 pub mod event;
 pub mod intake;

@@ -67,6 +67,8 @@ pub struct Running {
     renewal: Option<JoinHandle<()>>,
     /// Where `/metrics` is served, if anywhere.
     metrics_addr: Option<SocketAddr>,
+    /// Where the dashboard is served, if anywhere.
+    dashboard_addr: Option<SocketAddr>,
     pipeline: Pipeline,
     retention: JoinHandle<()>,
     /// Catching up on webhooks that never came (`[replicate] catch_up`).
@@ -152,6 +154,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
             Some(bound)
         }
     };
+    let dashboard_addr = dashboard(config, &store, &live, on("dashboard-listener")).await?;
     let server = on("listener").spawn(
         listening.listener,
         listening.acceptor,
@@ -175,6 +178,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         notifiers = config.notifiers.len(),
         max_connections = conns.max(),
         metrics = %metrics_addr.map_or("off".to_owned(), |a| format!("http://{a}/metrics")),
+        dashboard = %dashboard_addr.map_or("off".to_owned(), |a| format!("http://{a}/")),
     );
     Ok(Running {
         addr,
@@ -189,11 +193,54 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Running, St
         acme,
         renewal,
         metrics_addr,
+        dashboard_addr,
         pipeline,
         retention,
         catch_up,
     })
 }
+
+/// Serves the dashboard where `[dashboard] listen` says, on connections
+/// of its own (a page load never takes the intake's), reading the store
+/// through an [`Admin`](crate::store::Admin) door of its own. The default
+/// address taken by another program is not worth refusing to start for:
+/// the daemon runs without it and says so.
+async fn dashboard(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    live: &Arc<Live<Setup>>,
+    serving: Serving<'_>,
+) -> Result<Option<SocketAddr>, StartError> {
+    let Some(at) = config.dashboard.listen else {
+        return Ok(None);
+    };
+    let listener = match tokio::net::TcpListener::bind(at).await {
+        Ok(listener) => listener,
+        Err(e) if config.dashboard.listen_is_default => {
+            tracing::warn!(message = "Cannot serve the dashboard on its default address; running without it. Set [dashboard] listen to a free address, or false.", addr = %at, error = %e);
+            return Ok(None);
+        }
+        Err(source) => return Err(ListenError::Dashboard { addr: at, source }.into()),
+    };
+    let bound = listener.local_addr().unwrap_or(at);
+    let admin = crate::store::open_admin(&config.store)?;
+    let dashboard = crate::dashboard::Dashboard::new(admin, store.clone(), live.clone());
+    let own = Connections::new(DASHBOARD_CONNECTIONS);
+    Serving {
+        conns: &own,
+        ..serving
+    }
+    .spawn(
+        listener,
+        Acceptor::Plain,
+        crate::dashboard::filter(dashboard),
+    );
+    Ok(Some(bound))
+}
+
+/// Connections the dashboard may hold at once (its own, apart from the
+/// intake's).
+const DASHBOARD_CONNECTIONS: usize = 64;
 
 /// What every listener is served with.
 struct Serving<'a> {
@@ -264,6 +311,11 @@ impl Running {
     /// The bound address (the real port when the config said port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the dashboard is served (`dashboard.listen`), if anywhere.
+    pub fn dashboard_addr(&self) -> Option<SocketAddr> {
+        self.dashboard_addr
     }
 
     /// Where `/metrics` is served (`server.metrics`), if anywhere.

@@ -247,6 +247,17 @@ pub fn certificate_expiry(not_after: std::time::SystemTime) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     gauge!("relay_tls_certificate_expiry_timestamp_seconds").set(secs);
+    CERTIFICATE_EXPIRY.store(secs as i64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// When the certificate now served expires, in Unix seconds (0: none
+/// served), for the dashboard.
+static CERTIFICATE_EXPIRY: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// When the HTTPS certificate now served expires, in Unix seconds, if one is.
+pub fn certificate_expires_at() -> Option<i64> {
+    let secs = CERTIFICATE_EXPIRY.load(std::sync::atomic::Ordering::Relaxed);
+    (secs > 0).then_some(secs)
 }
 
 pub fn acme_order(ok: bool) {

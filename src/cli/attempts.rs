@@ -37,7 +37,7 @@ pub async fn show(config: &Config, id: i64, json: bool) -> anyhow::Result<ExitCo
                     "outcome": a.outcome,
                     "error": a.error,
                     "status": a.status,
-                    "exchanges": exchanges(&a.exchanges),
+                    "exchanges": Exchanges::parse(&a.exchanges),
                 })
             })
             .collect();
@@ -81,7 +81,7 @@ pub async fn show(config: &Config, id: i64, json: bool) -> anyhow::Result<ExitCo
         if let Some(error) = &a.error {
             writeln!(out, "  {error}")?;
         }
-        let seen = exchanges(&a.exchanges);
+        let seen = Exchanges::parse(&a.exchanges);
         if seen.left_out > 0 {
             writeln!(out, "  ({} earlier exchanges not kept)", seen.left_out)?;
         }
@@ -94,9 +94,4 @@ pub async fn show(config: &Config, id: i64, json: bool) -> anyhow::Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// An attempt's stored exchanges; none when they cannot be read.
-pub fn exchanges(stored: &str) -> Exchanges {
-    serde_json::from_str(stored).unwrap_or_default()
 }

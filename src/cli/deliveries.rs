@@ -122,7 +122,7 @@ pub async fn retry(config: &Config, id: Option<i64>, dead: bool) -> anyhow::Resu
     let store = open_admin(&config.store)?;
     let max_age = config.delivery.max_age.as_millis() as i64;
     let n = store
-        .retry(selector, now_ms(), max_age)
+        .retry(selector.clone(), now_ms(), max_age)
         .await
         .context("cannot requeue")?;
     match (selector, n) {

@@ -90,14 +90,7 @@ pub fn write_table<const N: usize>(
     Ok(())
 }
 
-/// `2026-11-20 14:03:15` in UTC.
-pub fn format_time(ms: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
+pub use crate::clock::format_time;
 
 #[cfg(test)]
 mod tests {

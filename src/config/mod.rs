@@ -15,6 +15,7 @@
 //! Relative paths are resolved against the directory of the config file, so the
 //! same file works whatever directory the daemon is started from.
 
+pub mod dashboard;
 pub mod notifiers;
 pub mod read;
 pub mod replicate;
@@ -48,6 +49,7 @@ const SECTIONS: &[&str] = &[
     "routes",
     "delivery",
     "replicate",
+    "dashboard",
 ];
 
 /// A validated configuration, ready to run.
@@ -66,6 +68,7 @@ pub struct Config {
     pub routes: Vec<routes::Route>,
     pub delivery: DeliveryConfig,
     pub replicate: replicate::ReplicateConfig,
+    pub dashboard: dashboard::DashboardConfig,
     /// Things that work but deserve attention; `serve` logs them, `check` prints them.
     pub warnings: Vec<String>,
 }
@@ -259,6 +262,7 @@ pub fn load_with_env(
         }
     }
     let delivery = read_delivery(&mut r, root.get("delivery"));
+    let dashboard = dashboard::read(&mut r, root.get("dashboard"));
 
     if r.problems.is_empty() {
         Ok(Config {
@@ -271,6 +275,7 @@ pub fn load_with_env(
             routes,
             delivery,
             replicate,
+            dashboard,
             warnings: r.warnings,
         })
     } else {

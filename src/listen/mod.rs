@@ -42,6 +42,13 @@ pub enum ListenError {
         source: std::io::Error,
     },
     #[error(
+        "cannot serve the dashboard on {addr} (dashboard.listen: give another address, or false to turn it off)"
+    )]
+    Dashboard {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
         "cannot listen for ACME HTTP-01 challenges on {addr} (server.tls.acme.http_listen; port 80 needs root, or under systemd a second ListenStream=80 in replicate-relay.socket; or leave http_listen unset to answer TLS-ALPN-01 on server.listen)"
     )]
     Http01 {

@@ -43,6 +43,11 @@ fn is_zero(n: &usize) -> bool {
 }
 
 impl Exchanges {
+    /// Exchanges as stored; none when they cannot be read.
+    pub fn parse(stored: &str) -> Self {
+        serde_json::from_str(stored).unwrap_or_default()
+    }
+
     /// The last status any exchange got: the receiver's last word.
     pub fn last_status(&self) -> Option<u16> {
         self.kept.iter().rev().find_map(|e| e.status)

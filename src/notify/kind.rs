@@ -59,6 +59,15 @@ pub trait NotifierKind: Send + Sync + 'static {
         false
     }
 
+    /// A message a notifier of this kind sent, as stored (its
+    /// [`Message::preview_json`]), as an HTML page close to what its
+    /// readers see, for the dashboard, which shows it in a sandboxed
+    /// frame; `None` shows the JSON. Every value must be escaped.
+    fn page(&self, message: &Value) -> Option<String> {
+        let _ = message;
+        None
+    }
+
     /// Messages in flight at once unless `concurrency` says otherwise.
     fn default_concurrency(&self) -> usize {
         4

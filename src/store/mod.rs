@@ -211,11 +211,15 @@ pub struct Listed {
     pub status: Status,
 }
 
-/// What `replicate-relay retry` requeues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What `replicate-relay retry` and the dashboard requeue.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetrySelector {
+    /// This delivery, even a delivered one (a deliberate resend).
     One(i64),
     AllDead,
+    /// Those of these deliveries that are dead now (a page of them, one
+    /// of which may have been retried meanwhile).
+    DeadAmong(Vec<i64>),
 }
 
 /// What the command line asks of a store, beside a running daemon or in

@@ -18,6 +18,7 @@ use crate::render::{BuiltIn, Format, Message, Templates};
 use futures_util::future::BoxFuture;
 
 mod config;
+pub mod html;
 pub mod life;
 pub mod render;
 pub use config::Discord;
@@ -29,6 +30,10 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub struct DiscordKind;
 
 impl NotifierKind for DiscordKind {
+    fn page(&self, message: &Value) -> Option<String> {
+        html::page(message)
+    }
+
     fn example(&self) -> &'static str {
         r#"webhook_url = "https://discord.com/api/webhooks/1/preview""#
     }

@@ -31,6 +31,18 @@ pub use config::{Email, SmtpServer, SmtpTls};
 pub struct EmailKind;
 
 impl NotifierKind for EmailKind {
+    /// The HTML part as sent; the plain text when there is none.
+    fn page(&self, message: &Value) -> Option<String> {
+        if let Some(html) = message["html"].as_str() {
+            return Some(html.to_owned());
+        }
+        let text = message["text"].as_str()?;
+        Some(format!(
+            "<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body><pre style=\"white-space:pre-wrap;font:14px sans-serif\">{}</pre></body></html>",
+            handlebars::html_escape(text)
+        ))
+    }
+
     fn example(&self) -> &'static str {
         r#"smtp = "smtp://smtp.example.org:587"
 from = "Replicate relay <relay@example.org>"

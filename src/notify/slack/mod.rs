@@ -28,6 +28,12 @@ pub use config::{Broadcast, Slack, SlackTarget};
 pub struct SlackKind;
 
 impl NotifierKind for SlackKind {
+    fn page(&self, message: &Value) -> Option<String> {
+        let m = message.get("slack")?;
+        let title = m["text"].as_str().unwrap_or("Slack");
+        Some(html::page(title, &[html::message(m, false)], &[]))
+    }
+
     fn example(&self) -> &'static str {
         r##"token = "xoxb-preview"
 channel = "#ml-alerts""##

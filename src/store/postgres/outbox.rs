@@ -512,6 +512,15 @@ pub async fn retry(
             )
             .await?
         }
+        RetrySelector::DeadAmong(ids) => {
+            c.execute(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = $1,
+                     expires_at_ms = $2, finished_at_ms = NULL
+                 WHERE id = ANY($3) AND state = 'dead'",
+                &[&now_ms, &expires, &ids],
+            )
+            .await?
+        }
     };
     Ok(n as usize)
 }

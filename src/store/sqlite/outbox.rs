@@ -529,6 +529,22 @@ pub fn retry(
              WHERE state = 'dead'",
             params![now_ms, max_age_ms],
         ),
+        RetrySelector::DeadAmong(ids) => {
+            let tx = conn.unchecked_transaction()?;
+            let mut n = 0;
+            {
+                let mut one = tx.prepare_cached(
+                    "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = ?2,
+                         expires_at_ms = ?2 + ?3, finished_at_ms = NULL
+                     WHERE id = ?1 AND state = 'dead'",
+                )?;
+                for id in ids {
+                    n += one.execute(params![id, now_ms, max_age_ms])?;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        }
     }
 }
 
