@@ -11,6 +11,7 @@ mod archive;
 mod catch_up;
 mod cli;
 mod crash;
+mod dashboard;
 mod deliver;
 mod digest;
 mod discord;

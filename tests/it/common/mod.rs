@@ -14,6 +14,7 @@ use replicate_relay::signature::Secret;
 use replicate_relay::store::{Admin, DeliveryFilter, Listed, StoreError};
 
 pub mod ca;
+pub mod dashboard;
 pub mod files;
 pub mod https;
 pub mod pebble;
@@ -161,10 +162,16 @@ pub fn write_config(dir: &Path, secret: &str, extra: &str) -> PathBuf {
     } else {
         ""
     };
+    // Tests running at once must not race for the dashboard's default port.
+    let dashboard = if extra.contains("[dashboard]") {
+        ""
+    } else {
+        "[dashboard]\nlisten = false\n\n"
+    };
     std::fs::write(
         &file,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{metrics}\n[verify]\nsecret = \"{secret}\"\n\n[store]\npath = \"relay.db\"\n\n{extra}"
+            "[server]\nlisten = \"127.0.0.1:0\"\n{metrics}\n[verify]\nsecret = \"{secret}\"\n\n[store]\npath = \"relay.db\"\n\n{dashboard}{extra}"
         ),
     )
     .unwrap();
