@@ -211,10 +211,12 @@ pub fn loopback_host(host: &str) -> bool {
 }
 
 /// Whether a POST with these headers came from another site: its
-/// `Sec-Fetch-Site` says so, or its `Origin` names another host than `host`.
+/// `Sec-Fetch-Site` (which browsers send, and a page cannot forge) says
+/// so, or, from a browser without it, its `Origin` names another host
+/// than `host`.
 pub fn cross_site(origin: Option<&str>, fetch_site: Option<&str>, host: Option<&str>) -> bool {
-    if matches!(fetch_site, Some("cross-site" | "same-site")) {
-        return true;
+    if let Some(site) = fetch_site {
+        return !matches!(site, "same-origin" | "none");
     }
     match (origin, host) {
         (None, _) => false,
@@ -310,6 +312,8 @@ mod tests {
         for (origin, site, cross) in [
             (None, None, false),
             (Some("http://127.0.0.1:8788"), Some("same-origin"), false),
+            (Some("null"), Some("same-origin"), false),
+            (Some("http://127.0.0.1:8788"), Some("same-site"), true),
             (Some("http://evil.example"), None, true),
             (None, Some("cross-site"), true),
             (Some("null"), None, true),

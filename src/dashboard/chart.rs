@@ -63,11 +63,9 @@ pub fn events(activity: &Activity, now_hour: i64) -> String {
     axis(&mut out, max, now_hour);
     out.push_str("</svg>");
     let mut legend = String::from("<div class=\"legend\">");
-    for (status, colour) in STATUSES.iter().chain(&[("other", OTHER)]) {
-        let _ = write!(
-            legend,
-            "<span><i style=\"background:{colour}\"></i>{status}</span>"
-        );
+    // Classes, not style attributes: the page's policy allows no inline style.
+    for (status, _) in STATUSES.iter().chain(&[("other", OTHER)]) {
+        let _ = write!(legend, "<span><i class=\"sw-{status}\"></i>{status}</span>");
     }
     legend.push_str("</div>");
     out + &legend
@@ -115,7 +113,7 @@ pub fn latency(activity: &Activity, now_hour: i64) -> String {
         );
     }
     axis_ms(&mut out, max, now_hour);
-    out.push_str("</svg><div class=\"legend\"><span><i style=\"background:#54aeff\"></i>median</span><span><i style=\"background:#cf222e\"></i>95th percentile</span></div>");
+    out.push_str("</svg><div class=\"legend\"><span><i class=\"sw-median\"></i>median</span><span><i class=\"sw-p95\"></i>95th percentile</span></div>");
     out
 }
 

@@ -60,7 +60,7 @@ pub async fn page(d: &Dashboard, r: &Request, s: &Session) -> Answer {
     if found.rows.is_empty() {
         out.push_str("<p class=\"muted\">No events here.</p>");
     } else {
-        out.push_str("<table><thead><tr><th>Received</th><th>Job</th><th>Status</th><th>Kind</th><th>Model</th><th>Deliveries</th></tr></thead><tbody>");
+        out.push_str("<table class=\"events\"><thead><tr><th>Received</th><th>Job</th><th>Status</th><th>Kind</th><th>Model</th><th>Deliveries</th></tr></thead><tbody>");
         for e in &found.rows {
             let mut deliveries = Vec::new();
             if e.delivered > 0 {

@@ -389,7 +389,7 @@ fn respond(answer: Answer, session: Option<&str>) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
+        header::HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::CACHE_CONTROL,

@@ -13,6 +13,7 @@ use replicate_relay::server::{self, Running};
 use replicate_relay::signature::Secret;
 use replicate_relay::store::{Admin, DeliveryFilter, Listed, StoreError};
 
+pub mod browser;
 pub mod ca;
 pub mod dashboard;
 pub mod files;
