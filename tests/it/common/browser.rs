@@ -95,15 +95,40 @@ impl Browser {
         }
     }
 
-    /// The visible text of the page.
+    /// Where the browser is once `arrived` says so (a click's navigation
+    /// may still be under way when the click returns), or after 10 s.
+    pub async fn wait_at(&self, arrived: impl Fn(&str) -> bool) -> String {
+        let mut at = String::new();
+        for _ in 0..100 {
+            at = self.at().await;
+            if arrived(&at) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        at
+    }
+
+    /// The page's text once it holds `needle` (a click's navigation may
+    /// still be under way when the click returns), or after 10 s.
+    pub async fn wait_text(&self, needle: &str) -> String {
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = self.text().await;
+            if text.contains(needle) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        text
+    }
+
+    /// The visible text of the page (empty while it is being replaced).
     pub async fn text(&self) -> String {
-        self.client
-            .find(Locator::Css("body"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        match self.client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
     }
 
     /// How many elements match `css`.

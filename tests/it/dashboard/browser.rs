@@ -40,13 +40,12 @@ async fn log_in(browser: &Browser, base: &str) {
         .click()
         .await
         .unwrap();
-    for _ in 0..50 {
-        if !browser.at().await.starts_with("/login") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the login did not go through: {}", browser.text().await);
+    let at = browser.wait_at(|at| !at.starts_with("/login")).await;
+    assert!(
+        !at.starts_with("/login"),
+        "the login did not go through: {}",
+        browser.text().await
+    );
 }
 
 #[tokio::test]
@@ -96,7 +95,7 @@ async fn in_chromium_log_in_find_a_failed_job_read_its_attempts_and_retry_it() {
         .click()
         .await
         .unwrap();
-    assert_eq!(browser.at().await, "/events");
+    assert_eq!(browser.wait_at(|at| at == "/events").await, "/events");
     browser.picture("dashboard-events").await;
 
     // Found by its job id.
@@ -108,12 +107,8 @@ async fn in_chromium_log_in_find_a_failed_job_read_its_attempts_and_retry_it() {
         .click()
         .await
         .unwrap();
-    assert!(
-        browser
-            .at()
-            .await
-            .contains(&format!("job={}", dead.object_id))
-    );
+    let job = format!("job={}", dead.object_id);
+    assert!(browser.wait_at(|at| at.contains(&job)).await.contains(&job));
     let rows = c.find_all(Locator::Css("tbody tr")).await.unwrap();
     assert_eq!(rows.len(), 1, "{}", browser.text().await);
     c.find(Locator::Css(&format!(
@@ -127,7 +122,7 @@ async fn in_chromium_log_in_find_a_failed_job_read_its_attempts_and_retry_it() {
     .unwrap();
 
     // Its attempt, and what Slack answered.
-    let text = browser.text().await;
+    let text = browser.wait_text("Slack refused").await;
     assert!(
         text.contains("Slack refused the message: channel_not_found"),
         "{text}"
@@ -187,11 +182,8 @@ async fn in_chromium_log_in_find_a_failed_job_read_its_attempts_and_retry_it() {
         .click()
         .await
         .unwrap();
-    assert!(
-        browser.text().await.contains("is requeued"),
-        "{}",
-        browser.text().await
-    );
+    let text = browser.wait_text("is requeued").await;
+    assert!(text.contains("is requeued"), "{text}");
     let mut state = String::new();
     for _ in 0..50 {
         c.refresh().await.unwrap();
@@ -344,7 +336,7 @@ async fn in_chromium_a_post_without_the_csrf_token_is_refused() {
         .click()
         .await
         .unwrap();
-    let text = browser.text().await;
+    let text = browser.wait_text("Refused").await;
     assert!(
         text.contains("Refused: the form's CSRF token is missing"),
         "{text}"
