@@ -115,9 +115,16 @@ async fn body(d: &Dashboard) -> Result<String, StoreError> {
     };
     let stats = d.store.outbox_stats().await?;
     let size = d.admin.size().await?;
-    let loads = d.admin.notifier_loads().await?;
-    let pauses: BTreeMap<String, i64> = d.store.pauses(now).await?.into_iter().collect();
     let setup = d.live.load();
+    // The config's notifiers, and those deliveries wait for that it lacks.
+    let mut names: Vec<String> = setup.config.notifiers.keys().cloned().collect();
+    for (name, _) in d.admin.waiting_by_notifier().await? {
+        if !setup.config.notifiers.contains_key(&name) {
+            names.push(name);
+        }
+    }
+    let loads = d.admin.notifier_loads(names).await?;
+    let pauses: BTreeMap<String, i64> = d.store.pauses(now).await?.into_iter().collect();
 
     let events: i64 = activity.events.iter().map(|e| e.2).sum();
     let failed: i64 = activity

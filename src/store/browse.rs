@@ -93,6 +93,16 @@ pub struct NotifierLoad {
     pub last_error: Option<String>,
 }
 
+/// Counts `n` deliveries in `state` into `load`.
+pub fn count_state(load: &mut NotifierLoad, state: &str, n: i64) {
+    match state {
+        "pending" | "sending" => load.waiting += n,
+        "held" => load.held += n,
+        "dead" => load.dead += n,
+        _ => {}
+    }
+}
+
 /// A parameter of a listing's SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Param {
@@ -224,21 +234,29 @@ impl Search {
     }
 }
 
-/// Each notifier's deliveries by state, and how long its waiting ones
-/// have been failing.
-pub const LOADS: &str = "SELECT notifier,
-        sum(CASE WHEN state IN ('pending', 'sending') THEN 1 ELSE 0 END),
-        sum(CASE WHEN state = 'held' THEN 1 ELSE 0 END),
-        sum(CASE WHEN state = 'dead' THEN 1 ELSE 0 END),
-        sum(CASE WHEN state IN ('pending', 'sending') AND last_error IS NOT NULL THEN 1 ELSE 0 END),
-        min(CASE WHEN state IN ('pending', 'sending') AND last_error IS NOT NULL THEN created_at_ms END)
-    FROM deliveries WHERE state IN ('pending', 'sending', 'held', 'dead')
-    GROUP BY notifier ORDER BY notifier";
+/// The store's oldest and newest event, each found in the primary key
+/// (SQLite reads the whole table for `min` and `max` in one select).
+pub const BOUNDS: &str = "SELECT (SELECT min(seq) FROM events), (SELECT max(seq) FROM events)";
 
-/// A notifier's most recent error (of a delivery waiting or dead).
-pub const LAST_ERROR: &str = "SELECT last_error FROM deliveries
-    WHERE notifier = $1 AND state IN ('pending', 'sending', 'dead') AND last_error IS NOT NULL
-    ORDER BY id DESC LIMIT 1";
+// A notifier's load, a question at a time, each answered from the
+// `(notifier, state, …)` index and the few deliveries still waiting: a
+// month of dead ones is counted, never read.
+
+/// A notifier's deliveries counted by state.
+pub const LOAD_COUNTS: &str = "SELECT state, count(*) FROM deliveries
+    WHERE notifier = $1 AND state IN ('pending', 'sending', 'held', 'dead') GROUP BY state";
+
+/// Of a notifier's waiting deliveries, those whose last attempt failed:
+/// how many, since when, and the most recent one's id.
+pub const LOAD_FAILING: &str = "SELECT count(*), min(created_at_ms), max(id) FROM deliveries
+    WHERE notifier = $1 AND state IN ('pending', 'sending') AND last_error IS NOT NULL";
+
+/// A notifier's most recent dead delivery.
+pub const LOAD_LAST_DEAD: &str =
+    "SELECT max(id) FROM deliveries WHERE notifier = $1 AND state = 'dead'";
+
+/// A delivery's last error.
+pub const ERROR_OF: &str = "SELECT last_error FROM deliveries WHERE id = $1";
 
 #[cfg(test)]
 mod tests {

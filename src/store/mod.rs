@@ -259,8 +259,11 @@ pub trait Admin: Send + Sync {
     /// Events by hour and status, and delivery times, from event `from_seq` on.
     fn activity(&self, from_seq: i64) -> BoxFuture<'_, Result<browse::Activity, StoreError>>;
 
-    /// Each notifier's deliveries waiting, held, dead and failing.
-    fn notifier_loads(&self) -> BoxFuture<'_, Result<Vec<browse::NotifierLoad>, StoreError>>;
+    /// The deliveries of each of `notifiers` waiting, held, dead and failing.
+    fn notifier_loads(
+        &self,
+        notifiers: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<browse::NotifierLoad>, StoreError>>;
 
     /// The bytes the store takes.
     fn size(&self) -> BoxFuture<'_, Result<i64, StoreError>>;

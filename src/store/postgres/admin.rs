@@ -88,10 +88,11 @@ impl Admin for PostgresAdmin {
 
     fn notifier_loads(
         &self,
+        notifiers: Vec<String>,
     ) -> BoxFuture<'_, Result<Vec<crate::store::browse::NotifierLoad>, StoreError>> {
         Box::pin(async move {
             let c = self.pool.get().await.map_err(read_error)?;
-            browse::loads(&**c).await.map_err(read_error)
+            browse::loads(&**c, &notifiers).await.map_err(read_error)
         })
     }
 
@@ -213,8 +214,9 @@ impl Admin for PostgresStore {
 
     fn notifier_loads(
         &self,
+        notifiers: Vec<String>,
     ) -> BoxFuture<'_, Result<Vec<crate::store::browse::NotifierLoad>, StoreError>> {
-        self.admin.notifier_loads()
+        self.admin.notifier_loads(notifiers)
     }
 
     fn size(&self) -> BoxFuture<'_, Result<i64, StoreError>> {

@@ -13,9 +13,7 @@ use crate::store::browse::{
 };
 
 async fn bounds(c: &impl GenericClient) -> Result<Option<(i64, i64)>> {
-    let row = c
-        .query_one("SELECT min(seq), max(seq) FROM events", &[])
-        .await?;
+    let row = c.query_one(browse::BOUNDS, &[]).await?;
     let (low, high): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
     Ok(low.zip(high))
 }
@@ -127,24 +125,33 @@ pub async fn activity(c: &impl GenericClient, from_seq: i64) -> Result<Activity>
     Ok(Activity { events, latencies })
 }
 
-pub async fn loads(c: &impl GenericClient) -> Result<Vec<NotifierLoad>> {
-    let mut out = Vec::new();
-    for r in c.query(browse::LOADS, &[]).await? {
-        out.push(NotifierLoad {
-            notifier: r.try_get(0)?,
-            waiting: r.try_get(1)?,
-            held: r.try_get(2)?,
-            dead: r.try_get(3)?,
-            failing: r.try_get(4)?,
-            failing_since_ms: r.try_get(5)?,
-            last_error: None,
-        });
-    }
-    for load in &mut out {
-        load.last_error = match c.query_opt(browse::LAST_ERROR, &[&load.notifier]).await? {
-            Some(row) => row.try_get(0)?,
-            None => None,
+pub async fn loads(c: &impl GenericClient, notifiers: &[String]) -> Result<Vec<NotifierLoad>> {
+    let mut out = Vec::with_capacity(notifiers.len());
+    for name in notifiers {
+        let mut load = NotifierLoad {
+            notifier: name.clone(),
+            ..NotifierLoad::default()
         };
+        for r in c.query(browse::LOAD_COUNTS, &[name]).await? {
+            let state: String = r.try_get(0)?;
+            browse::count_state(&mut load, &state, r.try_get(1)?);
+        }
+        let r = c.query_one(browse::LOAD_FAILING, &[name]).await?;
+        load.failing = r.try_get(0)?;
+        load.failing_since_ms = r.try_get(1)?;
+        let mut newest: Option<i64> = r.try_get(2)?;
+        if newest.is_none() {
+            newest = c
+                .query_one(browse::LOAD_LAST_DEAD, &[name])
+                .await?
+                .try_get(0)?;
+        }
+        if let Some(id) = newest
+            && let Some(row) = c.query_opt(browse::ERROR_OF, &[&id]).await?
+        {
+            load.last_error = row.try_get(0)?;
+        }
+        out.push(load);
     }
     Ok(out)
 }

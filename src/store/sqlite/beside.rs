@@ -119,8 +119,9 @@ impl Admin for Beside {
 
     fn notifier_loads(
         &self,
+        notifiers: Vec<String>,
     ) -> BoxFuture<'_, Result<Vec<crate::store::browse::NotifierLoad>, StoreError>> {
-        self.with(browse::loads, StoreError::Read)
+        self.with(move |c| browse::loads(c, &notifiers), StoreError::Read)
     }
 
     fn size(&self) -> BoxFuture<'_, Result<i64, StoreError>> {

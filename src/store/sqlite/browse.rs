@@ -13,9 +13,7 @@ use crate::store::browse::{
 
 pub fn browse(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> {
     let (oldest, newest): (Option<i64>, Option<i64>) =
-        conn.query_row("SELECT min(seq), max(seq) FROM events", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+        conn.query_row(browse::BOUNDS, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let (Some(oldest), Some(newest)) = (oldest, newest) else {
         return Ok(EventPage::default());
     };
@@ -66,9 +64,7 @@ pub fn browse(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> 
 /// step, which moves a range's edge by that much).
 pub fn seq_at(conn: &Connection, at_ms: i64) -> rusqlite::Result<Option<i64>> {
     let (Some(low), Some(high)): (Option<i64>, Option<i64>) =
-        conn.query_row("SELECT min(seq), max(seq) FROM events", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
+        conn.query_row(browse::BOUNDS, [], |r| Ok((r.get(0)?, r.get(1)?)))?
     else {
         return Ok(None);
     };
@@ -116,32 +112,47 @@ pub fn activity(conn: &Connection, from_seq: i64) -> rusqlite::Result<Activity> 
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let latencies = conn
         .prepare_cached(
+            // `+state`: through the event index; the state's would read
+            // every delivered delivery of the month.
             "SELECT created_at_ms / 3600000, finished_at_ms - created_at_ms FROM deliveries
-             WHERE event_seq >= ?1 AND state = 'delivered' AND finished_at_ms IS NOT NULL",
+             WHERE event_seq >= ?1 AND +state = 'delivered' AND finished_at_ms IS NOT NULL",
         )?
         .query_map([from_seq], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Activity { events, latencies })
 }
 
-pub fn loads(conn: &Connection) -> rusqlite::Result<Vec<NotifierLoad>> {
-    let mut out = conn
-        .prepare_cached(browse::LOADS)?
-        .query_map([], |r| {
-            Ok(NotifierLoad {
-                notifier: r.get(0)?,
-                waiting: r.get(1)?,
-                held: r.get(2)?,
-                dead: r.get(3)?,
-                failing: r.get(4)?,
-                failing_since_ms: r.get(5)?,
-                last_error: None,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut last = conn.prepare_cached(browse::LAST_ERROR)?;
-    for load in &mut out {
-        load.last_error = last.query_row([&load.notifier], |r| r.get(0)).optional()?;
+pub fn loads(conn: &Connection, notifiers: &[String]) -> rusqlite::Result<Vec<NotifierLoad>> {
+    let mut counts = conn.prepare_cached(browse::LOAD_COUNTS)?;
+    let mut failing = conn.prepare_cached(browse::LOAD_FAILING)?;
+    let mut last_dead = conn.prepare_cached(browse::LOAD_LAST_DEAD)?;
+    let mut error_of = conn.prepare_cached(browse::ERROR_OF)?;
+    let mut out = Vec::with_capacity(notifiers.len());
+    for name in notifiers {
+        let mut load = NotifierLoad {
+            notifier: name.clone(),
+            ..NotifierLoad::default()
+        };
+        let by_state = counts
+            .query_map([name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (state, n) in by_state {
+            browse::count_state(&mut load, &state, n);
+        }
+        let (n, since, newest): (i64, Option<i64>, Option<i64>) =
+            failing.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        load.failing = n;
+        load.failing_since_ms = since;
+        let newest = match newest {
+            Some(id) => Some(id),
+            None => last_dead.query_row([name], |r| r.get(0))?,
+        };
+        if let Some(id) = newest {
+            load.last_error = error_of.query_row([id], |r| r.get(0)).optional()?.flatten();
+        }
+        out.push(load);
     }
     Ok(out)
 }

@@ -353,8 +353,9 @@ impl crate::store::Admin for SqliteStore {
 
     fn notifier_loads(
         &self,
+        notifiers: Vec<String>,
     ) -> BoxFuture<'_, Result<Vec<crate::store::browse::NotifierLoad>, StoreError>> {
-        self.read(browse::loads)
+        self.read(move |conn| browse::loads(conn, &notifiers))
     }
 
     fn size(&self) -> BoxFuture<'_, Result<i64, StoreError>> {

@@ -211,8 +211,20 @@ async fn an_event_its_activity_and_each_notifiers_load() {
             activity.events
         );
 
-        let loads = store.notifier_loads().await.unwrap();
-        assert_eq!(loads.len(), 1, "{name}: {loads:?}");
+        let loads = store
+            .notifier_loads(vec!["chat".into(), "mail".into()])
+            .await
+            .unwrap();
+        assert_eq!(loads.len(), 2, "{name}: {loads:?}");
+        assert_eq!(loads[1].notifier, "mail");
+        assert_eq!(
+            (
+                loads[1].waiting,
+                loads[1].dead,
+                loads[1].last_error.as_deref()
+            ),
+            (0, 0, None)
+        );
         let chat = &loads[0];
         assert_eq!(chat.notifier, "chat");
         assert_eq!(
@@ -228,5 +240,27 @@ async fn an_event_its_activity_and_each_notifiers_load() {
         assert_eq!(chat.last_error.as_deref(), Some("HTTP 503"), "{name}");
 
         assert!(store.size().await.unwrap() > 0, "{name}");
+
+        // A page's dead deliveries retried together: those still dead.
+        let ids = vec![a.delivery.id, b.delivery.id, c.delivery.id, 999_999];
+        let requeued = store
+            .retry(RetrySelector::DeadAmong(ids), now, HOUR)
+            .await
+            .unwrap();
+        assert_eq!(requeued, 1, "{name}: only b was dead");
+        let b_now = store
+            .attempts(b.delivery.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .delivery;
+        assert_eq!(b_now.state, DeliveryState::Pending, "{name}");
+        let a_now = store
+            .attempts(a.delivery.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .delivery;
+        assert_eq!(a_now.state, DeliveryState::Delivered, "{name}: not resent");
     });
 }
