@@ -16,12 +16,13 @@ const PER_PAGE: usize = 50;
 
 /// The filters a page can be asked for, by query key.
 const KEYS: &[&str] = &[
-    "job", "kind", "status", "model", "route", "source", "from", "to",
+    "job", "scan", "kind", "status", "model", "route", "source", "from", "to",
 ];
 
 pub async fn page(d: &Dashboard, r: &Request, s: &Session) -> Answer {
     let mut q = EventQuery {
         job: r.param("job").map(|j| j.trim().to_owned()),
+        scan: r.param("scan").is_some(),
         kind: r.param("kind").and_then(|k| k.parse::<Kind>().ok()),
         status: r.param("status").map(str::to_owned),
         model: r.param("model").map(|m| m.trim().to_owned()),
@@ -99,6 +100,18 @@ pub async fn page(d: &Dashboard, r: &Request, s: &Session) -> Answer {
             );
         }
         out.push_str("</tbody></table>");
+    }
+    if q.job.is_some() && !q.scan && !found.rows.is_empty() {
+        let mut all: Vec<(&str, String)> = KEYS
+            .iter()
+            .filter_map(|k| r.param(k).map(|v| (*k, v.to_owned())))
+            .collect();
+        all.push(("scan", "1".into()));
+        let _ = write!(
+            out,
+            "<p class=\"muted\">These are the job's events some route sent somewhere. <a href=\"{}\">Look through every event for this job</a> (its other webhooks too, a window of 20,000 at a time).</p>",
+            esc(&html::href("/events", &all))
+        );
     }
     out.push_str("<div class=\"pager\">");
     let kept: Vec<(&str, String)> = KEYS

@@ -22,8 +22,12 @@ pub struct EventQuery {
     /// Events some delivery of this route was planned for.
     pub route: Option<String>,
     pub source: Option<Source>,
-    /// A job (prediction or training) id.
+    /// A job (prediction or training) id: its events that some route sent
+    /// somewhere are found at once, through their deliveries' keys…
     pub job: Option<String>,
+    /// …and with `scan`, every event of the job, a window at a time (what
+    /// a job no route sent anywhere needs).
+    pub scan: bool,
     /// Only events with a lower sequence number (the next page).
     pub before_seq: Option<i64>,
     /// Only events at or after this one (a time range's start, as a sequence number).
@@ -111,40 +115,80 @@ pub enum Param {
 }
 
 /// The `WHERE` of a listing and its parameters, numbered from 1. With a
-/// job id the job's own index answers and no window applies; otherwise
-/// the page looks at most at [`SCAN`] events below `before_seq` (or the
-/// store's newest, `newest`), and not below its oldest, `oldest`.
+/// job id and without `scan`, the index of the deliveries' keys (a final
+/// status's is `<job>:<status>`, a lifecycle's `<job>:start`…) answers and
+/// no window applies; otherwise the page looks at most at [`SCAN`] events
+/// below `before_seq` (or the store's newest, `newest`), and not below its
+/// oldest, `oldest`.
 pub fn event_filter(q: &EventQuery, newest: i64, oldest: i64) -> (String, Vec<Param>, Option<i64>) {
     let mut clauses = Vec::new();
     let mut params = Vec::new();
-    let mut add = |clause: &str, p: Param| {
+    let add = |clauses: &mut Vec<String>, params: &mut Vec<Param>, clause: &str, p: Param| {
         params.push(p);
         clauses.push(clause.replace('?', &format!("${}", params.len())));
     };
     let below = q.before_seq.unwrap_or(newest.saturating_add(1));
     let below = q.to_seq.map_or(below, |to| below.min(to));
-    add("e.seq < ?", Param::Int(below));
+    add(&mut clauses, &mut params, "e.seq < ?", Param::Int(below));
     let mut window = None;
     let floor = q.from_seq.unwrap_or(0).max(oldest);
-    if let Some(job) = &q.job {
-        add("e.object_id = ?", Param::Text(job.clone()));
-        add("e.seq >= ?", Param::Int(floor));
+    if let Some(job) = q.job.as_ref().filter(|_| !q.scan) {
+        add(
+            &mut clauses,
+            &mut params,
+            "e.object_id = ?",
+            Param::Text(job.clone()),
+        );
+        add(&mut clauses, &mut params, "e.seq >= ?", Param::Int(floor));
+        // The keys from `<job>:` up to `<job>;`, the next byte.
+        params.push(Param::Text(format!("{job}:")));
+        params.push(Param::Text(format!("{job};")));
+        clauses.push(format!(
+            "e.seq IN (SELECT r.event_seq FROM deliveries r WHERE r.dedup_key >= ${} AND r.dedup_key < ${})",
+            params.len() - 1,
+            params.len()
+        ));
     } else {
+        if let Some(job) = &q.job {
+            add(
+                &mut clauses,
+                &mut params,
+                "e.object_id = ?",
+                Param::Text(job.clone()),
+            );
+        }
         let start = below.saturating_sub(SCAN).max(floor);
         window = Some(start);
-        add("e.seq >= ?", Param::Int(start));
+        add(&mut clauses, &mut params, "e.seq >= ?", Param::Int(start));
     }
     if let Some(kind) = q.kind {
-        add("e.kind = ?", Param::Text(kind.as_str().to_owned()));
+        add(
+            &mut clauses,
+            &mut params,
+            "e.kind = ?",
+            Param::Text(kind.as_str().to_owned()),
+        );
     }
     if let Some(status) = &q.status {
-        add("e.status = ?", Param::Text(status.clone()));
+        add(
+            &mut clauses,
+            &mut params,
+            "e.status = ?",
+            Param::Text(status.clone()),
+        );
     }
     if let Some(model) = &q.model {
-        add("e.model = ?", Param::Text(model.clone()));
+        add(
+            &mut clauses,
+            &mut params,
+            "e.model = ?",
+            Param::Text(model.clone()),
+        );
     }
     if let Some(route) = &q.route {
         add(
+            &mut clauses,
+            &mut params,
             "EXISTS (SELECT 1 FROM deliveries r WHERE r.event_seq = e.seq AND r.route = ?)",
             Param::Text(route.clone()),
         );
@@ -293,10 +337,19 @@ mod tests {
             ..EventQuery::default()
         };
         let (sql, params, floor) = event_filter(&q, 1_000, 1);
-        assert_eq!(sql, "e.seq < $1 AND e.object_id = $2 AND e.seq >= $3");
+        assert_eq!(
+            sql,
+            "e.seq < $1 AND e.object_id = $2 AND e.seq >= $3 AND e.seq IN (SELECT r.event_seq FROM deliveries r WHERE r.dedup_key >= $4 AND r.dedup_key < $5)"
+        );
         assert_eq!(
             params,
-            [Param::Int(500), Param::Text("p1".into()), Param::Int(10)]
+            [
+                Param::Int(500),
+                Param::Text("p1".into()),
+                Param::Int(10),
+                Param::Text("p1:".into()),
+                Param::Text("p1;".into())
+            ]
         );
         assert_eq!(floor, None);
         // A small store: the window reaches its start, so no next page.

@@ -19,6 +19,22 @@ async fn bounds(c: &impl GenericClient) -> Result<Option<(i64, i64)>> {
 }
 
 pub async fn browse(c: &impl GenericClient, q: &EventQuery) -> Result<EventPage> {
+    let found = page_of(c, q).await?;
+    if q.job.is_some() && !q.scan && found.rows.is_empty() {
+        // No route sent the job anywhere: look for it a window at a time.
+        return page_of(
+            c,
+            &EventQuery {
+                scan: true,
+                ..q.clone()
+            },
+        )
+        .await;
+    }
+    Ok(found)
+}
+
+async fn page_of(c: &impl GenericClient, q: &EventQuery) -> Result<EventPage> {
     let Some((oldest, newest)) = bounds(c).await? else {
         return Ok(EventPage::default());
     };

@@ -92,9 +92,8 @@ const STEPS: &[&str] = &[
     "ALTER TABLE deliveries ADD COLUMN lane TEXT COLLATE \"C\";
      CREATE INDEX deliveries_lane ON deliveries (lane, notifier) WHERE lane IS NOT NULL;",
     // 8: what each attempt did, deleted with its delivery, and the message
-    // as last rendered; a job found by its id without reading every row.
+    // as last rendered.
     "ALTER TABLE deliveries ADD COLUMN message TEXT;
-     CREATE INDEX events_object ON events (object_id);
      CREATE TABLE attempts (
          delivery_id BIGINT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
          number      BIGINT NOT NULL,

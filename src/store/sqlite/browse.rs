@@ -12,6 +12,21 @@ use crate::store::browse::{
 };
 
 pub fn browse(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> {
+    let found = page_of(conn, q)?;
+    if q.job.is_some() && !q.scan && found.rows.is_empty() {
+        // No route sent the job anywhere: look for it a window at a time.
+        return page_of(
+            conn,
+            &EventQuery {
+                scan: true,
+                ..q.clone()
+            },
+        );
+    }
+    Ok(found)
+}
+
+fn page_of(conn: &Connection, q: &EventQuery) -> rusqlite::Result<EventPage> {
     let (oldest, newest): (Option<i64>, Option<i64>) =
         conn.query_row(browse::BOUNDS, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let (Some(oldest), Some(newest)) = (oldest, newest) else {

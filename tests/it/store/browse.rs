@@ -138,7 +138,13 @@ async fn a_rare_match_is_looked_for_a_window_at_a_time() {
         // The only failure, more than one window below the newest event.
         let now = now_ms();
         store
-            .insert(event_at("msg_rare", "rare", Status::Failed, &[], now))
+            .insert(event_at(
+                "msg_rare",
+                "rare",
+                Status::Failed,
+                &[("r", "chat")],
+                now,
+            ))
             .await
             .unwrap();
         for i in 0..(SCAN + 10) {
@@ -163,6 +169,19 @@ async fn a_rare_match_is_looked_for_a_window_at_a_time() {
         let second = store.browse(q).await.unwrap();
         assert_eq!(ids(&second), ["rare"], "{name}");
         assert_eq!(second.next_before, None, "{name}");
+        // Routed somewhere, the job is found at once, however far back;
+        // looking through every event finds it a window at a time.
+        let mut job = EventQuery {
+            job: Some("rare".into()),
+            limit: 10,
+            ..EventQuery::default()
+        };
+        let at_once = store.browse(job.clone()).await.unwrap();
+        assert_eq!(ids(&at_once), ["rare"], "{name}");
+        assert_eq!(at_once.next_before, None, "{name}");
+        job.scan = true;
+        let windowed = store.browse(job).await.unwrap();
+        assert!(windowed.rows.is_empty() && windowed.scan_ended, "{name}");
     });
 }
 
