@@ -215,36 +215,33 @@ pub async fn finish(
             ],
         )
         .await?;
-        if let Some(message) = &log.message {
-            c.execute(
-                "UPDATE deliveries SET message = $2 WHERE id = $1",
-                &[&id, message],
-            )
-            .await?;
-        }
     }
+    let message = log.and_then(|l| l.message.as_deref());
     match outcome {
         Outcome::Delivered { result } => {
             c.execute(
                 "UPDATE deliveries SET state = 'delivered', finished_at_ms = $2,
-                     last_error = NULL, lease_until_ms = NULL, result = $3 WHERE id = $1",
-                &[&id, &now_ms, result],
+                     last_error = NULL, lease_until_ms = NULL, result = $3,
+                     message = coalesce($4, message) WHERE id = $1",
+                &[&id, &now_ms, result, &message],
             )
             .await?
         }
         Outcome::Retry { at_ms, error } => {
             c.execute(
                 "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = $2,
-                     last_error = $3, lease_until_ms = NULL WHERE id = $1",
-                &[&id, at_ms, error],
+                     last_error = $3, lease_until_ms = NULL, message = coalesce($4, message)
+                 WHERE id = $1",
+                &[&id, at_ms, error, &message],
             )
             .await?
         }
         Outcome::Dead { error } => {
             c.execute(
                 "UPDATE deliveries SET state = 'dead', finished_at_ms = $2,
-                     last_error = $3, lease_until_ms = NULL WHERE id = $1",
-                &[&id, &now_ms, error],
+                     last_error = $3, lease_until_ms = NULL, message = coalesce($4, message)
+                 WHERE id = $1",
+                &[&id, &now_ms, error, &message],
             )
             .await?
         }

@@ -236,28 +236,32 @@ pub fn finish(
             log.status,
             log.exchanges
         ])?;
-        if let Some(message) = &log.message {
-            conn.prepare_cached("UPDATE deliveries SET message = ?2 WHERE id = ?1")?
-                .execute(params![id, message])?;
-        }
     }
+    // One update of the row, the message with the state (the writer does
+    // this for every delivery).
+    let message = log.and_then(|l| l.message.as_deref());
     match outcome {
-        Outcome::Delivered { result } => conn.execute(
-            "UPDATE deliveries SET state = 'delivered', finished_at_ms = ?2, last_error = NULL,
-                                   result = ?3
-             WHERE id = ?1",
-            params![id, now_ms, result],
-        )?,
-        Outcome::Retry { at_ms, error } => conn.execute(
-            "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = ?2, last_error = ?3
-             WHERE id = ?1",
-            params![id, at_ms, error],
-        )?,
-        Outcome::Dead { error } => conn.execute(
-            "UPDATE deliveries SET state = 'dead', finished_at_ms = ?2, last_error = ?3
-             WHERE id = ?1",
-            params![id, now_ms, error],
-        )?,
+        Outcome::Delivered { result } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'delivered', finished_at_ms = ?2, last_error = NULL,
+                                       result = ?3, message = coalesce(?4, message)
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, now_ms, result, message])?,
+        Outcome::Retry { at_ms, error } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at_ms = ?2, last_error = ?3,
+                                       message = coalesce(?4, message)
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, at_ms, error, message])?,
+        Outcome::Dead { error } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'dead', finished_at_ms = ?2, last_error = ?3,
+                                       message = coalesce(?4, message)
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, now_ms, error, message])?,
     };
     Ok(())
 }
