@@ -335,6 +335,7 @@ async fn one_of_two_daemons_killed_again_and_again_loses_nothing() {
 }
 
 mod copy;
+mod dashboard;
 
 /// A send that outlasts the claim's lease (an archive of several
 /// gigabytes) renews it, and another instance does not take the delivery
