@@ -201,7 +201,10 @@ async fn body(d: &Dashboard) -> Result<String, StoreError> {
             esc(name),
             esc(notifier.settings.kind().name()),
             load.map_or(0, |l| l.waiting),
-            load.map_or(0, |l| l.dead),
+            match load.map_or(0, |l| l.dead) {
+                0 => "0".to_owned(),
+                dead => format!("<a href=\"/deliveries\">{dead}</a>"),
+            },
             esc(&crate::render::helpers::truncate_chars(
                 load.and_then(|l| l.last_error.as_deref()).unwrap_or("—"),
                 200
