@@ -215,11 +215,9 @@ async fn a_dead_delivery_is_found_looked_at_and_retried_until_delivered() {
     // The message as Slack shows it, in a frame without script.
     let frame = client.get(&format!("/deliveries/{id}/message")).await;
     assert_eq!(frame.status, 200);
-    assert!(
-        frame
-            .header("content-security-policy")
-            .starts_with("sandbox;")
-    );
+    let policy = frame.header("content-security-policy");
+    assert!(policy.starts_with("sandbox;"), "{policy}");
+    assert!(policy.contains("script-src 'none'"), "{policy}");
     assert!(frame.body.contains("class=\"msg\""), "{}", frame.body);
 
     let csrf = page.csrf();

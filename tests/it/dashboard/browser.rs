@@ -278,6 +278,9 @@ async fn in_chromium_a_hostile_payload_runs_nothing_and_links_nowhere() {
     assert!(text.contains("<script>alert('prompt')</script>"), "{text}");
     assert_eq!(browser.count("img, script, [onerror]").await, 0);
     assert_eq!(browser.count("a[href^='javascript']").await, 0);
+    // The message's own styles apply in the frame (its policy leaves them be).
+    let shown = c.find(Locator::Css(".msg")).await.unwrap();
+    assert_eq!(shown.css_value("display").await.unwrap(), "flex");
     c.enter_parent_frame().await.unwrap();
     assert_eq!(browser.dialog().await, None);
     browser.close().await;
