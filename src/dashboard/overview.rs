@@ -95,7 +95,7 @@ pub async fn page(d: &Dashboard, s: &Session) -> Answer {
 
 /// The answer when the store cannot be read.
 pub fn unavailable(e: &StoreError) -> Answer {
-    Answer::Page(
+    Answer::Problem(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
             "The store cannot be read right now: {e}. The daemon keeps taking webhooks if it can; try again in a moment."

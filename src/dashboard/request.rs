@@ -2,11 +2,11 @@
 //! or a redirect to the login), the security headers every answer
 //! carries, and which page answers which path.
 
-use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use futures_util::{Stream, StreamExt};
 use warp::Filter;
 use warp::http::{HeaderMap, Method, StatusCode, header};
 use warp::reply::Response;
@@ -18,7 +18,7 @@ use crate::listen::connections::RequestConn;
 
 /// The largest form taken (a retry of every dead delivery shown sends
 /// their ids).
-const MAX_FORM: u64 = 64 * 1024;
+const MAX_FORM: usize = 64 * 1024;
 
 /// The policy of every page: nothing from elsewhere, no inline script
 /// or style, frames only of the dashboard's own message pages.
@@ -76,7 +76,10 @@ pub struct Session {
 
 /// What a page answers.
 pub enum Answer {
+    /// A whole page.
     Page(StatusCode, String),
+    /// A sentence saying what went wrong and what to do, shown as text.
+    Problem(StatusCode, String),
     /// A message shown in a sandboxed frame.
     Frame(String),
     Redirect(String),
@@ -85,18 +88,14 @@ pub enum Answer {
 /// The dashboard's routes, for its listener.
 pub fn filter(
     dashboard: Arc<Dashboard>,
-) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let with = warp::any().map(move || dashboard.clone());
-    let body = warp::body::content_length_limit(MAX_FORM)
-        .and(warp::body::bytes())
-        .or(warp::any().map(Bytes::new))
-        .unify();
     warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<RequestConn>())
-        .and(body)
+        .and(warp::body::stream())
         .and(with)
         .then(
             |method: Method,
@@ -104,8 +103,13 @@ pub fn filter(
              query: String,
              headers: HeaderMap,
              conn: Option<RequestConn>,
-             body: Bytes,
+             body,
              dashboard: Arc<Dashboard>| async move {
+                let within = dashboard.live.load().config.server.read_timeout;
+                let body = match read_form(body, within).await {
+                    Ok(body) => body,
+                    Err(problem) => return respond(problem, None),
+                };
                 let request = Request {
                     method,
                     path: path.as_str().to_owned(),
@@ -121,6 +125,49 @@ pub fn filter(
         )
 }
 
+/// A request's body, a form: at most [`MAX_FORM`] bytes, all of it
+/// within `within` (the server's `read_timeout`), or the answer that
+/// refuses it. Whoever sends it, before any session is looked at.
+async fn read_form<S, B>(body: S, within: std::time::Duration) -> Result<Bytes, Answer>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut form = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(|_| {
+                Answer::Problem(
+                    StatusCode::BAD_REQUEST,
+                    "The form could not be read.".into(),
+                )
+            })?;
+            if form.len() + chunk.remaining() > MAX_FORM {
+                return Err(Answer::Problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The form is too large.".into(),
+                ));
+            }
+            while chunk.has_remaining() {
+                let part = chunk.chunk();
+                form.extend_from_slice(part);
+                let n = part.len();
+                chunk.advance(n);
+            }
+        }
+        Ok(Bytes::from(form))
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Answer::Problem(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("The form did not arrive within {within:?}; send it again."),
+            ))
+        })
+}
+
 async fn handle(d: &Dashboard, r: Request) -> Response {
     // Files without data need no session.
     match (r.method.as_str(), r.path.as_str()) {
@@ -128,25 +175,11 @@ async fn handle(d: &Dashboard, r: Request) -> Response {
         ("GET", "/static/live.js") => return fixed("text/javascript", html::LIVE),
         _ => {}
     }
-    let too_large = r
-        .header(header::CONTENT_LENGTH)
-        .and_then(|n| n.parse::<u64>().ok())
-        .is_some_and(|n| n > MAX_FORM);
-    if too_large {
-        // (A body without a length is not read at all: its form is empty.)
-        return respond(
-            Answer::Page(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "The form is too large.".into(),
-            ),
-            None,
-        );
-    }
     let auth = d.auth();
     let now = now_ms();
     if !auth.needs_login() && !r.header(header::HOST).is_some_and(auth::loopback_host) {
         return respond(
-            Answer::Page(
+            Answer::Problem(
                 StatusCode::MISDIRECTED_REQUEST,
                 "This dashboard answers only to a loopback name (localhost or 127.0.0.1): without [dashboard] token_file it has no login.".into(),
             ),
@@ -166,6 +199,17 @@ async fn handle(d: &Dashboard, r: Request) -> Response {
     }
     if r.path == "/login" {
         return login(&auth, &r, cookie.as_deref(), now);
+    }
+    if r.path == "/logout" && r.method == Method::POST {
+        // Whatever the session: this browser forgets it.
+        let mut out = respond(Answer::Redirect("/login".into()), None);
+        out.headers_mut().insert(
+            header::SET_COOKIE,
+            header::HeaderValue::from_static(
+                "relay_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
+            ),
+        );
+        return out;
     }
     let (cookie, fresh) = match cookie {
         Some(c) => (c, false),
@@ -192,18 +236,7 @@ async fn handle(d: &Dashboard, r: Request) -> Response {
         );
     }
     let answer = route(d, &r, &session).await;
-    let set = fresh.then_some(cookie.as_str());
-    if r.path == "/logout" {
-        let mut out = respond(Answer::Redirect("/login".into()), None);
-        out.headers_mut().insert(
-            header::SET_COOKIE,
-            header::HeaderValue::from_static(
-                "relay_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
-            ),
-        );
-        return out;
-    }
-    respond(answer, set)
+    respond(answer, fresh.then_some(cookie.as_str()))
 }
 
 async fn route(d: &Dashboard, r: &Request, s: &Session) -> Answer {
@@ -232,7 +265,6 @@ async fn route(d: &Dashboard, r: &Request, s: &Session) -> Answer {
             Ok(n) => super::gallery::frame(d, notifier, n),
             Err(_) => not_found(),
         },
-        ["logout"] if post => Answer::Redirect("/login".into()),
         _ => not_found(),
     }
 }
@@ -307,11 +339,11 @@ fn local(path: &str, query: &[(String, String)]) -> String {
 }
 
 pub fn not_found() -> Answer {
-    Answer::Page(StatusCode::NOT_FOUND, "Not found.".into())
+    Answer::Problem(StatusCode::NOT_FOUND, "Not found.".into())
 }
 
 fn forbidden(why: &str) -> Answer {
-    Answer::Page(StatusCode::FORBIDDEN, format!("Refused: {why}."))
+    Answer::Problem(StatusCode::FORBIDDEN, format!("Refused: {why}."))
 }
 
 fn set_cookie(out: &mut Response, session: &str) {
@@ -342,19 +374,16 @@ fn fixed(kind: &'static str, body: &'static str) -> Response {
 /// cookie when `session` is one.
 fn respond(answer: Answer, session: Option<&str>) -> Response {
     let (status, body, policy) = match answer {
-        Answer::Page(status, body) => {
-            // A plain sentence (an error) is framed as text.
-            let body = if body.starts_with("<!DOCTYPE") {
-                body
-            } else {
-                format!(
-                    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>replicate-relay</title>\
-                     <link rel=\"stylesheet\" href=\"/static/style.css\"></head><body><main><p>{}</p><p><a href=\"/\">Overview</a></p></main></body></html>\n",
-                    html::esc(&body)
-                )
-            };
-            (status, body, PAGE_POLICY)
-        }
+        Answer::Page(status, body) => (status, body, PAGE_POLICY),
+        Answer::Problem(status, sentence) => (
+            status,
+            format!(
+                "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>replicate-relay</title>\
+                 <link rel=\"stylesheet\" href=\"/static/style.css\"></head><body><main><p>{}</p><p><a href=\"/\">Overview</a></p></main></body></html>\n",
+                html::esc(&sentence)
+            ),
+            PAGE_POLICY,
+        ),
         Answer::Frame(body) => (StatusCode::OK, body, super::frame::POLICY),
         Answer::Redirect(to) => {
             let mut out = Response::new(String::new().into());

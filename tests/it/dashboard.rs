@@ -405,3 +405,41 @@ async fn without_a_token_only_this_host_is_answered_and_elsewhere_needs_one() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("needs a login: set token_file"), "{text}");
 }
+
+#[tokio::test]
+async fn a_form_too_large_or_too_slow_is_refused_before_any_session_is_looked_at() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), SECRET, &dashboard::config(dir.path()));
+    server_keys(&config, "read_timeout = \"2s\"\n");
+    let daemon = Daemon::start(&config, Arc::new(SystemClock)).await;
+    let addr = daemon.running.dashboard_addr().unwrap();
+    let answer = |mut stream: tokio::net::TcpStream| async move {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got)).await;
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    // A body that never comes: answered 408 at read_timeout, not held open.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\nConnection: close\r\n\r\ntoken=").await.unwrap();
+    let started = std::time::Instant::now();
+    let got = answer(slow).await;
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // A body past 64 KiB without a length (chunked): 413, not read on.
+    let mut big = tokio::net::TcpStream::connect(addr).await.unwrap();
+    big.write_all(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").await.unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, "a".repeat(16 * 1024));
+    for _ in 0..5 {
+        if big.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let got = answer(big).await;
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    daemon.stop().await;
+}
