@@ -63,13 +63,7 @@ impl Auth {
                 mac.update(b"replicate-relay dashboard sessions v1");
                 mac.finalize().into_bytes().into()
             }
-            None => {
-                let mut key = [0u8; 32];
-                for chunk in key.chunks_mut(8) {
-                    chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
-                }
-                key
-            }
+            None => random(),
         };
         Self {
             key,
@@ -96,7 +90,7 @@ impl Auth {
     /// A new session's cookie value, valid until `now_ms` plus the session length.
     pub fn new_session(&self, now_ms: i64) -> String {
         let expires = now_ms.saturating_add(self.session.as_millis() as i64);
-        let nonce = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let nonce = hex::encode(&random()[..16]);
         let tag = self.mac(&["s", &expires.to_string(), &nonce]).finalize();
         let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.into_bytes());
         format!("{expires}.{nonce}.{tag}")
@@ -191,6 +185,17 @@ impl Failures {
         }
         bump(self.by_address.entry(from).or_insert((now, 0)));
     }
+}
+
+/// 32 bytes from the system's secure random source (ring's, which TLS
+/// uses): a session key or nonce must not be guessable from others.
+fn random() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .expect("the system's random source answers");
+    bytes
 }
 
 /// Whether `host` (a Host header) names this host by a loopback name:
