@@ -15,9 +15,7 @@ mod load;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use load::*;
 
@@ -123,57 +121,6 @@ fn fill(dir: &Path, count: usize) {
     drop(open());
 }
 
-/// `n` loads of `path` over one keep-alive connection; each one's time, sorted.
-async fn loads(addr: SocketAddr, path: &str, n: usize) -> Vec<Duration> {
-    let mut stream = tcp_connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-    let mut buf = Vec::with_capacity(256 * 1024);
-    let mut times = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let (status, _) = exchange(&mut stream, request.as_bytes(), &mut buf)
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&buf));
-        times.push(t.elapsed());
-    }
-    times.sort();
-    times
-}
-
-fn quantile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[i - 1]
-}
-
-/// Ingest of `events` new webhooks, with the events page loaded ten times
-/// a second beside it when `looked`; the load's result and the pages' times.
-async fn ingest(
-    daemon: &Daemon,
-    dashboard: SocketAddr,
-    from: usize,
-    events: usize,
-    connections: usize,
-    looked: bool,
-) -> (LoadResult, Vec<Duration>) {
-    let going = Arc::new(AtomicBool::new(looked));
-    let g = going.clone();
-    let looker = tokio::spawn(async move {
-        let mut times = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        while g.load(Ordering::Relaxed) {
-            tick.tick().await;
-            times.extend(loads(dashboard, "/events", 1).await);
-        }
-        times
-    });
-    let result = load(daemon.addr(), prepare(from, events), connections).await;
-    going.store(false, Ordering::Relaxed);
-    let mut times = looker.await.unwrap();
-    times.sort();
-    (result, times)
-}
-
 async fn run(o: Options) {
     println!(
         "replicate-relay dashboard benchmark: {} stored events; ingest {} events over {} connections, {} rounds; {} cores",
@@ -250,7 +197,7 @@ async fn run(o: Options) {
     ];
     println!("| page | median | p99 | max |\n| --- | --- | --- | --- |");
     for (label, path, n) in &pages {
-        let t = loads(dashboard, path, *n).await;
+        let t = gets(dashboard, path, *n).await;
         println!(
             "| {label} | {} | {} | {} |",
             ms(quantile(&t, 0.5)),
@@ -259,51 +206,13 @@ async fn run(o: Options) {
         );
     }
 
-    let mut next = 0;
-    let (mut plain, mut looked) = (Vec::new(), Vec::new());
-    for round in 1..=o.rounds {
-        for with in [false, true] {
-            let (r, t) = ingest(&daemon, dashboard, next, o.ingest, o.connections, with).await;
-            next += o.ingest;
-            println!(
-                "round {round}, {}: {} acknowledged/s ({} errors); ack p50 {} p99 {}{}",
-                if with {
-                    "events page 10/s"
-                } else {
-                    "no page loads"
-                },
-                r.rate() as u64,
-                r.errors,
-                ms(r.pct(0.5)),
-                ms(r.pct(0.99)),
-                if with && !t.is_empty() {
-                    format!(
-                        "; {} loads, median {} max {}",
-                        t.len(),
-                        ms(quantile(&t, 0.5)),
-                        ms(t[t.len() - 1])
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            assert_eq!(r.errors, 0);
-            (if with { &mut looked } else { &mut plain }).push(r);
-        }
-    }
-    let median = |rs: &[LoadResult], f: &dyn Fn(&LoadResult) -> f64| {
-        let mut v: Vec<f64> = rs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let p99 = |r: &LoadResult| r.pct(0.99).as_secs_f64();
-    let rate = |r: &LoadResult| r.rate();
-    println!(
-        "looked at / not, medians of {} rounds: ack p99 {:.2}, rate {:.2}",
-        o.rounds,
-        median(&looked, &p99) / median(&plain, &p99),
-        median(&looked, &rate) / median(&plain, &rate),
-    );
+    alternate(
+        daemon.addr(),
+        (dashboard, "/events"),
+        (o.ingest, o.connections, o.rounds),
+        ("no page loads", "events page 10/s"),
+    )
+    .await;
     daemon.stop();
 }
 

@@ -11,11 +11,8 @@
 
 mod load;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use load::*;
 
@@ -96,57 +93,6 @@ fn fill(dir: &Path, count: usize) {
     );
 }
 
-/// The scrape request, as bytes.
-const SCRAPE: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n";
-
-/// `n` scrapes over one keep-alive connection; each one's time, sorted.
-async fn scrapes(addr: SocketAddr, n: usize) -> Vec<Duration> {
-    let mut stream = tcp_connect(addr).await.unwrap();
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let mut times = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let (status, _) = exchange(&mut stream, SCRAPE, &mut buf).await.unwrap();
-        assert_eq!(status, 200);
-        times.push(t.elapsed());
-    }
-    times.sort();
-    times
-}
-
-fn quantile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[i - 1]
-}
-
-/// Ingest of `events` new webhooks, with a scraper at ten scrapes a second
-/// beside it when `scraped`; the load's result and the scrapes' times.
-async fn ingest(
-    daemon: &Daemon,
-    from: usize,
-    events: usize,
-    connections: usize,
-    scraped: bool,
-) -> (LoadResult, Vec<Duration>) {
-    let addr = daemon.addr();
-    let going = Arc::new(AtomicBool::new(scraped));
-    let g = going.clone();
-    let scraper = tokio::spawn(async move {
-        let mut times = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        while g.load(Ordering::Relaxed) {
-            tick.tick().await;
-            times.extend(scrapes(addr, 1).await);
-        }
-        times
-    });
-    let result = load(addr, prepare(from, events), connections).await;
-    going.store(false, Ordering::Relaxed);
-    let mut times = scraper.await.unwrap();
-    times.sort();
-    (result, times)
-}
-
 async fn run(o: Options) {
     println!(
         "replicate-relay /metrics benchmark: {} stored deliveries; ingest {} events over {} connections, {} rounds; {} cores",
@@ -188,7 +134,7 @@ async fn run(o: Options) {
     }
 
     let daemon = Daemon::start(dir.path(), "").await;
-    let times = scrapes(daemon.addr(), 1_000).await;
+    let times = gets(daemon.addr(), "/metrics", 1_000).await;
     println!(
         "scrape, keep-alive, 1000 in a row: min {} median {} p99 {} max {}",
         ms(times[0]),
@@ -197,47 +143,13 @@ async fn run(o: Options) {
         ms(times[times.len() - 1]),
     );
 
-    let mut next = 0;
-    let (mut plain, mut scraped) = (Vec::new(), Vec::new());
-    for round in 1..=o.rounds {
-        for with in [false, true] {
-            let (r, t) = ingest(&daemon, next, o.events, o.connections, with).await;
-            next += o.events;
-            println!(
-                "round {round}, {}: {} acknowledged/s ({} errors); ack p50 {} p99 {}{}",
-                if with { "scraped 10/s" } else { "not scraped" },
-                r.rate() as u64,
-                r.errors,
-                ms(r.pct(0.5)),
-                ms(r.pct(0.99)),
-                if with {
-                    format!(
-                        "; {} scrapes, median {} max {}",
-                        t.len(),
-                        ms(quantile(&t, 0.5)),
-                        ms(t[t.len() - 1])
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            assert_eq!(r.errors, 0);
-            (if with { &mut scraped } else { &mut plain }).push(r);
-        }
-    }
-    let median = |rs: &[LoadResult], f: &dyn Fn(&LoadResult) -> f64| {
-        let mut v: Vec<f64> = rs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let p99 = |r: &LoadResult| r.pct(0.99).as_secs_f64();
-    let rate = |r: &LoadResult| r.rate();
-    println!(
-        "scraped / not scraped, medians of {} rounds: ack p99 {:.2}, rate {:.2}",
-        o.rounds,
-        median(&scraped, &p99) / median(&plain, &p99),
-        median(&scraped, &rate) / median(&plain, &rate),
-    );
+    alternate(
+        daemon.addr(),
+        (daemon.addr(), "/metrics"),
+        (o.events, o.connections, o.rounds),
+        ("not scraped", "scraped 10/s"),
+    )
+    .await;
     daemon.stop();
 }
 

@@ -430,3 +430,110 @@ impl Drop for Daemon {
 pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
+
+/// `n` GETs of `path` over one keep-alive connection to `addr`; each
+/// one's time to the last byte, sorted.
+pub async fn gets(addr: SocketAddr, path: &str, n: usize) -> Vec<Duration> {
+    let mut stream = tcp_connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut buf = Vec::with_capacity(256 * 1024);
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (status, _) = exchange(&mut stream, request.as_bytes(), &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&buf));
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times
+}
+
+/// The `p` quantile of `sorted` (nearest rank).
+pub fn quantile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[i - 1]
+}
+
+/// Ingest of `events` new webhooks (numbered from `from`) over
+/// `connections` to `ingest`, with GETs of `path` at `get` ten times a
+/// second beside it when `beside`; the load's result and the GETs' times.
+async fn ingest_beside(
+    ingest: SocketAddr,
+    get: SocketAddr,
+    path: &str,
+    (from, events, connections): (usize, usize, usize),
+    beside: bool,
+) -> (LoadResult, Vec<Duration>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let going = Arc::new(AtomicBool::new(beside));
+    let (g, path) = (going.clone(), path.to_owned());
+    let getter = tokio::spawn(async move {
+        let mut times = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while g.load(Ordering::Relaxed) {
+            tick.tick().await;
+            times.extend(gets(get, &path, 1).await);
+        }
+        times
+    });
+    let result = load(ingest, prepare(from, events), connections).await;
+    going.store(false, Ordering::Relaxed);
+    let mut times = getter.await.unwrap();
+    times.sort();
+    (result, times)
+}
+
+/// `rounds` rounds of ingest (`events` each, over `connections`),
+/// alternately alone and beside GETs of `path` at `get` ten times a second
+/// (named `alone` and `beside` in what it prints), then the ratio of the
+/// rounds' medians: what to read, these machines being noisy.
+pub async fn alternate(
+    ingest: SocketAddr,
+    (get, path): (SocketAddr, &str),
+    (events, connections, rounds): (usize, usize, usize),
+    (alone, beside): (&str, &str),
+) {
+    let mut next = 0;
+    let (mut plain, mut looked) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        for with in [false, true] {
+            let (r, t) = ingest_beside(ingest, get, path, (next, events, connections), with).await;
+            next += events;
+            println!(
+                "round {round}, {}: {} acknowledged/s ({} errors); ack p50 {} p99 {}{}",
+                if with { beside } else { alone },
+                r.rate() as u64,
+                r.errors,
+                ms(r.pct(0.5)),
+                ms(r.pct(0.99)),
+                if with && !t.is_empty() {
+                    format!(
+                        "; {} GETs, median {} max {}",
+                        t.len(),
+                        ms(quantile(&t, 0.5)),
+                        ms(t[t.len() - 1])
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            assert_eq!(r.errors, 0);
+            (if with { &mut looked } else { &mut plain }).push(r);
+        }
+    }
+    let median = |rs: &[LoadResult], f: &dyn Fn(&LoadResult) -> f64| {
+        let mut v: Vec<f64> = rs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let p99 = |r: &LoadResult| r.pct(0.99).as_secs_f64();
+    let rate = |r: &LoadResult| r.rate();
+    println!(
+        "{beside} / {alone}, medians of {rounds} rounds: ack p99 {:.2}, rate {:.2}",
+        median(&looked, &p99) / median(&plain, &p99),
+        median(&looked, &rate) / median(&plain, &rate),
+    );
+}
